@@ -1,0 +1,207 @@
+//! Error types, one per kind of operation, each saying what to do about it.
+//!
+//! - [`OpenError`]: opening the state (in use, corrupt, unreadable).
+//! - [`StoreError`]: a read or commit of the open database failed.
+//! - [`DispatchError`]: the host handed in dispatches we refuse to queue.
+//! - [`SyncError`]: what a push or pull request can fail with, as a whole.
+//! - [`PlatformConfigError`]: an API URL we will not talk to.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Opening `<state-dir>/sync.redb` failed.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another process holds the database lock (R2).
+    InUse {
+        /// The state directory.
+        dir: PathBuf,
+    },
+    /// The file exists but is not a database redb can open; it is left untouched (R4).
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported.
+        detail: String,
+    },
+    /// The state directory or file could not be created or read.
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::InUse { dir } => write!(
+                f,
+                "state in {} is in use by another agent-sync process",
+                dir.display()
+            ),
+            OpenError::Corrupt { path, detail } => write!(
+                f,
+                "the sync database {} cannot be opened ({detail}); it was left untouched: \
+                 move it aside to start with an empty state, or restore it from a backup",
+                path.display()
+            ),
+            OpenError::Io { path, source } => write!(
+                f,
+                "cannot open {}: {source}; check that the state dir exists and is writable",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A read or write of the open database failed. Nothing was acknowledged that was
+/// not committed: the caller may retry the whole operation.
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    /// What we were doing, e.g. "enqueue dispatches".
+    pub operation: &'static str,
+    /// What redb reported.
+    pub detail: String,
+}
+
+impl StoreError {
+    /// Wraps any redb error with the operation it interrupted.
+    pub fn new(operation: &'static str, error: impl fmt::Display) -> Self {
+        StoreError {
+            operation,
+            detail: error.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "could not {} in the sync database: {}; check free disk space and that the \
+             state dir is writable, then retry",
+            self.operation, self.detail
+        )
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Host-provided dispatches that are refused before anything is queued (R4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchError {
+    /// Element `index` of the list is not a JSON object.
+    NotAnObject {
+        /// Zero-based position in the list.
+        index: usize,
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// The input is not a JSON array of objects at all.
+    NotAnArray {
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl fmt::Display for DispatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DispatchError::NotAnObject { index, found } => write!(
+                f,
+                "dispatch {index} is {found}, not a JSON object; nothing was queued"
+            ),
+            DispatchError::NotAnArray { detail } => write!(
+                f,
+                "dispatches must be a JSON array of objects ({detail}); nothing was queued"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DispatchError {}
+
+/// Why a push, pull or other service request failed as a whole.
+#[derive(Debug, Clone)]
+pub enum SyncError {
+    /// Malformed host dispatches; nothing was queued.
+    Invalid(DispatchError),
+    /// The database failed; nothing unacknowledged was lost.
+    Store(StoreError),
+    /// An actor is gone (the service is stopping or stopped).
+    Stopped,
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncError::Invalid(e) => e.fmt(f),
+            SyncError::Store(e) => e.fmt(f),
+            SyncError::Stopped => f.write_str("the sync service is stopped; start it again"),
+        }
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> Self {
+        SyncError::Store(e)
+    }
+}
+
+impl From<DispatchError> for SyncError {
+    fn from(e: DispatchError) -> Self {
+        SyncError::Invalid(e)
+    }
+}
+
+impl From<actix::MailboxError> for SyncError {
+    fn from(_: actix::MailboxError) -> Self {
+        SyncError::Stopped
+    }
+}
+
+/// The platform URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformConfigError {
+    /// Not an `http://` or `https://` URL with a host.
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+    },
+    /// Plain HTTP to a host that is not loopback would send the token in clear.
+    InsecureUrl {
+        /// The URL as given.
+        url: String,
+    },
+}
+
+impl fmt::Display for PlatformConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlatformConfigError::InvalidUrl { url } => write!(
+                f,
+                "API URL {url:?} is not an http(s) URL with a host, e.g. https://api.example.com"
+            ),
+            PlatformConfigError::InsecureUrl { url } => write!(
+                f,
+                "refusing plain http to a non-loopback host ({url}): the token would travel \
+                 unencrypted; use https, or pass --allow-insecure-http if you really mean it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlatformConfigError {}

@@ -1,0 +1,161 @@
+//! History: a bounded log of syncs, and the last push/pull times.
+//!
+//! Records are keyed by a monotonic `u64`, so "newest N" is a range read and trimming
+//! pops from the front; nothing is ever rewritten whole (Go defect 3). A record that
+//! does not decode is skipped with a warning (H1): history is for people, and a bad
+//! line must not hide the others.
+
+use actix::prelude::*;
+use redb::{Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+
+use crate::error::StoreError;
+use crate::messages::{ReadSyncState, RecentRecords, Record, SetAuthFailed, SyncState};
+use crate::model::{Direction, SyncRecord};
+use crate::store::{decode, encode, Store};
+
+/// Monotonic id -> JSON [`SyncRecord`].
+pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+/// `"state"` -> JSON [`SyncState`].
+pub(crate) const SYNC_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_state");
+
+const STATE_KEY: &str = "state";
+
+/// How many records are kept by default.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(HISTORY)?;
+    txn.open_table(SYNC_STATE)?;
+    Ok(())
+}
+
+/// Owns the `history` and `sync_state` tables.
+pub struct History {
+    /// The shared database; only this actor touches its two tables.
+    store: Store,
+    /// Newest records kept.
+    limit: usize,
+}
+
+impl History {
+    /// A History keeping the newest `limit` records (at least one).
+    pub fn new(store: Store, limit: usize) -> Self {
+        History {
+            store,
+            limit: limit.max(1),
+        }
+    }
+
+    fn update_state(
+        &self,
+        operation: &'static str,
+        change: impl FnOnce(&mut SyncState),
+    ) -> Result<(), StoreError> {
+        self.store.write(operation, Durability::None, |txn| {
+            let mut table = txn.open_table(SYNC_STATE)?;
+            let mut state = read_state(&table)?;
+            change(&mut state);
+            table.insert(STATE_KEY, encode(&state).as_slice())?;
+            Ok(())
+        })
+    }
+}
+
+fn read_state(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<SyncState, redb::Error> {
+    Ok(match table.get(STATE_KEY)? {
+        Some(bytes) => decode(bytes.value()).unwrap_or_else(|e| {
+            log::warn!("sync state does not decode ({e}); reading it as empty");
+            SyncState::default()
+        }),
+        None => SyncState::default(),
+    })
+}
+
+impl Actor for History {
+    type Context = Context<Self>;
+}
+
+impl Handler<Record> for History {
+    type Result = Result<(), StoreError>;
+
+    /// Non-durable: made durable by the Queue's next immediate commit (a push) or the
+    /// Puller's cache commit (a pull).
+    fn handle(&mut self, Record(record): Record, _: &mut Self::Context) -> Self::Result {
+        let limit = self.limit as u64;
+        self.store.write("record a sync", Durability::None, |txn| {
+            let mut history = txn.open_table(HISTORY)?;
+            let next = history.last()?.map_or(0, |(k, _)| k.value() + 1);
+            history.insert(next, encode(&record).as_slice())?;
+            while history.len()? > limit {
+                history.pop_first()?;
+            }
+            drop(history);
+            let mut table = txn.open_table(SYNC_STATE)?;
+            let mut state = read_state(&table)?;
+            match record.direction {
+                Direction::Push => {
+                    state.last_push_at = Some(record.synced_at);
+                    state.auth_failed = false;
+                }
+                Direction::Pull => {
+                    state.last_pull_at = Some(record.synced_at);
+                    state.auth_failed = false;
+                }
+                Direction::DeadLetter => {}
+            }
+            table.insert(STATE_KEY, encode(&state).as_slice())?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<SetAuthFailed> for History {
+    type Result = Result<(), StoreError>;
+
+    fn handle(
+        &mut self,
+        SetAuthFailed(failed): SetAuthFailed,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        self.update_state("record an auth failure", |state| state.auth_failed = failed)
+    }
+}
+
+impl Handler<RecentRecords> for History {
+    type Result = Result<Vec<SyncRecord>, StoreError>;
+
+    fn handle(&mut self, msg: RecentRecords, _: &mut Self::Context) -> Self::Result {
+        self.store.read("read history", |txn| {
+            let history = txn.open_table(HISTORY)?;
+            let limit = msg.limit.unwrap_or(usize::MAX);
+            let mut newest_first = Vec::new();
+            for row in history.iter()?.rev() {
+                if newest_first.len() >= limit {
+                    break;
+                }
+                let (key, value) = row?;
+                match decode::<SyncRecord>(value.value()) {
+                    Ok(record) => newest_first.push(record),
+                    Err(e) => log::warn!(
+                        "history record {} does not decode ({e}); skipped",
+                        key.value()
+                    ),
+                }
+            }
+            newest_first.reverse();
+            Ok(newest_first)
+        })
+    }
+}
+
+impl Handler<ReadSyncState> for History {
+    type Result = Result<SyncState, StoreError>;
+
+    fn handle(&mut self, _: ReadSyncState, _: &mut Self::Context) -> Self::Result {
+        self.store.read("read sync state", |txn| {
+            read_state(&txn.open_table(SYNC_STATE)?)
+        })
+    }
+}

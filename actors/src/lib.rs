@@ -1,0 +1,57 @@
+//! The actors of agent-sync: the sync subsystem of an AI-agent host.
+//!
+//! # Layout
+//!
+//! Six actors, each owning its state; they talk only through the typed messages of
+//! [`messages`], which is the place to read the protocol.
+//!
+//! | module        | actor     | owns                                   |
+//! |---------------|-----------|----------------------------------------|
+//! | [`scanner`]   | Scanner   | nothing persistent: walks workspaces   |
+//! | [`ledger`]    | Ledger    | table `ledger` (id -> fingerprint)     |
+//! | [`queue`]     | Queue     | `queue`, `queue_keys`, `dead_letters`  |
+//! | [`pusher`]    | Pusher    | the awc client for pushes              |
+//! | [`puller`]    | Puller    | table `context` and the pull client    |
+//! | [`history`]   | History   | `history`, `sync_state`                |
+//!
+//! Around them:
+//!
+//! - [`model`]: workspace status, dispatch records, queue entries, sync records.
+//! - [`store`]: the one redb file, its layout and crash semantics.
+//! - [`platform`]: the token, the URL policy and the awc client (DESIGN section 5).
+//! - [`backoff`]: the retry schedule and `Retry-After`.
+//! - [`time`]: timestamps and the clock that tests can pause.
+//! - [`error`]: one error type per kind of operation.
+//! - [`system`]: starts and connects the six actors.
+//!
+//! A push: host -> [`messages::SyncPush`] -> Pusher -> Scanner (`Scan`) -> Ledger
+//! (`Unsynced`) -> Queue (`Enqueue`), then the Pusher drains: Queue `LeaseNext` ->
+//! POST -> Ledger `MarkSynced` + History `Record` -> Queue `Report(outcome)`. The Queue
+//! alone decides what an outcome means (backoff, split, dead letter).
+//!
+//! The `agent-sync` crate wires these into a `SyncService` and a CLI.
+
+pub mod backoff;
+pub mod error;
+pub mod history;
+pub mod ledger;
+pub mod messages;
+pub mod model;
+pub mod platform;
+pub mod puller;
+pub mod pusher;
+pub mod queue;
+pub mod scanner;
+pub mod store;
+pub mod system;
+pub mod time;
+
+pub use error::{DispatchError, OpenError, PlatformConfigError, StoreError, SyncError};
+pub use history::History;
+pub use ledger::Ledger;
+pub use puller::Puller;
+pub use pusher::{PushPeers, Pusher, PusherConfig};
+pub use queue::{Queue, QueueConfig};
+pub use scanner::Scanner;
+pub use store::Store;
+pub use system::{ActorsConfig, SyncActors};

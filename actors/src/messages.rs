@@ -1,0 +1,362 @@
+//! Every message the actors exchange, in one place, so the protocol reads top to bottom.
+//!
+//! Push: host -> [`SyncPush`] -> Pusher -> Scanner [`Scan`] -> Ledger [`Unsynced`];
+//! Pusher -> Queue [`Enqueue`]; then the drain loop: Queue [`LeaseNext`] -> POST ->
+//! Ledger [`MarkSynced`] + History [`Record`] on delivery -> Queue [`Report`].
+//! Pull: host -> [`SyncPull`] -> Puller -> History [`Record`].
+
+use actix::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::backoff::RetryAfter;
+use crate::error::{StoreError, SyncError};
+use crate::model::{DeadLetter, Dispatch, QueueEntry, ScannedDispatch, SyncRecord};
+use crate::time::Timestamp;
+
+// ----------------------------------------------------------------------------- host
+
+/// Push finished work: scan (unless `queue_only` or `dispatches` is given), enqueue,
+/// drain once. Replies with what was delivered in this drain.
+#[derive(Message, Debug, Clone, Default)]
+#[rtype(result = "Result<PushReport, SyncError>")]
+pub struct SyncPush {
+    /// Agent to push as; the service's agent id when `None`.
+    pub agent_id: Option<String>,
+    /// Fleet node to push as; the service's when `None`.
+    pub fleet_node_id: Option<i64>,
+    /// Host-provided dispatches, pushed verbatim (no scan then).
+    pub dispatches: Option<Vec<Value>>,
+    /// Only drain what is already queued; never scan (P6).
+    pub queue_only: bool,
+}
+
+/// Reply to [`SyncPush`] and [`Drain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PushReport {
+    /// Dispatches delivered by this call.
+    pub count: usize,
+    /// Dispatches still queued afterwards.
+    pub queued: u64,
+}
+
+/// Drain the queue now (what a timer or a new enqueue triggers).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<PushReport, SyncError>")]
+pub struct Drain;
+
+/// Pull fleet context (L1, L2).
+#[derive(Message, Debug, Clone, Default)]
+#[rtype(result = "Result<PullReport, SyncError>")]
+pub struct SyncPull {
+    /// Agent to pull for; the service's agent id when `None`.
+    pub agent_id: Option<String>,
+    /// Only context since this point (merged into the cache by `id`).
+    pub since: Option<String>,
+}
+
+/// Reply to [`SyncPull`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PullReport {
+    /// Items in `context`.
+    pub count: usize,
+    /// What was received, or the cache when the pull failed (L2).
+    pub context: Vec<Value>,
+    /// True when the platform was not (successfully) asked and this is the cache.
+    #[serde(skip)]
+    pub from_cache: bool,
+}
+
+/// The cached context, without asking the platform.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<Vec<Value>, StoreError>")]
+pub struct CachedContext;
+
+// -------------------------------------------------------------------------- scanner
+
+/// Walk the workspace root and return terminal dispatches the Ledger has not seen.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<ScanReport, SyncError>")]
+pub struct Scan;
+
+/// Reply to [`Scan`].
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Terminal dispatches not yet delivered with their current fingerprint.
+    pub unsynced: Vec<ScannedDispatch>,
+    /// Workspaces found (any status).
+    pub workspaces: usize,
+    /// Workspaces skipped with a warning (unreadable or corrupt `status.json`).
+    pub skipped: usize,
+}
+
+/// Rewrite ghost workspaces (`running` with a dead `pid`) to `failed` (DESIGN 7.3).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "ReapReport")]
+pub struct ReapGhosts;
+
+/// Reply to [`ReapGhosts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Names of the workspaces rewritten.
+    pub reaped: Vec<String>,
+}
+
+// --------------------------------------------------------------------------- ledger
+
+/// Keep only the dispatches whose (id, fingerprint) the Ledger has not marked.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<ScannedDispatch>, StoreError>")]
+pub struct Unsynced {
+    /// Candidates from a scan.
+    pub candidates: Vec<ScannedDispatch>,
+}
+
+/// Record that these (id, fingerprint) pairs reached the platform.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct MarkSynced {
+    /// id -> fingerprint.
+    pub fingerprints: Vec<(String, String)>,
+}
+
+/// How many dispatch ids the Ledger knows.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct LedgerSize;
+
+// ---------------------------------------------------------------------------- queue
+
+/// Queue dispatches durably: replies only after the commit is on disk.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<EnqueueReceipt, StoreError>")]
+pub struct Enqueue {
+    /// Agent the entries are pushed as.
+    pub agent_id: String,
+    /// Fleet node the entries are pushed as.
+    pub fleet_node_id: Option<i64>,
+    /// What to queue.
+    pub batch: EnqueueBatch,
+}
+
+/// The two sources of queued work.
+#[derive(Debug, Clone)]
+pub enum EnqueueBatch {
+    /// From a scan: deduplicated by (id, fingerprint) against everything queued (P8).
+    Scanned(Vec<ScannedDispatch>),
+    /// From the host: queued as given, the host owns their identity.
+    Host(Vec<Dispatch>),
+}
+
+/// Reply to [`Enqueue`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnqueueReceipt {
+    /// Entries created (each at most `max_batch` dispatches).
+    pub entries: usize,
+    /// Dispatches queued.
+    pub dispatches: usize,
+    /// Scanned dispatches dropped because the same (id, fingerprint) is already held.
+    pub duplicates: usize,
+}
+
+/// Hand the head entry to the Pusher if it is due.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<Lease, StoreError>")]
+pub struct LeaseNext;
+
+/// Reply to [`LeaseNext`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lease {
+    /// Send this entry's next part, then [`Report`] the outcome.
+    Ready(QueueEntry),
+    /// The head is backing off until then.
+    Waiting {
+        /// The head's `next_attempt`.
+        until: Timestamp,
+    },
+    /// The head is already leased and not yet reported.
+    InFlight,
+    /// Nothing is queued.
+    Empty,
+}
+
+/// What happened to a leased entry's POST: the Queue decides what follows.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Decision, StoreError>")]
+pub struct Report {
+    /// The leased entry.
+    pub seq: u64,
+    /// The platform's answer.
+    pub outcome: DeliveryOutcome,
+}
+
+/// The platform's answer to one POST, as the Pusher saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// A 2xx.
+    Delivered {
+        /// Bytes of the request body (for History).
+        payload_size: u64,
+    },
+    /// A non-2xx response.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// Its `Retry-After`, if any and parseable.
+        retry_after: Option<RetryAfter>,
+        /// Status line and a bounded excerpt of the body.
+        detail: String,
+    },
+    /// No response: connect failure, reset, timeout.
+    Network {
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// What the Queue did with a reported outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The part was removed; `remaining` dispatches of the entry are still queued.
+    Delivered {
+        /// Dispatches delivered.
+        dispatches: usize,
+        /// Dispatches of the same entry still to send (after a split).
+        remaining: usize,
+    },
+    /// Kept; the drain stops until `at` (the platform is likely down).
+    RetryAt {
+        /// The new `next_attempt`.
+        at: Timestamp,
+        /// True for 401/403: reported as `auth_failed`.
+        unauthorized: bool,
+    },
+    /// A 413 on several dispatches: the part was split in two, in place.
+    Split,
+    /// Refused for good: moved to `dead_letters`; the drain goes on.
+    DeadLettered {
+        /// Dispatches moved.
+        dispatches: usize,
+        /// HTTP status of the refusal.
+        status: u16,
+    },
+}
+
+/// Queued entries, oldest first.
+#[derive(Message, Debug, Clone, Copy, Default)]
+#[rtype(result = "Result<Vec<QueueEntry>, StoreError>")]
+pub struct ListQueue {
+    /// At most this many (the whole queue when `None`).
+    pub limit: Option<usize>,
+}
+
+/// Dead letters, oldest first.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<Vec<DeadLetter>, StoreError>")]
+pub struct ListDeadLetters;
+
+/// Move dead letters back to the tail of the queue, with a fresh start.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<RequeueReport, StoreError>")]
+pub struct Requeue {
+    /// Which dead letters (by seq); every one when `None`.
+    pub seqs: Option<Vec<u64>>,
+}
+
+/// Reply to [`Requeue`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RequeueReport {
+    /// (dead letter seq, new queue seq) for each one moved.
+    pub requeued: Vec<(u64, u64)>,
+    /// Seqs asked for that are not dead letters.
+    pub missing: Vec<u64>,
+}
+
+/// Counts and the head, for status (H2).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<QueueSummary, StoreError>")]
+pub struct QueueStatus;
+
+/// Reply to [`QueueStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueSummary {
+    /// Entries queued.
+    pub entries: u64,
+    /// Dispatches in them.
+    pub dispatches: u64,
+    /// Entries in `dead_letters`.
+    pub dead_letters: u64,
+    /// The next entry to send.
+    pub head: Option<HeadSummary>,
+}
+
+/// The head entry, for status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeadSummary {
+    /// Its seq.
+    pub seq: u64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Not sent before.
+    pub next_attempt: Option<Timestamp>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub queued_at: Timestamp,
+}
+
+/// Add entries imported from elsewhere (the Go agent's queue), keeping their attempts,
+/// times and fingerprints; each gets a fresh seq at the tail.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct ImportEntries {
+    /// Entries whose `seq` and `idempotency_key` are assigned by the Queue.
+    pub entries: Vec<QueueEntry>,
+}
+
+/// Tell `waker` whenever work becomes due (a new enqueue, a requeue).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetWaker(pub Recipient<QueueChanged>);
+
+/// Sent by the Queue to its waker: there is work to drain, now.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct QueueChanged;
+
+// -------------------------------------------------------------------------- history
+
+/// Append a sync record (trimmed to the newest N) and update the last push/pull time.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Record(pub SyncRecord);
+
+/// Set or clear `auth_failed` (a 401/403 sets it; the next success clears it).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct SetAuthFailed(pub bool);
+
+/// The newest `limit` records (all kept when `None`), oldest first.
+#[derive(Message, Debug, Clone, Copy, Default)]
+#[rtype(result = "Result<Vec<SyncRecord>, StoreError>")]
+pub struct RecentRecords {
+    /// How many of the newest.
+    pub limit: Option<usize>,
+}
+
+/// Last push/pull times and the auth flag.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<SyncState, StoreError>")]
+pub struct ReadSyncState;
+
+/// Reply to [`ReadSyncState`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SyncState {
+    /// Last successful push.
+    pub last_push_at: Option<Timestamp>,
+    /// Last successful pull.
+    pub last_pull_at: Option<Timestamp>,
+    /// A 401/403 since the last success.
+    #[serde(default)]
+    pub auth_failed: bool,
+}

@@ -1,0 +1,352 @@
+//! The data of DESIGN section 4: what the host writes, what is pushed, what is queued
+//! and what is recorded.
+//!
+//! Dispatches travel as JSON objects ([`Dispatch`]) because the platform owns their
+//! schema and host-provided ones are pushed verbatim. Everything agent-sync itself
+//! decides on (fingerprints, attempts, times) is typed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time::Timestamp;
+
+/// One dispatch as pushed to the platform: a JSON object.
+pub type Dispatch = Map<String, Value>;
+
+/// Statuses after which a workspace is finished and worth pushing.
+pub const TERMINAL_STATUSES: [&str; 4] = ["completed", "merged", "failed", "blocked"];
+
+/// `status.json` of a workspace, parsed tolerantly.
+///
+/// Why hand-rolled field reads instead of `#[derive(Deserialize)]`: hosts written in
+/// other languages put `runs` as a float, `issue` as a string, or `null` anywhere; a
+/// finished dispatch must not be lost to a type quibble. Only a body that is not a
+/// JSON object is an error.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkspaceStatus {
+    /// `running`, `completed`, `merged`, `failed`, `blocked`, ...
+    pub status: String,
+    /// Which agent ran the task.
+    pub agent: String,
+    /// Repository name.
+    pub repo: String,
+    /// Organisation of the repository.
+    pub org: String,
+    /// Task name.
+    pub task: String,
+    /// Branch the agent worked on.
+    pub branch: String,
+    /// Issue number, 0 when none.
+    pub issue: i64,
+    /// OS process id of the worker, 0 when none (used by ghost reap).
+    pub pid: i64,
+    /// The host's own process identifier.
+    pub process_id: String,
+    /// When the dispatch started.
+    pub started_at: Option<Timestamp>,
+    /// When the status last changed: half of the fingerprint.
+    pub updated_at: Option<Timestamp>,
+    /// The agent's open question, if it is blocked.
+    pub question: String,
+    /// How many times the task ran: the other half of the fingerprint.
+    pub runs: i64,
+    /// Pull request opened by the agent.
+    pub pr_url: String,
+}
+
+impl WorkspaceStatus {
+    /// Parses a `status.json` body.
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let object: Map<String, Value> = serde_json::from_slice(bytes)?;
+        Ok(Self::from_object(&object))
+    }
+
+    /// Reads the fields from an already parsed object; unknown fields are ignored and
+    /// missing or mistyped ones default.
+    pub fn from_object(object: &Map<String, Value>) -> Self {
+        WorkspaceStatus {
+            status: str_field(object, "status"),
+            agent: str_field(object, "agent"),
+            repo: str_field(object, "repo"),
+            org: str_field(object, "org"),
+            task: str_field(object, "task"),
+            branch: str_field(object, "branch"),
+            issue: int_field(object, "issue"),
+            pid: int_field(object, "pid"),
+            process_id: str_field(object, "process_id"),
+            started_at: time_field(object, "started_at"),
+            updated_at: time_field(object, "updated_at"),
+            question: str_field(object, "question"),
+            runs: int_field(object, "runs"),
+            pr_url: str_field(object, "pr_url"),
+        }
+    }
+
+    /// True when the dispatch is finished and should be pushed.
+    pub fn is_terminal(&self) -> bool {
+        TERMINAL_STATUSES.contains(&self.status.as_str())
+    }
+
+    /// `<updated_at as UTC RFC 3339, seconds>#<runs>`; an unset time is written as Go
+    /// writes its zero time, so ledgers imported from the Go agent still match.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.updated_at, self.runs)
+    }
+
+    /// The dispatch record of DESIGN 4.2 for workspace `name`, without report data.
+    pub fn to_dispatch(&self, name: &str) -> Dispatch {
+        let time =
+            |t: Option<Timestamp>| t.map_or(Value::Null, |t| Value::String(t.to_rfc3339_seconds()));
+        let mut record = Map::with_capacity(18);
+        record.insert("id".into(), name.into());
+        record.insert("workspace".into(), name.into());
+        record.insert("repo".into(), self.repo.clone().into());
+        record.insert("org".into(), self.org.clone().into());
+        record.insert("task".into(), self.task.clone().into());
+        record.insert("agent".into(), self.agent.clone().into());
+        record.insert("branch".into(), self.branch.clone().into());
+        record.insert("status".into(), self.status.clone().into());
+        record.insert("question".into(), self.question.clone().into());
+        record.insert("issue".into(), self.issue.into());
+        record.insert("runs".into(), self.runs.into());
+        record.insert("process_id".into(), self.process_id.clone().into());
+        record.insert("pr_url".into(), self.pr_url.clone().into());
+        record.insert("started_at".into(), time(self.started_at));
+        record.insert("updated_at".into(), time(self.updated_at));
+        record
+    }
+}
+
+/// The fingerprint of DESIGN 4.2 from its two parts.
+pub fn fingerprint(updated_at: Option<Timestamp>, runs: i64) -> String {
+    let time = updated_at.map_or_else(
+        || "0001-01-01T00:00:00Z".to_string(),
+        Timestamp::to_rfc3339_seconds,
+    );
+    format!("{time}#{runs}")
+}
+
+/// Adds `report`, `findings` and `changes` of DESIGN 4.2 from a parsed `report.json`.
+pub fn attach_report(record: &mut Dispatch, report: Map<String, Value>) {
+    if report.is_empty() {
+        return;
+    }
+    if let Some(Value::Array(findings)) = report.get("findings") {
+        if !findings.is_empty() {
+            record.insert("findings".into(), Value::Array(findings.clone()));
+        }
+    }
+    if let Some(Value::Object(changes)) = report.get("changes") {
+        if !changes.is_empty() {
+            record.insert("changes".into(), Value::Object(changes.clone()));
+        }
+    }
+    record.insert("report".into(), Value::Object(report));
+}
+
+pub(crate) fn str_field(object: &Map<String, Value>, key: &str) -> String {
+    match object.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Integers written as ints, floats (`3.0`, Go's habit) or numeric strings.
+pub(crate) fn int_field(object: &Map<String, Value>, key: &str) -> i64 {
+    match object.get(key) {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            .unwrap_or(0),
+        Some(Value::String(s)) => s.trim().parse::<f64>().map_or(0, |f| f as i64),
+        _ => 0,
+    }
+}
+
+pub(crate) fn time_field(object: &Map<String, Value>, key: &str) -> Option<Timestamp> {
+    match object.get(key) {
+        Some(Value::String(s)) => Timestamp::parse_optional(s),
+        _ => None,
+    }
+}
+
+/// A dispatch found by the Scanner, with the fingerprint computed from its parsed
+/// `status.json` (never re-derived from the pushed JSON: Go defect 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScannedDispatch {
+    /// Workspace name = dispatch id.
+    pub id: String,
+    /// Fingerprint at scan time.
+    pub fingerprint: String,
+    /// What is pushed.
+    pub record: Dispatch,
+}
+
+/// One durable unit of work in the Queue: a batch of dispatches pushed in one POST.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    /// Monotonic, FIFO order; the key in the `queue` table.
+    pub seq: u64,
+    /// Agent the dispatches are pushed under.
+    pub agent_id: String,
+    /// Fleet node, sent when set (Go defect 6 dropped it).
+    #[serde(default)]
+    pub fleet_node_id: Option<i64>,
+    /// The dispatches, in order.
+    pub dispatches: Vec<Dispatch>,
+    /// id -> fingerprint of scanned dispatches, marked in the Ledger on delivery.
+    #[serde(default)]
+    pub fingerprints: BTreeMap<String, String>,
+    /// When the entry was first queued.
+    pub queued_at: Timestamp,
+    /// Failed delivery attempts so far (drives the backoff).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not sent before this time.
+    #[serde(default)]
+    pub next_attempt: Option<Timestamp>,
+    /// Why the last attempt failed, for operators.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Stable for the entry's whole life, so the platform can drop duplicate deliveries.
+    pub idempotency_key: String,
+    /// After a 413, the entry is sent in parts, in order; empty means "all at once".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<EntryPart>,
+}
+
+/// A leading slice of an entry's dispatches that is sent on its own after a 413.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryPart {
+    /// Number of dispatches in this part.
+    pub len: usize,
+    /// Appended to the entry's idempotency key, e.g. `.1.2`.
+    pub key_suffix: String,
+}
+
+impl QueueEntry {
+    /// How many dispatches the next POST carries.
+    pub fn next_part_len(&self) -> usize {
+        self.parts
+            .first()
+            .map_or(self.dispatches.len(), |p| p.len.min(self.dispatches.len()))
+    }
+
+    /// The idempotency key of the next POST.
+    pub fn next_part_key(&self) -> String {
+        match self.parts.first() {
+            Some(part) => format!("{}{}", self.idempotency_key, part.key_suffix),
+            None => self.idempotency_key.clone(),
+        }
+    }
+
+    /// The dispatches of the next POST.
+    pub fn next_part(&self) -> &[Dispatch] {
+        &self.dispatches[..self.next_part_len()]
+    }
+
+    /// (id, fingerprint) of the scanned dispatches in the next POST: what the Ledger
+    /// marks when it is delivered.
+    pub fn next_part_fingerprints(&self) -> Vec<(String, String)> {
+        self.next_part()
+            .iter()
+            .filter_map(|d| d.get("id")?.as_str())
+            .filter_map(|id| Some((id.to_string(), self.fingerprints.get(id)?.clone())))
+            .collect()
+    }
+}
+
+/// An entry the platform refused for good (a 4xx that is not 401/403/408/429 or a
+/// splittable 413), kept for an operator to inspect and requeue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The refused entry as it was queued (its `seq` is the dead letter's key).
+    pub entry: QueueEntry,
+    /// HTTP status of the refusal.
+    pub status: u16,
+    /// Why it was refused (status line and a bounded excerpt of the body).
+    pub reason: String,
+    /// When it was dead-lettered.
+    pub dead_at: Timestamp,
+}
+
+/// Which way a sync went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Dispatches delivered to the platform.
+    Push,
+    /// Context received from the platform.
+    Pull,
+    /// An entry moved to dead letters.
+    DeadLetter,
+}
+
+impl Direction {
+    /// The wire and display name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Push => "push",
+            Direction::Pull => "pull",
+            Direction::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// One line of sync history (DESIGN 4.4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    /// Agent the sync ran for.
+    pub agent_id: String,
+    /// Fleet node, when known.
+    #[serde(default)]
+    pub fleet_node_id: Option<i64>,
+    /// Push, pull or dead letter.
+    pub direction: Direction,
+    /// Bytes sent (push) or received (pull).
+    pub payload_size: u64,
+    /// Dispatches pushed or context items pulled.
+    pub items_count: u64,
+    /// When, UTC, whole seconds.
+    pub synced_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_parsing_is_tolerant_of_types_and_unknown_fields() {
+        let status = WorkspaceStatus::parse(
+            br#"{"status":"completed","runs":3.0,"issue":"12","pid":null,
+                 "updated_at":"2026-04-14T13:00:00+01:00","extra":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(status.runs, 3);
+        assert_eq!(status.issue, 12);
+        assert_eq!(status.pid, 0);
+        assert!(status.is_terminal());
+        assert_eq!(status.fingerprint(), "2026-04-14T12:00:00Z#3");
+    }
+
+    #[test]
+    fn status_that_is_not_an_object_is_an_error() {
+        assert!(WorkspaceStatus::parse(b"[1,2]").is_err());
+        assert!(WorkspaceStatus::parse(b"{\"status\":").is_err());
+    }
+
+    #[test]
+    fn report_adds_findings_and_changes_only_when_non_empty() {
+        let mut record = Dispatch::new();
+        let report: Map<String, Value> =
+            serde_json::from_str(r#"{"findings":[],"changes":{"a":1},"summary":"ok"}"#).unwrap();
+        attach_report(&mut record, report);
+        assert!(record.contains_key("report"));
+        assert!(!record.contains_key("findings"));
+        assert_eq!(record["changes"]["a"], 1);
+    }
+}

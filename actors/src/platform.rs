@@ -1,0 +1,325 @@
+//! Talking to the platform API (DESIGN section 5): the token, the URL policy, and the
+//! awc client behind the [`Platform`] trait.
+//!
+//! Why a trait: the Pusher and Puller only need "POST this, GET that"; real HTTP is
+//! [`HttpPlatform`], and tests of backoff schedules under paused tokio time use an
+//! in-process stand-in, because paused time and real sockets do not mix.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::backoff::RetryAfter;
+use crate::error::PlatformConfigError;
+use crate::messages::DeliveryOutcome;
+
+/// A boxed future on the current arbiter (awc is `!Send`).
+pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// The API token. Never printed: `Debug` is redacted and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token; `None` for an empty or blank one.
+    pub fn new(value: impl Into<String>) -> Option<Token> {
+        let value = value.into().trim().to_string();
+        (!value.is_empty()).then_some(Token(value))
+    }
+
+    /// The secret itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Where the token comes from, read again before every push and pull so that a key
+/// provisioned while the daemon runs is picked up without a restart.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    /// A token known up front (from the environment), or none: offline.
+    Fixed(Option<Token>),
+    /// The trimmed contents of a key file (`~/.claude/brain.key`); missing = offline.
+    KeyFile(PathBuf),
+}
+
+impl TokenSource {
+    /// The current token, if any.
+    pub fn read(&self) -> Option<Token> {
+        match self {
+            TokenSource::Fixed(token) => token.clone(),
+            TokenSource::KeyFile(path) => {
+                // A key is short; refuse to slurp something that is not one.
+                let meta = std::fs::metadata(path).ok()?;
+                if !meta.is_file() || meta.len() > 64 * 1024 {
+                    return None;
+                }
+                Token::new(std::fs::read_to_string(path).ok()?)
+            }
+        }
+    }
+}
+
+/// How to reach the platform and how far to trust it.
+#[derive(Clone, Debug)]
+pub struct PlatformConfig {
+    /// Base URL, e.g. `https://api.lthn.sh` (no trailing slash needed).
+    pub base_url: String,
+    /// Time to establish a connection.
+    pub connect_timeout: Duration,
+    /// Time for a whole request, including reading the response body.
+    pub request_timeout: Duration,
+    /// Largest context body accepted from a pull (L2).
+    pub max_context_bytes: usize,
+    /// Allow plain `http://` to non-loopback hosts (the token travels in clear).
+    pub allow_insecure_http: bool,
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        PlatformConfig {
+            base_url: "https://api.lthn.sh".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_context_bytes: 16 * 1024 * 1024,
+            allow_insecure_http: false,
+        }
+    }
+}
+
+impl PlatformConfig {
+    /// Checks the URL: http(s) with a host; plain http only to loopback unless allowed.
+    pub fn validate(&self) -> Result<(), PlatformConfigError> {
+        let url = self.base_url.trim();
+        let invalid = || PlatformConfigError::InvalidUrl {
+            url: url.to_string(),
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(invalid)?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host_port = authority.rsplit('@').next().unwrap_or("");
+        let host = if let Some(v6) = host_port.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            host_port.split(':').next().unwrap_or("")
+        };
+        if host.is_empty() {
+            return Err(invalid());
+        }
+        match scheme.to_ascii_lowercase().as_str() {
+            "https" => Ok(()),
+            "http" if self.allow_insecure_http || is_loopback(host) => Ok(()),
+            "http" => Err(PlatformConfigError::InsecureUrl {
+                url: url.to_string(),
+            }),
+            _ => Err(invalid()),
+        }
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.base_url.trim().trim_end_matches('/'), path)
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// One push: the JSON body and the key that makes retries of it idempotent.
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    /// `{"agent_id":..., "dispatches":[...], "fleet_node_id":...}`.
+    pub body: Vec<u8>,
+    /// The entry's (or part's) idempotency key.
+    pub idempotency_key: String,
+}
+
+/// The platform's answer to a pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullOutcome {
+    /// A 2xx body, within the size limit.
+    Body(Vec<u8>),
+    /// A status >= 300 (a 401/403 sets `auth_failed`).
+    Status(u16),
+    /// No usable answer: network error, timeout, or a body over the limit.
+    Failed(String),
+}
+
+/// The two calls agent-sync makes. Implementations live on one arbiter.
+pub trait Platform {
+    /// `POST /v1/agent/sync`.
+    fn push(&self, token: &Token, request: PushRequest) -> LocalFuture<DeliveryOutcome>;
+    /// `GET /v1/agent/context?agent_id=..[&since=..]`.
+    fn pull(&self, token: &Token, agent_id: &str, since: Option<&str>) -> LocalFuture<PullOutcome>;
+}
+
+/// Largest push response body read (it is only used for error messages).
+const MAX_PUSH_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The real platform over awc. Build it on the arbiter that uses it (`awc::Client`
+/// is `!Send`).
+pub struct HttpPlatform {
+    /// Shared connection pool with connect and request timeouts.
+    client: awc::Client,
+    /// URL, limits and timeouts.
+    config: PlatformConfig,
+}
+
+impl HttpPlatform {
+    /// Builds the client. Call [`PlatformConfig::validate`] first.
+    pub fn new(config: PlatformConfig) -> Self {
+        let connector = awc::Connector::new().timeout(config.connect_timeout);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(config.request_timeout)
+            // A redirect could carry the Bearer token to another host.
+            .disable_redirects()
+            .finish();
+        HttpPlatform { client, config }
+    }
+}
+
+impl Platform for HttpPlatform {
+    fn push(&self, token: &Token, request: PushRequest) -> LocalFuture<DeliveryOutcome> {
+        let payload_size = request.body.len() as u64;
+        let send = self
+            .client
+            .post(self.config.endpoint("/v1/agent/sync"))
+            .insert_header(("Authorization", format!("Bearer {}", token.expose())))
+            .insert_header(("Accept", "application/json"))
+            .insert_header(("Content-Type", "application/json"))
+            .insert_header(("Idempotency-Key", request.idempotency_key))
+            .send_body(request.body);
+        let body_timeout = self.config.request_timeout;
+        Box::pin(async move {
+            let mut response = match send.await {
+                // Body reads have no timeout of their own.
+                Ok(response) => response.timeout(body_timeout),
+                Err(e) => {
+                    return DeliveryOutcome::Network {
+                        detail: e.to_string(),
+                    }
+                }
+            };
+            let status = response.status();
+            let body = response.body().limit(MAX_PUSH_RESPONSE_BYTES).await;
+            if status.is_success() {
+                // The platform has it; a garbled acknowledgement body changes nothing.
+                return DeliveryOutcome::Delivered { payload_size };
+            }
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(RetryAfter::parse);
+            let excerpt = body
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
+                .unwrap_or_default();
+            DeliveryOutcome::Status {
+                status: status.as_u16(),
+                retry_after,
+                detail: format!("HTTP {status}: {}", excerpt.trim()),
+            }
+        })
+    }
+
+    fn pull(&self, token: &Token, agent_id: &str, since: Option<&str>) -> LocalFuture<PullOutcome> {
+        let mut url = self.config.endpoint("/v1/agent/context");
+        url.push_str("?agent_id=");
+        url.push_str(&percent_encode(agent_id));
+        if let Some(since) = since.filter(|s| !s.is_empty()) {
+            url.push_str("&since=");
+            url.push_str(&percent_encode(since));
+        }
+        let send = self
+            .client
+            .get(url)
+            .insert_header(("Authorization", format!("Bearer {}", token.expose())))
+            .insert_header(("Accept", "application/json"))
+            .send();
+        let limit = self.config.max_context_bytes;
+        let body_timeout = self.config.request_timeout;
+        Box::pin(async move {
+            let mut response = match send.await {
+                Ok(response) => response.timeout(body_timeout),
+                Err(e) => return PullOutcome::Failed(e.to_string()),
+            };
+            let status = response.status();
+            if !status.is_success() {
+                return PullOutcome::Status(status.as_u16());
+            }
+            match response.body().limit(limit).await {
+                Ok(body) => PullOutcome::Body(body.to_vec()),
+                Err(e) => PullOutcome::Failed(format!("reading the context body: {e}")),
+            }
+        })
+    }
+}
+
+/// Percent-encodes a query value: everything but RFC 3986 unreserved characters.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str, allow: bool) -> PlatformConfig {
+        PlatformConfig {
+            base_url: url.into(),
+            allow_insecure_http: allow,
+            ..PlatformConfig::default()
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_for_non_loopback_hosts_unless_allowed() {
+        assert!(config("https://api.example.com", false).validate().is_ok());
+        assert!(config("http://127.0.0.1:8080", false).validate().is_ok());
+        assert!(config("http://localhost", false).validate().is_ok());
+        assert!(config("http://[::1]:9/x", false).validate().is_ok());
+        assert_eq!(
+            config("http://api.example.com", false).validate(),
+            Err(PlatformConfigError::InsecureUrl {
+                url: "http://api.example.com".into()
+            })
+        );
+        assert!(config("http://api.example.com", true).validate().is_ok());
+        assert!(config("ftp://x", true).validate().is_err());
+        assert!(config("https://", true).validate().is_err());
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let token = Token::new(" secret-value \n").unwrap();
+        assert_eq!(token.expose(), "secret-value");
+        let shown = format!("{:?}", TokenSource::Fixed(Some(token)));
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(Token::new("  ").is_none());
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(percent_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+}

@@ -1,0 +1,282 @@
+//! The Puller: fetches fleet context and keeps the last good copy.
+//!
+//! A pull never fails the caller and never damages the cache (L2): without a token,
+//! on a network error, a status >= 300, a body that is not JSON, an envelope we do
+//! not recognise, or a body over the size limit, the cached context comes back and
+//! nothing is written. Only a recognised envelope replaces the cache (or merges into
+//! it by `id` when `since` was given); a recognised key holding `[]` means "no
+//! context" (Go defect 7 wrote `null` over the cache instead).
+
+use std::rc::Rc;
+
+use actix::prelude::*;
+use redb::{Durability, TableDefinition, WriteTransaction};
+use serde_json::Value;
+
+use crate::error::{StoreError, SyncError};
+use crate::history::History;
+use crate::messages::{CachedContext, PullReport, Record, SetAuthFailed, SyncPull};
+use crate::model::{Direction, SyncRecord};
+use crate::platform::{Platform, PullOutcome, TokenSource};
+use crate::store::{decode, encode, Store};
+use crate::time::Clock;
+
+/// `"items"` -> JSON array of context objects.
+pub(crate) const CONTEXT: TableDefinition<&str, &[u8]> = TableDefinition::new("context");
+
+const ITEMS_KEY: &str = "items";
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(CONTEXT)?;
+    Ok(())
+}
+
+/// Owns the `context` table and the platform client for pulls.
+pub struct Puller {
+    /// Default agent id for pulls that do not name one.
+    agent_id: String,
+    /// Recorded in History with each pull.
+    fleet_node_id: Option<i64>,
+    /// Read before every pull.
+    tokens: TokenSource,
+    /// awc client or a test stand-in.
+    platform: Rc<dyn Platform>,
+    /// The shared database; only this actor touches `context`.
+    store: Store,
+    /// Records pulls, clears or sets `auth_failed`.
+    history: Addr<History>,
+    /// Stamps history records.
+    clock: Clock,
+}
+
+impl Puller {
+    /// A Puller; `platform` must have been built on the arbiter the Puller runs on.
+    pub fn new(
+        agent_id: String,
+        fleet_node_id: Option<i64>,
+        tokens: TokenSource,
+        platform: Rc<dyn Platform>,
+        store: Store,
+        history: Addr<History>,
+        clock: Clock,
+    ) -> Self {
+        Puller {
+            agent_id,
+            fleet_node_id,
+            tokens,
+            platform,
+            store,
+            history,
+            clock,
+        }
+    }
+
+    fn cached(&self) -> Result<Vec<Value>, StoreError> {
+        self.store.read("read the context cache", |txn| {
+            let table = txn.open_table(CONTEXT)?;
+            Ok(match table.get(ITEMS_KEY)? {
+                Some(bytes) => decode(bytes.value()).unwrap_or_else(|e| {
+                    log::warn!("context cache does not decode ({e}); reading it as empty");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            })
+        })
+    }
+
+    /// Replaces the cache, or merges `items` into it by `id` when `merge`.
+    fn store_context(&self, items: &[Value], merge: bool) -> Result<(), StoreError> {
+        let cache = if merge {
+            merge_by_id(self.cached()?, items)
+        } else {
+            items.to_vec()
+        };
+        self.store
+            .write("write the context cache", Durability::Immediate, |txn| {
+                txn.open_table(CONTEXT)?
+                    .insert(ITEMS_KEY, encode(&cache).as_slice())?;
+                Ok(())
+            })
+    }
+}
+
+impl Actor for Puller {
+    type Context = Context<Self>;
+}
+
+impl Handler<SyncPull> for Puller {
+    type Result = AtomicResponse<Self, Result<PullReport, SyncError>>;
+
+    fn handle(&mut self, msg: SyncPull, _: &mut Self::Context) -> Self::Result {
+        let agent_id = msg.agent_id.unwrap_or_else(|| self.agent_id.clone());
+        let since = msg.since.filter(|s| !s.is_empty());
+        let request = self
+            .tokens
+            .read()
+            .map(|token| self.platform.pull(&token, &agent_id, since.as_deref()));
+        let history = self.history.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let outcome = match request {
+                    Some(request) => Some(request.await),
+                    None => None,
+                };
+                if matches!(outcome, Some(PullOutcome::Status(401 | 403))) {
+                    history.send(SetAuthFailed(true)).await??;
+                }
+                Ok::<_, SyncError>(outcome)
+            }
+            .into_actor(self)
+            .map(move |outcome, act, _| {
+                let received = match outcome? {
+                    None => None,
+                    Some(PullOutcome::Body(body)) => match parse_context(&body) {
+                        Some(items) => Some((items, body.len())),
+                        None => {
+                            log::warn!("context response is not a recognised envelope; using the cache");
+                            None
+                        }
+                    },
+                    Some(PullOutcome::Status(status)) => {
+                        log::warn!("context pull answered HTTP {status}; using the cache");
+                        None
+                    }
+                    Some(PullOutcome::Failed(detail)) => {
+                        log::warn!("context pull failed ({detail}); using the cache");
+                        None
+                    }
+                };
+                let Some((items, bytes)) = received else {
+                    let context = act.cached()?;
+                    return Ok(PullReport { count: context.len(), context, from_cache: true });
+                };
+                // History first (non-durable), then the cache commit makes both durable.
+                act.history.do_send(Record(SyncRecord {
+                    agent_id: agent_id.clone(),
+                    fleet_node_id: act.fleet_node_id,
+                    direction: Direction::Pull,
+                    payload_size: bytes as u64,
+                    items_count: items.len() as u64,
+                    synced_at: act.clock.now(),
+                }));
+                act.store_context(&items, since.is_some())?;
+                Ok(PullReport { count: items.len(), context: items, from_cache: false })
+            }),
+        ))
+    }
+}
+
+impl Handler<CachedContext> for Puller {
+    type Result = Result<Vec<Value>, StoreError>;
+
+    fn handle(&mut self, _: CachedContext, _: &mut Self::Context) -> Self::Result {
+        self.cached()
+    }
+}
+
+/// Reads the context items out of any envelope of DESIGN section 5; `None` when the
+/// body is not JSON or no recognised key holds an array.
+pub fn parse_context(body: &[u8]) -> Option<Vec<Value>> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let objects = |array: &Vec<Value>| -> Vec<Value> {
+        array.iter().filter(|v| v.is_object()).cloned().collect()
+    };
+    let object = match &value {
+        Value::Array(array) => return Some(objects(array)),
+        Value::Object(object) => object,
+        _ => return None,
+    };
+    let data = object.get("data");
+    let candidates = [
+        data.filter(|d| d.is_array()),
+        data.and_then(|d| d.get("context")),
+        data.and_then(|d| d.get("items")),
+        data.and_then(|d| d.get("memories")),
+        object.get("context"),
+        object.get("items"),
+        object.get("memories"),
+    ];
+    let arrays: Vec<&Vec<Value>> = candidates
+        .iter()
+        .flatten()
+        .filter_map(|v| v.as_array())
+        .collect();
+    let first = arrays.first()?;
+    Some(
+        arrays
+            .iter()
+            .map(|a| objects(a))
+            .find(|items| !items.is_empty())
+            .unwrap_or_else(|| objects(first)),
+    )
+}
+
+/// Items with an `id` replace the cached item with the same `id`; others are appended.
+fn merge_by_id(mut cache: Vec<Value>, items: &[Value]) -> Vec<Value> {
+    let id_of = |v: &Value| v.get("id").filter(|id| !id.is_null()).cloned();
+    for item in items {
+        let existing =
+            id_of(item).and_then(|id| cache.iter().position(|c| id_of(c) == Some(id.clone())));
+        match existing {
+            Some(index) => cache[index] = item.clone(),
+            None => cache.push(item.clone()),
+        }
+    }
+    cache
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Option<Vec<Value>> {
+        parse_context(&serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn every_envelope_is_recognised() {
+        let item = json!({"id": 1});
+        for body in [
+            json!({"data": [item]}),
+            json!({"data": {"context": [item]}}),
+            json!({"data": {"items": [item]}}),
+            json!({"data": {"memories": [item]}}),
+            json!({"context": [item]}),
+            json!({"items": [item]}),
+            json!({"memories": [item]}),
+            json!([item, 5, "x"]),
+        ] {
+            assert_eq!(parse(body.clone()), Some(vec![item.clone()]), "{body}");
+        }
+    }
+
+    #[test]
+    fn first_non_empty_wins_and_empty_known_key_means_no_context() {
+        assert_eq!(
+            parse(json!({"context": [], "items": [{"id": 2}]})),
+            Some(vec![json!({"id": 2})])
+        );
+        assert_eq!(parse(json!({"context": []})), Some(vec![]));
+        assert_eq!(parse(json!({"other": [1]})), None);
+        assert_eq!(parse(json!("text")), None);
+        assert_eq!(parse_context(b"<html>"), None);
+    }
+
+    #[test]
+    fn merge_replaces_by_id_and_appends_the_rest() {
+        let cache = vec![json!({"id": 1, "v": "old"}), json!({"id": 2})];
+        let merged = merge_by_id(
+            cache,
+            &[json!({"id": 1, "v": "new"}), json!({"v": "no id"})],
+        );
+        assert_eq!(
+            merged,
+            vec![
+                json!({"id": 1, "v": "new"}),
+                json!({"id": 2}),
+                json!({"v": "no id"})
+            ]
+        );
+    }
+}

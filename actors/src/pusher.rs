@@ -1,0 +1,353 @@
+//! The Pusher: drains the Queue to the platform.
+//!
+//! One drain at a time (an [`AtomicResponse`]: a drain's awaits never interleave with
+//! another's): lease the head, POST its next part with the Bearer token and the
+//! entry's `Idempotency-Key`, report the outcome to the Queue, and act on the
+//! Queue's [`Decision`]. A delivery is written Ledger -> History -> Queue so the
+//! Queue's durable commit carries all three (see `store`).
+//!
+//! Timers, not polling: after a drain stops on a backing-off head, the Pusher sleeps
+//! until that head's `next_attempt`; the Queue wakes it at once on a new enqueue
+//! ([`QueueChanged`]). The flush interval is only a safety net.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{DispatchError, SyncError};
+use crate::history::History;
+use crate::ledger::Ledger;
+use crate::messages::*;
+use crate::model::{Direction, Dispatch, SyncRecord};
+use crate::platform::{Platform, PushRequest, Token, TokenSource};
+use crate::queue::Queue;
+use crate::scanner::Scanner;
+use crate::time::{Clock, Timestamp};
+
+/// Who the Pusher pushes as, and how often it checks the queue regardless.
+#[derive(Clone, Debug)]
+pub struct PusherConfig {
+    /// Default agent id for pushes that do not name one.
+    pub agent_id: String,
+    /// Default fleet node id.
+    pub fleet_node_id: Option<i64>,
+    /// Safety-net drain interval (`None`: only timers and wake-ups).
+    pub flush_interval: Option<Duration>,
+}
+
+/// The actors the Pusher talks to.
+#[derive(Clone)]
+pub struct PushPeers {
+    /// Finds dispatches.
+    pub scanner: Addr<Scanner>,
+    /// Marks delivered fingerprints.
+    pub ledger: Addr<Ledger>,
+    /// Owns what is queued.
+    pub queue: Addr<Queue>,
+    /// Records syncs.
+    pub history: Addr<History>,
+}
+
+/// Owns the platform client for pushes.
+pub struct Pusher {
+    /// Default identity and flush interval.
+    config: PusherConfig,
+    /// Read before every drain (a key may appear while we run).
+    tokens: TokenSource,
+    /// awc client or a test stand-in.
+    platform: Rc<dyn Platform>,
+    /// Scanner, Ledger, Queue, History.
+    peers: PushPeers,
+    /// Source of "now" for the wake timer.
+    clock: Clock,
+    /// The pending wake-up at the head's `next_attempt`.
+    wake: Option<SpawnHandle>,
+}
+
+impl Pusher {
+    /// A Pusher; `platform` must have been built on the arbiter the Pusher runs on.
+    pub fn new(
+        config: PusherConfig,
+        tokens: TokenSource,
+        platform: Rc<dyn Platform>,
+        peers: PushPeers,
+        clock: Clock,
+    ) -> Self {
+        Pusher {
+            config,
+            tokens,
+            platform,
+            peers,
+            clock,
+            wake: None,
+        }
+    }
+
+    /// Runs `work` (enqueue, then drain) as one atomic step, then re-arms the timer.
+    fn atomic<F>(&mut self, work: F) -> AtomicResponse<Self, Result<PushReport, SyncError>>
+    where
+        F: std::future::Future<Output = Result<(PushReport, Option<Timestamp>), SyncError>>
+            + 'static,
+    {
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |result, act, ctx| match result {
+                Ok((report, wake_at)) => {
+                    act.arm_wake(ctx, wake_at);
+                    Ok(report)
+                }
+                Err(e) => Err(e),
+            },
+        )))
+    }
+
+    fn arm_wake(&mut self, ctx: &mut Context<Self>, at: Option<Timestamp>) {
+        if let Some(handle) = self.wake.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(at) = at {
+            let delay = at.duration_since(self.clock.now());
+            self.wake = Some(ctx.notify_later(Drain, delay));
+        }
+    }
+
+    fn drainer(&self, token: Token) -> Drainer {
+        Drainer {
+            token,
+            platform: self.platform.clone(),
+            peers: self.peers.clone(),
+            clock: self.clock,
+        }
+    }
+}
+
+impl Actor for Pusher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.peers
+            .queue
+            .do_send(SetWaker(ctx.address().recipient()));
+        if let Some(every) = self.config.flush_interval.filter(|d| !d.is_zero()) {
+            ctx.run_interval(every, |_, ctx| ctx.notify(Drain));
+        }
+        // Whatever survived a restart goes out without waiting for a push.
+        ctx.notify(Drain);
+    }
+}
+
+impl Handler<SyncPush> for Pusher {
+    type Result = AtomicResponse<Self, Result<PushReport, SyncError>>;
+
+    fn handle(&mut self, msg: SyncPush, _: &mut Self::Context) -> Self::Result {
+        let agent_id = msg.agent_id.unwrap_or_else(|| self.config.agent_id.clone());
+        let fleet_node_id = msg.fleet_node_id.or(self.config.fleet_node_id);
+        let token = self.tokens.read();
+        let peers = self.peers.clone();
+        let drainer = token.map(|t| self.drainer(t));
+        self.atomic(async move {
+            let batch = match msg.dispatches {
+                Some(values) => Some(EnqueueBatch::Host(validate_dispatches(values)?)),
+                // P3: offline, a scan would be thrown away (it finds them again later).
+                None if msg.queue_only || drainer.is_none() => None,
+                None => Some(EnqueueBatch::Scanned(
+                    peers.scanner.send(Scan).await??.unsynced,
+                )),
+            };
+            if let Some(batch) = batch.filter(|b| !b.is_empty()) {
+                peers
+                    .queue
+                    .send(Enqueue {
+                        agent_id,
+                        fleet_node_id,
+                        batch,
+                    })
+                    .await??;
+            }
+            match drainer {
+                Some(drainer) => drainer.run().await,
+                None => Ok((
+                    PushReport {
+                        count: 0,
+                        queued: queued(&peers).await?,
+                    },
+                    None,
+                )),
+            }
+        })
+    }
+}
+
+impl Handler<Drain> for Pusher {
+    type Result = AtomicResponse<Self, Result<PushReport, SyncError>>;
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+        let drainer = self.tokens.read().map(|t| self.drainer(t));
+        let peers = self.peers.clone();
+        self.atomic(async move {
+            match drainer {
+                Some(drainer) => drainer.run().await,
+                None => Ok((
+                    PushReport {
+                        count: 0,
+                        queued: queued(&peers).await?,
+                    },
+                    None,
+                )),
+            }
+        })
+    }
+}
+
+impl Handler<QueueChanged> for Pusher {
+    type Result = ();
+
+    fn handle(&mut self, _: QueueChanged, ctx: &mut Self::Context) {
+        ctx.notify(Drain);
+    }
+}
+
+impl EnqueueBatch {
+    fn is_empty(&self) -> bool {
+        match self {
+            EnqueueBatch::Scanned(d) => d.is_empty(),
+            EnqueueBatch::Host(d) => d.is_empty(),
+        }
+    }
+}
+
+/// Host dispatches must all be JSON objects; one bad element refuses the whole call.
+pub fn validate_dispatches(values: Vec<Value>) -> Result<Vec<Dispatch>, DispatchError> {
+    if let Some((index, bad)) = values.iter().enumerate().find(|(_, v)| !v.is_object()) {
+        let found = match bad {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        return Err(DispatchError::NotAnObject { index, found });
+    }
+    Ok(values
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::Object(object) => Some(object),
+            _ => None,
+        })
+        .collect())
+}
+
+async fn queued(peers: &PushPeers) -> Result<u64, SyncError> {
+    Ok(peers.queue.send(QueueStatus).await??.dispatches)
+}
+
+/// The body of `POST /v1/agent/sync`.
+#[derive(Serialize)]
+struct PushBody<'a> {
+    agent_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet_node_id: Option<i64>,
+    dispatches: &'a [Dispatch],
+}
+
+/// One drain's worth of handles, owned by its future.
+struct Drainer {
+    token: Token,
+    platform: Rc<dyn Platform>,
+    peers: PushPeers,
+    clock: Clock,
+}
+
+impl Drainer {
+    /// Sends until the queue is empty or the head backs off; returns what was
+    /// delivered and when to wake up next.
+    async fn run(self) -> Result<(PushReport, Option<Timestamp>), SyncError> {
+        let peers = &self.peers;
+        let mut count = 0;
+        let wake_at = loop {
+            let entry = match peers.queue.send(LeaseNext).await?? {
+                Lease::Ready(entry) => entry,
+                Lease::Waiting { until } => break Some(until),
+                Lease::Empty | Lease::InFlight => break None,
+            };
+            let part = entry.next_part();
+            let body = serde_json::to_vec(&PushBody {
+                agent_id: &entry.agent_id,
+                fleet_node_id: entry.fleet_node_id,
+                dispatches: part,
+            })
+            .map_err(|e| SyncError::Store(crate::error::StoreError::new("encode a push", e)))?;
+            let payload_size = body.len() as u64;
+            let request = PushRequest {
+                body,
+                idempotency_key: entry.next_part_key(),
+            };
+            let outcome = self.platform.push(&self.token, request).await;
+            let record = |direction, items: usize| {
+                Record(SyncRecord {
+                    agent_id: entry.agent_id.clone(),
+                    fleet_node_id: entry.fleet_node_id,
+                    direction,
+                    payload_size,
+                    items_count: items as u64,
+                    synced_at: self.clock.now(),
+                })
+            };
+            if let DeliveryOutcome::Delivered { .. } = outcome {
+                // Before the Queue's durable removal: see `store` crash semantics.
+                let fingerprints = entry.next_part_fingerprints();
+                peers.ledger.send(MarkSynced { fingerprints }).await??;
+                peers
+                    .history
+                    .send(record(Direction::Push, part.len()))
+                    .await??;
+            }
+            match peers
+                .queue
+                .send(Report {
+                    seq: entry.seq,
+                    outcome: outcome.clone(),
+                })
+                .await??
+            {
+                Decision::Delivered { dispatches, .. } => count += dispatches,
+                Decision::Split => {
+                    log::info!("entry {} was too large; split in two", entry.seq)
+                }
+                Decision::DeadLettered { dispatches, status } => {
+                    log::warn!(
+                        "entry {} refused with HTTP {status}; {dispatches} dispatch(es) moved to dead letters",
+                        entry.seq
+                    );
+                    peers
+                        .history
+                        .send(record(Direction::DeadLetter, dispatches))
+                        .await??;
+                }
+                Decision::RetryAt { at, unauthorized } => {
+                    if unauthorized {
+                        peers.history.send(SetAuthFailed(true)).await??;
+                    }
+                    log::info!(
+                        "push of entry {} failed ({}); retry at {at}",
+                        entry.seq,
+                        describe(&outcome)
+                    );
+                    break Some(at);
+                }
+            }
+        };
+        let queued = queued(peers).await?;
+        Ok((PushReport { count, queued }, wake_at))
+    }
+}
+
+fn describe(outcome: &DeliveryOutcome) -> &str {
+    match outcome {
+        DeliveryOutcome::Delivered { .. } => "delivered",
+        DeliveryOutcome::Status { detail, .. } | DeliveryOutcome::Network { detail } => detail,
+    }
+}

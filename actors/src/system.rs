@@ -1,0 +1,110 @@
+//! Wiring: starts the six actors on the current arbiter and connects them.
+//!
+//! The `agent-sync` crate's `SyncService` calls this inside a dedicated arbiter so
+//! redb commits and file walks never run on the host's threads; tests call it
+//! directly, with a paused clock or a stand-in platform.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::history::History;
+use crate::ledger::Ledger;
+use crate::platform::{Platform, TokenSource};
+use crate::puller::Puller;
+use crate::pusher::{PushPeers, Pusher, PusherConfig};
+use crate::queue::{Queue, QueueConfig};
+use crate::scanner::Scanner;
+use crate::store::Store;
+use crate::time::Clock;
+
+/// Everything the actors need besides the store and the platform.
+#[derive(Clone, Debug)]
+pub struct ActorsConfig {
+    /// Where the host's workspaces are.
+    pub workspace_root: PathBuf,
+    /// Default agent id for pushes and pulls.
+    pub agent_id: String,
+    /// Default fleet node id.
+    pub fleet_node_id: Option<i64>,
+    /// Where the token comes from (read before every request).
+    pub tokens: TokenSource,
+    /// Batch size and lease timeout.
+    pub queue: QueueConfig,
+    /// Newest history records kept.
+    pub history_limit: usize,
+    /// Safety-net drain interval.
+    pub flush_interval: Option<Duration>,
+}
+
+/// The addresses of the six running actors.
+#[derive(Clone)]
+pub struct SyncActors {
+    /// Walks workspaces.
+    pub scanner: Addr<Scanner>,
+    /// Delivered fingerprints.
+    pub ledger: Addr<Ledger>,
+    /// Queued pushes and dead letters.
+    pub queue: Addr<Queue>,
+    /// Drains the queue; handles `SyncPush` and `Drain`.
+    pub pusher: Addr<Pusher>,
+    /// Pulls context; handles `SyncPull`.
+    pub puller: Addr<Puller>,
+    /// Sync records and last push/pull.
+    pub history: Addr<History>,
+}
+
+impl SyncActors {
+    /// Starts the actors on the current arbiter. `platform` is shared by the Pusher
+    /// and the Puller (one connection pool).
+    pub fn start(
+        store: Store,
+        config: ActorsConfig,
+        platform: Rc<dyn Platform>,
+        clock: Clock,
+    ) -> Self {
+        let ledger = Ledger::new(store.clone()).start();
+        let history = History::new(store.clone(), config.history_limit).start();
+        let queue = Queue::new(store.clone(), config.queue, clock).start();
+        let scanner =
+            Scanner::new(config.workspace_root.clone(), ledger.clone().recipient()).start();
+        let puller = Puller::new(
+            config.agent_id.clone(),
+            config.fleet_node_id,
+            config.tokens.clone(),
+            platform.clone(),
+            store,
+            history.clone(),
+            clock,
+        )
+        .start();
+        let peers = PushPeers {
+            scanner: scanner.clone(),
+            ledger: ledger.clone(),
+            queue: queue.clone(),
+            history: history.clone(),
+        };
+        let pusher = Pusher::new(
+            PusherConfig {
+                agent_id: config.agent_id,
+                fleet_node_id: config.fleet_node_id,
+                flush_interval: config.flush_interval,
+            },
+            config.tokens,
+            platform,
+            peers,
+            clock,
+        )
+        .start();
+        SyncActors {
+            scanner,
+            ledger,
+            queue,
+            pusher,
+            puller,
+            history,
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Wall-clock time as the sync subsystem sees it.
+//!
+//! Times are kept as Unix milliseconds ([`Timestamp`]) so they compare, persist and
+//! serialise cheaply; they are written as RFC 3339 UTC strings. [`Clock`] is the one
+//! source of "now": production reads the system clock, tests anchor it to tokio's
+//! (pausable) clock so backoff schedules can be checked without sleeping.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// A UTC instant with millisecond precision.
+///
+/// Why not `SystemTime`: it neither serialises as RFC 3339 nor orders across a JSON
+/// round trip; a plain integer does both and is `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// Builds a timestamp from Unix milliseconds.
+    pub fn from_unix_millis(millis: i64) -> Self {
+        Timestamp(millis)
+    }
+
+    /// Unix milliseconds.
+    pub fn unix_millis(self) -> i64 {
+        self.0
+    }
+
+    /// Parses RFC 3339 with any offset and any fractional precision (Go writes
+    /// nanoseconds). Go's zero time `0001-01-01T00:00:00Z` parses to a timestamp;
+    /// callers treat it as unset with [`Timestamp::is_go_zero`].
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let parsed = OffsetDateTime::parse(text.trim(), &Rfc3339).ok()?;
+        let millis = parsed.unix_timestamp_nanos() / 1_000_000;
+        i64::try_from(millis).ok().map(Timestamp)
+    }
+
+    /// Parses RFC 3339, mapping Go's zero time to `None`.
+    pub fn parse_optional(text: &str) -> Option<Self> {
+        Self::parse_rfc3339(text).filter(|t| !t.is_go_zero())
+    }
+
+    /// True for Go's zero `time.Time` (year 1), which means "unset".
+    pub fn is_go_zero(self) -> bool {
+        self.0 <= GO_ZERO_MILLIS
+    }
+
+    /// RFC 3339 in UTC, whole seconds: the form of fingerprints and history.
+    pub fn to_rfc3339_seconds(self) -> String {
+        self.format(false)
+    }
+
+    /// RFC 3339 in UTC with milliseconds when they are not zero.
+    pub fn to_rfc3339(self) -> String {
+        self.format(true)
+    }
+
+    fn format(self, keep_millis: bool) -> String {
+        let millis = if keep_millis {
+            self.0
+        } else {
+            self.0.div_euclid(1000) * 1000
+        };
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| format!("@{millis}ms"))
+    }
+
+    /// `self + duration`, saturating.
+    pub fn add(self, duration: Duration) -> Self {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(millis))
+    }
+
+    /// How long from `now` until `self`; zero when `self` is not in the future.
+    pub fn duration_since(self, now: Timestamp) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.saturating_sub(now.0)).unwrap_or(0))
+    }
+}
+
+/// `0001-01-01T00:00:00Z` in Unix milliseconds.
+const GO_ZERO_MILLIS: i64 = -62_135_596_800_000;
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Timestamp::parse_rfc3339(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text:?}")))
+    }
+}
+
+/// The source of "now" for every decision that depends on time.
+///
+/// Why a type and not `SystemTime::now()`: the Queue's backoff and the Pusher's wake
+/// timer must agree. Under tests with paused tokio time the timer advances virtual
+/// time, so the Queue must read that same virtual clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock {
+    /// `None`: the system clock. `Some`: wall time at the anchor plus tokio time since.
+    anchor: Option<(Timestamp, actix_rt::time::Instant)>,
+}
+
+impl Clock {
+    /// The system wall clock (production).
+    pub fn system() -> Self {
+        Clock { anchor: None }
+    }
+
+    /// A clock that advances with tokio's clock, so `tokio::time::pause`/`advance` move
+    /// it. Must be created inside a runtime.
+    pub fn tokio() -> Self {
+        Clock {
+            anchor: Some((system_now(), actix_rt::time::Instant::now())),
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Timestamp {
+        match self.anchor {
+            None => system_now(),
+            Some((wall, instant)) => wall.add(instant.elapsed()),
+        }
+    }
+}
+
+fn system_now() -> Timestamp {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    Timestamp(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_with_offset_normalises_to_utc() {
+        let t = Timestamp::parse_rfc3339("2026-04-14T13:00:00.123456789+01:00").unwrap();
+        assert_eq!(t.to_rfc3339_seconds(), "2026-04-14T12:00:00Z");
+        assert_eq!(t.to_rfc3339(), "2026-04-14T12:00:00.123Z");
+    }
+
+    #[test]
+    fn go_zero_time_is_unset() {
+        assert_eq!(Timestamp::parse_optional("0001-01-01T00:00:00Z"), None);
+        assert!(Timestamp::parse_optional("2026-01-01T00:00:00Z").is_some());
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn duration_since_is_zero_for_the_past() {
+        let t = Timestamp::from_unix_millis(1_000);
+        assert_eq!(
+            t.duration_since(Timestamp::from_unix_millis(5_000)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            t.add(Duration::from_secs(2)).duration_since(t),
+            Duration::from_secs(2)
+        );
+    }
+}
