@@ -1,0 +1,177 @@
+//! Configuration of a [`SyncService`](crate::SyncService): what to sync, where state
+//! lives, how to reach the platform.
+//!
+//! [`SyncConfig::from_env`] resolves DESIGN sections 5 and 8 (environment over
+//! defaults); the CLI then applies its flags on top (flags over environment). The
+//! library itself never reads the environment unless the host asks it to.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent_sync_actors::history::DEFAULT_HISTORY_LIMIT;
+use agent_sync_actors::platform::{PlatformConfig, Token, TokenSource};
+use agent_sync_actors::queue::{QueueConfig, DEFAULT_MAX_BATCH};
+use agent_sync_actors::ActorsConfig;
+
+/// The platform used when neither `CORE_API_URL` nor `CORE_BRAIN_URL` is set.
+pub const DEFAULT_API_URL: &str = "https://api.lthn.sh";
+
+/// Everything a [`SyncService`](crate::SyncService) needs.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Root of `<org>/<repo>/<task>/` workspaces.
+    pub workspace_root: PathBuf,
+    /// Directory of `sync.redb`.
+    pub state_dir: PathBuf,
+    /// Agent id pushes and pulls default to.
+    pub agent_id: String,
+    /// Fleet node id sent with pushes, when set.
+    pub fleet_node_id: Option<i64>,
+    /// Where the token comes from; `Fixed(None)` is fully offline.
+    pub tokens: TokenSource,
+    /// URL, timeouts, body limit, http policy.
+    pub platform: PlatformConfig,
+    /// Most dispatches per queued entry (P11).
+    pub max_batch: usize,
+    /// Newest history records kept (H1).
+    pub history_limit: usize,
+    /// Safety-net drain interval; timers do the real work.
+    pub flush_interval: Option<Duration>,
+}
+
+impl SyncConfig {
+    /// A config with defaults for everything but the two directories; offline until a
+    /// token source is set.
+    pub fn new(workspace_root: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        SyncConfig {
+            workspace_root: workspace_root.into(),
+            state_dir: state_dir.into(),
+            agent_id: "agent".into(),
+            fleet_node_id: None,
+            tokens: TokenSource::Fixed(None),
+            platform: PlatformConfig {
+                base_url: DEFAULT_API_URL.into(),
+                ..PlatformConfig::default()
+            },
+            max_batch: DEFAULT_MAX_BATCH,
+            history_limit: DEFAULT_HISTORY_LIMIT,
+            flush_interval: Some(Duration::from_secs(60)),
+        }
+    }
+
+    /// Resolves the process environment (DESIGN 5 and 8).
+    pub fn from_env() -> Self {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Resolves from any variable lookup (the environment, or a map in tests).
+    ///
+    /// - API URL: `CORE_API_URL`, `CORE_BRAIN_URL`, else [`DEFAULT_API_URL`].
+    /// - Token: `CORE_AGENT_API_KEY`, `CORE_BRAIN_KEY`, else `<home>/.claude/brain.key`
+    ///   (home = `CORE_HOME`, else `HOME`), re-read before every request.
+    /// - Workspace root / state dir: `$CORE_WORKSPACE/workspace` and
+    ///   `$CORE_WORKSPACE/sync`, else `~/Lethean/workspace` and `~/Lethean/data/sync`.
+    /// - Agent id: `AGENT_NAME`, else the host name.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let home = var("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let (workspace_root, state_dir) = match var("CORE_WORKSPACE") {
+            Some(core) => (
+                Path::new(&core).join("workspace"),
+                Path::new(&core).join("sync"),
+            ),
+            None => (
+                home.join("Lethean").join("workspace"),
+                home.join("Lethean").join("data").join("sync"),
+            ),
+        };
+        let mut config = SyncConfig::new(workspace_root, state_dir);
+        config.platform.base_url = var("CORE_API_URL")
+            .or_else(|| var("CORE_BRAIN_URL"))
+            .unwrap_or_else(|| DEFAULT_API_URL.into());
+        config.tokens = match var("CORE_AGENT_API_KEY").or_else(|| var("CORE_BRAIN_KEY")) {
+            Some(token) => TokenSource::Fixed(Token::new(token)),
+            None => {
+                let key_home = var("CORE_HOME").map(PathBuf::from).unwrap_or(home);
+                TokenSource::KeyFile(key_home.join(".claude").join("brain.key"))
+            }
+        };
+        config.agent_id = var("AGENT_NAME").unwrap_or_else(host_name);
+        config
+    }
+
+    /// The actors' part of the configuration.
+    pub(crate) fn actors(&self) -> ActorsConfig {
+        ActorsConfig {
+            workspace_root: self.workspace_root.clone(),
+            agent_id: self.agent_id.clone(),
+            fleet_node_id: self.fleet_node_id,
+            tokens: self.tokens.clone(),
+            queue: QueueConfig {
+                max_batch: self.max_batch,
+                // A lease outlives any request the Pusher can make.
+                lease_timeout: self.platform.request_timeout * 2 + Duration::from_secs(10),
+            },
+            history_limit: self.history_limit,
+            flush_interval: self.flush_interval,
+        }
+    }
+}
+
+/// The machine's host name, or `agent` when it cannot be read.
+pub fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
+    // or truncates, and we stop at the first NUL either way.
+    let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    match std::str::from_utf8(&buffer[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "agent".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(vars: &[(&str, &str)]) -> SyncConfig {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SyncConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn env_precedence_for_url_token_and_dirs() {
+        let c = resolve(&[
+            ("HOME", "/home/a"),
+            ("CORE_API_URL", "http://127.0.0.1:1"),
+            ("CORE_BRAIN_URL", "http://ignored"),
+            ("CORE_BRAIN_KEY", "k2"),
+            ("AGENT_NAME", "codex"),
+        ]);
+        assert_eq!(c.platform.base_url, "http://127.0.0.1:1");
+        assert_eq!(c.tokens.read().unwrap().expose(), "k2");
+        assert_eq!(c.workspace_root, PathBuf::from("/home/a/Lethean/workspace"));
+        assert_eq!(c.state_dir, PathBuf::from("/home/a/Lethean/data/sync"));
+        assert_eq!(c.agent_id, "codex");
+
+        let c = resolve(&[
+            ("HOME", "/h"),
+            ("CORE_HOME", "/ch"),
+            ("CORE_WORKSPACE", "/w"),
+        ]);
+        assert_eq!(c.platform.base_url, DEFAULT_API_URL);
+        assert!(
+            matches!(&c.tokens, TokenSource::KeyFile(p) if p == Path::new("/ch/.claude/brain.key"))
+        );
+        assert_eq!(c.workspace_root, PathBuf::from("/w/workspace"));
+        assert_eq!(c.state_dir, PathBuf::from("/w/sync"));
+        assert!(!c.agent_id.is_empty());
+    }
+}
