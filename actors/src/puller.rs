@@ -157,7 +157,7 @@ impl Handler<SyncPull> for Puller {
                     direction: Direction::Pull,
                     payload_size: bytes as u64,
                     items_count: items.len() as u64,
-                    synced_at: act.clock.now(),
+                    synced_at: act.clock.now().whole_seconds(),
                 }));
                 act.store_context(&items, since.is_some())?;
                 Ok(PullReport { count: items.len(), context: items, from_cache: false })

@@ -293,7 +293,7 @@ impl Drainer {
                     direction,
                     payload_size,
                     items_count: items as u64,
-                    synced_at: self.clock.now(),
+                    synced_at: self.clock.now().whole_seconds(),
                 })
             };
             if let DeliveryOutcome::Delivered { .. } = outcome {

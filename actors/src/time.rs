@@ -71,6 +71,11 @@ impl Timestamp {
             .unwrap_or_else(|| format!("@{millis}ms"))
     }
 
+    /// Truncated to whole seconds: history records are kept at that precision.
+    pub fn whole_seconds(self) -> Self {
+        Timestamp(self.0.div_euclid(1000) * 1000)
+    }
+
     /// `self + duration`, saturating.
     pub fn add(self, duration: Duration) -> Self {
         let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
