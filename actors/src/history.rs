@@ -159,3 +159,128 @@ impl Handler<ReadSyncState> for History {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::time::Timestamp;
+
+    /// Warnings logged by this test binary (a logger is process-wide: set once).
+    static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let line = format!("{} {}", record.level(), record.args());
+            LOGGED.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+        fn flush(&self) {}
+    }
+
+    fn capture_warnings() {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+
+    fn logged(needle: &str) -> bool {
+        LOGGED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|line| line.starts_with("WARN") && line.contains(needle))
+    }
+
+    fn record(n: u64) -> SyncRecord {
+        SyncRecord {
+            agent_id: format!("agent-{n}"),
+            fleet_node_id: Some(n as i64),
+            direction: Direction::Push,
+            payload_size: 100 + n,
+            items_count: n,
+            synced_at: Timestamp::from_unix_millis(1_776_000_000_000 + n as i64 * 1000),
+        }
+    }
+
+    #[actix::test]
+    async fn h1_corrupt_history_record_is_skipped_with_warning() {
+        capture_warnings();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::new(store.clone(), 10).start();
+        for n in 0..3 {
+            history.send(Record(record(n))).await.unwrap().unwrap();
+        }
+        // Damage the middle record behind the actor's back.
+        store
+            .write("corrupt a record", Durability::Immediate, |txn| {
+                txn.open_table(HISTORY)?
+                    .insert(1u64, b"{not json".as_slice())?;
+                Ok(())
+            })
+            .unwrap();
+
+        let read = history
+            .send(RecentRecords { limit: None })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, [record(0), record(2)]);
+        assert!(logged("history record 1 does not decode"));
+        // A limit counts the records that decode.
+        let newest = history
+            .send(RecentRecords { limit: Some(2) })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(newest, [record(0), record(2)]);
+        // History goes on after the bad record.
+        history.send(Record(record(3))).await.unwrap().unwrap();
+        let read = history
+            .send(RecentRecords { limit: None })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, [record(0), record(2), record(3)]);
+    }
+
+    #[actix::test]
+    async fn h1_corrupt_sync_state_reads_as_empty_with_warning_and_is_rewritten() {
+        capture_warnings();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::new(store.clone(), 10).start();
+        store
+            .write("corrupt the state", Durability::Immediate, |txn| {
+                txn.open_table(SYNC_STATE)?
+                    .insert(STATE_KEY, b"\xff\x00".as_slice())?;
+                Ok(())
+            })
+            .unwrap();
+        let state = history.send(ReadSyncState).await.unwrap().unwrap();
+        assert_eq!(state, SyncState::default());
+        assert!(logged("sync state does not decode"));
+        history.send(Record(record(1))).await.unwrap().unwrap();
+        let state = history.send(ReadSyncState).await.unwrap().unwrap();
+        assert_eq!(state.last_push_at, Some(record(1).synced_at));
+    }
+
+    #[actix::test]
+    async fn h1_fresh_store_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::new(Store::open(dir.path()).unwrap(), 10).start();
+        let read = history
+            .send(RecentRecords { limit: None })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read.is_empty());
+        let state = history.send(ReadSyncState).await.unwrap().unwrap();
+        assert_eq!(state, SyncState::default());
+    }
+}
