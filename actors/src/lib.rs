@@ -17,6 +17,7 @@
 //! Around them:
 //!
 //! - [`model`]: workspace status, dispatch records, queue entries, sync records.
+//! - [`walk`]: the workspace walk and its rescan cache.
 //! - [`store`]: the one redb file, its layout and crash semantics.
 //! - [`platform`]: the token, the URL policy and the awc client (DESIGN section 5).
 //! - [`backoff`]: the retry schedule and `Retry-After`.
@@ -45,6 +46,7 @@ pub mod scanner;
 pub mod store;
 pub mod system;
 pub mod time;
+pub mod walk;
 
 pub use error::{DispatchError, OpenError, PlatformConfigError, StoreError, SyncError};
 pub use history::History;

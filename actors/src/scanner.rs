@@ -1,16 +1,11 @@
-//! The Scanner: finds finished dispatches under the workspace root.
+//! The Scanner: finds finished dispatches under the workspace root, and reaps ghosts.
 //!
-//! Walk rules (DESIGN 4.1): a directory is a workspace when it holds a regular
-//! `status.json` and it is at depth 1 or 3, or it has both `repo/` and `.meta/`. The walk
-//! does not descend into a workspace, never follows a symlink, and reads `status.json`
-//! (1 MiB) and `.meta/report.json` (8 MiB) only below a size cap. Anything unreadable
-//! or corrupt is skipped with a `warn!` and the scan goes on (R4).
-//!
-//! The walk is blocking file I/O, so it runs on tokio's blocking pool; the arbiter
-//! stays free for the Pusher's HTTP and the other actors' messages.
+//! The walk itself (rules, size caps, the rescan cache) is in [`crate::walk`]. It is
+//! blocking file I/O, so it runs on tokio's blocking pool; the arbiter stays free for
+//! the Pusher's HTTP and the other actors' messages. The Scanner owns the
+//! [`WalkCache`] and tells it which dispatches the Ledger already has.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
@@ -18,14 +13,10 @@ use serde_json::{Map, Value};
 
 use crate::error::SyncError;
 use crate::messages::{ReapGhosts, ReapReport, Scan, ScanReport, Unsynced};
-use crate::model::{attach_report, ScannedDispatch, WorkspaceStatus};
+#[cfg(test)]
+use crate::walk::scan_tree;
+use crate::walk::{read_status, scan_tree_cached, visit_workspaces, WalkCache};
 
-/// Largest `status.json` read.
-pub const MAX_STATUS_BYTES: u64 = 1024 * 1024;
-/// Largest `.meta/report.json` read.
-pub const MAX_REPORT_BYTES: u64 = 8 * 1024 * 1024;
-/// Deepest directory looked at (branch-named tasks nest a few levels).
-const MAX_DEPTH: usize = 8;
 /// Question written into a reaped ghost.
 pub const GHOST_QUESTION: &str = "dead worker on restart";
 
@@ -35,12 +26,18 @@ pub struct Scanner {
     root: PathBuf,
     /// The Ledger's filter.
     ledger: Recipient<Unsynced>,
+    /// The last walk; `None` while a scan has it on the blocking pool.
+    cache: Option<WalkCache>,
 }
 
 impl Scanner {
     /// A Scanner of `root` that filters through `ledger`.
     pub fn new(root: PathBuf, ledger: Recipient<Unsynced>) -> Self {
-        Scanner { root, ledger }
+        Scanner {
+            root,
+            ledger,
+            cache: Some(WalkCache::default()),
+        }
     }
 }
 
@@ -49,26 +46,52 @@ impl Actor for Scanner {
 }
 
 impl Handler<Scan> for Scanner {
-    type Result = ResponseFuture<Result<ScanReport, SyncError>>;
+    type Result = ResponseActFuture<Self, Result<ScanReport, SyncError>>;
 
     fn handle(&mut self, _: Scan, _: &mut Self::Context) -> Self::Result {
         let root = self.root.clone();
         let ledger = self.ledger.clone();
-        Box::pin(async move {
-            let walk = actix_rt::task::spawn_blocking(move || scan_tree(&root))
-                .await
-                .map_err(|_| SyncError::Stopped)?;
+        // A second scan while one runs walks without the cache (and does not keep it).
+        let cache = self.cache.take();
+        let work = async move {
+            let (walk, cache) = actix_rt::task::spawn_blocking(move || {
+                let mut own = cache.unwrap_or_default();
+                let walk = scan_tree_cached(&root, &mut own);
+                (walk, own)
+            })
+            .await
+            .map_err(|_| SyncError::Stopped)?;
+            let asked: Vec<(String, String)> = walk
+                .terminal
+                .iter()
+                .map(|d| (d.id.clone(), d.fingerprint.clone()))
+                .collect();
             let unsynced = ledger
                 .send(Unsynced {
                     candidates: walk.terminal,
                 })
                 .await??;
+            Ok::<_, SyncError>((walk.workspaces, walk.skipped, asked, unsynced, cache))
+        };
+        Box::pin(work.into_actor(self).map(|result, act, _| {
+            let (workspaces, skipped, asked, unsynced, mut cache) = result?;
+            let pending: std::collections::HashSet<(&str, &str)> = unsynced
+                .iter()
+                .map(|d| (d.id.as_str(), d.fingerprint.as_str()))
+                .collect();
+            cache.mark_synced(
+                asked
+                    .iter()
+                    .map(|(id, fp)| (id.as_str(), fp.as_str()))
+                    .filter(|pair| !pending.contains(pair)),
+            );
+            act.cache.get_or_insert(cache);
             Ok(ScanReport {
                 unsynced,
-                workspaces: walk.workspaces,
-                skipped: walk.skipped,
+                workspaces,
+                skipped,
             })
-        })
+        }))
     }
 }
 
@@ -85,183 +108,31 @@ impl Handler<ReapGhosts> for Scanner {
     }
 }
 
-/// What a walk found, before the Ledger filters it.
-#[derive(Debug, Default)]
-pub struct TreeScan {
-    /// Terminal dispatches, in walk order.
-    pub terminal: Vec<ScannedDispatch>,
-    /// Workspaces found.
-    pub workspaces: usize,
-    /// Workspaces skipped with a warning.
-    pub skipped: usize,
-}
-
-/// Walks `root` and builds a dispatch for every terminal workspace.
-pub fn scan_tree(root: &Path) -> TreeScan {
-    let mut scan = TreeScan::default();
-    visit_workspaces(root, &mut |dir, name| {
-        scan.workspaces += 1;
-        let Some((status, _)) = read_status(dir) else {
-            scan.skipped += 1;
-            return;
-        };
-        if status.is_terminal() {
-            let mut record = status.to_dispatch(name);
-            if let Some(report) = read_report(dir) {
-                attach_report(&mut record, report);
-            }
-            scan.terminal.push(ScannedDispatch {
-                id: name.to_string(),
-                fingerprint: status.fingerprint(),
-                record,
-            });
-        }
-    });
-    scan
-}
-
 /// Rewrites every `running` workspace whose `pid` is gone to `failed`.
 pub fn reap_tree(root: &Path) -> ReapReport {
     let mut report = ReapReport::default();
-    visit_workspaces(root, &mut |dir, name| {
-        let Some((status, mut object)) = read_status(dir) else {
-            return;
-        };
-        if status.status != "running" || status.pid <= 0 || pid_alive(status.pid) {
-            return;
-        }
-        object.insert("status".into(), "failed".into());
-        object.insert("question".into(), GHOST_QUESTION.into());
-        match write_atomically(&dir.join("status.json"), &object) {
-            Ok(()) => {
-                log::info!("reaped ghost workspace {name} (pid {} is gone)", status.pid);
-                report.reaped.push(name.to_string());
+    visit_workspaces(
+        root,
+        &mut |dir, name, _| {
+            let Some((status, mut object)) = read_status(dir) else {
+                return;
+            };
+            if status.status != "running" || status.pid <= 0 || pid_alive(status.pid) {
+                return;
             }
-            Err(e) => log::warn!("cannot reap ghost workspace {name}: {e}"),
-        }
-    });
-    report
-}
-
-/// Calls `visit(dir, name)` for every workspace under `root`, in lexical order.
-fn visit_workspaces(root: &Path, visit: &mut dyn FnMut(&Path, &str)) {
-    visit_dir(root, root, 0, visit);
-}
-
-fn visit_dir(root: &Path, dir: &Path, depth: usize, visit: &mut dyn FnMut(&Path, &str)) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            if depth > 0 || e.kind() != std::io::ErrorKind::NotFound {
-                log::warn!("cannot read {}: {e}; skipped", dir.display());
-            }
-            return;
-        }
-    };
-    let mut children: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        // `file_type` does not follow symlinks: a link is never walked.
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect();
-    children.sort_unstable();
-    for child in children {
-        let child_depth = depth + 1;
-        let has = |name: &str, want_dir: bool| {
-            std::fs::symlink_metadata(child.join(name)).is_ok_and(|m| {
-                if want_dir {
-                    m.is_dir()
-                } else {
-                    m.is_file()
+            object.insert("status".into(), "failed".into());
+            object.insert("question".into(), GHOST_QUESTION.into());
+            match write_atomically(&dir.join("status.json"), &object) {
+                Ok(()) => {
+                    log::info!("reaped ghost workspace {name} (pid {} is gone)", status.pid);
+                    report.reaped.push(name.to_string());
                 }
-            })
-        };
-        let shaped = has("repo", true) && has(".meta", true);
-        if has("status.json", false) && (child_depth == 1 || child_depth == 3 || shaped) {
-            match workspace_name(root, &child) {
-                Some(name) => visit(&child, &name),
-                None => log::warn!(
-                    "workspace {} has a name that is not UTF-8; skipped",
-                    child.display()
-                ),
+                Err(e) => log::warn!("cannot reap ghost workspace {name}: {e}"),
             }
-        } else if !shaped && child_depth < MAX_DEPTH {
-            // A workspace-shaped directory without status.json is still being set up:
-            // never walk into its clone.
-            visit_dir(root, &child, child_depth, visit);
-        }
-    }
-}
-
-fn workspace_name(root: &Path, dir: &Path) -> Option<String> {
-    let relative = dir.strip_prefix(root).ok()?;
-    let parts: Option<Vec<&str>> = relative
-        .components()
-        .map(|c| c.as_os_str().to_str())
-        .collect();
-    Some(parts?.join("/"))
-}
-
-/// Reads a regular file of at most `cap` bytes; `None` (with a warning) otherwise.
-fn read_capped(path: &Path, cap: u64, what: &str) -> Option<Vec<u8>> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    if meta.len() > cap {
-        log::warn!(
-            "{what} {} is {} bytes, over the {cap}-byte cap; skipped",
-            path.display(),
-            meta.len()
-        );
-        return None;
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // `take` guards against a file that grew since the size check.
-    match File::open(path).and_then(|f| f.take(cap + 1).read_to_end(&mut bytes)) {
-        Ok(n) if n as u64 > cap => {
-            log::warn!(
-                "{what} {} grew over the {cap}-byte cap; skipped",
-                path.display()
-            );
-            None
-        }
-        Ok(_) => Some(bytes),
-        Err(e) => {
-            log::warn!("cannot read {what} {}: {e}; skipped", path.display());
-            None
-        }
-    }
-}
-
-fn read_status(dir: &Path) -> Option<(WorkspaceStatus, Map<String, Value>)> {
-    let path = dir.join("status.json");
-    let bytes = read_capped(&path, MAX_STATUS_BYTES, "status file")?;
-    match serde_json::from_slice::<Map<String, Value>>(&bytes) {
-        Ok(object) => Some((WorkspaceStatus::from_object(&object), object)),
-        Err(e) => {
-            log::warn!("corrupt status file {}: {e}; skipped", path.display());
-            None
-        }
-    }
-}
-
-fn read_report(dir: &Path) -> Option<Map<String, Value>> {
-    let path = dir.join(".meta").join("report.json");
-    if !path.exists() {
-        return None;
-    }
-    let bytes = read_capped(&path, MAX_REPORT_BYTES, "report file")?;
-    match serde_json::from_slice::<Map<String, Value>>(&bytes) {
-        Ok(report) => Some(report),
-        Err(e) => {
-            log::warn!(
-                "corrupt report file {}: {e}; dispatch pushed without it",
-                path.display()
-            );
-            None
-        }
-    }
+        },
+        &mut |_, list| list(),
+    );
+    report
 }
 
 fn pid_alive(pid: i64) -> bool {
