@@ -29,6 +29,7 @@
 //! ```
 
 pub mod config;
+pub mod legacy;
 pub mod service;
 
 pub use agent_sync_actors as actors;

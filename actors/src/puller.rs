@@ -225,6 +225,33 @@ fn merge_by_id(mut cache: Vec<Value>, items: &[Value]) -> Vec<Value> {
     cache
 }
 
+// -------------------------------------------------------------------- legacy import
+
+impl Handler<crate::messages::ImportContext> for Puller {
+    type Result = Result<usize, StoreError>;
+
+    /// Imported items go under the cached ones: what this agent already pulled is
+    /// newer than anything the Go agent left behind, so it wins by `id`.
+    fn handle(
+        &mut self,
+        crate::messages::ImportContext(items): crate::messages::ImportContext,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        let cached = self.cached()?;
+        let fresh: Vec<Value> = items
+            .into_iter()
+            .filter(|item| item.is_object() && !cached.contains(item))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        let merged = merge_by_id(fresh, &cached);
+        self.store_context(&merged, false)?;
+        // Imported items shadowed by a cached one with the same id were not added.
+        Ok(merged.len().saturating_sub(cached.len()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
