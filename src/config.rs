@@ -120,6 +120,25 @@ impl SyncConfig {
     }
 }
 
+/// The current user's home from the password database, for when `HOME` is unset (a
+/// bare service environment); `/` when even that is unknown, never the working dir.
+fn account_home() -> PathBuf {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the
+    // string out at once and this runs once, at configuration time.
+    unsafe {
+        let entry = libc::getpwuid(libc::getuid());
+        if !entry.is_null() && !(*entry).pw_dir.is_null() {
+            let dir = std::ffi::CStr::from_ptr((*entry).pw_dir);
+            if let Ok(dir) = dir.to_str() {
+                if !dir.is_empty() {
+                    return PathBuf::from(dir);
+                }
+            }
+        }
+    }
+    PathBuf::from("/")
+}
+
 /// The machine's host name, or `agent` when it cannot be read.
 pub fn host_name() -> String {
     let mut buffer = [0u8; 256];
