@@ -37,6 +37,9 @@ pub struct SyncConfig {
     pub history_limit: usize,
     /// Safety-net drain interval; timers do the real work.
     pub flush_interval: Option<Duration>,
+    /// Drain the queue as soon as the service starts (what survived a restart goes
+    /// out at once). Off for one-shot work that must not push, such as a pull.
+    pub drain_on_start: bool,
 }
 
 impl SyncConfig {
@@ -56,6 +59,7 @@ impl SyncConfig {
             max_batch: DEFAULT_MAX_BATCH,
             history_limit: DEFAULT_HISTORY_LIMIT,
             flush_interval: Some(Duration::from_secs(60)),
+            drain_on_start: true,
         }
     }
 
@@ -74,9 +78,7 @@ impl SyncConfig {
     /// - Agent id: `AGENT_NAME`, else the host name.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
-        let home = var("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let home = var("HOME").map(PathBuf::from).unwrap_or_else(account_home);
         let (workspace_root, state_dir) = match var("CORE_WORKSPACE") {
             Some(core) => (
                 Path::new(&core).join("workspace"),
@@ -116,6 +118,7 @@ impl SyncConfig {
             },
             history_limit: self.history_limit,
             flush_interval: self.flush_interval,
+            drain_on_start: self.drain_on_start,
         }
     }
 }
@@ -192,5 +195,16 @@ mod tests {
         assert_eq!(c.workspace_root, PathBuf::from("/w/workspace"));
         assert_eq!(c.state_dir, PathBuf::from("/w/sync"));
         assert!(!c.agent_id.is_empty());
+    }
+
+    #[test]
+    fn without_home_the_state_is_under_the_account_home_never_the_cwd() {
+        let c = resolve(&[]);
+        assert!(c.state_dir.is_absolute(), "{}", c.state_dir.display());
+        assert!(
+            c.workspace_root.is_absolute(),
+            "{}",
+            c.workspace_root.display()
+        );
     }
 }

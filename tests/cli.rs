@@ -762,7 +762,7 @@ async fn the_daemon_delivers_new_work_and_stops_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     assert!(took < STOP_WITHIN);
     assert!(
-        daemon.log().contains("push: delivered 1 dispatch(es)"),
+        daemon.log().contains("pushed entry 1: 1 dispatch(es)"),
         "{}",
         daemon.log()
     );

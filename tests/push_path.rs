@@ -52,8 +52,8 @@ fn assert_next_attempt(
 ) {
     let next = next.expect("next_attempt is set");
     let slack = millis(50);
-    let from = Timestamp::from_unix_millis(before.add(delay).unix_millis() - 50);
-    assert_between("next_attempt", next, from, after.add(delay).add(slack));
+    let from = Timestamp::from_unix_millis(before.saturating_add(delay).unix_millis() - 50);
+    assert_between("next_attempt", next, from, after.saturating_add(delay).saturating_add(slack));
 }
 
 async fn sync_push(actors: &SyncActors, msg: SyncPush) -> PushReport {
@@ -800,8 +800,8 @@ async fn p10_retry_after_http_date_is_honoured() {
     assert_between(
         "next_attempt",
         next,
-        before.add(secs(88)),
-        after.add(secs(91)),
+        before.saturating_add(secs(88)),
+        after.saturating_add(secs(91)),
     );
 
     // A date in the past asks for nothing: the backoff (1 s) applies.
@@ -1022,6 +1022,52 @@ async fn p10_413_on_a_single_dispatch_part_dead_letters_only_that_part() {
     assert_eq!(push_default(&actors).await, pushed(0, 0));
     assert_eq!(server.pushes().len(), 5);
     server.stop().await;
+}
+
+#[actix::test]
+async fn p10_split_part_is_retried_under_its_own_key_after_a_transient_failure() {
+    tokio::time::pause();
+    let clock = Clock::tokio();
+    let platform = ScriptedPlatform::new(DeliveryOutcome::Delivered { payload_size: 0 });
+    platform.respond(status_outcome(413));
+    platform.respond(status_outcome(503));
+    let dirs = Dirs::new();
+    let (actors, _store) = start_actors_on(
+        dirs.root(),
+        dirs.state(),
+        platform.as_platform(),
+        Some(TOKEN),
+        &Options::default(),
+        clock,
+    );
+    let report = push_host(&actors, vec![host("a"), host("b"), host("c")]).await;
+    assert_eq!(report, pushed(0, 3));
+    // The first half failed transiently: the entry keeps its split and backs off.
+    let entry = queue(&actors).await.remove(0);
+    assert_eq!(entry.attempts, 1);
+    assert_eq!(entry_ids(&entry), ["a", "b", "c"]);
+
+    tokio::time::sleep(secs(2)).await;
+    let requests = platform.push_requests();
+    let seen: Vec<(String, usize)> = requests
+        .iter()
+        .map(|r| {
+            let body = parse_push_body(&r.body);
+            let n = body["dispatches"].as_array().map_or(0, Vec::len);
+            (r.idempotency_key.clone(), n)
+        })
+        .collect();
+    let key = &seen[0].0;
+    assert_eq!(
+        seen,
+        [
+            (key.clone(), 3),
+            (format!("{key}.1"), 2),
+            (format!("{key}.1"), 2),
+            (format!("{key}.2"), 1),
+        ]
+    );
+    assert!(queue(&actors).await.is_empty());
 }
 
 #[actix::test]

@@ -54,7 +54,7 @@ impl RetryAfter {
 pub fn next_attempt(attempts: u32, retry_after: Option<RetryAfter>, now: Timestamp) -> Timestamp {
     const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
     let asked = retry_after.map_or(Duration::ZERO, |r| r.delay_from(now).min(MAX_RETRY_AFTER));
-    now.add(backoff(attempts).max(asked))
+    now.saturating_add(backoff(attempts).max(asked))
 }
 
 #[cfg(test)]

@@ -119,6 +119,13 @@ impl WorkspaceStatus {
     }
 }
 
+/// The id a dispatch is known by: `id`, else `workspace` (the Go agent's records).
+pub fn dispatch_id(dispatch: &Dispatch) -> Option<&str> {
+    ["id", "workspace"]
+        .iter()
+        .find_map(|key| dispatch.get(*key)?.as_str().filter(|s| !s.is_empty()))
+}
+
 /// The fingerprint of DESIGN 4.2 from its two parts.
 pub fn fingerprint(updated_at: Option<Timestamp>, runs: i64) -> String {
     let time = updated_at.map_or_else(
@@ -254,7 +261,7 @@ impl QueueEntry {
     pub fn next_part_fingerprints(&self) -> Vec<(String, String)> {
         self.next_part()
             .iter()
-            .filter_map(|d| d.get("id")?.as_str())
+            .filter_map(dispatch_id)
             .filter_map(|id| Some((id.to_string(), self.fingerprints.get(id)?.clone())))
             .collect()
     }

@@ -36,6 +36,9 @@ pub struct PusherConfig {
     pub fleet_node_id: Option<i64>,
     /// Safety-net drain interval (`None`: only timers and wake-ups).
     pub flush_interval: Option<Duration>,
+    /// Drain once at start, so whatever survived a restart goes out without waiting
+    /// for a push (a daemon or host wants this; a one-shot `pull` does not).
+    pub drain_on_start: bool,
 }
 
 /// The actors the Pusher talks to.
@@ -133,8 +136,9 @@ impl Actor for Pusher {
         if let Some(every) = self.config.flush_interval.filter(|d| !d.is_zero()) {
             ctx.run_interval(every, |_, ctx| ctx.notify(Drain));
         }
-        // Whatever survived a restart goes out without waiting for a push.
-        ctx.notify(Drain);
+        if self.config.drain_on_start {
+            ctx.notify(Drain);
+        }
     }
 }
 
@@ -313,7 +317,13 @@ impl Drainer {
                 })
                 .await??
             {
-                Decision::Delivered { dispatches, .. } => count += dispatches,
+                Decision::Delivered { dispatches, .. } => {
+                    log::info!(
+                        "pushed entry {}: {dispatches} dispatch(es), {payload_size} bytes",
+                        entry.seq
+                    );
+                    count += dispatches;
+                }
                 Decision::Split => {
                     log::info!("entry {} was too large; split in two", entry.seq)
                 }

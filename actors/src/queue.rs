@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 use crate::backoff;
 use crate::error::StoreError;
 use crate::messages::*;
-use crate::model::{DeadLetter, Dispatch, EntryPart, QueueEntry};
+use crate::model::{dispatch_id, DeadLetter, Dispatch, EntryPart, QueueEntry};
 use crate::store::{decode, encode, Store};
 use crate::time::{Clock, Timestamp};
 
@@ -180,7 +180,7 @@ impl Queue {
         if let Some(until) = head.next_attempt.filter(|t| *t > now) {
             return Ok(Lease::Waiting { until });
         }
-        self.lease = Some((head.seq, now.add(self.config.lease_timeout)));
+        self.lease = Some((head.seq, now.saturating_add(self.config.lease_timeout)));
         Ok(Lease::Ready(head))
     }
 
@@ -495,7 +495,7 @@ impl<'txn> QueueTables<'txn> {
         let key = entry.next_part_key();
         let dispatches: Vec<Dispatch> = entry.dispatches.drain(..len).collect();
         let mut fingerprints = std::collections::BTreeMap::new();
-        for id in dispatches.iter().filter_map(|d| d.get("id")?.as_str()) {
+        for id in dispatches.iter().filter_map(dispatch_id) {
             if let Some(fingerprint) = entry.fingerprints.remove(id) {
                 if forget_keys {
                     self.keys.remove(dedup_key(id, &fingerprint).as_str())?;

@@ -37,6 +37,8 @@ pub struct ActorsConfig {
     pub history_limit: usize,
     /// Safety-net drain interval.
     pub flush_interval: Option<Duration>,
+    /// Drain what is queued as soon as the Pusher starts.
+    pub drain_on_start: bool,
 }
 
 /// The addresses of the six running actors.
@@ -91,6 +93,7 @@ impl SyncActors {
                 agent_id: config.agent_id,
                 fleet_node_id: config.fleet_node_id,
                 flush_interval: config.flush_interval,
+                drain_on_start: config.drain_on_start,
             },
             config.tokens,
             platform,

@@ -77,7 +77,7 @@ impl Timestamp {
     }
 
     /// `self + duration`, saturating.
-    pub fn add(self, duration: Duration) -> Self {
+    pub fn saturating_add(self, duration: Duration) -> Self {
         let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_add(millis))
     }
@@ -140,7 +140,7 @@ impl Clock {
     pub fn now(&self) -> Timestamp {
         match self.anchor {
             None => system_now(),
-            Some((wall, instant)) => wall.add(instant.elapsed()),
+            Some((wall, instant)) => wall.saturating_add(instant.elapsed()),
         }
     }
 }
@@ -178,7 +178,7 @@ mod tests {
             Duration::ZERO
         );
         assert_eq!(
-            t.add(Duration::from_secs(2)).duration_since(t),
+            t.saturating_add(Duration::from_secs(2)).duration_since(t),
             Duration::from_secs(2)
         );
     }

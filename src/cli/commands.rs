@@ -2,19 +2,15 @@
 //! work, prints the result, stops the service, and answers the exit code.
 //!
 //! Which commands may use the network:
-//! - `push` and `run` send pushes; `pull` only pulls (pushes are held, see
-//!   [`platform`](super::platform));
-//! - every other command is local: it runs with no token, so nothing at all is sent
-//!   even though the Pusher drains on start.
+//! - `push` and `run` send pushes; `pull` only pulls (no start-up drain, and it
+//!   enqueues nothing, so the Pusher never sends);
+//! - every other command is local: it runs with no token, so nothing at all is sent.
 
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use agent_sync::actors::platform::{Platform, TokenSource};
+use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::pusher::validate_dispatches;
 use agent_sync::actors::{DispatchError, SyncError};
 use agent_sync::legacy::LegacyError;
@@ -23,7 +19,6 @@ use agent_sync::{StartError, SyncConfig, SyncService};
 use serde_json::Value;
 
 use super::output::{self, Format};
-use super::platform::{CliPlatform, Pushes};
 use super::{daemon, Cli, Command};
 
 /// Exit code of a success (offline and platform-down pushes included).
@@ -94,25 +89,22 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             .transpose()?,
         _ => None,
     };
-    let pushes = match &command {
-        Command::Push(_) | Command::Run(_) => Pushes::Send,
-        Command::Pull(_) => Pushes::Hold,
-        _ => {
-            config.tokens = TokenSource::Fixed(None);
-            Pushes::Hold
-        }
-    };
+    if !matches!(
+        command,
+        Command::Push(_) | Command::Run(_) | Command::Pull(_)
+    ) {
+        // Local commands: no token, so nothing can be sent.
+        config.tokens = TokenSource::Fixed(None);
+    }
     if !matches!(command, Command::Run(_)) {
-        // One-shot commands have no use for the safety-net drain timer.
+        // One-shot commands: a `push` drains in its own call (so its reply counts what
+        // it delivered), and nothing else may push at all.
+        config.drain_on_start = false;
         config.flush_interval = None;
     }
     let tokens = config.tokens.clone();
-    let delivered = Arc::new(AtomicUsize::new(0));
-    let counter = delivered.clone();
-    let service = SyncService::start_with(config, move |platform| {
-        Rc::new(CliPlatform::new(platform, pushes, counter)) as Rc<dyn Platform>
-    })?;
-    let result = run_on(&service, command, format, dispatches, &delivered, tokens).await;
+    let service = SyncService::start(config)?;
+    let result = run_on(&service, command, format, dispatches, tokens).await;
     service.stop();
     result
 }
@@ -122,7 +114,6 @@ async fn run_on(
     command: Command,
     format: Format,
     dispatches: Option<Vec<Value>>,
-    delivered: &AtomicUsize,
     tokens: TokenSource,
 ) -> Result<i32, CliError> {
     let print = |text: String| println!("{text}");
@@ -135,9 +126,7 @@ async fn run_on(
                     ..SyncPush::default()
                 })
                 .await?;
-            // Counts the start-up drain too (see `platform`): at least the reply.
-            let count = delivered.load(Ordering::Relaxed).max(report.count);
-            print(output::push(format, count, report.queued));
+            print(output::push(format, report.count, report.queued));
         }
         Command::Pull(args) => {
             let report = service

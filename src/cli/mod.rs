@@ -14,7 +14,6 @@
 pub mod commands;
 pub mod daemon;
 pub mod output;
-pub mod platform;
 
 use std::path::PathBuf;
 use std::time::Duration;

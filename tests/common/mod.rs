@@ -557,6 +557,7 @@ pub fn actors_config(root: &Path, token: Option<&str>, opts: &Options) -> Actors
         },
         history_limit: opts.history_limit,
         flush_interval: None,
+        drain_on_start: true,
     }
 }
 
