@@ -66,7 +66,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_sample_workspaces(&root)?;
 
     // A port nobody listens on yet: the platform is down.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut config = SyncConfig::new(&root, dir.path().join("sync"));
     config.agent_id = "demo-host".into();
     config.tokens = TokenSource::Fixed(Token::new("demo-token"));
@@ -81,7 +83,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("== 1. push while the platform is down");
     let report = host.send(WorkFinished).await??;
-    println!("synced: {}  (still queued: {})", report.count, report.queued);
+    println!(
+        "synced: {}  (still queued: {})",
+        report.count, report.queued
+    );
     for entry in service.queue(None).await? {
         println!(
             "queued entry seq {}: {} dispatch(es), attempts {}, next attempt {}, last error: {}",
@@ -106,7 +111,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     let posts = received.lock().map(|r| r.clone()).unwrap_or_default();
-    println!("the backoff timer delivered {} POST(s) carrying {:?} dispatch(es)", posts.len(), posts);
+    println!(
+        "the backoff timer delivered {} POST(s) carrying {:?} dispatch(es)",
+        posts.len(),
+        posts
+    );
 
     println!("\n== 3. pull fleet context");
     let context = host.send(RefreshContext).await??;
@@ -166,7 +175,10 @@ fn write_sample_workspaces(root: &Path) -> std::io::Result<()> {
 }
 
 /// The platform: accepts pushes (recording their sizes) and serves some context.
-fn platform(port: u16, received: Arc<Mutex<Vec<usize>>>) -> std::io::Result<actix_web::dev::Server> {
+fn platform(
+    port: u16,
+    received: Arc<Mutex<Vec<usize>>>,
+) -> std::io::Result<actix_web::dev::Server> {
     Ok(HttpServer::new(move || {
         let received = received.clone();
         App::new()

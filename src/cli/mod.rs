@@ -4,9 +4,7 @@
 //! - this file: the clap definitions, durations, flags over environment;
 //! - [`commands`]: runs one command against a [`SyncService`](agent_sync::SyncService);
 //! - [`output`]: text and `--json` rendering;
-//! - [`daemon`]: `run`, the long-lived loop with signal handling;
-//! - [`platform`]: the platform client wrapper that counts deliveries and keeps
-//!   commands that must not push from pushing.
+//! - [`daemon`]: `run`, the long-lived loop with signal handling.
 //!
 //! Exit codes: 0 success (offline and platform-down pushes included), 1 a local
 //! failure with an `error:` line on stderr, 2 usage (clap).
