@@ -53,7 +53,12 @@ fn assert_next_attempt(
     let next = next.expect("next_attempt is set");
     let slack = millis(50);
     let from = Timestamp::from_unix_millis(before.saturating_add(delay).unix_millis() - 50);
-    assert_between("next_attempt", next, from, after.saturating_add(delay).saturating_add(slack));
+    assert_between(
+        "next_attempt",
+        next,
+        from,
+        after.saturating_add(delay).saturating_add(slack),
+    );
 }
 
 async fn sync_push(actors: &SyncActors, msg: SyncPush) -> PushReport {
