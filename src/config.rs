@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use agent_sync_actors::history::DEFAULT_HISTORY_LIMIT;
 use agent_sync_actors::platform::{PlatformConfig, Token, TokenSource};
-use agent_sync_actors::queue::{QueueConfig, DEFAULT_MAX_BATCH};
+use agent_sync_actors::queue::{QueueConfig, DEFAULT_LEASE_WINDOW, DEFAULT_MAX_BATCH};
 use agent_sync_actors::ActorsConfig;
 
 /// The platform used when neither `CORE_API_URL` nor `CORE_BRAIN_URL` is set.
@@ -35,6 +35,10 @@ pub struct SyncConfig {
     pub max_batch: usize,
     /// Newest history records kept (H1).
     pub history_limit: usize,
+    /// Entries the Pusher sends in order before one durable commit records them: more
+    /// is faster, and is also how many a crash can make it send twice (1 = strictly the
+    /// entry in flight).
+    pub lease_window: usize,
     /// Safety-net drain interval; timers do the real work.
     pub flush_interval: Option<Duration>,
     /// Drain the queue as soon as the service starts (what survived a restart goes
@@ -58,6 +62,7 @@ impl SyncConfig {
             },
             max_batch: DEFAULT_MAX_BATCH,
             history_limit: DEFAULT_HISTORY_LIMIT,
+            lease_window: DEFAULT_LEASE_WINDOW,
             flush_interval: Some(Duration::from_secs(60)),
             drain_on_start: true,
         }
@@ -113,8 +118,9 @@ impl SyncConfig {
             tokens: self.tokens.clone(),
             queue: QueueConfig {
                 max_batch: self.max_batch,
-                // A lease outlives any request the Pusher can make.
+                // A lease outlives the window's last request.
                 lease_timeout: self.platform.request_timeout * 2 + Duration::from_secs(10),
+                lease_window: self.lease_window,
             },
             history_limit: self.history_limit,
             flush_interval: self.flush_interval,

@@ -9,7 +9,7 @@ use actix::prelude::*;
 use redb::{Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use crate::error::StoreError;
-use crate::messages::{ReadSyncState, RecentRecords, Record, SetAuthFailed, SyncState};
+use crate::messages::{ReadSyncState, RecentRecords, Record, RecordMany, SetAuthFailed, SyncState};
 use crate::model::{Direction, SyncRecord};
 use crate::store::{decode, encode, Store};
 
@@ -77,37 +77,60 @@ impl Actor for History {
     type Context = Context<Self>;
 }
 
-impl Handler<Record> for History {
-    type Result = Result<(), StoreError>;
-
-    /// Non-durable: made durable by the Queue's next immediate commit (a push) or the
-    /// Puller's cache commit (a pull).
-    fn handle(&mut self, Record(record): Record, _: &mut Self::Context) -> Self::Result {
+impl History {
+    /// Appends `records` in one transaction, trims to the newest N, and moves the last
+    /// push/pull times. Non-durable: made durable by the Queue's next immediate commit
+    /// (a push) or the Puller's cache commit (a pull).
+    fn append(&self, records: &[SyncRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let limit = self.limit as u64;
         self.store.write("record a sync", Durability::None, |txn| {
             let mut history = txn.open_table(HISTORY)?;
-            let next = history.last()?.map_or(0, |(k, _)| k.value() + 1);
-            history.insert(next, encode(&record).as_slice())?;
+            let mut next = history.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for record in records {
+                history.insert(next, encode(record).as_slice())?;
+                next += 1;
+            }
             while history.len()? > limit {
                 history.pop_first()?;
             }
             drop(history);
             let mut table = txn.open_table(SYNC_STATE)?;
             let mut state = read_state(&table)?;
-            match record.direction {
-                Direction::Push => {
-                    state.last_push_at = Some(record.synced_at);
-                    state.auth_failed = false;
+            for record in records {
+                match record.direction {
+                    Direction::Push => {
+                        state.last_push_at = Some(record.synced_at);
+                        state.auth_failed = false;
+                    }
+                    Direction::Pull => {
+                        state.last_pull_at = Some(record.synced_at);
+                        state.auth_failed = false;
+                    }
+                    Direction::DeadLetter => {}
                 }
-                Direction::Pull => {
-                    state.last_pull_at = Some(record.synced_at);
-                    state.auth_failed = false;
-                }
-                Direction::DeadLetter => {}
             }
             table.insert(STATE_KEY, encode(&state).as_slice())?;
             Ok(())
         })
+    }
+}
+
+impl Handler<Record> for History {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, Record(record): Record, _: &mut Self::Context) -> Self::Result {
+        self.append(std::slice::from_ref(&record))
+    }
+}
+
+impl Handler<RecordMany> for History {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, RecordMany(records): RecordMany, _: &mut Self::Context) -> Self::Result {
+        self.append(&records)
     }
 }
 

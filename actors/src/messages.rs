@@ -159,10 +159,35 @@ pub struct EnqueueReceipt {
     pub duplicates: usize,
 }
 
-/// Hand the head entry to the Pusher if it is due.
+/// Hand the head entry to the Pusher if it is due (a window of one).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<Lease, StoreError>")]
 pub struct LeaseNext;
+
+/// Hand up to `max` consecutive due entries from the head to the Pusher, which sends
+/// them in order and answers with one [`ReportWindow`].
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<LeasedWindow, StoreError>")]
+pub struct LeaseWindow {
+    /// Most entries leased at once.
+    pub max: usize,
+}
+
+/// Reply to [`LeaseWindow`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeasedWindow {
+    /// Send these, in order; report what happened to each one attempted.
+    Ready(Vec<QueueEntry>),
+    /// The head is backing off until then.
+    Waiting {
+        /// The head's `next_attempt`.
+        until: Timestamp,
+    },
+    /// Entries are already leased and not yet reported.
+    InFlight,
+    /// Nothing is queued.
+    Empty,
+}
 
 /// Reply to [`LeaseNext`].
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +213,15 @@ pub struct Report {
     pub seq: u64,
     /// The platform's answer.
     pub outcome: DeliveryOutcome,
+}
+
+/// The outcomes of a leased window, in the order sent, applied in one durable commit.
+/// Leased entries not listed were not attempted and are released as they were.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<Decision>, StoreError>")]
+pub struct ReportWindow {
+    /// (seq, outcome) per entry attempted.
+    pub outcomes: Vec<(u64, DeliveryOutcome)>,
 }
 
 /// The platform's answer to one POST, as the Pusher saw it.
@@ -330,6 +364,11 @@ pub struct QueueChanged;
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Record(pub SyncRecord);
+
+/// Append several sync records in one transaction (a drained window).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct RecordMany(pub Vec<SyncRecord>);
 
 /// Set or clear `auth_failed` (a 401/403 sets it; the next success clears it).
 #[derive(Message, Debug, Clone, Copy)]

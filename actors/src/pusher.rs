@@ -21,7 +21,7 @@ use crate::error::{DispatchError, SyncError};
 use crate::history::History;
 use crate::ledger::Ledger;
 use crate::messages::*;
-use crate::model::{Direction, Dispatch, SyncRecord};
+use crate::model::{Direction, Dispatch, QueueEntry, SyncRecord};
 use crate::platform::{Platform, PushRequest, Token, TokenSource};
 use crate::queue::Queue;
 use crate::scanner::Scanner;
@@ -39,6 +39,8 @@ pub struct PusherConfig {
     /// Drain once at start, so whatever survived a restart goes out without waiting
     /// for a push (a daemon or host wants this; a one-shot `pull` does not).
     pub drain_on_start: bool,
+    /// Entries leased, sent in order and reported together (see `queue`).
+    pub lease_window: usize,
 }
 
 /// The actors the Pusher talks to.
@@ -122,6 +124,7 @@ impl Pusher {
             platform: self.platform.clone(),
             peers: self.peers.clone(),
             clock: self.clock,
+            window: self.config.lease_window.max(1),
         }
     }
 }
@@ -263,6 +266,8 @@ struct Drainer {
     platform: Rc<dyn Platform>,
     peers: PushPeers,
     clock: Clock,
+    /// Entries per leased window.
+    window: usize,
 }
 
 impl Drainer {
@@ -272,16 +277,102 @@ impl Drainer {
         let peers = &self.peers;
         let mut count = 0;
         let wake_at = loop {
-            let entry = match peers.queue.send(LeaseNext).await?? {
-                Lease::Ready(entry) => entry,
-                Lease::Waiting { until } => break Some(until),
-                Lease::Empty | Lease::InFlight => break None,
+            let entries = match peers.queue.send(LeaseWindow { max: self.window }).await?? {
+                LeasedWindow::Ready(entries) => entries,
+                LeasedWindow::Waiting { until } => break Some(until),
+                LeasedWindow::Empty | LeasedWindow::InFlight => break None,
             };
-            let part = entry.next_part();
+            let sent = self.send_window(&entries).await?;
+            // Ledger and History first (non-durable), then the Queue's durable commit
+            // carries all three: see `store` crash semantics.
+            let delivered: Vec<(&QueueEntry, &Sent)> = entries
+                .iter()
+                .zip(&sent)
+                .filter(|(_, s)| matches!(s.outcome, DeliveryOutcome::Delivered { .. }))
+                .collect();
+            if !delivered.is_empty() {
+                let fingerprints = delivered
+                    .iter()
+                    .flat_map(|(e, _)| e.next_part_fingerprints())
+                    .collect();
+                peers.ledger.send(MarkSynced { fingerprints }).await??;
+                let records = delivered
+                    .iter()
+                    .map(|(e, s)| {
+                        self.record(e, Direction::Push, e.next_part_len(), s.payload_size)
+                    })
+                    .collect();
+                peers.history.send(RecordMany(records)).await??;
+            }
+            let outcomes = entries
+                .iter()
+                .zip(&sent)
+                .map(|(e, s)| (e.seq, s.outcome.clone()))
+                .collect();
+            let decisions = peers.queue.send(ReportWindow { outcomes }).await??;
+            let mut retry_at = None;
+            let mut dead = Vec::new();
+            for ((entry, sent), decision) in entries.iter().zip(&sent).zip(decisions) {
+                match decision {
+                    Decision::Delivered { dispatches, .. } => {
+                        log::info!(
+                            "pushed entry {}: {dispatches} dispatch(es), {} bytes",
+                            entry.seq,
+                            sent.payload_size
+                        );
+                        count += dispatches;
+                    }
+                    Decision::Split => {
+                        log::info!("entry {} was too large; split in two", entry.seq)
+                    }
+                    Decision::DeadLettered { dispatches, status } => {
+                        log::warn!(
+                            "entry {} refused with HTTP {status}; {dispatches} dispatch(es) moved to dead letters",
+                            entry.seq
+                        );
+                        dead.push(self.record(
+                            entry,
+                            Direction::DeadLetter,
+                            dispatches,
+                            sent.payload_size,
+                        ));
+                    }
+                    Decision::RetryAt { at, unauthorized } => {
+                        if unauthorized {
+                            peers.history.send(SetAuthFailed(true)).await??;
+                        }
+                        log::info!(
+                            "push of entry {} failed ({}); retry at {at}",
+                            entry.seq,
+                            describe(&sent.outcome)
+                        );
+                        retry_at = Some(at);
+                    }
+                }
+            }
+            if !dead.is_empty() {
+                peers.history.send(RecordMany(dead)).await??;
+            }
+            if retry_at.is_some() {
+                break retry_at;
+            }
+        };
+        let queued = queued(peers).await?;
+        Ok((PushReport { count, queued }, wake_at))
+    }
+
+    /// POSTs the window's entries one at a time, in order. Stops after anything but a
+    /// 2xx (the Queue's decision may reorder: a split, a backoff), after an entry with
+    /// parts still to send (they go before the next entry), and once the window's time
+    /// budget is spent (it bounds what a crash can make us send again).
+    async fn send_window(&self, entries: &[QueueEntry]) -> Result<Vec<Sent>, SyncError> {
+        let started = actix_rt::time::Instant::now();
+        let mut sent = Vec::with_capacity(entries.len());
+        for entry in entries {
             let body = serde_json::to_vec(&PushBody {
                 agent_id: &entry.agent_id,
                 fleet_node_id: entry.fleet_node_id,
-                dispatches: part,
+                dispatches: entry.next_part(),
             })
             .map_err(|e| SyncError::Store(crate::error::StoreError::new("encode a push", e)))?;
             let payload_size = body.len() as u64;
@@ -290,70 +381,44 @@ impl Drainer {
                 idempotency_key: entry.next_part_key(),
             };
             let outcome = self.platform.push(&self.token, request).await;
-            let record = |direction, items: usize| {
-                Record(SyncRecord {
-                    agent_id: entry.agent_id.clone(),
-                    fleet_node_id: entry.fleet_node_id,
-                    direction,
-                    payload_size,
-                    items_count: items as u64,
-                    synced_at: self.clock.now().whole_seconds(),
-                })
-            };
-            if let DeliveryOutcome::Delivered { .. } = outcome {
-                // Before the Queue's durable removal: see `store` crash semantics.
-                let fingerprints = entry.next_part_fingerprints();
-                peers.ledger.send(MarkSynced { fingerprints }).await??;
-                peers
-                    .history
-                    .send(record(Direction::Push, part.len()))
-                    .await??;
+            let delivered = matches!(outcome, DeliveryOutcome::Delivered { .. });
+            sent.push(Sent {
+                outcome,
+                payload_size,
+            });
+            if !delivered || entry.parts.len() > 1 || started.elapsed() >= WINDOW_BUDGET {
+                break;
             }
-            match peers
-                .queue
-                .send(Report {
-                    seq: entry.seq,
-                    outcome: outcome.clone(),
-                })
-                .await??
-            {
-                Decision::Delivered { dispatches, .. } => {
-                    log::info!(
-                        "pushed entry {}: {dispatches} dispatch(es), {payload_size} bytes",
-                        entry.seq
-                    );
-                    count += dispatches;
-                }
-                Decision::Split => {
-                    log::info!("entry {} was too large; split in two", entry.seq)
-                }
-                Decision::DeadLettered { dispatches, status } => {
-                    log::warn!(
-                        "entry {} refused with HTTP {status}; {dispatches} dispatch(es) moved to dead letters",
-                        entry.seq
-                    );
-                    peers
-                        .history
-                        .send(record(Direction::DeadLetter, dispatches))
-                        .await??;
-                }
-                Decision::RetryAt { at, unauthorized } => {
-                    if unauthorized {
-                        peers.history.send(SetAuthFailed(true)).await??;
-                    }
-                    log::info!(
-                        "push of entry {} failed ({}); retry at {at}",
-                        entry.seq,
-                        describe(&outcome)
-                    );
-                    break Some(at);
-                }
-            }
-        };
-        let queued = queued(peers).await?;
-        Ok((PushReport { count, queued }, wake_at))
+        }
+        Ok(sent)
+    }
+
+    fn record(
+        &self,
+        entry: &QueueEntry,
+        direction: Direction,
+        items: usize,
+        payload_size: u64,
+    ) -> SyncRecord {
+        SyncRecord {
+            agent_id: entry.agent_id.clone(),
+            fleet_node_id: entry.fleet_node_id,
+            direction,
+            payload_size,
+            items_count: items as u64,
+            synced_at: self.clock.now().whole_seconds(),
+        }
     }
 }
+
+/// One POST of a window and what came of it.
+struct Sent {
+    outcome: DeliveryOutcome,
+    payload_size: u64,
+}
+
+/// How long one window may keep delivering before its outcomes are committed.
+const WINDOW_BUDGET: Duration = Duration::from_millis(100);
 
 fn describe(outcome: &DeliveryOutcome) -> &str {
     match outcome {

@@ -8,7 +8,8 @@
 //!    enqueue waiting in the mailbox when the first one arrived is committed in the
 //!    same transaction, so 10,000 messages cost a handful of fsyncs, not 10,000.
 //! 2. **FIFO by `seq`.** Entries are keyed by a monotonic `seq` (`queue_meta.next_seq`,
-//!    never reused). Only the head is ever leased; one lease at a time.
+//!    never reused). Only a window starting at the head is leased, one window at a
+//!    time; the Pusher sends it in order and reports it in one [`ReportWindow`].
 //! 3. **One copy per (id, fingerprint).** `queue_keys` maps `id \x1f fingerprint` of
 //!    every scanned dispatch held in `queue` or `dead_letters` to its seq, so scanning
 //!    while the platform is down never queues the same dispatch twice (P8), and a
@@ -27,8 +28,10 @@
 //!
 //! # Crash semantics
 //!
-//! A lease is memory only: after a crash the head is simply still queued and is sent
-//! again (with the same idempotency key). That is the only source of duplicates (R1).
+//! A lease is memory only: after a crash the leased window is simply still queued and
+//! is sent again, with the same idempotency keys. That is the only source of duplicates
+//! (R1): at most `lease_window` entries, or what the Pusher delivered in its window
+//! time budget, whichever is less. `lease_window = 1` re-sends only the entry in flight.
 
 use std::time::Duration;
 
@@ -75,13 +78,20 @@ pub struct QueueConfig {
     pub max_batch: usize,
     /// A lease not reported within this time is given up (the Pusher died).
     pub lease_timeout: Duration,
+    /// Most entries the Pusher leases, sends in order and reports with one durable
+    /// commit: bounds both the fsyncs per delivery and the duplicates after a crash.
+    pub lease_window: usize,
 }
+
+/// Default entries per leased window.
+pub const DEFAULT_LEASE_WINDOW: usize = 32;
 
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             max_batch: DEFAULT_MAX_BATCH,
             lease_timeout: Duration::from_secs(120),
+            lease_window: DEFAULT_LEASE_WINDOW,
         }
     }
 }
@@ -99,8 +109,8 @@ pub struct Queue {
     clock: Clock,
     /// Told when work becomes due (the Pusher).
     waker: Option<Recipient<QueueChanged>>,
-    /// The leased head (seq) and when the lease lapses.
-    lease: Option<(u64, Timestamp)>,
+    /// The leased window (seqs) and when the lease lapses.
+    lease: Option<(Vec<u64>, Timestamp)>,
     /// Enqueues received since the last group commit.
     pending: Vec<PendingEnqueue>,
 }
@@ -112,6 +122,7 @@ impl Queue {
             store,
             config: QueueConfig {
                 max_batch: config.max_batch.max(1),
+                lease_window: config.lease_window.max(1),
                 ..config
             },
             clock,
@@ -165,89 +176,92 @@ impl Queue {
         }
     }
 
-    fn lease_next(&mut self) -> Result<Lease, StoreError> {
+    fn lease_window(&mut self, max: usize) -> Result<LeasedWindow, StoreError> {
         let now = self.clock.now();
-        if let Some((_, expires)) = self.lease {
-            if now < expires {
-                return Ok(Lease::InFlight);
+        if let Some((_, expires)) = &self.lease {
+            if now < *expires {
+                return Ok(LeasedWindow::InFlight);
             }
-            log::warn!("lease on the queue head was never reported; leasing it again");
+            log::warn!("a lease on the queue head was never reported; leasing it again");
             self.lease = None;
         }
-        let Some(head) = self.head()? else {
-            return Ok(Lease::Empty);
+        let window = self.due_from_head(max.max(1), now)?;
+        let Some(head) = window.first() else {
+            return Ok(LeasedWindow::Empty);
         };
         if let Some(until) = head.next_attempt.filter(|t| *t > now) {
-            return Ok(Lease::Waiting { until });
+            return Ok(LeasedWindow::Waiting { until });
         }
-        self.lease = Some((head.seq, now.saturating_add(self.config.lease_timeout)));
-        Ok(Lease::Ready(head))
+        let seqs = window.iter().map(|e| e.seq).collect();
+        self.lease = Some((seqs, now.saturating_add(self.config.lease_timeout)));
+        Ok(LeasedWindow::Ready(window))
     }
 
-    /// The first entry that decodes (one that does not is skipped with a warning and
-    /// left in place: never lost, never blocking).
-    fn head(&self) -> Result<Option<QueueEntry>, StoreError> {
+    /// Up to `max` entries from the head, stopping before the first one after the head
+    /// that is not due. An entry that does not decode is skipped with a warning and left
+    /// in place: never lost, never blocking.
+    fn due_from_head(&self, max: usize, now: Timestamp) -> Result<Vec<QueueEntry>, StoreError> {
         self.store.read("read the queue head", |txn| {
             let queue = txn.open_table(QUEUE)?;
+            let mut window: Vec<QueueEntry> = Vec::new();
             for row in queue.iter()? {
                 let (seq, bytes) = row?;
-                match decode::<QueueEntry>(bytes.value()) {
-                    Ok(entry) => return Ok(Some(entry)),
+                let entry = match decode::<QueueEntry>(bytes.value()) {
+                    Ok(entry) => entry,
                     Err(e) => {
-                        log::warn!("queue entry {} does not decode ({e}); skipped", seq.value())
+                        log::warn!("queue entry {} does not decode ({e}); skipped", seq.value());
+                        continue;
                     }
+                };
+                let due = entry.next_attempt.is_none_or(|t| t <= now);
+                if !window.is_empty() && !due {
+                    break;
+                }
+                window.push(entry);
+                if window.len() >= max || !due {
+                    break;
                 }
             }
-            Ok(None)
+            Ok(window)
         })
     }
 
+    /// The first entry that decodes.
+    fn head(&self) -> Result<Option<QueueEntry>, StoreError> {
+        Ok(self
+            .due_from_head(1, Timestamp::from_unix_millis(i64::MAX))?
+            .pop())
+    }
+
+    /// Applies one outcome; the rest of a leased window stays leased.
     fn report(&mut self, seq: u64, outcome: DeliveryOutcome) -> Result<Decision, StoreError> {
-        if self.lease.is_some_and(|(leased, _)| leased == seq) {
-            self.lease = None;
+        if let Some((seqs, _)) = &mut self.lease {
+            seqs.retain(|leased| *leased != seq);
+            if seqs.is_empty() {
+                self.lease = None;
+            }
         }
         let now = self.clock.now();
         self.store
             .write("record a delivery outcome", Durability::Immediate, |txn| {
+                QueueTables::open(txn)?.apply(seq, &outcome, now)
+            })
+    }
+
+    /// Applies outcomes in order, in one durable commit, and releases the lease.
+    fn report_window(
+        &mut self,
+        outcomes: &[(u64, DeliveryOutcome)],
+    ) -> Result<Vec<Decision>, StoreError> {
+        self.lease = None;
+        let now = self.clock.now();
+        self.store
+            .write("record delivery outcomes", Durability::Immediate, |txn| {
                 let mut tables = QueueTables::open(txn)?;
-                let Some(mut entry) = tables.entry(seq)? else {
-                    return Err(redb::Error::Corrupted(format!(
-                        "entry {seq} is no longer queued"
-                    )));
-                };
-                let decision = match classify(&outcome, entry.next_part_len()) {
-                    Class::Delivered => tables.deliver_part(&mut entry)?,
-                    Class::Transient { unauthorized } => {
-                        let (retry_after, detail) = match &outcome {
-                            DeliveryOutcome::Status {
-                                retry_after,
-                                detail,
-                                ..
-                            } => (*retry_after, detail),
-                            DeliveryOutcome::Network { detail } => (None, detail),
-                            DeliveryOutcome::Delivered { .. } => (None, &String::new()),
-                        };
-                        entry.attempts = entry.attempts.saturating_add(1);
-                        let at = backoff::next_attempt(entry.attempts, retry_after, now);
-                        entry.next_attempt = Some(at);
-                        entry.last_error = Some(detail.clone());
-                        tables.put_entry(&entry)?;
-                        Decision::RetryAt { at, unauthorized }
-                    }
-                    Class::TooLarge => {
-                        split_next_part(&mut entry);
-                        tables.put_entry(&entry)?;
-                        Decision::Split
-                    }
-                    Class::Rejected { status } => {
-                        let detail = match &outcome {
-                            DeliveryOutcome::Status { detail, .. } => detail.clone(),
-                            _ => format!("HTTP {status}"),
-                        };
-                        tables.dead_letter_part(&mut entry, status, detail, now)?
-                    }
-                };
-                Ok(decision)
+                outcomes
+                    .iter()
+                    .map(|(seq, outcome)| tables.apply(*seq, outcome, now))
+                    .collect()
             })
     }
 }
@@ -325,6 +339,53 @@ impl<'txn> QueueTables<'txn> {
             dead: txn.open_table(DEAD_LETTERS)?,
             keys: txn.open_table(QUEUE_KEYS)?,
             meta: txn.open_table(QUEUE_META)?,
+        })
+    }
+
+    /// What the Queue decides for one outcome (DESIGN section 5), written in this
+    /// transaction.
+    fn apply(
+        &mut self,
+        seq: u64,
+        outcome: &DeliveryOutcome,
+        now: Timestamp,
+    ) -> Result<Decision, redb::Error> {
+        let Some(mut entry) = self.entry(seq)? else {
+            return Err(redb::Error::Corrupted(format!(
+                "entry {seq} is no longer queued"
+            )));
+        };
+        Ok(match classify(outcome, entry.next_part_len()) {
+            Class::Delivered => self.deliver_part(&mut entry)?,
+            Class::Transient { unauthorized } => {
+                let (retry_after, detail) = match outcome {
+                    DeliveryOutcome::Status {
+                        retry_after,
+                        detail,
+                        ..
+                    } => (*retry_after, detail.clone()),
+                    DeliveryOutcome::Network { detail } => (None, detail.clone()),
+                    DeliveryOutcome::Delivered { .. } => (None, String::new()),
+                };
+                entry.attempts = entry.attempts.saturating_add(1);
+                let at = backoff::next_attempt(entry.attempts, retry_after, now);
+                entry.next_attempt = Some(at);
+                entry.last_error = Some(detail);
+                self.put_entry(&entry)?;
+                Decision::RetryAt { at, unauthorized }
+            }
+            Class::TooLarge => {
+                split_next_part(&mut entry);
+                self.put_entry(&entry)?;
+                Decision::Split
+            }
+            Class::Rejected { status } => {
+                let detail = match outcome {
+                    DeliveryOutcome::Status { detail, .. } => detail.clone(),
+                    _ => format!("HTTP {status}"),
+                };
+                self.dead_letter_part(&mut entry, status, detail, now)?
+            }
         })
     }
 
@@ -571,6 +632,11 @@ fn idempotency_key(entry: &QueueEntry) -> String {
 
 impl Actor for Queue {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A deep mailbox lets many concurrent enqueues share one group commit.
+        ctx.set_mailbox_capacity(1024);
+    }
 }
 
 impl Handler<Enqueue> for Queue {
@@ -613,7 +679,32 @@ impl Handler<LeaseNext> for Queue {
     fn handle(&mut self, _: LeaseNext, _: &mut Self::Context) -> Self::Result {
         // An enqueue answered but not yet committed must not be invisible to a lease.
         self.commit_pending();
-        self.lease_next()
+        Ok(match self.lease_window(1)? {
+            LeasedWindow::Ready(mut entries) => match entries.pop() {
+                Some(entry) => Lease::Ready(entry),
+                None => Lease::Empty,
+            },
+            LeasedWindow::Waiting { until } => Lease::Waiting { until },
+            LeasedWindow::InFlight => Lease::InFlight,
+            LeasedWindow::Empty => Lease::Empty,
+        })
+    }
+}
+
+impl Handler<LeaseWindow> for Queue {
+    type Result = Result<LeasedWindow, StoreError>;
+
+    fn handle(&mut self, msg: LeaseWindow, _: &mut Self::Context) -> Self::Result {
+        self.commit_pending();
+        self.lease_window(msg.max)
+    }
+}
+
+impl Handler<ReportWindow> for Queue {
+    type Result = Result<Vec<Decision>, StoreError>;
+
+    fn handle(&mut self, msg: ReportWindow, _: &mut Self::Context) -> Self::Result {
+        self.report_window(&msg.outcomes)
     }
 }
 

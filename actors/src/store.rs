@@ -28,10 +28,11 @@
 //! - A commit with `Durability::Immediate` (the default) is on disk when `commit`
 //!   returns. Every commit that acknowledges an enqueue to a caller is immediate.
 //! - The Ledger and History commit with `Durability::None`; their writes become
-//!   durable with the next immediate commit to the same file. The Pusher orders a
-//!   delivery as Ledger -> History -> Queue(remove, immediate), so after a crash either
-//!   all three are on disk, or none is and the entry is still queued (it is sent
-//!   again: the only duplicates are entries in flight, R1).
+//!   durable with the next immediate commit to the same file. The Pusher records a
+//!   drained window as Ledger -> History -> Queue(remove, immediate), so after a crash
+//!   either all three are on disk, or none is and the window is still queued (it is
+//!   sent again with the same idempotency keys: the only duplicates are the entries of
+//!   the window in flight, R1; see `queue`).
 //! - After a crash redb repairs the file on the next open. A file redb cannot open at
 //!   all is reported ([`OpenError::Corrupt`]) and never wiped.
 //! - The file lock makes a second process fail fast ([`OpenError::InUse`], R2).

@@ -94,6 +94,7 @@ impl SyncActors {
                 fleet_node_id: config.fleet_node_id,
                 flush_interval: config.flush_interval,
                 drain_on_start: config.drain_on_start,
+                lease_window: config.queue.lease_window,
             },
             config.tokens,
             platform,

@@ -1,0 +1,177 @@
+//! The Pusher's leased window (issue 6): entries are sent one at a time in FIFO
+//! order, recorded with one durable commit per window, and a window stops at the
+//! first answer that is not a 2xx so the Queue's decisions keep their order.
+
+mod common;
+
+use std::rc::Rc;
+
+use agent_sync_actors::messages::*;
+use agent_sync_actors::platform::{HttpPlatform, Platform, PlatformConfig};
+use agent_sync_actors::time::Clock;
+use agent_sync_actors::{Store, SyncActors};
+use common::*;
+use serde_json::json;
+
+/// Actors with `max_batch` dispatches per entry and a lease window of `window`.
+fn start(dirs: &Dirs, url: &str, max_batch: usize, window: usize) -> SyncActors {
+    let mut config = actors_config(dirs.root(), Some(TOKEN), &Options::max_batch(max_batch));
+    config.queue.lease_window = window;
+    config.drain_on_start = false;
+    let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(PlatformConfig {
+        base_url: url.into(),
+        ..PlatformConfig::default()
+    }));
+    SyncActors::start(
+        Store::open(dirs.state()).unwrap(),
+        config,
+        platform,
+        Clock::system(),
+    )
+}
+
+/// Queues `ids` as host dispatches (no drain yet: no token is needed to enqueue).
+async fn enqueue(actors: &SyncActors, ids: &[&str]) {
+    let dispatches = ids
+        .iter()
+        .map(|id| json!({"id": id}).as_object().unwrap().clone())
+        .collect();
+    actors
+        .queue
+        .send(Enqueue {
+            agent_id: AGENT_ID.into(),
+            fleet_node_id: None,
+            batch: EnqueueBatch::Host(dispatches),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+async fn drain(actors: &SyncActors) -> PushReport {
+    actors.pusher.send(Drain).await.unwrap().unwrap()
+}
+
+fn sent_ids(platform: &LoopbackPlatform) -> Vec<String> {
+    platform
+        .pushes()
+        .iter()
+        .flat_map(|r| r.dispatch_ids())
+        .collect()
+}
+
+#[actix::test]
+async fn window_delivers_every_entry_in_fifo_order() {
+    let platform = LoopbackPlatform::start().await;
+    let dirs = Dirs::new();
+    let actors = start(&dirs, &platform.url(), 1, 4);
+    let ids: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
+    enqueue(&actors, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let report = drain(&actors).await;
+    assert_eq!((report.count, report.queued), (10, 0));
+    assert_eq!(sent_ids(&platform), ids, "one POST per entry, in seq order");
+    let records = actors
+        .history
+        .send(RecentRecords::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(records.len(), 10, "one push record per delivered entry");
+    assert!(actors
+        .queue
+        .send(ListQueue::default())
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    platform.stop().await;
+}
+
+#[actix::test]
+async fn window_stops_at_the_first_failure_and_releases_the_rest_untouched() {
+    let platform = LoopbackPlatform::start().await;
+    platform.respond(Scripted::ok());
+    platform.respond(Scripted::ok());
+    platform.respond(Scripted::status(503));
+    let dirs = Dirs::new();
+    let actors = start(&dirs, &platform.url(), 1, 8);
+    enqueue(&actors, &["a", "b", "c", "d", "e"]).await;
+    let report = drain(&actors).await;
+    assert_eq!((report.count, report.queued), (2, 3));
+    assert_eq!(
+        sent_ids(&platform),
+        ["a", "b", "c"],
+        "nothing after the failure is sent"
+    );
+    let queue = actors
+        .queue
+        .send(ListQueue::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let state: Vec<(String, u32)> = queue
+        .iter()
+        .map(|e| {
+            (
+                e.dispatches[0]["id"].as_str().unwrap().to_string(),
+                e.attempts,
+            )
+        })
+        .collect();
+    assert_eq!(state, [("c".into(), 1), ("d".into(), 0), ("e".into(), 0)]);
+    // The released entries are leasable again (the lease was given back).
+    assert!(matches!(
+        actors
+            .queue
+            .send(LeaseWindow { max: 8 })
+            .await
+            .unwrap()
+            .unwrap(),
+        LeasedWindow::Waiting { .. }
+    ));
+    platform.stop().await;
+}
+
+#[actix::test]
+async fn window_dead_letters_a_rejected_entry_and_goes_on_in_order() {
+    let platform = LoopbackPlatform::start().await;
+    platform.respond(Scripted::ok());
+    platform.respond(Scripted::status(422));
+    let dirs = Dirs::new();
+    let actors = start(&dirs, &platform.url(), 1, 8);
+    enqueue(&actors, &["a", "b", "c", "d"]).await;
+    let report = drain(&actors).await;
+    assert_eq!((report.count, report.queued), (3, 0));
+    assert_eq!(sent_ids(&platform), ["a", "b", "c", "d"]);
+    let dead = actors.queue.send(ListDeadLetters).await.unwrap().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].status, dead[0].entry.dispatches[0]["id"].as_str()),
+        (422, Some("b"))
+    );
+    platform.stop().await;
+}
+
+#[actix::test]
+async fn split_parts_are_sent_before_the_next_entry_of_the_window() {
+    let platform = LoopbackPlatform::start().await;
+    platform.respond(Scripted::status(413));
+    let dirs = Dirs::new();
+    let actors = start(&dirs, &platform.url(), 4, 8);
+    enqueue(&actors, &["a1", "a2", "a3", "a4", "b1"]).await;
+    let report = drain(&actors).await;
+    assert_eq!((report.count, report.queued), (5, 0));
+    let pushes = platform.pushes();
+    let sent: Vec<(Vec<String>, String)> = pushes
+        .iter()
+        .map(|r| (r.dispatch_ids(), r.idempotency_key()))
+        .collect();
+    let key = &sent[0].1;
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(sent[0].0, ids(&["a1", "a2", "a3", "a4"]));
+    assert_eq!(sent[1], (ids(&["a1", "a2"]), format!("{key}.1")));
+    assert_eq!(sent[2], (ids(&["a3", "a4"]), format!("{key}.2")));
+    assert_eq!(sent[3].0, ids(&["b1"]));
+    assert_eq!(sent.len(), 4);
+    platform.stop().await;
+}
