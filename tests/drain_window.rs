@@ -48,8 +48,24 @@ async fn enqueue(actors: &SyncActors, ids: &[&str]) {
         .unwrap();
 }
 
+/// Drains until nothing more is sent: the enqueue already woke the Pusher, so which
+/// drain delivered what is not the point; what reached the platform and what is left is.
+/// Returns the dispatches delivered by these drains and what is still queued.
 async fn drain(actors: &SyncActors) -> PushReport {
-    actors.pusher.send(Drain).await.unwrap().unwrap()
+    let first = actors.pusher.send(Drain).await.unwrap().unwrap();
+    let second = actors.pusher.send(Drain).await.unwrap().unwrap();
+    PushReport {
+        count: first.count + second.count,
+        queued: second.queued,
+    }
+}
+
+fn delivered_count(platform: &LoopbackPlatform) -> usize {
+    platform
+        .delivered()
+        .iter()
+        .map(|r| r.dispatch_ids().len())
+        .sum()
 }
 
 fn sent_ids(platform: &LoopbackPlatform) -> Vec<String> {
@@ -68,7 +84,7 @@ async fn window_delivers_every_entry_in_fifo_order() {
     let ids: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
     enqueue(&actors, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let report = drain(&actors).await;
-    assert_eq!((report.count, report.queued), (10, 0));
+    assert_eq!((delivered_count(&platform), report.queued), (10, 0));
     assert_eq!(sent_ids(&platform), ids, "one POST per entry, in seq order");
     let records = actors
         .history
@@ -97,7 +113,7 @@ async fn window_stops_at_the_first_failure_and_releases_the_rest_untouched() {
     let actors = start(&dirs, &platform.url(), 1, 8);
     enqueue(&actors, &["a", "b", "c", "d", "e"]).await;
     let report = drain(&actors).await;
-    assert_eq!((report.count, report.queued), (2, 3));
+    assert_eq!((delivered_count(&platform), report.queued), (2, 3));
     assert_eq!(
         sent_ids(&platform),
         ["a", "b", "c"],
@@ -141,7 +157,7 @@ async fn window_dead_letters_a_rejected_entry_and_goes_on_in_order() {
     let actors = start(&dirs, &platform.url(), 1, 8);
     enqueue(&actors, &["a", "b", "c", "d"]).await;
     let report = drain(&actors).await;
-    assert_eq!((report.count, report.queued), (3, 0));
+    assert_eq!((delivered_count(&platform), report.queued), (3, 0));
     assert_eq!(sent_ids(&platform), ["a", "b", "c", "d"]);
     let dead = actors.queue.send(ListDeadLetters).await.unwrap().unwrap();
     assert_eq!(dead.len(), 1);
@@ -160,7 +176,7 @@ async fn split_parts_are_sent_before_the_next_entry_of_the_window() {
     let actors = start(&dirs, &platform.url(), 4, 8);
     enqueue(&actors, &["a1", "a2", "a3", "a4", "b1"]).await;
     let report = drain(&actors).await;
-    assert_eq!((report.count, report.queued), (5, 0));
+    assert_eq!((delivered_count(&platform), report.queued), (5, 0));
     let pushes = platform.pushes();
     let sent: Vec<(Vec<String>, String)> = pushes
         .iter()
@@ -173,5 +189,104 @@ async fn split_parts_are_sent_before_the_next_entry_of_the_window() {
     assert_eq!(sent[2], (ids(&["a3", "a4"]), format!("{key}.2")));
     assert_eq!(sent[3].0, ids(&["b1"]));
     assert_eq!(sent.len(), 4);
+    platform.stop().await;
+}
+
+#[actix::test]
+async fn a_drain_without_a_token_keeps_the_pending_backoff_timer() {
+    tokio::time::pause();
+    let dirs = Dirs::new();
+    let key_file = dirs.state().join("brain.key");
+    std::fs::write(&key_file, TOKEN).unwrap();
+    let platform = ScriptedPlatform::new(DeliveryOutcome::Delivered { payload_size: 0 });
+    platform.respond(status_outcome(503));
+    let mut config = actors_config(dirs.root(), None, &Options::default());
+    config.tokens = agent_sync_actors::platform::TokenSource::KeyFile(key_file.clone());
+    config.drain_on_start = false;
+    let actors = SyncActors::start(
+        Store::open(dirs.state()).unwrap(),
+        config,
+        platform.as_platform(),
+        Clock::tokio(),
+    );
+    enqueue(&actors, &["a"]).await;
+    actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    assert_eq!(
+        platform.push_times().len(),
+        1,
+        "the enqueue woke the Pusher: one 503"
+    );
+
+    // The key disappears and a drain runs with nothing to send: the 1 s timer survives.
+    std::fs::remove_file(&key_file).unwrap();
+    drain(&actors).await;
+    std::fs::write(&key_file, TOKEN).unwrap();
+    actix_rt::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        platform.push_times().len(),
+        2,
+        "the backoff timer still fired"
+    );
+    assert!(actors
+        .queue
+        .send(ListQueue::default())
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+}
+
+#[actix::test]
+async fn a_requeued_dead_letter_is_sent_under_a_fresh_idempotency_key() {
+    let platform = LoopbackPlatform::start().await;
+    platform.respond(Scripted::status(422));
+    let dirs = Dirs::new();
+    let actors = start(&dirs, &platform.url(), 1, 8);
+    enqueue(&actors, &["a"]).await;
+    drain(&actors).await;
+    let dead = actors.queue.send(ListDeadLetters).await.unwrap().unwrap();
+    let refused_key = dead[0].entry.idempotency_key.clone();
+    actors
+        .queue
+        .send(Requeue { seqs: None })
+        .await
+        .unwrap()
+        .unwrap();
+    drain(&actors).await;
+    let keys: Vec<String> = platform
+        .pushes()
+        .iter()
+        .map(|r| r.idempotency_key())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], refused_key);
+    assert_ne!(
+        keys[1], refused_key,
+        "a platform caching its 4xx per key must see a new key"
+    );
+    platform.stop().await;
+}
+
+#[actix::test]
+async fn a_token_echoed_in_an_error_body_is_redacted_from_last_error() {
+    let platform = LoopbackPlatform::start().await;
+    let echo = format!("bad request: Authorization: Bearer {TOKEN}");
+    platform.respond(Scripted::status(503).body(echo.clone()));
+    platform.respond(Scripted::status(400).body(echo));
+    let dirs = Dirs::new();
+    let actors = start(&dirs, &platform.url(), 1, 8);
+    enqueue(&actors, &["a"]).await;
+    drain(&actors).await;
+    let queued = actors
+        .queue
+        .send(ListQueue::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let last_error = queued[0].last_error.clone().unwrap();
+    assert!(
+        last_error.contains("<redacted>") && !last_error.contains(TOKEN),
+        "{last_error}"
+    );
     platform.stop().await;
 }

@@ -88,10 +88,9 @@ impl History {
         let limit = self.limit as u64;
         self.store.write("record a sync", Durability::None, |txn| {
             let mut history = txn.open_table(HISTORY)?;
-            let mut next = history.last()?.map_or(0, |(k, _)| k.value() + 1);
-            for record in records {
-                history.insert(next, encode(record).as_slice())?;
-                next += 1;
+            let next = history.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for (key, record) in (next..).zip(records) {
+                history.insert(key, encode(record).as_slice())?;
             }
             while history.len()? > limit {
                 history.pop_first()?;

@@ -201,6 +201,7 @@ impl Platform for HttpPlatform {
             .insert_header(("Idempotency-Key", request.idempotency_key))
             .send_body(request.body);
         let body_timeout = self.config.request_timeout;
+        let token = token.clone();
         Box::pin(async move {
             let mut response = match send.await {
                 // Body reads have no timeout of their own.
@@ -222,9 +223,11 @@ impl Platform for HttpPlatform {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(RetryAfter::parse);
+            // A platform echoing the request must not put the token in `last_error`.
             let excerpt = body
                 .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .replace(token.expose(), "<redacted>");
             DeliveryOutcome::Status {
                 status: status.as_u16(),
                 retry_after,

@@ -108,14 +108,16 @@ impl Pusher {
         )))
     }
 
+    /// Wakes the Pusher at `at`, replacing an earlier wake-up. Nothing to wake for
+    /// (an empty queue, no token, a window still leased) keeps a pending one: a spare
+    /// wake-up only costs an empty drain, a lost one would strand a backed-off entry.
     fn arm_wake(&mut self, ctx: &mut Context<Self>, at: Option<Timestamp>) {
+        let Some(at) = at else { return };
         if let Some(handle) = self.wake.take() {
             ctx.cancel_future(handle);
         }
-        if let Some(at) = at {
-            let delay = at.duration_since(self.clock.now());
-            self.wake = Some(ctx.notify_later(Drain, delay));
-        }
+        let delay = at.duration_since(self.clock.now());
+        self.wake = Some(ctx.notify_later(Drain, delay));
     }
 
     fn drainer(&self, token: Token) -> Drainer {
@@ -133,9 +135,6 @@ impl Actor for Pusher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.peers
-            .queue
-            .do_send(SetWaker(ctx.address().recipient()));
         if let Some(every) = self.config.flush_interval.filter(|d| !d.is_zero()) {
             ctx.run_interval(every, |_, ctx| ctx.notify(Drain));
         }

@@ -594,11 +594,14 @@ impl<'txn> QueueTables<'txn> {
             };
             let letter: DeadLetter = decode(&bytes)
                 .map_err(|e| redb::Error::Corrupted(format!("dead letter {seq}: {e}")))?;
+            // A fresh key: a platform that cached its refusal per key would otherwise
+            // answer the operator's retry with the same 4xx.
             let entry = QueueEntry {
                 attempts: 0,
                 next_attempt: None,
                 last_error: None,
                 parts: Vec::new(),
+                idempotency_key: String::new(),
                 ..letter.entry
             };
             let new_seq = self.push_entry(entry)?;
@@ -612,15 +615,18 @@ fn dedup_key(id: &str, fingerprint: &str) -> String {
     format!("{id}\u{1f}{fingerprint}")
 }
 
-/// Unique across databases (time, process, agent) and stable for the entry's life.
+/// Unique across databases (time, process, agent, a per-process counter) and stable
+/// for the entry's life.
 fn idempotency_key(entry: &QueueEntry) -> String {
+    static MINTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let minted = MINTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // FNV-1a: tiny, deterministic, good enough to spread agent ids.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in entry
-        .agent_id
-        .bytes()
-        .chain(std::process::id().to_le_bytes())
-    {
+    let salt = std::process::id()
+        .to_le_bytes()
+        .into_iter()
+        .chain(minted.to_le_bytes());
+    for byte in entry.agent_id.bytes().chain(salt) {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
     format!(

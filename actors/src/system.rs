@@ -12,6 +12,7 @@ use actix::prelude::*;
 
 use crate::history::History;
 use crate::ledger::Ledger;
+use crate::messages::SetWaker;
 use crate::platform::{Platform, TokenSource};
 use crate::puller::Puller;
 use crate::pusher::{PushPeers, Pusher, PusherConfig};
@@ -88,20 +89,19 @@ impl SyncActors {
             queue: queue.clone(),
             history: history.clone(),
         };
-        let pusher = Pusher::new(
-            PusherConfig {
-                agent_id: config.agent_id,
-                fleet_node_id: config.fleet_node_id,
-                flush_interval: config.flush_interval,
-                drain_on_start: config.drain_on_start,
-                lease_window: config.queue.lease_window,
-            },
-            config.tokens,
-            platform,
-            peers,
-            clock,
-        )
-        .start();
+        let pusher_config = PusherConfig {
+            agent_id: config.agent_id,
+            fleet_node_id: config.fleet_node_id,
+            flush_interval: config.flush_interval,
+            drain_on_start: config.drain_on_start,
+            lease_window: config.queue.lease_window,
+        };
+        let pusher = Pusher::create(move |ctx| {
+            // The Queue learns its waker before anything else can reach its mailbox,
+            // so an enqueue sent right after `start` returns always wakes the Pusher.
+            peers.queue.do_send(SetWaker(ctx.address().recipient()));
+            Pusher::new(pusher_config, config.tokens, platform, peers, clock)
+        });
         SyncActors {
             scanner,
             ledger,
