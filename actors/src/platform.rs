@@ -178,7 +178,10 @@ pub struct HttpPlatform {
 impl HttpPlatform {
     /// Builds the client. Call [`PlatformConfig::validate`] first.
     pub fn new(config: PlatformConfig) -> Self {
-        let connector = awc::Connector::new().timeout(config.connect_timeout);
+        let mut connector = awc::Connector::new().timeout(config.connect_timeout);
+        if let Some(tls) = tls_config() {
+            connector = connector.rustls_0_23(tls);
+        }
         let client = awc::Client::builder()
             .connector(connector)
             .timeout(config.request_timeout)
@@ -267,6 +270,39 @@ impl Platform for HttpPlatform {
             }
         })
     }
+}
+
+/// TLS with the ring provider (the only one compiled in) and the system's roots:
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the OS store. A machine with no
+/// roots at all falls back to the bundled Mozilla roots rather than failing every
+/// request. `None` (logged) if rustls refuses the provider: https then fails cleanly.
+fn tls_config() -> Option<std::sync::Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        log::debug!("reading system root certificates: {error}");
+    }
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        log::warn!(
+            "no system root certificates found (install ca-certificates or set SSL_CERT_FILE); \
+             using the bundled Mozilla roots"
+        );
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => builder,
+        Err(e) => {
+            log::error!("TLS is unavailable ({e}); https requests will fail");
+            return None;
+        }
+    };
+    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Some(std::sync::Arc::new(config))
 }
 
 /// Percent-encodes a query value: everything but RFC 3986 unreserved characters.
