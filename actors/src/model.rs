@@ -162,9 +162,18 @@ pub(crate) fn str_field(object: &Map<String, Value>, key: &str) -> String {
     }
 }
 
-/// Integers written as ints, floats (`3.0`, Go's habit) or numeric strings.
 pub(crate) fn int_field(object: &Map<String, Value>, key: &str) -> i64 {
-    match object.get(key) {
+    lenient_int(object.get(key))
+}
+
+pub(crate) fn time_field(object: &Map<String, Value>, key: &str) -> Option<Timestamp> {
+    lenient_time(object.get(key))
+}
+
+/// An integer written as an int, a float (`3.0`, Go's habit) or a numeric string;
+/// anything else is 0.
+pub fn lenient_int(value: Option<&Value>) -> i64 {
+    match value {
         Some(Value::Number(n)) => n
             .as_i64()
             .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
@@ -174,10 +183,23 @@ pub(crate) fn int_field(object: &Map<String, Value>, key: &str) -> i64 {
     }
 }
 
-pub(crate) fn time_field(object: &Map<String, Value>, key: &str) -> Option<Timestamp> {
-    match object.get(key) {
-        Some(Value::String(s)) => Timestamp::parse_optional(s),
-        _ => None,
+/// An RFC 3339 string, any precision and offset; Go's zero time and anything else
+/// is unset.
+pub fn lenient_time(value: Option<&Value>) -> Option<Timestamp> {
+    value
+        .and_then(Value::as_str)
+        .and_then(Timestamp::parse_optional)
+}
+
+/// The JSON type of `value`, as error messages name it ("a string", "null", ...).
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

@@ -21,7 +21,7 @@ use crate::error::{DispatchError, SyncError};
 use crate::history::History;
 use crate::ledger::Ledger;
 use crate::messages::*;
-use crate::model::{Direction, Dispatch, QueueEntry, SyncRecord};
+use crate::model::{json_kind, Direction, Dispatch, QueueEntry, SyncRecord};
 use crate::platform::{Platform, PushRequest, Token, TokenSource};
 use crate::queue::Queue;
 use crate::scanner::Scanner;
@@ -227,15 +227,10 @@ impl EnqueueBatch {
 /// Host dispatches must all be JSON objects; one bad element refuses the whole call.
 pub fn validate_dispatches(values: Vec<Value>) -> Result<Vec<Dispatch>, DispatchError> {
     if let Some((index, bad)) = values.iter().enumerate().find(|(_, v)| !v.is_object()) {
-        let found = match bad {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "an array",
-            Value::Object(_) => "an object",
-        };
-        return Err(DispatchError::NotAnObject { index, found });
+        return Err(DispatchError::NotAnObject {
+            index,
+            found: json_kind(bad),
+        });
     }
     Ok(values
         .into_iter()

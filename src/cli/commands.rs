@@ -10,6 +10,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
+use agent_sync::actors::model::json_kind;
 use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::pusher::validate_dispatches;
 use agent_sync::actors::{DispatchError, SyncError};
@@ -102,6 +103,11 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         config.drain_on_start = false;
         config.flush_interval = None;
     }
+    if let Command::Run(args) = &command {
+        if let Some(window) = args.lease_window {
+            config.lease_window = usize::from(window);
+        }
+    }
     let tokens = config.tokens.clone();
     let service = SyncService::start(config)?;
     let result = run_on(&service, command, format, dispatches, tokens).await;
@@ -192,15 +198,8 @@ fn read_dispatches(path: &Path) -> Result<Vec<Value>, CliError> {
         })
     })?;
     let Value::Array(items) = value else {
-        let found = match value {
-            Value::Object(_) => "an object",
-            Value::String(_) => "a string",
-            Value::Number(_) => "a number",
-            Value::Bool(_) => "a boolean",
-            _ => "null",
-        };
         return Err(invalid(DispatchError::NotAnArray {
-            detail: format!("found {found}"),
+            detail: format!("found {}", json_kind(&value)),
         }));
     };
     let objects = validate_dispatches(items).map_err(invalid)?;

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use agent_sync_actors::model::{fingerprint, Direction, Dispatch, QueueEntry, SyncRecord};
+use agent_sync_actors::model::{
+    fingerprint, json_kind, lenient_int, lenient_time, Direction, Dispatch, QueueEntry, SyncRecord,
+};
 use agent_sync_actors::time::Timestamp;
 use serde_json::{Map, Value};
 
@@ -103,38 +105,8 @@ fn array(value: Value, what: &str) -> Result<Vec<Value>, String> {
     match value {
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => Ok(items),
-        other => Err(format!("expected {what}, found {}", kind(&other))),
+        other => Err(format!("expected {what}, found {}", json_kind(&other))),
     }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Integers as Go round-trips them: ints, floats (`2.0`) or numeric strings.
-fn int(value: Option<&Value>) -> i64 {
-    match value {
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-            .unwrap_or(0),
-        Some(Value::String(s)) => s.trim().parse::<f64>().map_or(0, |f| f as i64),
-        _ => 0,
-    }
-}
-
-/// A Go `time.Time`: RFC 3339, any precision and offset; the zero time is unset.
-fn time(value: Option<&Value>) -> Option<Timestamp> {
-    value
-        .and_then(Value::as_str)
-        .and_then(Timestamp::parse_optional)
 }
 
 fn text(value: Option<&Value>) -> String {
@@ -147,7 +119,7 @@ fn text(value: Option<&Value>) -> String {
 
 /// Go writes `fleet_node_id` 0 (or omits it) for "none".
 fn fleet_node(value: Option<&Value>) -> Option<i64> {
-    Some(int(value)).filter(|id| *id != 0)
+    Some(lenient_int(value)).filter(|id| *id != 0)
 }
 
 /// The dispatch id the Ledger knows it by: `id`, else `workspace` (as Go did).
@@ -196,8 +168,11 @@ pub fn parse_queue(
                 continue;
             }
             if let Some(id) = dispatch_id(&dispatch) {
-                let runs = int(dispatch.get("runs"));
-                fingerprints.insert(id, fingerprint(time(dispatch.get("updated_at")), runs));
+                let runs = lenient_int(dispatch.get("runs"));
+                fingerprints.insert(
+                    id,
+                    fingerprint(lenient_time(dispatch.get("updated_at")), runs),
+                );
             }
             dispatches.push(dispatch);
         }
@@ -213,9 +188,9 @@ pub fn parse_queue(
             fleet_node_id: fleet_node(object.get("fleet_node_id")),
             dispatches,
             fingerprints,
-            queued_at: time(object.get("queued_at")).unwrap_or(now),
-            attempts: u32::try_from(int(object.get("attempts")).max(0)).unwrap_or(u32::MAX),
-            next_attempt: time(object.get("next_attempt")),
+            queued_at: lenient_time(object.get("queued_at")).unwrap_or(now),
+            attempts: u32::try_from(lenient_int(object.get("attempts")).max(0)).unwrap_or(u32::MAX),
+            next_attempt: lenient_time(object.get("next_attempt")),
             last_error: None,
             idempotency_key: String::new(),
             parts: Vec::new(),
@@ -233,7 +208,7 @@ pub fn parse_ledger(value: Value) -> Result<(Vec<(String, String)>, usize), Stri
         other => {
             return Err(format!(
                 "expected an object of id -> fingerprint, found {}",
-                kind(&other)
+                json_kind(&other)
             ))
         }
     };
@@ -285,12 +260,12 @@ pub fn parse_records(value: Value) -> Result<(Vec<SyncRecord>, usize), String> {
                 continue;
             }
         };
-        let Some(synced_at) = time(object.get("synced_at")) else {
+        let Some(synced_at) = lenient_time(object.get("synced_at")) else {
             log::warn!("records.json record {index} has no readable synced_at; skipped");
             skipped += 1;
             continue;
         };
-        let count = |key: &str| u64::try_from(int(object.get(key))).unwrap_or(0);
+        let count = |key: &str| u64::try_from(lenient_int(object.get(key))).unwrap_or(0);
         records.push(SyncRecord {
             agent_id: text(object.get("agent_id")),
             fleet_node_id: fleet_node(object.get("fleet_node_id")),
@@ -308,12 +283,12 @@ pub fn parse_status(value: Value) -> Result<(Option<Timestamp>, Option<Timestamp
     match value {
         Value::Null => Ok((None, None)),
         Value::Object(object) => Ok((
-            time(object.get("last_push_at")),
-            time(object.get("last_pull_at")),
+            lenient_time(object.get("last_push_at")),
+            lenient_time(object.get("last_pull_at")),
         )),
         other => Err(format!(
             "expected an object with last_push_at and last_pull_at, found {}",
-            kind(&other)
+            json_kind(&other)
         )),
     }
 }
