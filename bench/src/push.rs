@@ -1,0 +1,279 @@
+//! enqueue, post_loop, drain, drain_ratio: the Queue and the Pusher against the
+//! loopback platform, and a plain awc POST loop as the limit.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agent_sync::messages::{Drain, Enqueue, EnqueueBatch, EnqueueReceipt, PushReport, QueueStatus};
+use agent_sync_actors::model::Dispatch;
+use agent_sync_actors::platform::TokenSource;
+use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
+use agent_sync_actors::SyncActors;
+use futures_util::future::join_all;
+
+use crate::figures::Figure;
+use crate::fixture;
+use crate::phases::{emit, millis, rate, start_actors, AGENT_ID, TOKEN};
+use crate::platform::{Loopback, PUSH_PATH};
+use crate::{BenchResult, Options};
+
+/// Untimed POSTs before the POST loop (connection set up, server warm).
+const POST_WARMUP: usize = 100;
+
+pub fn host_enqueue(dispatches: Vec<Dispatch>) -> Enqueue {
+    Enqueue {
+        agent_id: AGENT_ID.into(),
+        fleet_node_id: None,
+        batch: EnqueueBatch::Host(dispatches),
+    }
+}
+
+/// Sends every message at once, awaits them all, and sums the receipts.
+pub async fn enqueue_all(actors: &SyncActors, messages: Vec<Enqueue>) -> BenchResult<usize> {
+    let sends: Vec<_> = messages
+        .into_iter()
+        .map(|msg| actors.queue.send(msg))
+        .collect();
+    let mut entries = 0;
+    for receipt in join_all(sends).await {
+        let EnqueueReceipt { entries: e, .. } = receipt??;
+        entries += e;
+    }
+    Ok(entries)
+}
+
+/// enqueue: one `Enqueue` message per host dispatch, all in flight at once.
+pub async fn enqueue(
+    opts: &Options,
+    work: &Path,
+    url: &str,
+    out: &mut Vec<Figure>,
+) -> BenchResult<()> {
+    let n = opts.entries;
+    // Offline: a token would make the Pusher drain while we enqueue.
+    let actors = start_actors(
+        &work.join("state-enqueue"),
+        &work.join("no-workspaces"),
+        url,
+        TokenSource::Fixed(None),
+        DEFAULT_MAX_BATCH,
+    )?;
+    let messages: Vec<Enqueue> = (0..n)
+        .map(|i| host_enqueue(vec![fixture::dispatch(i)]))
+        .collect();
+    let t = Instant::now();
+    let entries = enqueue_all(&actors, messages).await?;
+    let elapsed = t.elapsed();
+    let queued = actors.queue.send(QueueStatus).await??;
+    if entries != n || queued.entries != n as u64 {
+        return Err(format!(
+            "enqueue acknowledged {entries} entries and the queue holds {}; expected {n}",
+            queued.entries
+        )
+        .into());
+    }
+    emit(
+        out,
+        Figure::new(
+            "enqueue",
+            rate(n, elapsed),
+            "/s",
+            format!(
+                "{n} Enqueue messages of 1 host dispatch sent at once, {:.1} ms until all were \
+                 acknowledged (durable); offline, so no drain ran meanwhile",
+                millis(elapsed)
+            ),
+        ),
+    );
+    Ok(())
+}
+
+/// Waits until the wake-ups of earlier enqueues have been handled (offline, they
+/// send nothing), then provides the key file and drains once. Checks the reply.
+pub async fn drain_all(
+    actors: &SyncActors,
+    key_file: &Path,
+    expected: usize,
+) -> BenchResult<(Duration, PushReport)> {
+    for _ in 0..2 {
+        let idle = actors.pusher.send(Drain).await??;
+        if idle.count != 0 || idle.queued != expected as u64 {
+            return Err(format!(
+                "before the drain: {} delivered offline, {} queued; expected 0 and {expected}",
+                idle.count, idle.queued
+            )
+            .into());
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(key_file, TOKEN)?;
+    let t = Instant::now();
+    let report = actors.pusher.send(Drain).await??;
+    let elapsed = t.elapsed();
+    if report.count != expected || report.queued != 0 {
+        return Err(format!(
+            "the drain delivered {} and left {} queued; expected {expected} and 0",
+            report.count, report.queued
+        )
+        .into());
+    }
+    Ok((elapsed, report))
+}
+
+/// post_loop, drain, drain_ratio.
+///
+/// The POST loop runs right before and right after the drain and the faster of the
+/// two is the limit: a noisy machine then errs against the drain, not for it.
+pub async fn drain(
+    opts: &Options,
+    work: &Path,
+    server: &Loopback,
+    out: &mut Vec<Figure>,
+) -> BenchResult<()> {
+    let n = opts.entries;
+    let post_before = post_loop(n, &server.url, server).await?;
+
+    // The token comes from a key file written only once everything is queued, so
+    // the wake-ups of the enqueue find no token and the timed drain does it all.
+    let key_file = work.join("drain.key");
+    let actors = start_actors(
+        &work.join("state-drain"),
+        &work.join("no-workspaces"),
+        &server.url,
+        TokenSource::KeyFile(key_file.clone()),
+        1,
+    )?;
+    let dispatches = (0..n).map(fixture::dispatch).collect();
+    let entries = enqueue_all(&actors, vec![host_enqueue(dispatches)]).await?;
+    if entries != n {
+        return Err(format!("queued {entries} entries for the drain, expected {n}").into());
+    }
+    let before = server.received();
+    let (elapsed, report) = drain_all(&actors, &key_file, n).await?;
+    let got = server.received().since(before);
+    if got.requests != n as u64 {
+        return Err(format!(
+            "the server received {} pushes during the drain, expected {n}",
+            got.requests
+        )
+        .into());
+    }
+    let drain_rate = rate(n, elapsed);
+    let post_after = post_loop(n, &server.url, server).await?;
+    let post = if post_after.rate > post_before.rate {
+        &post_after
+    } else {
+        &post_before
+    };
+    emit(
+        out,
+        Figure::new(
+            "post_loop",
+            post.rate,
+            "/s",
+            format!(
+                "{n} sequential awc POSTs to the same server, same headers, average body {} B, \
+                 {:.1} ms, after {POST_WARMUP} untimed; faster of the loops before ({:.0}/s) \
+                 and after ({:.0}/s) the drain",
+                post.avg_body,
+                millis(post.elapsed),
+                post_before.rate,
+                post_after.rate
+            ),
+        ),
+    );
+    emit(
+        out,
+        Figure::new(
+            "drain",
+            drain_rate,
+            "/s",
+            format!(
+                "{n} queued entries of 1 dispatch drained by one Drain to the Pusher in {:.1} ms; \
+                 reply count {}, server received {}, average body {} B",
+                millis(elapsed),
+                report.count,
+                got.requests,
+                got.bytes / got.requests.max(1)
+            ),
+        ),
+    );
+    emit(
+        out,
+        Figure::new(
+            "drain_ratio",
+            drain_rate / post.rate.max(1e-9),
+            "x",
+            "drain / post_loop".into(),
+        ),
+    );
+    Ok(())
+}
+
+/// What the plain POST loop measured.
+struct PostLoop {
+    rate: f64,
+    elapsed: Duration,
+    avg_body: u64,
+}
+
+/// `n` sequential awc POSTs with the drain's headers and body sizes.
+async fn post_loop(n: usize, url: &str, server: &Loopback) -> BenchResult<PostLoop> {
+    let bodies = (0..n)
+        .map(|i| {
+            serde_json::to_vec(&serde_json::json!({
+                "agent_id": AGENT_ID,
+                "dispatches": [fixture::dispatch(i)],
+            }))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Built as `HttpPlatform` builds its client.
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().timeout(Duration::from_secs(5)))
+        .timeout(Duration::from_secs(30))
+        .disable_redirects()
+        .finish();
+    let endpoint = format!("{url}{PUSH_PATH}");
+    let post = |i: usize, body: Vec<u8>| {
+        let send = client
+            .post(&endpoint)
+            .insert_header(("Authorization", format!("Bearer {TOKEN}")))
+            .insert_header(("Accept", "application/json"))
+            .insert_header(("Content-Type", "application/json"))
+            .insert_header(("Idempotency-Key", format!("bench-post-{i}")))
+            .send_body(body);
+        async move {
+            let mut response = send
+                .await
+                .map_err(|e| format!("post_loop request {i}: {e}"))?;
+            let status = response.status();
+            response
+                .body()
+                .limit(64 * 1024)
+                .await
+                .map_err(|e| format!("post_loop response {i}: {e}"))?;
+            if !status.is_success() {
+                return Err(format!("post_loop request {i}: HTTP {status}"));
+            }
+            Ok(())
+        }
+    };
+    for (i, body) in bodies.iter().take(POST_WARMUP).enumerate() {
+        post(i, body.clone()).await?;
+    }
+    let before = server.received();
+    let t = Instant::now();
+    for (i, body) in bodies.into_iter().enumerate() {
+        post(i, body).await?;
+    }
+    let elapsed = t.elapsed();
+    let got = server.received().since(before);
+    if got.requests != n as u64 {
+        return Err(format!("post_loop: server received {}, expected {n}", got.requests).into());
+    }
+    Ok(PostLoop {
+        rate: rate(n, elapsed),
+        elapsed,
+        avg_body: got.bytes / got.requests.max(1),
+    })
+}

@@ -1,0 +1,171 @@
+//! walk_floor, scan_cold, scan_ratio, rescan, rescan_ratio: the Scanner against a
+//! bare walk of the same tree.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agent_sync::messages::{MarkSynced, Scan, ScanReport};
+use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
+use agent_sync_actors::walk;
+
+use crate::figures::Figure;
+use crate::fixture;
+use crate::phases::{emit, fixed_token, millis, start_actors};
+use crate::{BenchResult, Options};
+
+/// Timed repetitions of the floor walk, the cold scan and the rescans (best is kept).
+const ROUNDS: usize = 3;
+
+/// A scan that does not see the whole fixture is an error, not a figure.
+fn check_scan(report: &ScanReport, workspaces: usize, unsynced: usize) -> BenchResult<()> {
+    if report.workspaces != workspaces || report.unsynced.len() != unsynced || report.skipped != 0 {
+        return Err(format!(
+            "scan found {} workspaces ({} skipped) and {} unsynced; expected {workspaces} and {unsynced}",
+            report.workspaces,
+            report.skipped,
+            report.unsynced.len()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// walk_floor, scan_cold, scan_ratio, rescan, rescan_ratio.
+///
+/// Each round starts fresh actors (fresh store, empty ledger, and a Scanner with an
+/// empty walk cache), then: floor walk; cold `Scan`; the candidates marked synced in
+/// the Ledger, as their delivery would; a `Scan` (the first after a delivery); and a
+/// `Scan` again with nothing changed since the previous one, on disk or in the Ledger:
+/// the rescan. The best of the rounds is kept for each.
+pub async fn scan(
+    opts: &Options,
+    work: &Path,
+    url: &str,
+    out: &mut Vec<Figure>,
+) -> BenchResult<()> {
+    let root = work.join("workspaces");
+    let started = Instant::now();
+    let tree = fixture::generate(&root, opts.workspaces)?;
+    log::info!(
+        "fixture: {} workspaces written in {:.1} s",
+        tree.workspaces,
+        started.elapsed().as_secs_f64()
+    );
+    // Warm the page cache once, untimed.
+    let warm = fixture::floor_walk(&root)?;
+    if warm.files != tree.workspaces {
+        return Err(format!(
+            "floor walk read {} status.json, expected {}",
+            warm.files, tree.workspaces
+        )
+        .into());
+    }
+    let [mut floor, mut bare, mut cold, mut after_delivery, mut rescan] = [Duration::MAX; 5];
+    for round in 0..ROUNDS {
+        let actors = start_actors(
+            &work.join(format!("state-scan-{round}")),
+            &root,
+            url,
+            fixed_token(),
+            DEFAULT_MAX_BATCH,
+        )?;
+        let t = Instant::now();
+        fixture::floor_walk(&root)?;
+        floor = floor.min(t.elapsed());
+
+        // Diagnostic only: the library's walk and parse, without actors or Ledger.
+        let t = Instant::now();
+        let walk = walk::scan_tree(&root);
+        bare = bare.min(t.elapsed());
+        drop(walk);
+
+        let t = Instant::now();
+        let report = actors.scanner.send(Scan).await??;
+        cold = cold.min(t.elapsed());
+        check_scan(&report, tree.workspaces, tree.terminal)?;
+
+        let fingerprints = report
+            .unsynced
+            .iter()
+            .map(|d| (d.id.clone(), d.fingerprint.clone()))
+            .collect();
+        drop(report);
+        actors.ledger.send(MarkSynced { fingerprints }).await??;
+
+        let t = Instant::now();
+        let report = actors.scanner.send(Scan).await??;
+        after_delivery = after_delivery.min(t.elapsed());
+        check_scan(&report, tree.workspaces, 0)?;
+
+        let t = Instant::now();
+        let report = actors.scanner.send(Scan).await??;
+        rescan = rescan.min(t.elapsed());
+        check_scan(&report, tree.workspaces, 0)?;
+    }
+    emit(
+        out,
+        Figure::new(
+            "walk_floor",
+            millis(floor),
+            "ms",
+            format!(
+                "bare std::fs walk of org/repo/task reading {} status.json, {} KiB; \
+                 best of {ROUNDS} after 1 untimed warm-up walk",
+                warm.files,
+                warm.bytes / 1024
+            ),
+        ),
+    );
+    emit(
+        out,
+        Figure::new(
+            "scan_cold",
+            millis(cold),
+            "ms",
+            format!(
+                "{} workspaces, {} terminal, {} with report.json; Scan -> Scanner -> Ledger, \
+                 fresh actors and store, empty ledger; best of {ROUNDS}, each after a floor walk; \
+                 walk::scan_tree alone, no actors: {:.1} ms",
+                tree.workspaces,
+                tree.terminal,
+                tree.reports,
+                millis(bare)
+            ),
+        ),
+    );
+    let scan_ratio = cold.as_secs_f64() / floor.as_secs_f64().max(1e-9);
+    emit(
+        out,
+        Figure::new(
+            "scan_ratio",
+            scan_ratio,
+            "x",
+            "scan_cold / walk_floor".into(),
+        ),
+    );
+    emit(
+        out,
+        Figure::new(
+            "rescan",
+            millis(rescan),
+            "ms",
+            format!(
+                "a Scan after a Scan with nothing changed in between, on disk or in the \
+                 Ledger, all {} terminal synced, 0 returned; best of {ROUNDS}; the Scan \
+                 before it, the first after the Ledger marked them, took {:.1} ms",
+                tree.terminal,
+                millis(after_delivery)
+            ),
+        ),
+    );
+    emit(
+        out,
+        Figure::new(
+            "rescan_ratio",
+            rescan.as_secs_f64() / cold.as_secs_f64().max(1e-9),
+            "x",
+            "rescan / scan_cold".into(),
+        ),
+    );
+    Ok(())
+}
