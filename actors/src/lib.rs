@@ -17,6 +17,7 @@
 //! Around them:
 //!
 //! - [`model`]: workspace status, dispatch records, queue entries, sync records.
+//! - [`lenient`]: tolerant reading of host-written JSON.
 //! - [`walk`]: the workspace walk and its rescan cache.
 //! - [`store`]: the one redb file, its layout and crash semantics.
 //! - [`platform`]: the token, the URL policy and the awc client (DESIGN section 5).
@@ -36,6 +37,7 @@ pub mod backoff;
 pub mod error;
 pub mod history;
 pub mod ledger;
+pub mod lenient;
 pub mod messages;
 pub mod model;
 pub mod platform;

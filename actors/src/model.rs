@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::lenient::{json_kind, lenient_int, lenient_time};
+use crate::lenient::{LenientInt, LenientString, LenientTime};
 use crate::time::Timestamp;
 
 /// One dispatch as pushed to the platform: a JSON object.
@@ -20,10 +22,11 @@ pub const TERMINAL_STATUSES: [&str; 4] = ["completed", "merged", "failed", "bloc
 
 /// `status.json` of a workspace, parsed tolerantly.
 ///
-/// Why hand-rolled field reads instead of `#[derive(Deserialize)]`: hosts written in
-/// other languages put `runs` as a float, `issue` as a string, or `null` anywhere; a
-/// finished dispatch must not be lost to a type quibble. Only a body that is not a
-/// JSON object is an error.
+/// Why a hand-written `Deserialize`: hosts written in other languages put `runs` as a
+/// float, `issue` as a string, or `null` anywhere, and a finished dispatch must not be
+/// lost to a type quibble ([`crate::lenient`]); and only a JSON object is a status (a
+/// derived impl would also take an array as a struct). It parses in one pass, without
+/// an intermediate map: the scanner reads thousands of these.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WorkspaceStatus {
     /// `running`, `completed`, `merged`, `failed`, `blocked`, ...
@@ -57,10 +60,16 @@ pub struct WorkspaceStatus {
 }
 
 impl WorkspaceStatus {
-    /// Parses a `status.json` body.
+    /// Parses a `status.json` body: a JSON object, every field optional.
     pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        let object: Map<String, Value> = serde_json::from_slice(bytes)?;
-        Ok(Self::from_object(&object))
+        // Fields we skip are not checked by the parser: check the whole body, so only
+        // valid JSON is ever accepted.
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            <serde_json::Error as serde::de::Error>::custom(format!(
+                "status.json is not UTF-8: {e}"
+            ))
+        })?;
+        serde_json::from_str(text)
     }
 
     /// Reads the fields from an already parsed object; unknown fields are ignored and
@@ -95,27 +104,107 @@ impl WorkspaceStatus {
         fingerprint(self.updated_at, self.runs)
     }
 
-    /// The dispatch record of DESIGN 4.2 for workspace `name`, without report data.
-    pub fn to_dispatch(&self, name: &str) -> Dispatch {
+    /// The dispatch record of DESIGN 4.2 for workspace `name`, without report data;
+    /// the strings move into it.
+    pub fn into_dispatch(self, name: &str) -> Dispatch {
         let time =
             |t: Option<Timestamp>| t.map_or(Value::Null, |t| Value::String(t.to_rfc3339_seconds()));
-        let mut record = Map::with_capacity(18);
+        let mut record = Map::new();
         record.insert("id".into(), name.into());
         record.insert("workspace".into(), name.into());
-        record.insert("repo".into(), self.repo.clone().into());
-        record.insert("org".into(), self.org.clone().into());
-        record.insert("task".into(), self.task.clone().into());
-        record.insert("agent".into(), self.agent.clone().into());
-        record.insert("branch".into(), self.branch.clone().into());
-        record.insert("status".into(), self.status.clone().into());
-        record.insert("question".into(), self.question.clone().into());
+        record.insert("repo".into(), self.repo.into());
+        record.insert("org".into(), self.org.into());
+        record.insert("task".into(), self.task.into());
+        record.insert("agent".into(), self.agent.into());
+        record.insert("branch".into(), self.branch.into());
+        record.insert("status".into(), self.status.into());
+        record.insert("question".into(), self.question.into());
         record.insert("issue".into(), self.issue.into());
         record.insert("runs".into(), self.runs.into());
-        record.insert("process_id".into(), self.process_id.clone().into());
-        record.insert("pr_url".into(), self.pr_url.clone().into());
+        record.insert("process_id".into(), self.process_id.into());
+        record.insert("pr_url".into(), self.pr_url.into());
         record.insert("started_at".into(), time(self.started_at));
         record.insert("updated_at".into(), time(self.updated_at));
         record
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkspaceStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(StatusVisitor)
+    }
+}
+
+/// Reads the fields of a `status.json` object; unknown fields are skipped unparsed.
+struct StatusVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StatusVisitor {
+    type Value = WorkspaceStatus;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a status.json object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut status = WorkspaceStatus::default();
+        while let Some(StatusKey(key)) = map.next_key()? {
+            let text = |map: &mut A| map.next_value::<LenientString>().map(|v| v.0);
+            match key {
+                Some("status") => status.status = text(&mut map)?,
+                Some("agent") => status.agent = text(&mut map)?,
+                Some("repo") => status.repo = text(&mut map)?,
+                Some("org") => status.org = text(&mut map)?,
+                Some("task") => status.task = text(&mut map)?,
+                Some("branch") => status.branch = text(&mut map)?,
+                Some("process_id") => status.process_id = text(&mut map)?,
+                Some("question") => status.question = text(&mut map)?,
+                Some("pr_url") => status.pr_url = text(&mut map)?,
+                Some("issue") => status.issue = map.next_value::<LenientInt>()?.0,
+                Some("pid") => status.pid = map.next_value::<LenientInt>()?.0,
+                Some("runs") => status.runs = map.next_value::<LenientInt>()?.0,
+                Some("started_at") => status.started_at = map.next_value::<LenientTime>()?.0,
+                Some("updated_at") => status.updated_at = map.next_value::<LenientTime>()?.0,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(status)
+    }
+}
+
+/// A key of `status.json`, matched against the known names without allocating.
+struct StatusKey(Option<&'static str>);
+
+impl<'de> Deserialize<'de> for StatusKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = StatusKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<StatusKey, E> {
+                const KNOWN: [&str; 14] = [
+                    "status",
+                    "agent",
+                    "repo",
+                    "org",
+                    "task",
+                    "branch",
+                    "issue",
+                    "pid",
+                    "process_id",
+                    "started_at",
+                    "updated_at",
+                    "question",
+                    "runs",
+                    "pr_url",
+                ];
+                Ok(StatusKey(KNOWN.iter().copied().find(|k| *k == key)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -168,39 +257,6 @@ pub(crate) fn int_field(object: &Map<String, Value>, key: &str) -> i64 {
 
 pub(crate) fn time_field(object: &Map<String, Value>, key: &str) -> Option<Timestamp> {
     lenient_time(object.get(key))
-}
-
-/// An integer written as an int, a float (`3.0`, Go's habit) or a numeric string;
-/// anything else is 0.
-pub fn lenient_int(value: Option<&Value>) -> i64 {
-    match value {
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-            .unwrap_or(0),
-        Some(Value::String(s)) => s.trim().parse::<f64>().map_or(0, |f| f as i64),
-        _ => 0,
-    }
-}
-
-/// An RFC 3339 string, any precision and offset; Go's zero time and anything else
-/// is unset.
-pub fn lenient_time(value: Option<&Value>) -> Option<Timestamp> {
-    value
-        .and_then(Value::as_str)
-        .and_then(Timestamp::parse_optional)
-}
-
-/// The JSON type of `value`, as error messages name it ("a string", "null", ...).
-pub fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// A dispatch found by the Scanner, with the fingerprint computed from its parsed

@@ -15,7 +15,7 @@ use crate::error::SyncError;
 use crate::messages::{ReapGhosts, ReapReport, Scan, ScanReport, Unsynced};
 #[cfg(test)]
 use crate::walk::scan_tree;
-use crate::walk::{read_status, scan_tree_cached, visit_workspaces, WalkCache};
+use crate::walk::{read_status_object, scan_tree_cached, visit_workspaces, Probe, WalkCache};
 
 /// Question written into a reaped ghost.
 pub const GHOST_QUESTION: &str = "dead worker on restart";
@@ -113,8 +113,10 @@ pub fn reap_tree(root: &Path) -> ReapReport {
     let mut report = ReapReport::default();
     visit_workspaces(
         root,
-        &mut |dir, name, _| {
-            let Some((status, mut object)) = read_status(dir) else {
+        Probe::Stat,
+        &mut |ws| {
+            let (dir, name) = (ws.dir, ws.name);
+            let Some((status, mut object)) = read_status_object(ws) else {
                 return;
             };
             if status.status != "running" || status.pid <= 0 || pid_alive(status.pid) {

@@ -60,15 +60,32 @@ impl Timestamp {
     }
 
     fn format(self, keep_millis: bool) -> String {
-        let millis = if keep_millis {
-            self.0
-        } else {
-            self.0.div_euclid(1000) * 1000
-        };
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_else(|| format!("@{millis}ms"))
+        let seconds = self.0.div_euclid(1000);
+        let millis = self.0.rem_euclid(1000);
+        let (days, time_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+        let (year, month, day) = civil_from_days(days);
+        let (hour, minute, second) = (
+            time_of_day / 3600,
+            time_of_day % 3600 / 60,
+            time_of_day % 60,
+        );
+        if !(0..=9999).contains(&year) {
+            // Outside what RFC 3339 can write in four digits: let `time` say what it can.
+            let nanos = i128::from(if keep_millis { self.0 } else { seconds * 1000 }) * 1_000_000;
+            return OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+                .unwrap_or_else(|| format!("@{}ms", self.0));
+        }
+        let mut text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+        if keep_millis && millis != 0 {
+            // As `time` writes it: the fraction without trailing zeros (".5", ".25").
+            let fraction = format!("{millis:03}");
+            text.push('.');
+            text.push_str(fraction.trim_end_matches('0'));
+        }
+        text.push('Z');
+        text
     }
 
     /// Truncated to whole seconds: history records are kept at that precision.
@@ -86,6 +103,21 @@ impl Timestamp {
     pub fn duration_since(self, now: Timestamp) -> Duration {
         Duration::from_millis(u64::try_from(self.0.saturating_sub(now.0)).unwrap_or(0))
     }
+}
+
+/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm):
+/// formatting thousands of timestamps per scan should not cost a generic formatter.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// `0001-01-01T00:00:00Z` in Unix milliseconds.
@@ -161,6 +193,26 @@ mod tests {
         let t = Timestamp::parse_rfc3339("2026-04-14T13:00:00.123456789+01:00").unwrap();
         assert_eq!(t.to_rfc3339_seconds(), "2026-04-14T12:00:00Z");
         assert_eq!(t.to_rfc3339(), "2026-04-14T12:00:00.123Z");
+    }
+
+    #[test]
+    fn fast_formatting_matches_the_time_crate() {
+        let mut millis = -62_135_596_800_000i64; // 0001-01-01
+        while millis < 253_402_300_799_000 {
+            // 9999-12-31T23:59:59Z
+            let t = Timestamp::from_unix_millis(millis);
+            let nanos = i128::from(millis) * 1_000_000;
+            let reference = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            let reference = reference.format(&Rfc3339).unwrap();
+            let ours = t.to_rfc3339();
+            assert_eq!(
+                Timestamp::parse_rfc3339(&ours),
+                Timestamp::parse_rfc3339(&reference),
+                "{ours} vs {reference}"
+            );
+            assert_eq!(ours, reference);
+            millis += 997_654_321; // about 11.5 days and odd millis: 316k samples
+        }
     }
 
     #[test]

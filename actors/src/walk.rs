@@ -23,13 +23,25 @@
 //!   clock tick, so it is read again next time (git's "racily clean" rule).
 //!
 //! Report files are only read for dispatches that are about to be queued, so an
-//! unchanged, synced workspace costs two `stat` calls per rescan.
+//! unchanged, synced workspace costs one `stat` per rescan.
+//!
+//! # Syscalls
+//!
+//! Each listed directory is opened once ([`DirHandle`]); its children are looked up
+//! relative to it (`task-5/status.json`), so the kernel resolves two path components
+//! instead of the whole path from `/` on every call. `O_NOFOLLOW` and
+//! `AT_SYMLINK_NOFOLLOW` keep the no-symlink rule for the files themselves, and only
+//! entries listed as real directories are ever looked into.
 
 use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
 use std::fs::{File, Metadata};
 use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
@@ -55,25 +67,191 @@ pub struct TreeScan {
     pub skipped: usize,
 }
 
-/// Size and modification time: the cheap identity of a file or directory version.
+/// What a `stat` says about a file, as far as the walk cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileStat {
+    is_file: bool,
+    is_dir: bool,
+    /// Size and modification time: the cheap identity of a file version.
+    signature: Signature,
+}
+
+impl FileStat {
+    fn of_stat(st: &libc::stat) -> FileStat {
+        let kind = st.st_mode & libc::S_IFMT;
+        FileStat {
+            is_file: kind == libc::S_IFREG,
+            is_dir: kind == libc::S_IFDIR,
+            signature: Signature {
+                len: u64::try_from(st.st_size).unwrap_or(0),
+                mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+            },
+        }
+    }
+
+    fn of_metadata(meta: &Metadata) -> FileStat {
+        FileStat {
+            is_file: meta.is_file(),
+            is_dir: meta.is_dir(),
+            signature: Signature {
+                len: meta.len(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            },
+        }
+    }
+}
+
+/// Size and modification time (ns since the epoch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Signature {
     len: u64,
-    mtime: SystemTime,
+    mtime_ns: i128,
 }
 
 impl Signature {
-    fn of(meta: &Metadata) -> Option<Signature> {
-        Some(Signature {
-            len: meta.len(),
-            mtime: meta.modified().ok()?,
+    /// Safe to trust on a later scan: old enough that no same-tick rewrite can hide.
+    fn settled_before(&self, scan_started_ns: i128) -> bool {
+        self.mtime_ns + (RACY_WINDOW.as_nanos() as i128) < scan_started_ns
+    }
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// A directory opened once, so lookups below it are relative (see the module docs).
+pub(crate) struct DirHandle {
+    fd: OwnedFd,
+}
+
+impl DirHandle {
+    fn open(path: &Path) -> std::io::Result<DirHandle> {
+        let path = CString::new(path.as_os_str().as_bytes())?;
+        // SAFETY: a valid NUL-terminated path; the fd is owned from here on.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(DirHandle {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
 
-    /// Safe to trust on a later scan: old enough that no same-tick rewrite can hide.
-    fn settled_before(&self, scan_started: SystemTime) -> bool {
-        self.mtime + RACY_WINDOW < scan_started
+    /// `lstat` of `child/rest` below this directory.
+    fn lstat(&self, child: &OsStr, rest: &str) -> std::io::Result<FileStat> {
+        let path = relative(child, rest)?;
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: valid fd and path; `st` is written by the kernel on success only.
+        let rc = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                path.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fstatat succeeded, so `st` is initialised.
+        Ok(FileStat::of_stat(unsafe { &st.assume_init() }))
     }
+
+    /// Opens `child/rest` below this directory for reading. The last component is
+    /// never a symlink (`O_NOFOLLOW`); `child` is a listed directory, and `rest` must be
+    /// a single name (see [`Workspace::open`] for deeper paths).
+    fn open_file(&self, child: &OsStr, rest: &str) -> std::io::Result<File> {
+        self.open_at(&relative(child, rest)?, 0)
+    }
+
+    /// Opens `child/dir` as a directory, refusing a symlink.
+    fn open_dir(&self, child: &OsStr, dir: &str) -> std::io::Result<DirHandle> {
+        let file = self.open_at(&relative(child, dir)?, libc::O_DIRECTORY)?;
+        Ok(DirHandle {
+            fd: OwnedFd::from(file),
+        })
+    }
+
+    fn open_at(&self, path: &CString, extra: libc::c_int) -> std::io::Result<File> {
+        // SAFETY: valid fd and path; the returned fd is owned by the File.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                path.as_ptr(),
+                // O_NONBLOCK: a FIFO planted as status.json must not hang the walk (it
+                // is then refused as not a regular file); regular files ignore it.
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | extra,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+}
+
+fn relative(child: &OsStr, rest: &str) -> std::io::Result<CString> {
+    let mut bytes = Vec::with_capacity(child.len() + rest.len() + 2);
+    bytes.extend_from_slice(child.as_bytes());
+    bytes.push(b'/');
+    bytes.extend_from_slice(rest.as_bytes());
+    Ok(CString::new(bytes)?)
+}
+
+/// One workspace as the walk hands it to a visitor.
+pub(crate) struct Workspace<'a> {
+    /// Its directory (for messages and rewrites).
+    pub dir: &'a Path,
+    /// Its name relative to the root: the dispatch id.
+    pub name: &'a str,
+    /// The stat of its `status.json`.
+    pub status: FileStat,
+    /// `status.json` already open (a cold walk opens instead of stat-ing), taken by the
+    /// first read.
+    status_file: std::cell::RefCell<Option<File>>,
+    /// The directory it was listed in.
+    parent: &'a DirHandle,
+    /// Its entry name in `parent`.
+    entry: &'a OsStr,
+}
+
+impl Workspace<'_> {
+    /// Opens `status.json` or `.meta/report.json`; no component may be a symlink (a
+    /// `.meta` linked out of the root must not be read through).
+    fn open(&self, rest: &str) -> std::io::Result<File> {
+        if rest == "status.json" {
+            if let Some(file) = self.status_file.borrow_mut().take() {
+                return Ok(file);
+            }
+        }
+        match rest.split_once('/') {
+            None => self.parent.open_file(self.entry, rest),
+            Some((dir, name)) => {
+                let dir = self.parent.open_dir(self.entry, dir)?;
+                dir.open_at(&CString::new(name)?, 0)
+            }
+        }
+    }
+}
+
+/// How a walk looks at `status.json`: a cold walk reads almost every one, so it opens
+/// and `fstat`s it (no second path lookup); a warm rescan usually only compares, so a
+/// plain `lstat` is cheaper.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Open, then `fstat` the descriptor.
+    Open,
+    /// `lstat` only.
+    Stat,
 }
 
 /// What an unchanged `status.json` held last time.
@@ -138,19 +316,24 @@ pub fn scan_tree(root: &Path) -> TreeScan {
 
 /// Walks `root`, reusing and refreshing `cache`.
 pub fn scan_tree_cached(root: &Path, cache: &mut WalkCache) -> TreeScan {
-    let started = SystemTime::now();
+    let started = now_ns();
     let mut scan = TreeScan::default();
     let mut seen = HashMap::with_capacity(cache.workspaces.len());
     let mut dirs = HashMap::with_capacity(cache.dirs.len());
+    let mut buffer = Vec::with_capacity(4096);
+    let probe = if cache.workspaces.is_empty() {
+        Probe::Open
+    } else {
+        Probe::Stat
+    };
     visit_workspaces(
         root,
-        &mut |dir, name, status_meta| {
+        probe,
+        &mut |ws| {
             scan.workspaces += 1;
-            let previous = cache.workspaces.remove(name);
-            if let Some(state) =
-                visit_workspace(dir, name, status_meta, previous, started, &mut scan)
-            {
-                seen.insert(name.to_string(), state);
+            let previous = cache.workspaces.remove(ws.name);
+            if let Some(state) = visit_workspace(ws, previous, started, &mut scan, &mut buffer) {
+                seen.insert(ws.name.to_string(), state);
             }
         },
         &mut |path, list| cache_listing(&mut cache.dirs, &mut dirs, path, list, started),
@@ -163,14 +346,13 @@ pub fn scan_tree_cached(root: &Path, cache: &mut WalkCache) -> TreeScan {
 
 /// Decides what one workspace contributes; returns what to remember about it.
 fn visit_workspace(
-    dir: &Path,
-    name: &str,
-    status_meta: &Metadata,
+    ws: &Workspace<'_>,
     previous: Option<WorkspaceState>,
-    started: SystemTime,
+    started: i128,
     scan: &mut TreeScan,
+    buffer: &mut Vec<u8>,
 ) -> Option<WorkspaceState> {
-    let signature = Signature::of(status_meta)?;
+    let signature = ws.status.signature;
     if let Some(previous) =
         previous.filter(|p| p.signature == signature && signature.settled_before(started))
     {
@@ -179,20 +361,20 @@ fn visit_workspace(
             Known::NotTerminal | Known::Terminal { synced: true, .. } => {}
             Known::Terminal { synced: false, .. } => {
                 // Still unsynced (or queued): rebuild the record, which needs the report.
-                if let Some((status, _)) = read_status(dir) {
-                    scan.terminal.push(dispatch_of(dir, name, &status));
+                if let Some(status) = read_status(ws, buffer) {
+                    scan.terminal.push(dispatch_of(ws, status, buffer));
                 }
             }
         }
         return Some(previous);
     }
-    let known = match read_status(dir) {
+    let known = match read_status(ws, buffer) {
         None => {
             scan.skipped += 1;
             Known::Corrupt
         }
-        Some((status, _)) if status.is_terminal() => {
-            let dispatch = dispatch_of(dir, name, &status);
+        Some(status) if status.is_terminal() => {
+            let dispatch = dispatch_of(ws, status, buffer);
             let fingerprint = dispatch.fingerprint.clone();
             scan.terminal.push(dispatch);
             Known::Terminal {
@@ -205,14 +387,19 @@ fn visit_workspace(
     Some(WorkspaceState { signature, known })
 }
 
-fn dispatch_of(dir: &Path, name: &str, status: &WorkspaceStatus) -> ScannedDispatch {
-    let mut record = status.to_dispatch(name);
-    if let Some(report) = read_report(dir) {
+fn dispatch_of(
+    ws: &Workspace<'_>,
+    status: WorkspaceStatus,
+    buffer: &mut Vec<u8>,
+) -> ScannedDispatch {
+    let fingerprint = status.fingerprint();
+    let mut record = status.into_dispatch(ws.name);
+    if let Some(report) = read_report(ws, buffer) {
         attach_report(&mut record, report);
     }
     ScannedDispatch {
-        id: name.to_string(),
-        fingerprint: status.fingerprint(),
+        id: ws.name.to_string(),
+        fingerprint,
         record,
     }
 }
@@ -224,12 +411,11 @@ fn cache_listing(
     new: &mut HashMap<PathBuf, DirState>,
     path: &Path,
     list: &mut dyn FnMut() -> Option<Vec<PathBuf>>,
-    started: SystemTime,
+    started: i128,
 ) -> Option<Vec<PathBuf>> {
     let signature = std::fs::symlink_metadata(path)
         .ok()
-        .as_ref()
-        .and_then(Signature::of);
+        .map(|m| FileStat::of_metadata(&m).signature);
     let cached = old.remove(path).filter(|d| Some(d.signature) == signature);
     let children = match cached {
         Some(state) => state.children,
@@ -247,16 +433,21 @@ fn cache_listing(
     Some(children)
 }
 
-/// A workspace visitor: its directory, its name, the metadata of its `status.json`.
-pub(crate) type Visit<'a> = dyn FnMut(&Path, &str, &Metadata) + 'a;
+/// A workspace visitor.
+pub(crate) type Visit<'a> = dyn FnMut(&Workspace<'_>) + 'a;
 /// Returns a directory's children; the closure it is given lists them from disk.
 pub(crate) type Listing<'a> =
     dyn FnMut(&Path, &mut dyn FnMut() -> Option<Vec<PathBuf>>) -> Option<Vec<PathBuf>> + 'a;
 
 /// Calls `visit` for every workspace under `root`, in lexical order, listing
 /// directories through `listing` (which may answer from a cache).
-pub(crate) fn visit_workspaces(root: &Path, visit: &mut Visit<'_>, listing: &mut Listing<'_>) {
-    visit_dir(root, root, 0, visit, listing);
+pub(crate) fn visit_workspaces(
+    root: &Path,
+    probe: Probe,
+    visit: &mut Visit<'_>,
+    listing: &mut Listing<'_>,
+) {
+    visit_dir(root, "", 0, probe, visit, listing);
 }
 
 /// Lists `dir` from disk: child directories only, sorted, symlinks excluded.
@@ -280,105 +471,187 @@ pub(crate) fn list_dirs(dir: &Path, depth: usize) -> Option<Vec<PathBuf>> {
     Some(children)
 }
 
+/// Visits the children of `dir`, whose name relative to the root is `prefix`.
 fn visit_dir(
-    root: &Path,
     dir: &Path,
+    prefix: &str,
     depth: usize,
+    probe: Probe,
     visit: &mut Visit<'_>,
     listing: &mut Listing<'_>,
 ) {
     let Some(children) = listing(dir, &mut || list_dirs(dir, depth)) else {
         return;
     };
-    for child in children {
-        let child_depth = depth + 1;
-        let is_dir =
-            |name: &str| std::fs::symlink_metadata(child.join(name)).is_ok_and(|m| m.is_dir());
-        let status_meta = std::fs::symlink_metadata(child.join("status.json"))
-            .ok()
-            .filter(Metadata::is_file);
+    let handle = match DirHandle::open(dir) {
+        Ok(handle) => handle,
+        Err(e) => {
+            log::warn!("cannot open {}: {e}; skipped", dir.display());
+            return;
+        }
+    };
+    let child_depth = depth + 1;
+    for child in &children {
+        let Some(entry) = child.file_name() else {
+            continue;
+        };
+        let Some(entry_name) = entry.to_str() else {
+            log::warn!("{} has a name that is not UTF-8; skipped", child.display());
+            continue;
+        };
+        let (status, status_file) = match probe {
+            Probe::Stat => (handle.lstat(entry, "status.json").ok(), None),
+            Probe::Open => match handle.open_file(entry, "status.json") {
+                Ok(file) => match file.metadata() {
+                    Ok(meta) => (Some(FileStat::of_metadata(&meta)), Some(file)),
+                    Err(_) => (handle.lstat(entry, "status.json").ok(), None),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
+                // There but not openable (permissions): still a workspace, whose read
+                // then fails with a warning instead of vanishing silently.
+                Err(_) => (handle.lstat(entry, "status.json").ok(), None),
+            },
+        };
+        let status = status.filter(|s| s.is_file);
+        let is_dir = |name: &str| handle.lstat(entry, name).is_ok_and(|s| s.is_dir);
         // Depth 1 and 3 need no more stats; elsewhere the shape decides.
-        let accepted = status_meta.is_some() && (child_depth == 1 || child_depth == 3);
+        let accepted = status.is_some() && (child_depth == 1 || child_depth == 3);
         let shaped = !accepted && is_dir("repo") && is_dir(".meta");
-        if let Some(meta) = status_meta.filter(|_| accepted || shaped) {
-            match workspace_name(root, &child) {
-                Some(name) => visit(&child, &name, &meta),
-                None => log::warn!(
-                    "workspace {} has a name that is not UTF-8; skipped",
-                    child.display()
-                ),
-            }
+        let name = if prefix.is_empty() {
+            entry_name.to_string()
+        } else {
+            format!("{prefix}/{entry_name}")
+        };
+        if let Some(status) = status.filter(|_| accepted || shaped) {
+            visit(&Workspace {
+                dir: child,
+                name: &name,
+                status,
+                status_file: std::cell::RefCell::new(status_file),
+                parent: &handle,
+                entry,
+            });
         } else if !shaped && child_depth < MAX_DEPTH {
             // A workspace-shaped directory without status.json is still being set up:
             // never walk into its clone.
-            visit_dir(root, &child, child_depth, visit, listing);
+            visit_dir(child, &name, child_depth, probe, visit, listing);
         }
     }
 }
 
-fn workspace_name(root: &Path, dir: &Path) -> Option<String> {
-    let relative = dir.strip_prefix(root).ok()?;
-    let parts: Option<Vec<&str>> = relative
-        .components()
-        .map(|c| c.as_os_str().to_str())
-        .collect();
-    Some(parts?.join("/"))
+/// Reads a regular file of at most `cap` bytes into `buffer`; `false` (with a
+/// warning) otherwise, silently when it does not exist. `known` is the walk's `lstat`
+/// of it, which saves an `fstat`.
+fn read_capped(
+    ws: &Workspace<'_>,
+    rest: &str,
+    cap: u64,
+    known: Option<FileStat>,
+    buffer: &mut Vec<u8>,
+) -> bool {
+    let kind = if rest == "status.json" {
+        "status file"
+    } else {
+        "report file"
+    };
+    let what = || format!("{kind} {}", ws.dir.join(rest).display());
+    let file = match ws.open(rest) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(e) => {
+            log::warn!("cannot read {}: {e}; skipped", what());
+            return false;
+        }
+    };
+    let stat = match known {
+        Some(stat) => stat,
+        None => match file.metadata() {
+            Ok(meta) => FileStat::of_metadata(&meta),
+            Err(e) => {
+                log::warn!("cannot stat {}: {e}; skipped", what());
+                return false;
+            }
+        },
+    };
+    if !stat.is_file {
+        return false;
+    }
+    if stat.signature.len > cap {
+        log::warn!(
+            "{} is {} bytes, over the {cap}-byte cap; skipped",
+            what(),
+            stat.signature.len
+        );
+        return false;
+    }
+    buffer.clear();
+    // `take` guards against a file that grew since the size check.
+    match file.take(cap + 1).read_to_end(buffer) {
+        Ok(n) if n as u64 > cap => {
+            log::warn!("{} grew over the {cap}-byte cap; skipped", what());
+            false
+        }
+        Ok(_) => true,
+        Err(e) => {
+            log::warn!("cannot read {}: {e}; skipped", what());
+            false
+        }
+    }
 }
 
-/// Reads a regular file of at most `cap` bytes; `None` (with a warning) otherwise.
-fn read_capped(path: &Path, cap: u64, what: &str) -> Option<Vec<u8>> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() {
+/// Parses the workspace's `status.json` (a corrupt one is skipped with a warning).
+fn read_status(ws: &Workspace<'_>, buffer: &mut Vec<u8>) -> Option<WorkspaceStatus> {
+    if !read_capped(ws, "status.json", MAX_STATUS_BYTES, Some(ws.status), buffer) {
         return None;
     }
-    if meta.len() > cap {
-        log::warn!(
-            "{what} {} is {} bytes, over the {cap}-byte cap; skipped",
-            path.display(),
-            meta.len()
-        );
-        return None;
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // `take` guards against a file that grew since the size check.
-    match File::open(path).and_then(|f| f.take(cap + 1).read_to_end(&mut bytes)) {
-        Ok(n) if n as u64 > cap => {
+    match WorkspaceStatus::parse(buffer) {
+        Ok(status) => Some(status),
+        Err(e) => {
             log::warn!(
-                "{what} {} grew over the {cap}-byte cap; skipped",
-                path.display()
+                "corrupt status file {}/status.json: {e}; skipped",
+                ws.dir.display()
             );
             None
         }
-        Ok(_) => Some(bytes),
-        Err(e) => {
-            log::warn!("cannot read {what} {}: {e}; skipped", path.display());
-            None
-        }
     }
 }
 
-/// Parses `<dir>/status.json`; also returns the raw object (ghost reap rewrites it).
-pub(crate) fn read_status(dir: &Path) -> Option<(WorkspaceStatus, Map<String, Value>)> {
-    let path = dir.join("status.json");
-    let bytes = read_capped(&path, MAX_STATUS_BYTES, "status file")?;
-    match serde_json::from_slice::<Map<String, Value>>(&bytes) {
+/// Parses the workspace's `status.json` keeping every field, for a rewrite (reap).
+pub(crate) fn read_status_object(
+    ws: &Workspace<'_>,
+) -> Option<(WorkspaceStatus, Map<String, Value>)> {
+    let mut buffer = Vec::new();
+    if !read_capped(
+        ws,
+        "status.json",
+        MAX_STATUS_BYTES,
+        Some(ws.status),
+        &mut buffer,
+    ) {
+        return None;
+    }
+    match serde_json::from_slice::<Map<String, Value>>(&buffer) {
         Ok(object) => Some((WorkspaceStatus::from_object(&object), object)),
         Err(e) => {
-            log::warn!("corrupt status file {}: {e}; skipped", path.display());
+            log::warn!(
+                "corrupt status file {}/status.json: {e}; skipped",
+                ws.dir.display()
+            );
             None
         }
     }
 }
 
-fn read_report(dir: &Path) -> Option<Map<String, Value>> {
-    let path = dir.join(".meta").join("report.json");
-    let bytes = read_capped(&path, MAX_REPORT_BYTES, "report file")?;
-    match serde_json::from_slice::<Map<String, Value>>(&bytes) {
+fn read_report(ws: &Workspace<'_>, buffer: &mut Vec<u8>) -> Option<Map<String, Value>> {
+    if !read_capped(ws, ".meta/report.json", MAX_REPORT_BYTES, None, buffer) {
+        return None;
+    }
+    match serde_json::from_slice::<Map<String, Value>>(buffer) {
         Ok(report) => Some(report),
         Err(e) => {
             log::warn!(
-                "corrupt report file {}: {e}; dispatch pushed without it",
-                path.display()
+                "corrupt report file {}/.meta/report.json: {e}; dispatch pushed without it",
+                ws.dir.display()
             );
             None
         }
@@ -388,6 +661,7 @@ fn read_report(dir: &Path) -> Option<Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::time::Duration;
 
     const DONE: &str = r#"{"status":"completed","updated_at":"2026-01-01T00:00:00Z","runs":1}"#;
@@ -495,6 +769,23 @@ mod tests {
         scan_tree_cached(root.path(), &mut cache);
         assert_eq!(ids(&scan_tree_cached(root.path(), &mut cache)), ["o/r/a"]);
         assert_eq!(ids(&scan_tree_cached(root.path(), &mut cache)), ["o/r/a"]);
+    }
+
+    #[test]
+    fn a_fifo_or_a_directory_named_status_json_is_skipped_without_hanging() {
+        let root = tempfile::tempdir().unwrap();
+        let fifo_dir = root.path().join("o/r/fifo");
+        std::fs::create_dir_all(&fifo_dir).unwrap();
+        let path = CString::new(fifo_dir.join("status.json").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+        std::fs::create_dir_all(root.path().join("o/r/dir/status.json")).unwrap();
+        write(root.path(), "o/r/ok", DONE);
+        for mut cache in [WalkCache::default(), WalkCache::default()] {
+            // Cold (open) and then warm (stat) probes.
+            assert_eq!(ids(&scan_tree_cached(root.path(), &mut cache)), ["o/r/ok"]);
+            assert_eq!(ids(&scan_tree_cached(root.path(), &mut cache)), ["o/r/ok"]);
+        }
     }
 
     #[test]
