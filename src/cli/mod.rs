@@ -258,6 +258,15 @@ pub struct RunArgs {
         help = "Do not rewrite `running` workspaces whose pid is gone to `failed`"
     )]
     pub no_reap: bool,
+    /// Why: crash tests, and operators who want the fewest re-sends after a crash.
+    /// Entries the Pusher sends before one durable commit records them (default 32);
+    /// after a `kill -9` at most this many are sent again, 1 = only the entry in
+    /// flight, at the cost of one fsync per delivery. Hidden: the default suits
+    /// every deployment; documented in docs/operations.md.
+    #[arg(long, value_name = "N", hide = true,
+          value_parser = clap::value_parser!(u16).range(1..=1024),
+          help = "Entries sent per durable commit (1..=1024) [default: 32]")]
+    pub lease_window: Option<u16>,
 }
 
 /// Arguments of `import-legacy`.
