@@ -35,10 +35,15 @@
 //!   the window in flight, R1; see `queue`).
 //! - After a crash redb repairs the file on the next open. A file redb cannot open at
 //!   all is reported ([`OpenError::Corrupt`]) and never wiped.
+//! - After an I/O error (a full disk), redb refuses every later transaction of that
+//!   handle until the database is reopened. The store then closes it, and the next
+//!   read or write reopens (and repairs) it: once there is room again, work goes on
+//!   without a restart. The failed operation itself reports its error; nothing it
+//!   would have acknowledged was.
 //! - The file lock makes a second process fail fast ([`OpenError::InUse`], R2).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, StorageError,
@@ -64,8 +69,9 @@ const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// A handle on the open database, cheap to clone and shared by the actors.
 #[derive(Clone)]
 pub struct Store {
-    /// The database; redb serialises writers internally.
-    db: Arc<Database>,
+    /// The database; redb serialises writers internally. `None` after an I/O error
+    /// closed it, until the next use reopens it.
+    db: Arc<Mutex<Option<Arc<Database>>>>,
     /// The state dir, for messages.
     dir: PathBuf,
 }
@@ -89,9 +95,13 @@ impl Store {
             DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
                 dir: state_dir.to_path_buf(),
             },
-            // redb reports a file that is not a database as InvalidData.
+            // redb reports a file that is not a database as InvalidData, and one cut
+            // short inside its header as UnexpectedEof: both are corrupt, not I/O.
             DatabaseError::Storage(StorageError::Io(source))
-                if source.kind() != std::io::ErrorKind::InvalidData =>
+                if !matches!(
+                    source.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
             {
                 OpenError::Io {
                     path: path.clone(),
@@ -104,7 +114,7 @@ impl Store {
             },
         })?;
         let store = Store {
-            db: Arc::new(db),
+            db: Arc::new(Mutex::new(Some(Arc::new(db)))),
             dir: state_dir.to_path_buf(),
         };
         store
@@ -137,15 +147,15 @@ impl Store {
         durability: Durability,
         body: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::new(operation, e))?;
-        txn.set_durability(durability)
-            .map_err(|e| StoreError::new(operation, e))?;
-        let value = body(&txn).map_err(|e| StoreError::new(operation, e))?;
-        txn.commit().map_err(|e| StoreError::new(operation, e))?;
-        Ok(value)
+        let db = self.database(operation)?;
+        let result = (|| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(durability)?;
+            let value = body(&txn)?;
+            txn.commit()?;
+            Ok(value)
+        })();
+        self.settle(operation, db, result)
     }
 
     /// Runs `body` in one read transaction (a consistent snapshot).
@@ -154,11 +164,60 @@ impl Store {
         operation: &'static str,
         body: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let txn = self
-            .db
+        let db = self.database(operation)?;
+        let result = db
             .begin_read()
-            .map_err(|e| StoreError::new(operation, e))?;
-        body(&txn).map_err(|e| StoreError::new(operation, e))
+            .map_err(redb::Error::from)
+            .and_then(|txn| body(&txn));
+        self.settle(operation, db, result)
+    }
+
+    fn cell(&self) -> MutexGuard<'_, Option<Arc<Database>>> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open database, reopened (and repaired by redb) if an I/O error closed it.
+    fn database(&self, operation: &'static str) -> Result<Arc<Database>, StoreError> {
+        let mut cell = self.cell();
+        if let Some(db) = cell.as_ref() {
+            return Ok(db.clone());
+        }
+        let path = self.dir.join(DATABASE_FILE);
+        let db = Arc::new(open_database(&path).map_err(|e| {
+            StoreError::new(operation, format!("reopening after an I/O error: {e}"))
+        })?);
+        log::info!("reopened the sync database {}", path.display());
+        *cell = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Passes `result` on; after an I/O error, closes `db` so the next use reopens it
+    /// (redb would refuse everything else with "previous I/O error" until then).
+    fn settle<T>(
+        &self,
+        operation: &'static str,
+        db: Arc<Database>,
+        result: Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        if matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            let mut cell = self.cell();
+            // Only the last holders (the cell and `db`) may close it: redb releases the
+            // file lock once every handle is gone.
+            if cell.as_ref().is_some_and(|open| Arc::ptr_eq(open, &db))
+                && Arc::strong_count(&db) == 2
+            {
+                *cell = None;
+                drop(db);
+                log::warn!(
+                    "the sync database hit an I/O error ({error}); it is reopened on next use"
+                );
+            }
+        }
+        Err(StoreError::new(operation, error))
     }
 
     /// Reads a one-time marker from `meta` (e.g. that a legacy import ran).
