@@ -48,7 +48,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -283,8 +283,10 @@ struct Shared {
     log: Mutex<Vec<Received>>,
     trigger: Trigger,
     seed: u64,
-    /// The daemon to kill (0 until known).
-    pid: AtomicI32,
+    /// The daemon to kill: 0 until known and again once disarmed. Under a lock so a
+    /// kill can never race the reaping of the child (after which the pid may be
+    /// recycled: pid_max is 32768 on this machine).
+    pid: Mutex<i32>,
     /// The trigger fired.
     fired: AtomicBool,
     stop: AtomicBool,
@@ -292,14 +294,16 @@ struct Shared {
 
 impl Shared {
     fn kill(&self) {
-        let pid = self.pid.load(Ordering::SeqCst);
-        assert!(
-            pid > 0,
-            "the trigger fired before the daemon's pid was known"
-        );
-        // SAFETY: signalling the test's own child, not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let pid = lock(&self.pid);
+        if *pid <= 0 {
+            // Not known yet, or the phase is over and the child reaped: never signal a
+            // pid that may now belong to another process.
+            return;
+        }
+        // Before the kill: whoever sees the daemon dead then sees this too.
         self.fired.store(true, Ordering::SeqCst);
+        // SAFETY: signalling the test's own child: armed means not yet reaped.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
 
     /// 1-4 ms, from the seed and the request's index.
@@ -324,7 +328,7 @@ impl Platform {
             log: Mutex::new(Vec::new()),
             trigger,
             seed,
-            pid: AtomicI32::new(0),
+            pid: Mutex::new(0),
             fired: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
@@ -351,9 +355,12 @@ impl Platform {
     }
 
     fn set_pid(&self, pid: u32) {
-        self.shared
-            .pid
-            .store(i32::try_from(pid).expect("a pid"), Ordering::SeqCst);
+        *lock(&self.shared.pid) = i32::try_from(pid).expect("a pid");
+    }
+
+    /// Called before the child is reaped: from here on no trigger signals anything.
+    fn disarm(&self) {
+        *lock(&self.shared.pid) = 0;
     }
 
     fn fired(&self) -> bool {
@@ -604,6 +611,10 @@ impl Round {
                         break;
                     }
                     if let Some(status) = child.try_wait().expect("try_wait") {
+                        platform.disarm(); // reaped: its pid may be recycled
+                        if platform.fired() {
+                            break; // killed by the trigger between the two checks
+                        }
                         panic!(
                             "{label}: the daemon exited on its own ({status}); log:\n{}",
                             log()
@@ -648,6 +659,7 @@ impl Round {
                 false
             }
         };
+        platform.disarm();
         let status = wait_exit(child, &label);
         if killed {
             assert_eq!(
