@@ -164,7 +164,9 @@ impl Queue {
                 created
             }
             Err(e) => {
-                log::error!("{e}");
+                // Every caller gets the error and reports it; logging it too would put
+                // a second copy first on a CLI's stderr.
+                log::debug!("group commit failed: {e}");
                 for (_, reply) in pending {
                     let _ = reply.send(Err(e.clone()));
                 }
