@@ -1092,9 +1092,9 @@ fn assert_error(out: &Out, what: &str) {
         out.stdout,
         out.stderr
     );
-    // Log lines (warn and above by default) may come first; the message is one line.
+    // DESIGN 8: the message on stderr starts with `error:`.
     assert!(
-        out.stderr.lines().any(|l| l.starts_with("error: ")),
+        out.stderr.starts_with("error: "),
         "{what}: {}",
         out.stderr
     );

@@ -212,7 +212,8 @@ impl Store {
             {
                 *cell = None;
                 drop(db);
-                log::warn!(
+                // The caller reports the error itself; this only explains the reopen.
+                log::info!(
                     "the sync database hit an I/O error ({error}); it is reopened on next use"
                 );
             }
