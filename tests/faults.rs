@@ -1093,11 +1093,7 @@ fn assert_error(out: &Out, what: &str) {
         out.stderr
     );
     // DESIGN 8: the message on stderr starts with `error:`.
-    assert!(
-        out.stderr.starts_with("error: "),
-        "{what}: {}",
-        out.stderr
-    );
+    assert!(out.stderr.starts_with("error: "), "{what}: {}", out.stderr);
     assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
 }
 
