@@ -25,6 +25,13 @@
 //! Report files are only read for dispatches that are about to be queued, so an
 //! unchanged, synced workspace costs one `stat` per rescan.
 //!
+//! # Parallel walk
+//!
+//! The entries of the root (organisations, typically) are walked on up to four scoped
+//! threads, one per core. The cache is stored split by those entries, so each worker
+//! takes its part whole and hands it back; results are merged in lexical order, so the
+//! queue sees exactly what a sequential walk would produce.
+//!
 //! # Syscalls
 //!
 //! Each listed directory is opened once ([`DirHandle`]); its children are looked up
@@ -41,6 +48,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
@@ -314,8 +323,20 @@ struct WorkspaceState {
 }
 
 /// Remembers the last walk (see the module docs). Owned by the Scanner.
+///
+/// Kept split by top-level entry of the root, the unit the walk runs in parallel, so a
+/// scan hands each worker its part without regrouping anything.
 #[derive(Debug, Default)]
 pub struct WalkCache {
+    /// The root directory itself.
+    root: Option<DirState>,
+    /// Everything below each top-level entry.
+    tops: HashMap<std::ffi::OsString, TopCache>,
+}
+
+/// The cache below one top-level entry of the root.
+#[derive(Debug, Default)]
+struct TopCache {
     /// Listed directories by path.
     dirs: HashMap<PathBuf, DirState>,
     /// Workspaces by name (= dispatch id).
@@ -326,18 +347,39 @@ impl WalkCache {
     /// Records that the Ledger has these dispatches at these fingerprints.
     pub fn mark_synced<'a>(&mut self, synced: impl IntoIterator<Item = (&'a str, &'a str)>) {
         for (id, fingerprint) in synced {
-            if let Some(state) = self.workspaces.get_mut(id) {
-                if let Known::Terminal {
-                    fingerprint: known,
-                    synced,
-                } = &mut state.known
-                {
-                    if known == fingerprint {
-                        *synced = true;
-                    }
+            let top = id.split('/').next().unwrap_or_default();
+            let state = self
+                .tops
+                .get_mut(OsStr::new(top))
+                .and_then(|part| part.workspaces.get_mut(id));
+            if let Some(Known::Terminal {
+                fingerprint: known,
+                synced,
+            }) = state.map(|s| &mut s.known)
+            {
+                if known == fingerprint {
+                    *synced = true;
                 }
             }
         }
+    }
+
+    /// Workspaces remembered.
+    pub fn len(&self) -> usize {
+        self.tops.values().map(|t| t.workspaces.len()).sum()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[cfg(test)]
+    fn knows(&self, name: &str) -> bool {
+        let top = name.split('/').next().unwrap_or_default();
+        self.tops
+            .get(OsStr::new(top))
+            .is_some_and(|t| t.workspaces.contains_key(name))
     }
 }
 
@@ -347,33 +389,137 @@ pub fn scan_tree(root: &Path) -> TreeScan {
 }
 
 /// Walks `root`, reusing and refreshing `cache`.
+///
+/// The entries of `root` are walked in parallel (one thread per core, at most four):
+/// each takes the part of the cache below it, and the parts are merged back in
+/// lexical order, so the result is exactly that of a sequential walk.
 pub fn scan_tree_cached(root: &Path, cache: &mut WalkCache) -> TreeScan {
     let started = now_ns();
+    let mut root_state = HashMap::with_capacity(1);
+    let mut old_root = HashMap::new();
+    if let Some(state) = cache.root.take() {
+        old_root.insert(root.to_path_buf(), state);
+    }
+    let listed = cache_listing(
+        &mut old_root,
+        &mut root_state,
+        root,
+        &mut || list_dirs(root, 0),
+        started,
+    );
+    cache.root = root_state.remove(root);
+    let handle = listed.and_then(|children| match DirHandle::open(root) {
+        Ok(handle) => Some((children, handle)),
+        Err(e) => {
+            log::warn!("cannot open {}: {e}; skipped", root.display());
+            None
+        }
+    });
+    let Some((children, handle)) = handle else {
+        cache.tops.clear();
+        return TreeScan::default();
+    };
+    // One job per top-level entry, with its part of the cache; entries gone from disk
+    // are not listed, so their part is dropped with the old map.
+    let mut old_tops = std::mem::take(&mut cache.tops);
+    let jobs: Vec<Mutex<Option<Job>>> = children
+        .into_iter()
+        .map(|child| {
+            let entry = child.file_name().unwrap_or_default().to_owned();
+            let old = old_tops.remove(&entry).unwrap_or_default();
+            Mutex::new(Some(Job { child, entry, old }))
+        })
+        .collect();
+    let parts: Vec<Mutex<Option<Part>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let index = next.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = jobs.get(index) else { break };
+        if let Some(job) = lock(slot).take() {
+            *lock(&parts[index]) = Some(walk_top(&handle, job, started));
+        }
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    std::thread::scope(|scope| {
+        for _ in 1..workers.min(jobs.len()) {
+            scope.spawn(work);
+        }
+        work();
+    });
     let mut scan = TreeScan::default();
-    let mut seen = HashMap::with_capacity(cache.workspaces.len());
-    let mut dirs = HashMap::with_capacity(cache.dirs.len());
-    let mut buffer = Vec::with_capacity(4096);
-    let probe = if cache.workspaces.is_empty() {
+    for part in parts
+        .into_iter()
+        .filter_map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()))
+    {
+        scan.terminal.extend(part.scan.terminal);
+        scan.workspaces += part.scan.workspaces;
+        scan.skipped += part.scan.skipped;
+        cache.tops.insert(part.entry, part.cache);
+    }
+    scan
+}
+
+/// One top-level entry of the root and the part of the cache below it.
+struct Job {
+    child: PathBuf,
+    entry: std::ffi::OsString,
+    old: TopCache,
+}
+
+/// What walking one top-level entry found, and its new part of the cache.
+struct Part {
+    entry: std::ffi::OsString,
+    scan: TreeScan,
+    cache: TopCache,
+}
+
+fn walk_top(root: &DirHandle, job: Job, started: i128) -> Part {
+    let Job {
+        child,
+        entry,
+        old: TopCache {
+            dirs: mut old_dirs,
+            workspaces: mut old,
+        },
+    } = job;
+    // A part seen for the first time is read in full: open beats stat then.
+    let probe = if old.is_empty() {
         Probe::Open
     } else {
         Probe::Stat
     };
-    visit_workspaces(
+    let mut scan = TreeScan::default();
+    let mut cache = TopCache {
+        dirs: HashMap::with_capacity(old_dirs.len()),
+        workspaces: HashMap::with_capacity(old.len()),
+    };
+    let mut buffer = Vec::with_capacity(4096);
+    visit_child(
         root,
+        &child,
+        "",
+        1,
         probe,
         &mut |ws| {
             scan.workspaces += 1;
-            let previous = cache.workspaces.remove(ws.name);
+            // Reuse the remembered key: a rescan allocates nothing per workspace.
+            let (name, previous) = match old.remove_entry(ws.name) {
+                Some((name, state)) => (name, Some(state)),
+                None => (ws.name.to_string(), None),
+            };
             if let Some(state) = visit_workspace(ws, previous, started, &mut scan, &mut buffer) {
-                seen.insert(ws.name.to_string(), state);
+                cache.workspaces.insert(name, state);
             }
         },
-        &mut |path, list| cache_listing(&mut cache.dirs, &mut dirs, path, list, started),
+        &mut |path, list| cache_listing(&mut old_dirs, &mut cache.dirs, path, list, started),
     );
-    // Whatever was not seen this time is gone from disk: forget it.
-    cache.workspaces = seen;
-    cache.dirs = dirs;
-    scan
+    Part { entry, scan, cache }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Decides what one workspace contributes; returns what to remember about it.
@@ -522,52 +668,64 @@ fn visit_dir(
             return;
         }
     };
-    let child_depth = depth + 1;
     for child in &children {
-        let Some(entry) = child.file_name() else {
-            continue;
-        };
-        let Some(entry_name) = entry.to_str() else {
-            log::warn!("{} has a name that is not UTF-8; skipped", child.display());
-            continue;
-        };
-        let (status, status_file) = match probe {
-            Probe::Stat => (handle.lstat(entry, "status.json").ok(), None),
-            Probe::Open => match handle.open_file(entry, "status.json") {
-                Ok(file) => match file.metadata() {
-                    Ok(meta) => (Some(FileStat::of_metadata(&meta)), Some(file)),
-                    Err(_) => (handle.lstat(entry, "status.json").ok(), None),
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
-                // There but not openable (permissions): still a workspace, whose read
-                // then fails with a warning instead of vanishing silently.
-                Err(_) => (handle.lstat(entry, "status.json").ok(), None),
+        visit_child(&handle, child, prefix, depth + 1, probe, visit, listing);
+    }
+}
+
+/// Classifies one listed entry of `parent`: visits it as a workspace, or walks into it.
+fn visit_child(
+    parent: &DirHandle,
+    child: &Path,
+    prefix: &str,
+    child_depth: usize,
+    probe: Probe,
+    visit: &mut Visit<'_>,
+    listing: &mut Listing<'_>,
+) {
+    let Some(entry) = child.file_name() else {
+        return;
+    };
+    let Some(entry_name) = entry.to_str() else {
+        log::warn!("{} has a name that is not UTF-8; skipped", child.display());
+        return;
+    };
+    let (status, status_file) = match probe {
+        Probe::Stat => (parent.lstat(entry, "status.json").ok(), None),
+        Probe::Open => match parent.open_file(entry, "status.json") {
+            Ok(file) => match file.metadata() {
+                Ok(meta) => (Some(FileStat::of_metadata(&meta)), Some(file)),
+                Err(_) => (parent.lstat(entry, "status.json").ok(), None),
             },
-        };
-        let status = status.filter(|s| s.is_file);
-        let is_dir = |name: &str| handle.lstat(entry, name).is_ok_and(|s| s.is_dir);
-        // Depth 1 and 3 need no more stats; elsewhere the shape decides.
-        let accepted = status.is_some() && (child_depth == 1 || child_depth == 3);
-        let shaped = !accepted && is_dir("repo") && is_dir(".meta");
-        let name = if prefix.is_empty() {
-            entry_name.to_string()
-        } else {
-            format!("{prefix}/{entry_name}")
-        };
-        if let Some(status) = status.filter(|_| accepted || shaped) {
-            visit(&Workspace {
-                dir: child,
-                name: &name,
-                status,
-                status_file: std::cell::RefCell::new(status_file),
-                parent: &handle,
-                entry,
-            });
-        } else if !shaped && child_depth < MAX_DEPTH {
-            // A workspace-shaped directory without status.json is still being set up:
-            // never walk into its clone.
-            visit_dir(child, &name, child_depth, probe, visit, listing);
-        }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
+            // There but not openable (permissions): still a workspace, whose read
+            // then fails with a warning instead of vanishing silently.
+            Err(_) => (parent.lstat(entry, "status.json").ok(), None),
+        },
+    };
+    let status = status.filter(|s| s.is_file);
+    let is_dir = |name: &str| parent.lstat(entry, name).is_ok_and(|s| s.is_dir);
+    // Depth 1 and 3 need no more stats; elsewhere the shape decides.
+    let accepted = status.is_some() && (child_depth == 1 || child_depth == 3);
+    let shaped = !accepted && is_dir("repo") && is_dir(".meta");
+    let name = if prefix.is_empty() {
+        entry_name.to_string()
+    } else {
+        format!("{prefix}/{entry_name}")
+    };
+    if let Some(status) = status.filter(|_| accepted || shaped) {
+        visit(&Workspace {
+            dir: child,
+            name: &name,
+            status,
+            status_file: std::cell::RefCell::new(status_file),
+            parent,
+            entry,
+        });
+    } else if !shaped && child_depth < MAX_DEPTH {
+        // A workspace-shaped directory without status.json is still being set up:
+        // never walk into its clone.
+        visit_dir(child, &name, child_depth, probe, visit, listing);
     }
 }
 
@@ -821,6 +979,36 @@ mod tests {
     }
 
     #[test]
+    fn the_parallel_walk_finds_what_a_sequential_walk_finds_in_the_same_order() {
+        let root = tempfile::tempdir().unwrap();
+        for org in 0..12 {
+            for task in 0..5 {
+                write(root.path(), &format!("org-{org:02}/repo/task-{task}"), DONE);
+            }
+        }
+        write(root.path(), "flat-a", DONE);
+        write(root.path(), "zz-flat", DONE);
+        let mut sequential = Vec::new();
+        visit_workspaces(
+            root.path(),
+            Probe::Stat,
+            &mut |ws| sequential.push(ws.name.to_string()),
+            &mut |_, list| list(),
+        );
+        let mut cache = WalkCache::default();
+        for _ in 0..2 {
+            // Cold, then warm (with the cache split per top-level entry and merged back).
+            let scan = scan_tree_cached(root.path(), &mut cache);
+            assert_eq!(
+                ids(&scan),
+                sequential.iter().map(String::as_str).collect::<Vec<_>>()
+            );
+            assert_eq!(scan.workspaces, 62);
+            assert_eq!(cache.len(), 62);
+        }
+    }
+
+    #[test]
     fn new_and_removed_workspaces_in_cached_directories_are_seen() {
         let root = tempfile::tempdir().unwrap();
         write(root.path(), "o/r/a", DONE);
@@ -835,9 +1023,6 @@ mod tests {
         std::fs::remove_dir_all(root.path().join("o/r/a")).unwrap();
         let rescan = scan_tree_cached(root.path(), &mut cache);
         assert_eq!((ids(&rescan), rescan.workspaces), (vec!["o/r/b"], 1));
-        assert!(
-            !cache.workspaces.contains_key("o/r/a"),
-            "forgotten once gone"
-        );
+        assert!(!cache.knows("o/r/a"), "forgotten once gone");
     }
 }
