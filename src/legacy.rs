@@ -179,7 +179,7 @@ impl SyncService {
             report.already_imported = true;
             return Ok(report);
         }
-        let agent_id = self.status().await?.agent_id;
+        let agent_id = self.agent_id().to_string();
         let state = LegacyState::read(dir, &agent_id, Clock::system().now())?;
         report.files = state.files.clone();
         report.skipped = state.skipped;

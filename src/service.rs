@@ -148,6 +148,11 @@ impl SyncService {
         self.actors.puller.clone().recipient()
     }
 
+    /// The agent id pushes and pulls default to.
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
     /// The state directory.
     pub fn state_dir(&self) -> &std::path::Path {
         &self.state_dir

@@ -148,6 +148,16 @@ pub enum EnqueueBatch {
     Host(Vec<Dispatch>),
 }
 
+impl EnqueueBatch {
+    /// True when there is nothing to queue.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            EnqueueBatch::Scanned(d) => d.is_empty(),
+            EnqueueBatch::Host(d) => d.is_empty(),
+        }
+    }
+}
+
 /// Reply to [`Enqueue`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EnqueueReceipt {
@@ -251,12 +261,10 @@ pub enum DeliveryOutcome {
 /// What the Queue did with a reported outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The part was removed; `remaining` dispatches of the entry are still queued.
+    /// The part was removed (and the entry, when it was the last part).
     Delivered {
         /// Dispatches delivered.
         dispatches: usize,
-        /// Dispatches of the same entry still to send (after a split).
-        remaining: usize,
     },
     /// Kept; the drain stops until `at` (the platform is likely down).
     RetryAt {

@@ -115,52 +115,57 @@ impl Handler<SyncPull> for Puller {
             .read()
             .map(|token| self.platform.pull(&token, &agent_id, since.as_deref()));
         let history = self.history.clone();
+        let (fleet_node_id, clock) = (self.fleet_node_id, self.clock);
         AtomicResponse::new(Box::pin(
             async move {
                 let outcome = match request {
-                    Some(request) => Some(request.await),
-                    None => None,
+                    Some(request) => request.await,
+                    None => return Ok(None),
                 };
-                if matches!(outcome, Some(PullOutcome::Status(401 | 403))) {
-                    history.send(SetAuthFailed(true)).await??;
-                }
-                Ok::<_, SyncError>(outcome)
-            }
-            .into_actor(self)
-            .map(move |outcome, act, _| {
-                let received = match outcome? {
-                    None => None,
-                    Some(PullOutcome::Body(body)) => match parse_context(&body) {
-                        Some(items) => Some((items, body.len())),
+                let (items, bytes) = match outcome {
+                    PullOutcome::Body(body) => match parse_context(&body) {
+                        Some(items) => (items, body.len()),
                         None => {
                             log::warn!("context response is not a recognised envelope; using the cache");
-                            None
+                            return Ok(None);
                         }
                     },
-                    Some(PullOutcome::Status(status)) => {
+                    PullOutcome::Status(status) => {
                         log::warn!("context pull answered HTTP {status}; using the cache");
-                        None
+                        if matches!(status, 401 | 403) {
+                            history.send(SetAuthFailed(true)).await??;
+                        }
+                        return Ok(None);
                     }
-                    Some(PullOutcome::Failed(detail)) => {
+                    PullOutcome::Failed(detail) => {
                         log::warn!("context pull failed ({detail}); using the cache");
-                        None
+                        return Ok(None);
                     }
                 };
-                let Some((items, bytes)) = received else {
+                // History first (non-durable, awaited), then the cache's durable commit
+                // carries both: see `store` crash semantics.
+                history
+                    .send(Record(SyncRecord {
+                        agent_id,
+                        fleet_node_id,
+                        direction: Direction::Pull,
+                        payload_size: bytes as u64,
+                        items_count: items.len() as u64,
+                        synced_at: clock.now().whole_seconds(),
+                    }))
+                    .await??;
+                Ok::<_, SyncError>(Some(items))
+            }
+            .into_actor(self)
+            .map(move |received, act, _| match received? {
+                Some(items) => {
+                    act.store_context(&items, since.is_some())?;
+                    Ok(PullReport { count: items.len(), context: items, from_cache: false })
+                }
+                None => {
                     let context = act.cached()?;
-                    return Ok(PullReport { count: context.len(), context, from_cache: true });
-                };
-                // History first (non-durable), then the cache commit makes both durable.
-                act.history.do_send(Record(SyncRecord {
-                    agent_id: agent_id.clone(),
-                    fleet_node_id: act.fleet_node_id,
-                    direction: Direction::Pull,
-                    payload_size: bytes as u64,
-                    items_count: items.len() as u64,
-                    synced_at: act.clock.now().whole_seconds(),
-                }));
-                act.store_context(&items, since.is_some())?;
-                Ok(PullReport { count: items.len(), context: items, from_cache: false })
+                    Ok(PullReport { count: context.len(), context, from_cache: true })
+                }
             }),
         ))
     }

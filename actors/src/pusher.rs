@@ -215,15 +215,6 @@ impl Handler<QueueChanged> for Pusher {
     }
 }
 
-impl EnqueueBatch {
-    fn is_empty(&self) -> bool {
-        match self {
-            EnqueueBatch::Scanned(d) => d.is_empty(),
-            EnqueueBatch::Host(d) => d.is_empty(),
-        }
-    }
-}
-
 /// Host dispatches must all be JSON objects; one bad element refuses the whole call.
 pub fn validate_dispatches(values: Vec<Value>) -> Result<Vec<Dispatch>, DispatchError> {
     if let Some((index, bad)) = values.iter().enumerate().find(|(_, v)| !v.is_object()) {
@@ -308,7 +299,7 @@ impl Drainer {
             let mut dead = Vec::new();
             for ((entry, sent), decision) in entries.iter().zip(&sent).zip(decisions) {
                 match decision {
-                    Decision::Delivered { dispatches, .. } => {
+                    Decision::Delivered { dispatches } => {
                         log::info!(
                             "pushed entry {}: {dispatches} dispatch(es), {} bytes",
                             entry.seq,

@@ -498,8 +498,7 @@ impl<'txn> QueueTables<'txn> {
     /// Removes the delivered part; removes the entry when it was the last one.
     fn deliver_part(&mut self, entry: &mut QueueEntry) -> Result<Decision, redb::Error> {
         let delivered = self.take_part(entry, true)?;
-        let remaining = entry.dispatches.len();
-        if remaining == 0 {
+        if entry.dispatches.is_empty() {
             self.queue.remove(entry.seq)?;
         } else {
             entry.attempts = 0;
@@ -509,7 +508,6 @@ impl<'txn> QueueTables<'txn> {
         }
         Ok(Decision::Delivered {
             dispatches: delivered.dispatches.len(),
-            remaining,
         })
     }
 
