@@ -758,14 +758,15 @@ async fn the_daemon_delivers_new_work_and_stops_cleanly_on_sigterm() {
             .any(|r| r.dispatch_ids() == ["core/go-io/late"])
     })
     .await;
+    // The server answering is not the daemon recording it: its log line comes after
+    // the durable commit (stopped in between, the entry would stay queued, correctly).
+    wait_until("the daemon to record the delivery", DEADLINE, || {
+        daemon.log().contains("pushed entry 1: 1 dispatch(es)")
+    })
+    .await;
     let (status, took) = daemon.terminate().await;
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     assert!(took < STOP_WITHIN);
-    assert!(
-        daemon.log().contains("pushed entry 1: 1 dispatch(es)"),
-        "{}",
-        daemon.log()
-    );
     // The state was closed: another process can open it.
     let status = run_async(sandbox.cmd(&["--json", "status"]))
         .await

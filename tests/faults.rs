@@ -1097,6 +1097,23 @@ fn assert_error(out: &Out, what: &str) {
     assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
 }
 
+/// Dispatches the daemon has recorded as delivered: its `pushed entry N: K dispatch(es)`
+/// info lines, written after the durable commit. The server answering is not enough:
+/// a daemon stopped between the answer and the commit correctly keeps the entry.
+fn recorded_dispatches(log: &str) -> usize {
+    log.lines()
+        .filter_map(|l| l.split("pushed entry ").nth(1))
+        .filter_map(|rest| {
+            rest.split(": ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
+}
+
 /// An `agent-sync run`, killed if the test fails first.
 struct Daemon {
     child: Child,
@@ -1279,6 +1296,9 @@ fn the_token_never_appears_in_the_daemon_log_at_trace_level() {
                 })
                 .count()
                 >= 2
+    });
+    wait_for("the daemon to record both deliveries", secs(20), || {
+        recorded_dispatches(&daemon.log()) == 2
     });
     let status = daemon.terminate();
     let log = daemon.log();
@@ -1499,6 +1519,9 @@ fn the_daemon_recovers_once_a_full_disk_has_room_again() {
     {
         thread::sleep(millis(50));
     }
+    while recorded_dispatches(&daemon.log()) < 12 && started.elapsed() < secs(15) {
+        thread::sleep(millis(50));
+    }
     let delivered = server.delivered().iter().flat_map(Req::ids).count();
     let posts = server.pushes().len();
     let after = daemon.log()[failed_at..].to_string();
@@ -1677,6 +1700,9 @@ fn a_second_process_beside_a_running_daemon_fails_fast_and_changes_nothing() {
     write_done(&sandbox.root(), "core/two/second", 0);
     wait_for("the daemon's next delivery", secs(20), || {
         server.delivered().len() == 2
+    });
+    wait_for("the daemon to record the delivery", secs(20), || {
+        recorded_dispatches(&daemon.log()) == 2
     });
     assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
     assert!(
