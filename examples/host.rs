@@ -139,7 +139,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     server_handle.stop(true).await;
-    service.stop();
+    service.stop().await;
     Ok(())
 }
 

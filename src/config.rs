@@ -5,13 +5,17 @@
 //! defaults); the CLI then applies its flags on top (flags over environment). The
 //! library itself never reads the environment unless the host asks it to.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_sync_actors::history::DEFAULT_HISTORY_LIMIT;
 use agent_sync_actors::platform::{PlatformConfig, Token, TokenSource};
-use agent_sync_actors::queue::{QueueConfig, DEFAULT_LEASE_WINDOW, DEFAULT_MAX_BATCH};
+use agent_sync_actors::queue::{Jitter, QueueConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES};
 use agent_sync_actors::ActorsConfig;
+
+/// How long a graceful stop waits for the request in flight by default.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The platform used when neither `CORE_API_URL` nor `CORE_BRAIN_URL` is set.
 pub const DEFAULT_API_URL: &str = "https://api.lthn.sh";
@@ -31,19 +35,30 @@ pub struct SyncConfig {
     pub tokens: TokenSource,
     /// URL, timeouts, body limit, http policy.
     pub platform: PlatformConfig,
-    /// Most dispatches per queued entry (P11).
+    /// Most dispatches per queued entry, i.e. per POST (P11).
     pub max_batch: usize,
+    /// Most bytes of request body per queued entry (P11); small pushes coalesce into
+    /// the tail entry up to both caps.
+    pub max_request_bytes: usize,
     /// Newest history records kept (H1).
     pub history_limit: usize,
-    /// Entries the Pusher sends in order before one durable commit records them: more
-    /// is faster, and is also how many a crash can make it send twice (1 = strictly the
-    /// entry in flight).
-    pub lease_window: usize,
+    /// How long a graceful [`stop`](crate::SyncService::stop) lets the request in
+    /// flight run before it counts as timed out (R3).
+    pub shutdown_timeout: Duration,
+    /// How retry delays are spread; [`Jitter::Random`] unless a test wants a seed.
+    pub jitter: Jitter,
     /// Safety-net drain interval; timers do the real work.
     pub flush_interval: Option<Duration>,
     /// Drain the queue as soon as the service starts (what survived a restart goes
     /// out at once). Off for one-shot work that must not push, such as a pull.
     pub drain_on_start: bool,
+    /// Serve the control API on `<state-dir>/agent-sync.sock` (on by default), so the
+    /// CLI's `status`, `queue`, `push`, ... work beside a running service instead of
+    /// failing with "in use". A host that wants no socket turns it off.
+    pub control_socket: bool,
+    /// Also serve `/metrics` and `/health` over TCP at this address (off by default;
+    /// `run --metrics-addr`). Only ever an address the operator gave explicitly.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl SyncConfig {
@@ -61,10 +76,14 @@ impl SyncConfig {
                 ..PlatformConfig::default()
             },
             max_batch: DEFAULT_MAX_BATCH,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             history_limit: DEFAULT_HISTORY_LIMIT,
-            lease_window: DEFAULT_LEASE_WINDOW,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            jitter: Jitter::Random,
             flush_interval: Some(Duration::from_secs(60)),
             drain_on_start: true,
+            control_socket: true,
+            metrics_addr: None,
         }
     }
 
@@ -118,9 +137,10 @@ impl SyncConfig {
             tokens: self.tokens.clone(),
             queue: QueueConfig {
                 max_batch: self.max_batch,
-                // A lease outlives the window's last request.
+                max_request_bytes: self.max_request_bytes,
+                // A lease outlives its request.
                 lease_timeout: self.platform.request_timeout * 2 + Duration::from_secs(10),
-                lease_window: self.lease_window,
+                jitter: self.jitter,
             },
             history_limit: self.history_limit,
             flush_interval: self.flush_interval,

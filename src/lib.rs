@@ -8,6 +8,8 @@
 //! - [`config`]: [`SyncConfig`], and its resolution from the environment.
 //! - [`service`]: [`SyncService`], the actors on their own arbiter behind async
 //!   methods; what a host embeds.
+//! - [`control`]: the control API a running service serves on
+//!   `<state-dir>/agent-sync.sock` (and `/metrics`, `/health`), and its client.
 //! - `main.rs` and `cli/`: the `agent-sync` command line, on top of `SyncService`.
 //! - The actors themselves (Scanner, Ledger, Queue, Pusher, Puller, History), their
 //!   messages, the redb store and the platform client live in the
@@ -23,16 +25,18 @@
 //!     let service = SyncService::start(SyncConfig::from_env())?;
 //!     let report = service.push(SyncPush::default()).await?;
 //!     println!("synced: {}", report.count);
-//!     service.stop();
+//!     service.stop().await; // lets the request in flight finish
 //!     Ok(())
 //! }
 //! ```
 
 pub mod config;
+pub mod control;
 pub mod legacy;
 pub mod service;
 
 pub use agent_sync_actors as actors;
 pub use agent_sync_actors::messages;
+pub use agent_sync_actors::metrics::Metrics;
 pub use config::SyncConfig;
 pub use service::{StartError, SyncService, SyncStatus};

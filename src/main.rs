@@ -9,7 +9,7 @@ fn main() {
     // Usage errors exit 2 (and --help/--version 0) right here, before anything opens.
     let args = cli::Cli::parse();
     // The binary owns logging; the library never initialises a logger.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    cli::logging::init(&args);
     let code = actix::System::new().block_on(cli::commands::execute(args));
     std::process::exit(code);
 }

@@ -3,29 +3,57 @@
 //!
 //! Why a dedicated arbiter: redb commits and fsyncs are blocking. On their own
 //! thread they never stall the host's actors; the host only ever awaits messages.
+//!
+//! A started service also serves the control API on `<state-dir>/agent-sync.sock`
+//! (see [`control`](crate::control)) unless [`SyncConfig::control_socket`] is off,
+//! and `/metrics` + `/health` over TCP when [`SyncConfig::metrics_addr`] is set. Its
+//! Prometheus series can be merged into a host's registry
+//! ([`SyncService::register_metrics`]).
 
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use agent_sync_actors::messages::*;
+use agent_sync_actors::metrics::Metrics;
 use agent_sync_actors::model::{DeadLetter, QueueEntry, SyncRecord};
 use agent_sync_actors::platform::{HttpPlatform, Platform};
 use agent_sync_actors::time::{Clock, Timestamp};
 use agent_sync_actors::{OpenError, PlatformConfigError, Store, SyncActors, SyncError};
-use serde::Serialize;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::SyncConfig;
+use crate::control::{self, BindError, ControlServers, ControlState, Listeners, Probe};
+
+/// How often the metrics gauges are refreshed for a host that scrapes its own
+/// registry (a scrape of the service's `/metrics` refreshes them itself).
+const METRICS_REFRESH: Duration = Duration::from_secs(10);
+
+/// How long past the shutdown deadline a stop waits for the outcome's commit.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// Why the service could not start.
 #[derive(Debug)]
 pub enum StartError {
     /// The API URL is unusable or insecure.
     Platform(PlatformConfigError),
-    /// The state could not be opened (in use, corrupt, unreadable).
+    /// The state could not be opened (corrupt, unreadable).
     Open(OpenError),
+    /// Another process holds the state (R2).
+    InUse {
+        /// The state directory.
+        dir: PathBuf,
+        /// The holder, when its control socket or the lock table tells.
+        pid: Option<u32>,
+    },
+    /// The control socket or the metrics address could not be served.
+    Control(String),
     /// The service arbiter did not come up.
     Arbiter,
 }
@@ -35,6 +63,18 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Platform(e) => e.fmt(f),
             StartError::Open(e) => e.fmt(f),
+            StartError::InUse { dir, pid } => {
+                write!(
+                    f,
+                    "state in {} is in use by another agent-sync process",
+                    dir.display()
+                )?;
+                if let Some(pid) = pid {
+                    write!(f, " (pid {pid})")?;
+                }
+                Ok(())
+            }
+            StartError::Control(message) => f.write_str(message),
             StartError::Arbiter => f.write_str("the sync arbiter thread did not start; retry"),
         }
     }
@@ -44,7 +84,13 @@ impl std::error::Error for StartError {}
 
 impl From<OpenError> for StartError {
     fn from(e: OpenError) -> Self {
-        StartError::Open(e)
+        match e {
+            OpenError::InUse { dir } => {
+                let pid = control::holder_pid(&dir);
+                StartError::InUse { dir, pid }
+            }
+            other => StartError::Open(other),
+        }
     }
 }
 
@@ -54,8 +100,9 @@ impl From<PlatformConfigError> for StartError {
     }
 }
 
-/// Everything `agent-sync status` shows (H2).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Everything `agent-sync status` shows (H2); also the body of the control API's
+/// `/v1/status`, hence `Deserialize`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncStatus {
     /// The service's default agent id.
     pub agent_id: String,
@@ -76,7 +123,41 @@ pub struct SyncStatus {
     /// Last successful pull.
     pub last_pull_at: Option<Timestamp>,
     /// The next entry to send, `null` when the queue is empty.
+    #[serde(deserialize_with = "control::wire::deserialize_head")]
     pub head: Option<HeadSummary>,
+}
+
+/// The status of the actors behind `actors` (H2): what [`SyncService::status`] and
+/// the control API's `/v1/status` answer.
+pub(crate) async fn status_of(
+    actors: &SyncActors,
+    agent_id: &str,
+) -> Result<SyncStatus, SyncError> {
+    let queue = actors.queue.send(QueueStatus).await??;
+    let ledger_entries = actors.ledger.send(LedgerSize).await??;
+    let state = actors.history.send(ReadSyncState).await??;
+    let context_count = actors.puller.send(CachedContext).await??.len();
+    Ok(SyncStatus {
+        agent_id: agent_id.to_string(),
+        queued_entries: queue.entries,
+        queued_dispatches: queue.dispatches,
+        dead_letters: queue.dead_letters,
+        ledger_entries,
+        context_count,
+        auth_failed: state.auth_failed,
+        last_push_at: state.last_push_at,
+        last_pull_at: state.last_pull_at,
+        head: queue.head,
+    })
+}
+
+/// Sets the metrics gauges from the actors' state, as `status` reads it.
+pub(crate) async fn refresh_metrics(actors: &SyncActors) -> Result<(), SyncError> {
+    let queue = actors.queue.send(QueueStatus).await??;
+    let state = actors.history.send(ReadSyncState).await??;
+    actors.metrics.set_queue(&queue, Clock::system().now());
+    actors.metrics.set_sync_state(&state);
+    Ok(())
 }
 
 /// A running agent-sync: start it inside an actix `System`, talk to it with its
@@ -90,11 +171,25 @@ pub struct SyncService {
     agent_id: String,
     /// Where `sync.redb` lives.
     state_dir: PathBuf,
+    /// How long a graceful stop lets the request in flight run.
+    shutdown_timeout: Duration,
+    /// The control socket and metrics servers; `None` when off or stopped.
+    control: Option<ControlServers>,
+    /// The control socket's path, when it is served.
+    socket: Option<PathBuf>,
+    /// Where `/metrics` is served over TCP, when it is.
+    metrics_addr: Option<SocketAddr>,
+    /// Every agent-sync series, as `/metrics` encodes them.
+    registry: Arc<Registry>,
+    /// Set when a stop begins (`/health` answers 503 from then on).
+    stopping: Arc<AtomicBool>,
 }
 
 impl SyncService {
     /// Validates the config, opens the state (failing fast if another process holds
-    /// it, R2) and starts the actors on a new arbiter. Must run inside a `System`.
+    /// it, R2, naming its pid), binds the control socket (replacing a stale one, never
+    /// a live one) and the metrics address if set, and starts the actors and the
+    /// control servers from a new arbiter. Must run inside a `System`.
     pub fn start(config: SyncConfig) -> Result<SyncService, StartError> {
         Self::start_with(config, |platform| Rc::new(HttpPlatform::new(platform)))
     }
@@ -109,27 +204,134 @@ impl SyncService {
     ) -> Result<SyncService, StartError> {
         config.platform.validate()?;
         let store = Store::open(&config.state_dir)?;
+        let bound = if config.control_socket {
+            match control::socket::bind(&config.state_dir) {
+                Ok(bound) => Some(bound),
+                // A live holder is a real conflict: never replaced.
+                Err(BindError::Held { pid, .. }) => {
+                    return Err(StartError::InUse {
+                        dir: config.state_dir.clone(),
+                        pid,
+                    })
+                }
+                // Anything else only costs the socket, not the syncing.
+                Err(e) => {
+                    log::warn!("running without a control socket: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (socket_listener, socket_file) = match bound {
+            Some(bound) => (Some(bound.listener), Some(bound.file)),
+            None => (None, None),
+        };
+        let tcp = match config.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
+                if let Some(file) = &socket_file {
+                    file.remove();
+                }
+                StartError::Control(format!("cannot serve metrics on {addr}: {e}"))
+            })?),
+            None => None,
+        };
+        let metrics_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(addr) = metrics_addr.filter(|a| !a.ip().is_loopback()) {
+            log::warn!(
+                "serving /metrics and /health on {addr}, which is not a loopback address: \
+                 anyone who can reach it can read them"
+            );
+        }
+        let metrics = Metrics::new();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let registry = Arc::new(registry);
+        let stopping = Arc::new(AtomicBool::new(false));
+
         let arbiter = Arbiter::new();
         let (sender, receiver) = std::sync::mpsc::channel();
         let actors_config = config.actors();
         let platform_config = config.platform.clone();
+        let agent_id = config.agent_id.clone();
+        let (server_registry, server_stopping) = (registry.clone(), stopping.clone());
         arbiter.spawn_fn(move || {
             let platform = platform(platform_config);
-            let actors = SyncActors::start(store, actors_config, platform, Clock::system());
-            let _ = sender.send(actors);
+            let probe = Probe::new(store.clone()).start();
+            let actors = SyncActors::start_with_metrics(
+                store,
+                actors_config,
+                platform,
+                Clock::system(),
+                metrics,
+            );
+            let refreshed = actors.clone();
+            actix_rt::spawn(async move {
+                let mut every = actix_rt::time::interval(METRICS_REFRESH);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = refresh_metrics(&refreshed).await {
+                        log::debug!("metrics refresh: {e}");
+                    }
+                }
+            });
+            let servers = if socket_listener.is_some() || tcp.is_some() {
+                let state = ControlState {
+                    actors: actors.clone(),
+                    agent_id,
+                    registry: server_registry,
+                    probe,
+                    stopping: server_stopping,
+                    pid: std::process::id(),
+                };
+                let listeners = Listeners {
+                    socket: socket_listener,
+                    tcp,
+                };
+                control::start_servers(state, listeners)
+            } else {
+                Ok(Vec::new())
+            };
+            let _ = sender.send((actors, servers));
         });
-        let actors = match receiver.recv_timeout(Duration::from_secs(10)) {
-            Ok(actors) => actors,
-            Err(_) => {
-                arbiter.stop();
-                return Err(StartError::Arbiter);
+        let fail = |arbiter: Arbiter, error: StartError| {
+            arbiter.stop();
+            let _ = arbiter.join();
+            if let Some(file) = &socket_file {
+                file.remove();
+            }
+            Err(error)
+        };
+        let (actors, servers) = match receiver.recv_timeout(Duration::from_secs(10)) {
+            Ok(started) => started,
+            Err(_) => return fail(arbiter, StartError::Arbiter),
+        };
+        let handles = match servers {
+            Ok(handles) => handles,
+            Err(e) => {
+                let message = format!("cannot serve the control API: {e}");
+                return fail(arbiter, StartError::Control(message));
             }
         };
+        let socket = socket_file.as_ref().map(|f| f.path.clone());
+        if let Some(path) = &socket {
+            log::debug!("control API on {}", path.display());
+        }
+        let control = (!handles.is_empty()).then(|| ControlServers {
+            handles,
+            socket: socket_file,
+        });
         Ok(SyncService {
             actors,
             arbiter: Some(arbiter),
             agent_id: config.agent_id,
             state_dir: config.state_dir,
+            shutdown_timeout: config.shutdown_timeout,
+            control,
+            socket,
+            metrics_addr,
+            registry,
+            stopping,
         })
     }
 
@@ -158,6 +360,45 @@ impl SyncService {
         &self.state_dir
     }
 
+    /// The control socket, when this service serves one.
+    pub fn control_socket(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+
+    /// The TCP address `/metrics` and `/health` are served on, when they are (the
+    /// bound one: a port 0 in the config is resolved here).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The series the actors move. Clones share the values.
+    pub fn metrics(&self) -> &Metrics {
+        &self.actors.metrics
+    }
+
+    /// Registers every agent-sync series (prefixed `agent_sync_`) into a host's own
+    /// `prometheus-client` registry, so one exposition carries both. The gauges
+    /// (queue, dead letters, last push/pull, auth) are refreshed every 10 s; call
+    /// [`refresh_metrics`](Self::refresh_metrics) just before encoding for exact ones.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.actors.metrics.register(registry);
+    }
+
+    /// Sets the gauges from the actors' current state (what `status` reads).
+    pub async fn refresh_metrics(&self) -> Result<(), SyncError> {
+        refresh_metrics(&self.actors).await
+    }
+
+    /// The service's own exposition, as `/metrics` serves it (gauges refreshed first).
+    pub async fn encode_metrics(&self) -> Result<String, SyncError> {
+        self.refresh_metrics().await?;
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            log::warn!("encoding the metrics failed");
+        }
+        Ok(text)
+    }
+
     /// Scan (unless told otherwise), enqueue, drain once (P1-P6).
     pub async fn push(&self, push: SyncPush) -> Result<PushReport, SyncError> {
         self.actors.pusher.send(push).await?
@@ -175,22 +416,7 @@ impl SyncService {
 
     /// Local status, without touching the network (H2).
     pub async fn status(&self) -> Result<SyncStatus, SyncError> {
-        let queue = self.actors.queue.send(QueueStatus).await??;
-        let ledger_entries = self.actors.ledger.send(LedgerSize).await??;
-        let state = self.actors.history.send(ReadSyncState).await??;
-        let context_count = self.actors.puller.send(CachedContext).await??.len();
-        Ok(SyncStatus {
-            agent_id: self.agent_id.clone(),
-            queued_entries: queue.entries,
-            queued_dispatches: queue.dispatches,
-            dead_letters: queue.dead_letters,
-            ledger_entries,
-            context_count,
-            auth_failed: state.auth_failed,
-            last_push_at: state.last_push_at,
-            last_pull_at: state.last_pull_at,
-            head: queue.head,
-        })
+        status_of(&self.actors, &self.agent_id).await
     }
 
     /// The newest `limit` sync records, oldest first.
@@ -218,15 +444,52 @@ impl SyncService {
         Ok(self.actors.puller.send(CachedContext).await??)
     }
 
-    /// Stops the actors and waits for their thread to end (R3): an in-flight request
-    /// is abandoned and its entry stays queued; the database is closed, so another
-    /// process may open it.
-    pub fn stop(mut self) {
+    /// Graceful stop (R3): no new request starts; the one in flight completes, or
+    /// counts as timed out at the shutdown deadline (`SyncConfig::shutdown_timeout`),
+    /// and its outcome is committed; then the control servers stop (calls in progress
+    /// may finish), the socket file goes, the actors stop and the database closes, so
+    /// another process may open it. Nothing is sent twice after a graceful stop.
+    pub async fn stop(mut self) {
+        self.finish_in_flight().await;
+        if let Some(control) = self.control.take() {
+            control.stop(true).await;
+        }
         self.shutdown();
     }
 
+    /// Stops at once: a request in flight is abandoned and its entry stays queued (it
+    /// is sent again, with the same idempotency key, after the next start).
+    pub fn abort(mut self) {
+        self.shutdown();
+    }
+
+    /// The first half of [`stop`](Self::stop), for callers that keep the service
+    /// (the daemon listens for a second signal meanwhile): stops new requests and
+    /// waits for the one in flight and any enqueue still being committed.
+    pub async fn finish_in_flight(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let deadline = self.shutdown_timeout;
+        let stopped = self.actors.pusher.send(StopPushing { deadline });
+        // The Pusher ends the request itself at the deadline; the margin covers the
+        // commit of its outcome.
+        if actix_rt::time::timeout(deadline + STOP_MARGIN, stopped)
+            .await
+            .is_err()
+        {
+            log::warn!("the request in flight did not end by the shutdown deadline; abandoning it");
+        }
+        // Answering a status commits enqueues still waiting for their group commit.
+        let _ = self.actors.queue.send(QueueStatus).await;
+    }
+
     fn shutdown(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
         if let Some(arbiter) = self.arbiter.take() {
+            // The servers first: nothing may answer on the socket once the state is
+            // free for another process.
+            if let Some(control) = self.control.take() {
+                control.stop_blocking(&arbiter.handle());
+            }
             arbiter.stop();
             if arbiter.join().is_err() {
                 log::error!("the sync arbiter panicked while stopping");

@@ -182,11 +182,16 @@ impl Daemon {
         .await;
     }
 
-    /// Sends SIGTERM and waits for the exit, failing after [`STOP_WITHIN`].
-    async fn terminate(&mut self) -> (ExitStatus, Duration) {
+    /// Sends `signal` to the daemon.
+    fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
         // SAFETY: signalling our own child process.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Sends SIGTERM and waits for the exit, failing after [`STOP_WITHIN`].
+    async fn terminate(&mut self) -> (ExitStatus, Duration) {
+        self.signal(libc::SIGTERM);
         let sent = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -647,11 +652,14 @@ fn a_second_process_on_the_same_state_fails_fast() {
     let started = Instant::now();
     let out = run(sandbox.cmd(&["status"]));
     assert_eq!(out.code, 1);
+    // The holder (this test process) has no control socket: its pid comes from the
+    // lock table.
     assert_eq!(
         out.stderr.trim(),
         format!(
-            "error: state in {} is in use by another agent-sync process",
-            sandbox.state().display()
+            "error: state in {} is in use by another agent-sync process (pid {})",
+            sandbox.state().display(),
+            std::process::id()
         )
     );
     assert!(
@@ -777,10 +785,10 @@ async fn the_daemon_delivers_new_work_and_stops_cleanly_on_sigterm() {
 }
 
 #[actix_rt::test]
-async fn sigterm_mid_request_exits_0_promptly_and_the_entry_stays_queued() {
+async fn sigterm_mid_request_waits_for_it_then_nothing_is_sent_twice_after_restart() {
     let sandbox = Sandbox::new();
     let platform = LoopbackPlatform::start().await;
-    platform.set_default(Scripted::ok().delay(Duration::from_secs(60)));
+    platform.set_default(Scripted::ok().delay(Duration::from_millis(1500)));
     write_done(&sandbox.root(), "core/go-io/slow");
     let mut daemon = Daemon::spawn(&sandbox, sandbox.online(&platform.url(), &["run"]));
     wait_until("the push to be in flight", DEADLINE, || {
@@ -790,6 +798,51 @@ async fn sigterm_mid_request_exits_0_promptly_and_the_entry_stays_queued() {
     let (status, took) = daemon.terminate().await;
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     assert!(took < STOP_WITHIN, "took {took:?}");
+    assert_eq!(
+        platform.delivered().len(),
+        1,
+        "the request in flight completed"
+    );
+    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        queue,
+        json!([]),
+        "its outcome was committed before the exit"
+    );
+
+    // The next process, scanning and draining, finds nothing to send: no dispatch
+    // reaches the platform twice.
+    platform.set_default(Scripted::ok());
+    let out = run_async(sandbox.online(&platform.url(), &["push"]))
+        .await
+        .ok();
+    assert_eq!(out.stdout.trim(), "synced: 0");
+    assert_eq!(platform.pushes().len(), 1, "{:?}", platform.pushes());
+    platform.stop().await;
+}
+
+#[actix_rt::test]
+async fn sigterm_mid_request_times_it_out_at_the_shutdown_deadline_and_keeps_the_entry() {
+    let sandbox = Sandbox::new();
+    let platform = LoopbackPlatform::start().await;
+    platform.set_default(Scripted::ok().delay(Duration::from_secs(60)));
+    write_done(&sandbox.root(), "core/go-io/slow");
+    let cmd = sandbox.online(&platform.url(), &["run", "--shutdown-timeout", "1s"]);
+    let mut daemon = Daemon::spawn(&sandbox, cmd);
+    wait_until("the push to be in flight", DEADLINE, || {
+        !platform.pushes().is_empty()
+    })
+    .await;
+    let (status, took) = daemon.terminate().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(
+        took >= Duration::from_millis(900),
+        "it waited for the request: {took:?}"
+    );
+    assert!(took < STOP_WITHIN, "took {took:?}");
     platform.stop().await;
     let queue = run_async(sandbox.cmd(&["--json", "queue"]))
         .await
@@ -797,6 +850,54 @@ async fn sigterm_mid_request_exits_0_promptly_and_the_entry_stays_queued() {
         .json();
     assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
     assert_eq!(queue[0]["dispatches"][0]["id"], "core/go-io/slow");
+    assert_eq!(
+        queue[0]["attempts"], 1,
+        "the timeout was committed as an attempt"
+    );
+    assert!(
+        queue[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("shutdown deadline")),
+        "{queue}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_second_signal_stops_at_once_and_the_entry_stays_queued() {
+    let sandbox = Sandbox::new();
+    let platform = LoopbackPlatform::start().await;
+    platform.set_default(Scripted::ok().delay(Duration::from_secs(60)));
+    write_done(&sandbox.root(), "core/go-io/slow");
+    let cmd = sandbox.online(&platform.url(), &["run", "--shutdown-timeout", "60s"]);
+    let mut daemon = Daemon::spawn(&sandbox, cmd);
+    wait_until("the push to be in flight", DEADLINE, || {
+        !platform.pushes().is_empty()
+    })
+    .await;
+    daemon.signal(libc::SIGTERM);
+    wait_until("the first signal to be seen", DEADLINE, || {
+        daemon
+            .log()
+            .contains("stopping after the request in flight")
+    })
+    .await;
+    let (status, took) = daemon.terminate().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(
+        took < STOP_WITHIN,
+        "the second signal did not stop it at once: {took:?}"
+    );
+    assert!(daemon.log().contains("second SIGTERM"), "{}", daemon.log());
+    platform.stop().await;
+    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
+    assert_eq!(
+        queue[0]["attempts"], 0,
+        "abandoned, not recorded as an attempt"
+    );
 }
 
 #[actix_rt::test]

@@ -1,45 +1,62 @@
-//! R1, crash safety of the real `agent-sync` binary: `kill -9` at any point loses nothing
-//! that was acknowledged, and the only duplicates are the leased window in flight.
+//! R1 and R3, crash safety and graceful stop of the real `agent-sync` binary:
+//! `kill -9` at any point loses nothing that was acknowledged, and the only request it
+//! can make us send twice is the one in flight (R1); a SIGTERM in the middle of a
+//! drain sends nothing twice (R3); a second SIGTERM stops at once.
 //!
 //! # The harness
 //!
 //! Each round runs in an isolated sandbox (the approach of `tests/cli.rs`: a cleared
 //! environment, `HOME` and `CORE_WORKSPACE` in a temp dir). A few hundred dispatches
-//! are queued, then `agent-sync run --scan-interval 0` drains them to a platform on
-//! 127.0.0.1 that answers slowly (1-4 ms, pseudo-random from the round's seed) and is
-//! killed with SIGKILL at a chosen moment, restarted, killed again, and finally left to
+//! are queued, then `agent-sync run --scan-interval 0` (the default daemon: one request
+//! in flight, each outcome committed before the next lease) drains them to a platform
+//! on 127.0.0.1 that answers slowly (1-4 ms, pseudo-random from the round's seed) and
+//! is stopped at a chosen moment, restarted, stopped again, and finally left to
 //! finish. The platform is a small threaded HTTP/1.1 server written here rather than
 //! the actix one of `common`, because it must act at exact points: kill the daemon
-//! while it holds a request (mid-POST), or right after it has written a 2xx (before
-//! the Queue could record it). Every daemon incarnation gets a server of its own, so
-//! each request is attributed to the incarnation that sent it.
+//! while it holds a request (mid-POST), right after it has written a 2xx (before the
+//! Queue could record it), or hold a request while the test signals the daemon. Every
+//! daemon incarnation gets a server of its own, so each request is attributed to the
+//! incarnation that sent it.
 //!
-//! Kinds of kill point:
+//! Seeded queues are made of entries of 1-3 dispatches, each one request, imported
+//! whole ([`ImportEntries`]: separate enqueues in one process would coalesce).
+//!
+//! Kinds of stop point:
 //! - `mid-enqueue`: `push --dispatches FILE` of a 300-dispatch file, offline, killed
 //!   at a random moment of its run (start, open and repair, commit, exit);
 //! - `mid-post`: the daemon is killed while the platform holds its n-th request;
 //! - `after-2xx`: killed right after the platform has answered its n-th request;
 //! - `anytime`: killed after a random delay (start-up, repair, lease, commit...);
 //! - `scanned`: 300 finished workspaces on disk, found by the daemon's own scan;
-//!   killed at a random moment, then right after a 2xx (Ledger/Queue atomicity).
+//!   killed at a random moment, then right after a 2xx (Ledger/Queue atomicity);
+//! - `sigterm`: SIGTERM while the platform holds the n-th request, which it then
+//!   answers normally: the daemon must exit 0 having started no other request;
+//! - `second-sigterm`: SIGTERM, then SIGTERM again while the platform never answers:
+//!   the daemon must exit 0 at once (well under `--shutdown-timeout`), the entry
+//!   still queued.
 //!
 //! # What is checked
 //!
-//! After every kill, the state opens (`queue --json`, exit 0) and:
+//! After every stop, the state opens (`queue --json`, exit 0) and:
 //! - an entry left the queue only if the platform answered it with a 2xx;
 //! - an entry sent but not answered is still queued;
-//! - the entries sent *and* still queued (they will be sent again) are the tail of
-//!   what that incarnation sent — one window — and at most `lease_window` entries;
+//! - the platform never held two requests of the daemon at once;
+//! - the requests sent *and* still queued (they will be sent again) are at most ONE
+//!   request (POSTs, i.e. idempotency keys, not dispatches), the last one sent, after
+//!   a kill or a second signal; none at all after a graceful stop;
 //! - an entry the daemon logged as pushed (after its durable commit) is gone.
 //!
 //! At the end of a round: the queue is empty, nothing is dead-lettered, every
 //! acknowledged dispatch reached the platform at least once (lost = 0), and every
-//! extra copy the platform received is accounted for by one of those windows.
+//! extra copy the platform received, counted in requests and in dispatches, is
+//! accounted for by the at most one request per kill that was still queued; rounds
+//! stopped only gracefully receive no copy at all.
 //!
 //! `AGENT_SYNC_CRASH_ROUNDS` (default 4) sets the rounds per kind and
 //! `AGENT_SYNC_CRASH_SEED` the base seed, e.g.
 //! `AGENT_SYNC_CRASH_ROUNDS=50 cargo test --release --test crash -- --nocapture`.
-//! Windows cycle over the default (32), 1 and 4 (`run --lease-window`).
+//!
+//! [`ImportEntries`]: agent_sync::actors::messages::ImportEntries
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
@@ -48,14 +65,15 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use agent_sync::actors::messages::{Enqueue, EnqueueBatch};
-use agent_sync::actors::queue::{QueueConfig, DEFAULT_LEASE_WINDOW};
+use agent_sync::actors::messages::ImportEntries;
+use agent_sync::actors::model::QueueEntry;
+use agent_sync::actors::queue::QueueConfig;
 use agent_sync::actors::time::Clock;
 use agent_sync::actors::{Queue, Store};
 use serde_json::{json, Value};
@@ -68,8 +86,10 @@ const AGENT: &str = "crash-agent";
 const DISPATCHES: usize = 300;
 /// Bound on anything the harness waits for.
 const DEADLINE: Duration = Duration::from_secs(60);
-/// Windows the rounds cycle over (`None`: the default, no flag).
-const WINDOWS: [Option<u16>; 3] = [None, Some(1), Some(4)];
+/// `run --shutdown-timeout` of every daemon: long, so a prompt exit is clearly not it.
+const SHUTDOWN_TIMEOUT: &str = "30s";
+/// A second SIGTERM must end the daemon within this (the shutdown timeout is 30 s).
+const PROMPT_EXIT: Duration = Duration::from_secs(5);
 
 // ------------------------------------------------------------------- knobs, seeds
 
@@ -220,36 +240,43 @@ fn dispatch(id: &str) -> Value {
     json!({"id": id, "status": "completed", "agent": "codex", "pad": "p".repeat(48)})
 }
 
-/// Queues `entries` (each one queue entry) into the state, in-process, and closes it.
+/// Queues `entries` into the state, each one queue entry (one request) exactly as
+/// given, in-process, and closes it. Imported whole: separate `Enqueue`s in one
+/// process would coalesce into the tail entry.
 fn seed_queue(state: &Path, entries: Vec<Vec<Value>>) {
     let state = state.to_path_buf();
     thread::spawn(move || {
         actix::System::new().block_on(async move {
             let store = Store::open(&state).expect("open the state");
-            let config = QueueConfig {
-                max_batch: 1000,
-                ..QueueConfig::default()
-            };
-            let queue = Queue::new(store, config, Clock::system()).start();
-            // Sent together: one group commit.
-            let sends: Vec<_> = entries
+            let clock = Clock::system();
+            let queue = Queue::new(store, QueueConfig::default(), clock).start();
+            let now = clock.now();
+            let entries: Vec<QueueEntry> = entries
                 .into_iter()
-                .map(|dispatches| {
-                    queue.send(Enqueue {
-                        agent_id: AGENT.into(),
-                        fleet_node_id: None,
-                        batch: EnqueueBatch::Host(
-                            dispatches
-                                .into_iter()
-                                .map(|d| d.as_object().expect("an object").clone())
-                                .collect(),
-                        ),
-                    })
+                .map(|dispatches| QueueEntry {
+                    seq: 0,
+                    agent_id: AGENT.into(),
+                    fleet_node_id: None,
+                    dispatches: dispatches
+                        .into_iter()
+                        .map(|d| d.as_object().expect("an object").clone())
+                        .collect(),
+                    fingerprints: BTreeMap::new(),
+                    queued_at: now,
+                    attempts: 0,
+                    next_attempt: None,
+                    last_error: None,
+                    idempotency_key: String::new(),
+                    parts: Vec::new(),
                 })
                 .collect();
-            for send in sends {
-                send.await.expect("the queue").expect("enqueue");
-            }
+            let count = entries.len();
+            let imported = queue
+                .send(ImportEntries { entries })
+                .await
+                .expect("the queue")
+                .expect("import the entries");
+            assert_eq!(imported, count, "every seeded entry is queued");
         })
     })
     .join()
@@ -258,15 +285,19 @@ fn seed_queue(state: &Path, entries: Vec<Vec<Value>>) {
 
 // ---------------------------------------------------------------- the platform
 
-/// When the platform kills the daemon.
+/// What the platform does at one request of the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Trigger {
-    /// Never: answer everything.
+    /// Nothing: answer everything.
     Never,
-    /// Receive the n-th push (0-based), then kill without answering (mid-POST).
-    HoldAt(usize),
-    /// Answer the n-th push with a 2xx, then kill at once (before the Queue records it).
-    AfterAnswer(usize),
+    /// Receive the n-th push (0-based), then SIGKILL without answering (mid-POST).
+    KillHolding(usize),
+    /// Answer the n-th push with a 2xx, then SIGKILL at once (before the Queue
+    /// records it).
+    KillAfterAnswer(usize),
+    /// Hold the n-th push until [`Platform::release`], then answer it as any other
+    /// (never, if it is not released: the test signals the daemon meanwhile).
+    Hold(usize),
 }
 
 /// One push the platform read in full.
@@ -287,8 +318,16 @@ struct Shared {
     /// kill can never race the reaping of the child (after which the pid may be
     /// recycled: pid_max is 32768 on this machine).
     pid: Mutex<i32>,
-    /// The trigger fired.
+    /// A kill trigger fired.
     fired: AtomicBool,
+    /// The `Hold` request arrived and is being held.
+    held: AtomicBool,
+    /// The held request may be answered.
+    released: Mutex<bool>,
+    release: Condvar,
+    /// Requests read and not answered yet, and the most at any time (1: one in flight).
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -304,6 +343,20 @@ impl Shared {
         self.fired.store(true, Ordering::SeqCst);
         // SAFETY: signalling the test's own child: armed means not yet reaped.
         unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+
+    /// Holds the current request until released (`true`) or the platform stops.
+    fn hold(&self) -> bool {
+        self.held.store(true, Ordering::SeqCst);
+        let mut released = lock(&self.released);
+        while !*released && !self.stop.load(Ordering::SeqCst) {
+            released = self
+                .release
+                .wait_timeout(released, Duration::from_millis(20))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *released
     }
 
     /// 1-4 ms, from the seed and the request's index.
@@ -330,6 +383,11 @@ impl Platform {
             seed,
             pid: Mutex::new(0),
             fired: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+            released: Mutex::new(false),
+            release: Condvar::new(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let accepting = shared.clone();
@@ -365,6 +423,20 @@ impl Platform {
 
     fn fired(&self) -> bool {
         self.shared.fired.load(Ordering::SeqCst)
+    }
+
+    fn held(&self) -> bool {
+        self.shared.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets the held request be answered.
+    fn release(&self) {
+        *lock(&self.shared.released) = true;
+        self.shared.release.notify_all();
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     fn log(&self) -> Vec<Received> {
@@ -440,11 +512,21 @@ fn serve(stream: TcpStream, shared: &Shared) {
             });
             log.len() - 1
         };
-        if shared.trigger == Trigger::HoldAt(index) {
-            shared.kill();
-            continue; // never answered; the next read sees EOF
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        match shared.trigger {
+            Trigger::KillHolding(n) if n == index => {
+                shared.kill();
+                continue; // never answered; the next read sees EOF
+            }
+            // Held until released, then answered as any other; never released: never
+            // answered.
+            Trigger::Hold(n) if n == index && !shared.hold() => return,
+            _ => {}
         }
         thread::sleep(shared.delay(index));
+        // Before the answer: the daemon may send its next request as soon as it has it.
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
         if writer
             .write_all(answer)
@@ -454,7 +536,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
             return;
         }
         lock(&shared.log)[index].answered = true;
-        if shared.trigger == Trigger::AfterAnswer(index) {
+        if shared.trigger == Trigger::KillAfterAnswer(index) {
             shared.kill();
         }
     }
@@ -465,55 +547,108 @@ fn serve(stream: TcpStream, shared: &Shared) {
 /// How a daemon incarnation ends.
 #[derive(Clone, Copy, Debug)]
 enum KillAt {
-    /// By the platform's trigger.
+    /// SIGKILL by the platform's trigger.
     Request(Trigger),
-    /// After this long.
+    /// SIGKILL after this long.
     Time(Duration),
+    /// SIGTERM while the platform holds the n-th request, which it then answers.
+    Stop(usize),
+    /// SIGTERM while the platform holds the n-th request, then SIGTERM again; the
+    /// request is never answered.
+    StopTwice(usize),
     /// Not killed: it finishes, then stops on SIGTERM.
     Finish,
+}
+
+/// How an incarnation actually ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// SIGKILL: at most the request in flight is sent again.
+    Killed,
+    /// One SIGTERM, exit 0: nothing is sent again.
+    Graceful,
+    /// A second SIGTERM, exit 0: the request in flight is abandoned, sent again.
+    AtOnce,
 }
 
 /// One daemon incarnation and what came of it.
 struct Phase {
     label: String,
     platform: Platform,
-    killed: bool,
+    end: End,
+    /// The request the platform held while the daemon was signalled.
+    held: Option<usize>,
+    /// From the second SIGTERM to the exit.
+    second_exit: Option<Duration>,
     /// The queue once it was dead.
     after: Vec<Entry>,
     /// Seqs it logged as pushed (logged after their durable commit).
     logged: BTreeSet<u64>,
 }
 
+impl Phase {
+    /// The requests it sent whose entry is still queued: they will be sent again.
+    fn resent(&self) -> Vec<Received> {
+        let still: HashSet<&str> = self.after.iter().map(|e| e.key.as_str()).collect();
+        self.platform
+            .log()
+            .into_iter()
+            .filter(|r| still.contains(r.key.as_str()))
+            .collect()
+    }
+}
+
 /// Statistics of one kind, over all its rounds.
 #[derive(Default)]
 struct Tally {
     rounds: usize,
+    /// SIGKILLs (of a daemon or of a `push`).
     kills: usize,
+    /// Daemons stopped by one SIGTERM in the middle of a drain.
+    stops: usize,
+    /// Daemons stopped by a second SIGTERM while a request was held, and the
+    /// slowest exit after it.
+    second_signals: usize,
+    slowest_second_exit: Duration,
     dispatches: usize,
     lost: usize,
-    /// Extra copies the platform received.
+    /// Extra copies the platform received, in requests (idempotency keys) and in
+    /// dispatches.
+    duplicate_requests: usize,
     duplicates: usize,
-    /// Per window: (kills, most entries re-sent after one kill).
-    per_window: BTreeMap<usize, (usize, usize)>,
-    /// Killed `push` runs that had committed / had not.
+    /// Most requests to be re-sent after one kill (or second signal).
+    max_resent_after_kill: usize,
+    /// Most requests to be re-sent after one graceful stop.
+    max_resent_after_stop: usize,
+    /// Killed `push` runs that had exited 0 / committed unacknowledged / left nothing.
     enqueue_outcomes: (usize, usize, usize),
 }
 
 impl Tally {
     fn print(&self, kind: &str) {
-        let windows: Vec<String> = self
-            .per_window
-            .iter()
-            .map(|(w, (kills, max))| {
-                format!("window {w}: {kills} kill(s), max {max} entr(ies) re-sent")
-            })
-            .collect();
         let mut line = format!(
-            "crash[{kind}]: rounds {}, kill points {}, dispatches {}, lost {}, duplicates {}",
-            self.rounds, self.kills, self.dispatches, self.lost, self.duplicates
+            "crash[{kind}]: rounds {}, kill points {}, dispatches {}, lost {}, \
+             duplicates {} request(s) / {} dispatch(es), max requests re-sent after one kill {}",
+            self.rounds,
+            self.kills,
+            self.dispatches,
+            self.lost,
+            self.duplicate_requests,
+            self.duplicates,
+            self.max_resent_after_kill
         );
-        if !windows.is_empty() {
-            line.push_str(&format!(" ({})", windows.join("; ")));
+        if self.stops > 0 {
+            line.push_str(&format!(
+                "; graceful stops mid-drain {}, max requests re-sent after one {}",
+                self.stops, self.max_resent_after_stop
+            ));
+        }
+        if self.second_signals > 0 {
+            line.push_str(&format!(
+                "; second SIGTERMs {} (each abandons the request in flight), slowest exit \
+                 after one {:?} (shutdown timeout {SHUTDOWN_TIMEOUT})",
+                self.second_signals, self.slowest_second_exit
+            ));
         }
         let (acked, committed, rolled_back) = self.enqueue_outcomes;
         if acked + committed + rolled_back > 0 {
@@ -535,7 +670,6 @@ struct Round {
     seed: u64,
     rng: Lcg,
     sandbox: Sandbox,
-    window: Option<u16>,
     /// The daemon scans the workspace root at start (else it only drains).
     scan: bool,
     phases: Vec<Phase>,
@@ -545,23 +679,22 @@ struct Round {
 
 impl Round {
     fn new(kind: &str, index: usize) -> Self {
+        // FNV-1a of the kind: kinds of the same length get different seeds.
+        let kind_hash = kind.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         let seed = base_seed()
             .wrapping_add(index as u64 * 7919)
-            .wrapping_add(kind.len() as u64 * 104_729);
+            .wrapping_add(kind_hash);
         Round {
             label: format!("{kind} round {index} (seed {seed})"),
             seed,
             rng: Lcg::new(seed),
             sandbox: Sandbox::new(),
-            window: WINDOWS[index % WINDOWS.len()],
             scan: false,
             phases: Vec::new(),
             expected: BTreeSet::new(),
         }
-    }
-
-    fn window(&self) -> usize {
-        self.window.map_or(DEFAULT_LEASE_WINDOW, usize::from)
     }
 
     /// 300 host dispatches in entries of 1-3, queued before the first daemon starts.
@@ -575,24 +708,34 @@ impl Round {
             entries.push(ids.iter().map(|id| dispatch(id)).collect());
             next += size;
         }
+        let count = entries.len();
         seed_queue(&self.sandbox.state(), entries);
+        assert_eq!(
+            self.sandbox.queue().len(),
+            count,
+            "{}: each seeded entry is one request",
+            self.label
+        );
     }
 
     /// Runs one daemon incarnation until `kill`.
     fn phase(&mut self, kill: KillAt) {
         let before = self.sandbox.queue();
         let number = self.phases.len();
-        let trigger = match kill {
-            KillAt::Request(trigger) => trigger,
-            _ => Trigger::Never,
+        let (trigger, held) = match kill {
+            KillAt::Request(trigger) => (trigger, None),
+            KillAt::Stop(n) | KillAt::StopTwice(n) => (Trigger::Hold(n), Some(n)),
+            KillAt::Time(_) | KillAt::Finish => (Trigger::Never, None),
         };
         let platform = Platform::start(self.seed.wrapping_add(number as u64), trigger);
         let log_path = self.sandbox.path().join(format!("daemon-{number}.log"));
-        let mut args = vec!["run", "--scan-interval", if self.scan { "1h" } else { "0" }];
-        let window = self.window.map(|w| w.to_string());
-        if let Some(window) = &window {
-            args.extend(["--lease-window", window.as_str()]);
-        }
+        let args = [
+            "run",
+            "--scan-interval",
+            if self.scan { "1h" } else { "0" },
+            "--shutdown-timeout",
+            SHUTDOWN_TIMEOUT,
+        ];
         let mut cmd = self.sandbox.online(&platform.url(), &args);
         cmd.env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -603,7 +746,9 @@ impl Round {
         let label = format!("{} phase {number} ({kill:?})", self.label);
         let started = Instant::now();
         let log = || fs::read_to_string(&log_path).unwrap_or_default();
-        let killed = match kill {
+        // Set once the second SIGTERM is sent.
+        let mut second_at = None;
+        let end = match kill {
             KillAt::Request(_) => {
                 let mut quiet_since = (Instant::now(), 0);
                 loop {
@@ -620,8 +765,8 @@ impl Round {
                             log()
                         );
                     }
-                    // The trigger may lie beyond what is left (a window re-sent fewer
-                    // entries than counted): once idle, kill it anyway.
+                    // Safety net (the trigger is always within what is queued): once
+                    // idle, kill it anyway.
                     let seen = platform.log().len();
                     if seen != quiet_since.1 {
                         quiet_since = (Instant::now(), seen);
@@ -636,40 +781,68 @@ impl Round {
                     );
                     thread::sleep(Duration::from_millis(1));
                 }
-                true
+                End::Killed
             }
             KillAt::Time(after) => {
                 thread::sleep(after);
                 kill_now(child);
-                true
+                End::Killed
+            }
+            KillAt::Stop(_) | KillAt::StopTwice(_) => {
+                // SIGTERM is handled only once the daemon says it runs.
+                wait_until(
+                    child,
+                    &label,
+                    &log,
+                    "the held request and the start",
+                    || platform.held() && log().contains("agent-sync running"),
+                );
+                sigterm(child);
+                wait_until(child, &label, &log, "the first SIGTERM", || {
+                    log().contains("received; stopping")
+                });
+                if matches!(kill, KillAt::Stop(_)) {
+                    // Long enough for the stop to reach the Pusher: answered before
+                    // that, the drain would rightly send one more request.
+                    thread::sleep(Duration::from_millis(100));
+                    platform.release();
+                    End::Graceful
+                } else {
+                    sigterm(child);
+                    second_at = Some(Instant::now());
+                    End::AtOnce
+                }
             }
             KillAt::Finish => {
                 // SIGTERM is handled only once the daemon says it runs.
-                while !log().contains("agent-sync running") {
-                    assert!(
-                        started.elapsed() < DEADLINE,
-                        "{label}: no start; log:\n{}",
-                        log()
-                    );
-                    thread::sleep(Duration::from_millis(2));
-                }
+                wait_until(child, &label, &log, "the start", || {
+                    log().contains("agent-sync running")
+                });
                 self.wait_all_delivered(&platform, &before, &label, &log);
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                false
+                sigterm(child);
+                End::Graceful
             }
         };
-        platform.disarm();
-        let status = wait_exit(child, &label);
-        if killed {
-            assert_eq!(
+        let status = wait_exit(child, &platform, &label);
+        match end {
+            End::Killed => assert_eq!(
                 status.signal(),
                 Some(libc::SIGKILL),
                 "{label}: {status}; log:\n{}",
                 log()
+            ),
+            End::Graceful | End::AtOnce => {
+                assert_eq!(status.code(), Some(0), "{label}: {status}; log:\n{}", log())
+            }
+        }
+        let second_exit = second_at.map(|at| at.elapsed());
+        if let Some(took) = second_exit {
+            assert!(
+                took < PROMPT_EXIT,
+                "{label}: {took:?} from the second SIGTERM to the exit (shutdown timeout \
+                 {SHUTDOWN_TIMEOUT}); log:\n{}",
+                log()
             );
-        } else {
-            assert_eq!(status.code(), Some(0), "{label}; log:\n{}", log());
         }
         // Let the platform read whatever the dead process had already written.
         thread::sleep(Duration::from_millis(20));
@@ -679,6 +852,12 @@ impl Round {
             !text.contains("panicked"),
             "{label}: the daemon panicked:\n{text}"
         );
+        if end == End::Graceful {
+            assert!(
+                !text.contains("shutdown deadline; abandoning"),
+                "{label}: a graceful stop abandoned its request:\n{text}"
+            );
+        }
         let logged = text
             .lines()
             .filter_map(|l| l.split("pushed entry ").nth(1))
@@ -688,18 +867,19 @@ impl Round {
         let phase = Phase {
             label,
             platform,
-            killed,
+            end,
+            held,
+            second_exit,
             after,
             logged,
         };
-        check_phase(&before, &phase, self.window());
+        check_phase(&before, &phase, &text);
         self.phases.push(phase);
     }
 
-    /// Waits until every expected id was answered and the platform has been quiet.
     /// Waits until every expected id was answered (in any incarnation), every entry
-    /// queued at the start of this one was answered by it (a window re-sent after a
-    /// kill), and the platform has been quiet long enough for the last commit.
+    /// queued at the start of this one was answered by it (one re-sent after a kill
+    /// included), and the platform has been quiet long enough for the last commit.
     fn wait_all_delivered(
         &self,
         current: &Platform,
@@ -755,11 +935,14 @@ impl Round {
         assert_eq!(status["queued_entries"], 0, "{label}: {status}");
         assert_eq!(status["dead_letters"], 0, "{label}: {status}");
 
-        // Every copy of every id the platform received, over all incarnations.
+        // Every copy of every request and of every id the platform received, over all
+        // incarnations.
+        let mut requests: BTreeMap<String, usize> = BTreeMap::new();
         let mut received: BTreeMap<String, usize> = BTreeMap::new();
         let mut answered: HashSet<String> = HashSet::new();
         for phase in &self.phases {
             for r in phase.platform.log() {
+                *requests.entry(r.key.clone()).or_default() += 1;
                 for id in &r.ids {
                     *received.entry(id.clone()).or_default() += 1;
                     if r.answered {
@@ -775,30 +958,49 @@ impl Round {
             .collect();
         assert!(lost.is_empty(), "{label}: lost {lost:?}");
 
-        // Every extra copy is one re-send of a window that was in flight at a kill.
+        // Every extra copy is the re-send of the one request in flight at a kill (or
+        // at a second signal); a graceful stop leaves none.
+        let duplicate_requests: usize = requests.values().map(|n| n - 1).sum();
         let duplicates: usize = received.values().map(|n| n - 1).sum();
-        let mut explained = 0;
-        for phase in self.phases.iter().filter(|p| p.killed) {
-            let still: HashSet<&str> = phase.after.iter().map(|e| e.key.as_str()).collect();
-            let resent: Vec<Received> = phase
-                .platform
-                .log()
-                .into_iter()
-                .filter(|r| still.contains(r.key.as_str()))
-                .collect();
-            explained += resent.iter().map(|r| r.ids.len()).sum::<usize>();
-            let entry = tally.per_window.entry(self.window()).or_default();
-            entry.0 += 1;
-            entry.1 = entry.1.max(resent.len());
-            tally.kills += 1;
+        let (mut resent_requests, mut resent_dispatches) = (0, 0);
+        for phase in &self.phases {
+            let resent = phase.resent();
+            match phase.end {
+                End::Killed | End::AtOnce => {
+                    resent_requests += resent.len();
+                    resent_dispatches += resent.iter().map(|r| r.ids.len()).sum::<usize>();
+                    tally.max_resent_after_kill = tally.max_resent_after_kill.max(resent.len());
+                    if phase.end == End::Killed {
+                        tally.kills += 1;
+                    } else {
+                        tally.second_signals += 1;
+                    }
+                    if let Some(took) = phase.second_exit {
+                        tally.slowest_second_exit = tally.slowest_second_exit.max(took);
+                    }
+                }
+                End::Graceful => {
+                    tally.max_resent_after_stop = tally.max_resent_after_stop.max(resent.len());
+                    if phase.held.is_some() {
+                        tally.stops += 1;
+                    }
+                }
+            }
         }
+        let twice: Vec<(&String, &usize)> = requests.iter().filter(|(_, n)| **n > 1).collect();
         assert_eq!(
-            duplicates, explained,
-            "{label}: duplicates not explained by the windows in flight"
+            duplicate_requests, resent_requests,
+            "{label}: requests sent more than once {twice:?}, not explained by the one \
+             request in flight at each kill"
+        );
+        assert_eq!(
+            duplicates, resent_dispatches,
+            "{label}: duplicate dispatches not explained by the requests in flight at the kills"
         );
         tally.rounds += 1;
         tally.dispatches += self.expected.len();
         tally.lost += lost.len();
+        tally.duplicate_requests += duplicate_requests;
         tally.duplicates += duplicates;
     }
 }
@@ -820,9 +1022,43 @@ fn kill_now(child: &Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
 }
 
-fn wait_exit(child: &mut Child, label: &str) -> std::process::ExitStatus {
+fn sigterm(child: &Child) {
+    // SAFETY: signalling our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// Polls `ready` until it holds; fails if the daemon exits first or on the deadline.
+fn wait_until(
+    child: &mut Child,
+    label: &str,
+    log: &dyn Fn() -> String,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    while !ready() {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!(
+                "{label}: the daemon exited ({status}) before {what}; log:\n{}",
+                log()
+            );
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{label}: timed out waiting for {what}; log:\n{}",
+            log()
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits for the daemon to exit; the platform is disarmed before it is reaped.
+fn wait_exit(child: &mut Child, platform: &Platform, label: &str) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
+        // Nothing may signal a pid once reaped: disarm, then look (a kill trigger may
+        // have fired meanwhile, which is what this phase waits for anyway).
+        platform.disarm();
         if let Some(status) = child.try_wait().expect("try_wait") {
             return status;
         }
@@ -834,8 +1070,8 @@ fn wait_exit(child: &mut Child, label: &str) -> std::process::ExitStatus {
     }
 }
 
-/// The per-kill checks of the module docs.
-fn check_phase(before: &[Entry], phase: &Phase, window: usize) {
+/// The per-stop checks of the module docs; `text` is the daemon's log.
+fn check_phase(before: &[Entry], phase: &Phase, text: &str) {
     let label = &phase.label;
     let received = phase.platform.log();
     let answered: HashSet<&str> = received
@@ -867,6 +1103,12 @@ fn check_phase(before: &[Entry], phase: &Phase, window: usize) {
             );
         }
     }
+    // One request in flight, ever.
+    assert!(
+        phase.platform.max_in_flight() <= 1,
+        "{label}: the platform held {} requests at once",
+        phase.platform.max_in_flight()
+    );
     // Logged as pushed = durably recorded: never queued again.
     for seq in &phase.logged {
         assert!(
@@ -874,26 +1116,53 @@ fn check_phase(before: &[Entry], phase: &Phase, window: usize) {
             "{label}: entry {seq} was logged as pushed but is still queued"
         );
     }
-    if !phase.killed {
-        return;
-    }
-    // What will be sent again is the tail of what was sent: one window at most.
+    // The requests to be sent again, by their index in what this incarnation sent.
     let resent: Vec<usize> = received
         .iter()
         .enumerate()
         .filter(|(_, r)| after.contains(r.key.as_str()))
         .map(|(i, _)| i)
         .collect();
-    let tail: Vec<usize> = (received.len() - resent.len()..received.len()).collect();
-    assert_eq!(
-        resent, tail,
-        "{label}: the entries to be re-sent are not the window in flight"
-    );
-    assert!(
-        resent.len() <= window,
-        "{label}: {} entries to re-send, more than the window of {window}",
-        resent.len()
-    );
+    if let Some(held) = phase.held {
+        // Signalled while the platform held request `held`: nothing new started.
+        assert_eq!(
+            received.len(),
+            held + 1,
+            "{label}: a request started after the SIGTERM; log:\n{text}"
+        );
+    }
+    match phase.end {
+        End::Killed => {
+            // At most the one in flight: the last request sent.
+            assert!(
+                resent.len() <= 1 && resent.iter().all(|&i| i + 1 == received.len()),
+                "{label}: requests {resent:?} of {} will be sent again; at most the last \
+                 one (in flight) may be",
+                received.len()
+            );
+        }
+        End::Graceful => {
+            assert!(
+                resent.is_empty(),
+                "{label}: a graceful stop left requests {resent:?} of {} sent and still \
+                 queued; log:\n{text}",
+                received.len()
+            );
+        }
+        End::AtOnce => {
+            // Abandoned: the held request, unanswered, is still queued, alone.
+            let held = phase.held.expect("a held request");
+            assert_eq!(
+                resent,
+                vec![held],
+                "{label}: the abandoned request is not (only) the one held; log:\n{text}"
+            );
+            assert!(
+                !received[held].answered,
+                "{label}: the held one was answered"
+            );
+        }
+    }
 }
 
 // ----------------------------------------------------------------------- kinds
@@ -1002,6 +1271,7 @@ fn crash_mid_enqueue_never_loses_an_acknowledged_push() {
     tally.print("mid-enqueue");
     assert_eq!(tally.lost, 0);
     assert_eq!(tally.duplicates, 0, "no delivery was interrupted");
+    assert_eq!(tally.duplicate_requests, 0, "no delivery was interrupted");
 }
 
 fn write_dispatches(path: &Path, prefix: &str, count: usize) {
@@ -1015,13 +1285,14 @@ fn write_dispatches(path: &Path, prefix: &str, count: usize) {
     fs::write(path, serde_json::to_vec(&items).expect("json")).expect("write dispatches");
 }
 
-/// Two kills per round at points `pick` chooses from the entries left, then a finish.
-fn delivery_rounds(kind: &str, pick: fn(&mut Lcg, usize) -> KillAt) {
+/// Seeded rounds: `stops` stops per round at points `pick` chooses from the entries
+/// left, then a finish. Prints and returns the kind's tally.
+fn delivery_rounds(kind: &str, stops: usize, pick: fn(&mut Lcg, usize) -> KillAt) -> Tally {
     let mut tally = Tally::default();
     for index in 0..rounds() {
         let mut round = Round::new(kind, index);
         round.seed_entries();
-        for _ in 0..2 {
+        for _ in 0..stops {
             let left = round.sandbox.queue().len();
             if left == 0 {
                 break;
@@ -1033,28 +1304,68 @@ fn delivery_rounds(kind: &str, pick: fn(&mut Lcg, usize) -> KillAt) {
     }
     tally.print(kind);
     assert_eq!(tally.lost, 0);
+    assert!(
+        tally.max_resent_after_kill <= 1,
+        "more than the request in flight"
+    );
+    assert_eq!(
+        tally.max_resent_after_stop, 0,
+        "re-sent after a graceful stop"
+    );
+    tally
 }
 
 #[test]
-fn crash_mid_post_resends_only_the_window_in_flight() {
-    delivery_rounds("mid-post", |rng, left| {
-        KillAt::Request(Trigger::HoldAt(rng.below(left as u64) as usize))
+fn crash_mid_post_resends_at_most_the_request_in_flight() {
+    delivery_rounds("mid-post", 2, |rng, left| {
+        KillAt::Request(Trigger::KillHolding(rng.below(left as u64) as usize))
     });
 }
 
 #[test]
-fn crash_right_after_a_2xx_resends_only_the_window_in_flight() {
-    delivery_rounds("after-2xx", |rng, left| {
-        KillAt::Request(Trigger::AfterAnswer(rng.below(left as u64) as usize))
+fn crash_right_after_a_2xx_resends_at_most_the_request_in_flight() {
+    delivery_rounds("after-2xx", 2, |rng, left| {
+        KillAt::Request(Trigger::KillAfterAnswer(rng.below(left as u64) as usize))
     });
 }
 
 #[test]
 fn crash_at_random_moments_loses_nothing() {
     // Start-up and repair take tens of ms; each entry a few ms.
-    delivery_rounds("anytime", |rng, left| {
+    delivery_rounds("anytime", 2, |rng, left| {
         KillAt::Time(Duration::from_millis(rng.below(80 + 3 * left as u64)))
     });
+}
+
+/// SIGTERM while the platform holds a request it then answers: the daemon exits 0
+/// with that outcome committed and nothing else started, up to twice per round; after the
+/// restarts and the final drain no request, no dispatch, arrived twice (R3).
+#[test]
+fn graceful_stop_mid_drain_resends_nothing() {
+    let tally = delivery_rounds("sigterm", 2, |rng, left| {
+        KillAt::Stop(rng.below(left as u64) as usize)
+    });
+    // The first stop of a round always lands mid-drain; the second only when the
+    // first held request was not the last one queued.
+    assert!(tally.stops >= rounds(), "a round without a stop mid-drain");
+    assert_eq!(tally.duplicate_requests, 0, "a request was sent twice");
+    assert_eq!(tally.duplicates, 0, "a dispatch was sent twice");
+}
+
+/// A second SIGTERM while the platform never answers: the daemon exits 0 at once,
+/// well under `--shutdown-timeout 30s`, with the entry still queued; it is the one
+/// request sent again after the restart.
+#[test]
+fn second_sigterm_stops_at_once_keeping_the_request_queued() {
+    let tally = delivery_rounds("second-sigterm", 1, |rng, left| {
+        KillAt::StopTwice(rng.below(left as u64) as usize)
+    });
+    assert_eq!(tally.second_signals, rounds());
+    assert_eq!(
+        tally.duplicate_requests,
+        rounds(),
+        "exactly the abandoned request is sent again, once per round"
+    );
 }
 
 /// 300 finished workspaces found by the daemon's own scan: a kill at a random moment
@@ -1080,7 +1391,7 @@ fn crash_while_scanned_workspaces_are_delivered_loses_nothing() {
         round.phase(KillAt::Time(first));
         let left = round.sandbox.queue().len().max(1);
         let n = round.rng.below(left as u64) as usize;
-        round.phase(KillAt::Request(Trigger::AfterAnswer(n)));
+        round.phase(KillAt::Request(Trigger::KillAfterAnswer(n)));
         round.finish(&mut tally);
         // The Ledger survived the kills with the Queue: a new push finds nothing.
         let status = round.sandbox.status();
@@ -1100,4 +1411,5 @@ fn crash_while_scanned_workspaces_are_delivered_loses_nothing() {
     }
     tally.print("scanned");
     assert_eq!(tally.lost, 0);
+    assert!(tally.max_resent_after_kill <= 1);
 }

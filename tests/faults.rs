@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use agent_sync_actors::messages::*;
 use agent_sync_actors::model::{DeadLetter, Direction, QueueEntry};
 use agent_sync_actors::platform::{HttpPlatform, Platform, PlatformConfig};
+use agent_sync_actors::queue::Jitter;
 use agent_sync_actors::time::{Clock, Timestamp};
 use agent_sync_actors::SyncActors;
 use serde_json::{json, Value};
@@ -673,7 +674,11 @@ async fn a_5xx_storm_then_recovery_delivers_everything_in_order_with_stable_keys
         dirs.state(),
         platform.as_platform(),
         Some(TOKEN),
-        &Options::max_batch(1),
+        // Exact steps: this is about the storm, not the jitter.
+        &Options {
+            jitter: Jitter::Off,
+            ..Options::max_batch(1)
+        },
         Clock::tokio(),
     );
     assert_eq!(push_host(&actors, &["a", "b", "c"]).await.count, 0);
@@ -1442,7 +1447,9 @@ fn a_full_disk_refuses_the_enqueue_and_keeps_exactly_what_was_acknowledged() {
         limit_file_size(&mut cmd, limit);
         let out = run(cmd);
         if out.code == 0 {
-            assert_eq!(failures, 0, "an enqueue succeeded after the disk filled up");
+            // A later push may fit again (redb reuses what a failed commit left), so
+            // a success after a failure is fine: what counts is that every
+            // acknowledged push, and only those, is queued (checked below).
             acked.extend(ids);
         } else {
             assert_error(&out, "a push on a full disk");
@@ -1665,22 +1672,16 @@ fn a_second_process_beside_a_running_daemon_fails_fast_and_changes_nothing() {
     wait_for("the first delivery", secs(20), || {
         server.delivered().len() == 1
     });
-    let (file, refused) = sandbox.dispatches("second", 2, 10);
+    // Beside a running daemon, status, queue, push, pull and requeue are carried out
+    // by it through its control socket (tests/control.rs); the two commands that need
+    // the state to themselves are refused, naming the daemon's pid.
     let in_use = format!(
-        "state in {} is in use by another agent-sync process",
-        sandbox.state().display()
+        "state in {} is in use by another agent-sync process (pid {})",
+        sandbox.state().display(),
+        daemon.pid()
     );
     let url = server.url();
     let cases: Vec<(&str, Command)> = vec![
-        ("status", sandbox.cmd(&["status"])),
-        ("queue", sandbox.cmd(&["--json", "queue"])),
-        (
-            "push --dispatches",
-            sandbox.online(&url, &["push", "--dispatches", file.to_str().unwrap()]),
-        ),
-        ("push", sandbox.online(&url, &["push"])),
-        ("pull", sandbox.online(&url, &["pull"])),
-        ("requeue", sandbox.cmd(&["requeue", "--all"])),
         ("import-legacy", sandbox.cmd(&["import-legacy"])),
         ("a second daemon", sandbox.online(&url, &["run"])),
     ];
@@ -1711,12 +1712,7 @@ fn a_second_process_beside_a_running_daemon_fails_fast_and_changes_nothing() {
             .all(|(r, _)| r.head.method == "POST" && r.ids() == ["core/two/first"]),
         "the refused processes sent nothing"
     );
-    let queued = sandbox.queued_ids();
-    assert!(
-        refused.iter().all(|id| !queued.contains(id)),
-        "a refused push queued {queued:?}"
-    );
     let status = sandbox.status();
     assert_eq!(status["ledger_entries"], 2, "{status}");
-    assert_eq!(status["context_count"], 0, "the refused pull wrote nothing");
+    assert_eq!(status["queued_entries"], 0, "{status}");
 }

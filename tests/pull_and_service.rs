@@ -1,5 +1,5 @@
 //! The pull path (L1, L2) against a real loopback platform, and `SyncService` wiring:
-//! push, pull, status, stop with a request in flight (R3), the state lock (R2).
+//! push, pull, status, abort with a request in flight (R3), the state lock (R2).
 
 mod common;
 
@@ -319,12 +319,12 @@ async fn service_push_pull_status_and_history() {
         .map(|r| r.direction)
         .collect();
     assert_eq!(directions, [Direction::Push, Direction::Pull]);
-    service.stop();
+    service.stop().await;
     platform.stop().await;
 }
 
 #[actix::test]
-async fn r3_stop_with_a_request_in_flight_leaves_the_entry_queued() {
+async fn r3_abort_with_a_request_in_flight_leaves_the_entry_queued() {
     let platform = LoopbackPlatform::start().await;
     platform.set_default(Scripted::ok().delay(Duration::from_secs(30)));
     let dirs = Dirs::new();
@@ -342,10 +342,10 @@ async fn r3_stop_with_a_request_in_flight_leaves_the_entry_queued() {
     .await;
 
     let started = std::time::Instant::now();
-    service.stop();
+    service.abort();
     assert!(
         started.elapsed() < Duration::from_secs(5),
-        "stop does not wait for the slow platform"
+        "abort does not wait for the slow platform"
     );
     assert!(
         pending.await.unwrap().is_err(),
@@ -381,7 +381,7 @@ async fn r2_second_service_on_the_same_state_is_refused() {
     let dirs = Dirs::new();
     let first = SyncService::start(service_config(&dirs, &dead_url(), None)).unwrap();
     match SyncService::start(service_config(&dirs, &dead_url(), None)) {
-        Err(e @ StartError::Open(_)) => {
+        Err(e @ StartError::InUse { .. }) => {
             assert!(
                 e.to_string()
                     .contains("is in use by another agent-sync process"),
@@ -391,10 +391,11 @@ async fn r2_second_service_on_the_same_state_is_refused() {
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a second service opened the same state"),
     }
-    first.stop();
+    first.stop().await;
     SyncService::start(service_config(&dirs, &dead_url(), None))
         .expect("free again after stop")
-        .stop();
+        .stop()
+        .await;
 }
 
 #[actix::test]

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use agent_sync_actors::messages::*;
 use agent_sync_actors::model::{DeadLetter, Direction, QueueEntry, SyncRecord};
+use agent_sync_actors::queue::Jitter;
 use agent_sync_actors::time::{Clock, Timestamp};
 use agent_sync_actors::{Store, SyncActors, SyncError};
 
@@ -44,6 +45,16 @@ fn assert_between(what: &str, t: Timestamp, from: Timestamp, to: Timestamp) {
 
 /// `next` is `delay` after some instant of `[before, after]` (50 ms of slack).
 #[track_caller]
+/// `next_attempt` is a jittered `step` after the failure: within [0.5x, 1.5x] of it.
+fn assert_backoff(next: Option<Timestamp>, before: Timestamp, after: Timestamp, step: Duration) {
+    let next = next.expect("next_attempt is set");
+    let from = before.saturating_add(step / 2);
+    let to = after
+        .saturating_add(step * 3 / 2)
+        .saturating_add(millis(50));
+    assert_between("next_attempt", next, from, to);
+}
+
 fn assert_next_attempt(
     next: Option<Timestamp>,
     before: Timestamp,
@@ -415,7 +426,7 @@ async fn p4_platform_down_keeps_entry_with_one_attempt_and_1s_backoff() {
         Some("2026-04-14T12:00:00Z#1")
     );
     assert_eq!(entry.attempts, 1);
-    assert_next_attempt(entry.next_attempt, before, after, secs(1));
+    assert_backoff(entry.next_attempt, before, after, secs(1));
     assert!(
         entry.last_error.as_deref().is_some_and(|e| !e.is_empty()),
         "{entry:?}"
@@ -466,13 +477,14 @@ async fn p5_entry_in_backoff_window_sends_no_request() {
     assert_eq!(server.requests().len(), 1, "{:?}", server.requests());
     assert!(now() < until, "the checks above must run inside the window");
 
-    // After the window the Pusher's own timer sends the head, then the rest, in order.
+    // After the window the Pusher's own timer sends the head, then the rest, in order:
+    // the scanned and the host dispatch queued behind it share one never-sent entry.
     wait_until("the queue is delivered", secs(10), || {
-        server.delivered().len() == 3
+        server.delivered().len() == 2
     })
     .await;
     let pushes = server.pushes();
-    assert_eq!(pushes.len(), 4, "{pushes:?}");
+    assert_eq!(pushes.len(), 3, "{pushes:?}");
     assert_eq!(pushes[1].dispatch_ids(), ["a"]);
     assert_eq!(pushes[1].idempotency_key(), pushes[0].idempotency_key());
     assert!(
@@ -480,8 +492,7 @@ async fn p5_entry_in_backoff_window_sends_no_request() {
         "retried after {:?}",
         pushes[1].received_at - pushes[0].received_at
     );
-    assert_eq!(pushes[2].dispatch_ids(), ["core/go-io/task-1"]);
-    assert_eq!(pushes[3].dispatch_ids(), ["b"]);
+    assert_eq!(pushes[2].dispatch_ids(), ["core/go-io/task-1", "b"]);
     server.stop().await;
 }
 
@@ -619,6 +630,13 @@ async fn p8_five_pushes_while_down_leave_one_queued_copy() {
         .flat_map(|p| p.dispatch_ids())
         .collect();
     assert_eq!(delivered, ["core/go-io/a", "core/go-io/b"]);
+    // The server has answered; wait for the Pusher to have recorded it too.
+    for _ in 0..500 {
+        if summary(&actors).await.entries == 0 {
+            break;
+        }
+        actix_rt::time::sleep(millis(10)).await;
+    }
     assert_eq!(push_default(&actors).await, pushed(0, 0));
     assert_eq!(server.delivered().len(), 2);
     server.stop().await;
@@ -817,7 +835,7 @@ async fn p10_retry_after_http_date_is_honoured() {
     assert_eq!(push_host(&actors2, vec![host("b")]).await.queued, 1);
     let after = now();
     let entry = queue(&actors2).await.remove(0);
-    assert_next_attempt(entry.next_attempt, before, after, secs(1));
+    assert_backoff(entry.next_attempt, before, after, secs(1));
     assert_eq!(server.pushes().len(), 2);
     server.stop().await;
 }
@@ -834,7 +852,7 @@ async fn p10_401_keeps_entry_and_sets_auth_failed_until_success() {
     let after = now();
     let entry = queue(&actors).await.remove(0);
     assert_eq!(entry.attempts, 1);
-    assert_next_attempt(entry.next_attempt, before, after, secs(1));
+    assert_backoff(entry.next_attempt, before, after, secs(1));
     assert!(
         entry
             .last_error
@@ -1210,7 +1228,7 @@ async fn p10_5xx_and_501_classes() {
         assert_eq!(report, pushed(0, 1), "{status}");
         assert_eq!(queued.len(), 1, "{status}: {queued:?}");
         assert_eq!(queued[0].attempts, 1, "{status}");
-        assert_next_attempt(queued[0].next_attempt, before, after, secs(1));
+        assert_backoff(queued[0].next_attempt, before, after, secs(1));
         let error = queued[0].last_error.clone().unwrap_or_default();
         assert!(error.contains(&status.to_string()), "{status}: {error}");
         assert!(dead.is_empty(), "{status} is transient: {dead:?}");
@@ -1442,9 +1460,9 @@ async fn h1_history_keeps_order_fields_and_only_newest_n() {
 
 // ---------------------------------------------------------------- backoff timers
 
-#[actix::test]
-async fn backoff_schedule_1_5_15_60_300_under_paused_time() {
-    tokio::time::pause();
+/// Gaps between the first seven attempts of one entry against a platform that always
+/// answers 503, with only the Pusher's own wake timer driving it (paused time).
+async fn retry_gaps(jitter: Jitter) -> Vec<Duration> {
     let clock = Clock::tokio();
     let platform = ScriptedPlatform::new(status_outcome(503));
     let dirs = Dirs::new();
@@ -1453,42 +1471,69 @@ async fn backoff_schedule_1_5_15_60_300_under_paused_time() {
         dirs.state(),
         platform.as_platform(),
         Some(TOKEN),
-        &Options::default(),
+        &Options {
+            jitter,
+            ..Options::default()
+        },
         clock,
     );
     assert_eq!(push_host(&actors, vec![host("a")]).await, pushed(0, 1));
-
-    // No Drain from here on: only the Pusher's own wake timer.
-    tokio::time::sleep(secs(1 + 5 + 15 + 60 + 300 + 30)).await;
+    // No Drain from here on: only the Pusher's own wake timer. 1.5x of every step fits.
+    tokio::time::sleep(secs((1 + 5 + 15 + 60 + 300 + 300) * 3 / 2 + 1)).await;
     let times = platform.push_times();
-    assert_eq!(times.len(), 6, "attempts at {times:?}");
-    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    for (gap, expected) in gaps.iter().zip([1, 5, 15, 60, 300]) {
-        let expected = secs(expected);
-        assert!(
-            *gap >= expected && *gap <= expected + millis(20),
-            "gaps {gaps:?} are not 1 s, 5 s, 15 s, 60 s, 300 s"
-        );
-    }
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).take(6).collect();
     let keys: Vec<String> = platform
         .push_requests()
         .iter()
         .map(|r| r.idempotency_key.clone())
         .collect();
     assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+    gaps
+}
 
-    let entry = queue(&actors).await.remove(0);
-    assert_eq!(entry.attempts, 6);
-    // From the sixth attempt on, 5 minutes.
-    let next = entry.next_attempt.expect("next_attempt");
-    let now = clock.now();
-    let ahead = next.duration_since(now);
+#[actix::test]
+async fn backoff_steps_1_5_15_60_300_are_jittered_within_half_and_one_and_a_half() {
+    tokio::time::pause();
+    // From the fifth attempt on, 5 minutes.
+    let seed = [1, 5, 15, 60, 300, 300];
+    let gaps = retry_gaps(Jitter::Seeded(TEST_SEED)).await;
+    assert_eq!(gaps.len(), 6, "{gaps:?}");
+    for (gap, step) in gaps.iter().zip(seed) {
+        let step = secs(step);
+        assert!(
+            *gap >= step / 2 && *gap <= step * 3 / 2 + millis(20),
+            "gaps {gaps:?} are not within [0.5x, 1.5x] of 1 s, 5 s, 15 s, 60 s, 300 s, 300 s"
+        );
+    }
     assert!(
-        ahead > secs(240) && ahead <= secs(300),
-        "next attempt {ahead:?} ahead"
+        gaps.iter()
+            .zip(seed)
+            .any(|(gap, step)| gap.abs_diff(secs(step)) > millis(100)),
+        "jitter moved no step: {gaps:?}"
     );
-    tokio::time::sleep(ahead + secs(1)).await;
-    assert_eq!(platform.push_times().len(), 7);
+
+    // The same seed gives the same schedule; another gives another.
+    let again = retry_gaps(Jitter::Seeded(TEST_SEED)).await;
+    for (a, b) in gaps.iter().zip(&again) {
+        assert!(a.abs_diff(*b) <= millis(20), "{gaps:?} vs {again:?}");
+    }
+    let other = retry_gaps(Jitter::Seeded(TEST_SEED + 1)).await;
+    assert!(
+        gaps.iter()
+            .zip(&other)
+            .any(|(a, b)| a.abs_diff(*b) > millis(100)),
+        "{gaps:?} vs {other:?}"
+    );
+
+    // Without jitter, the seed's exact steps.
+    let exact = retry_gaps(Jitter::Off).await;
+    for (gap, step) in exact.iter().zip(seed) {
+        let step = secs(step);
+        assert!(
+            *gap >= step && *gap <= step + millis(20),
+            "gaps {exact:?} are not 1 s, 5 s, 15 s, 60 s, 300 s, 300 s"
+        );
+    }
 }
 
 // --------------------------------------------------------------------- secrets

@@ -1,4 +1,6 @@
-//! When to try a failed push again: the seed schedule and `Retry-After`.
+//! When to try a failed push again: the seed schedule and `Retry-After`. The Queue's
+//! policy (`queue::policy`) spreads the steps with jitter and takes `Retry-After` as a
+//! floor.
 
 use std::time::{Duration, SystemTime};
 
@@ -49,14 +51,6 @@ impl RetryAfter {
     }
 }
 
-/// `now + max(backoff(attempts), retry_after)`, capped so a hostile header cannot park
-/// the queue for more than a day.
-pub fn next_attempt(attempts: u32, retry_after: Option<RetryAfter>, now: Timestamp) -> Timestamp {
-    const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
-    let asked = retry_after.map_or(Duration::ZERO, |r| r.delay_from(now).min(MAX_RETRY_AFTER));
-    now.saturating_add(backoff(attempts).max(asked))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,20 +71,5 @@ mod tests {
         let date = RetryAfter::parse("Wed, 21 Oct 2015 07:30:00 GMT").unwrap();
         assert_eq!(date.delay_from(now), Duration::from_secs(120));
         assert_eq!(RetryAfter::parse("soon"), None);
-    }
-
-    #[test]
-    fn retry_after_wins_only_when_longer_than_backoff() {
-        let now = Timestamp::from_unix_millis(0);
-        let long = Some(RetryAfter::Delay(Duration::from_secs(120)));
-        assert_eq!(
-            next_attempt(1, long, now).duration_since(now).as_secs(),
-            120
-        );
-        let short = Some(RetryAfter::Delay(Duration::from_secs(2)));
-        assert_eq!(
-            next_attempt(3, short, now).duration_since(now).as_secs(),
-            15
-        );
     }
 }

@@ -9,7 +9,7 @@ use actix::prelude::*;
 use redb::{Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use crate::error::StoreError;
-use crate::messages::{ReadSyncState, RecentRecords, Record, RecordMany, SetAuthFailed, SyncState};
+use crate::messages::{ReadSyncState, RecentRecords, Record, SetAuthFailed, SyncState};
 use crate::model::{Direction, SyncRecord};
 use crate::store::{decode, encode, Store};
 
@@ -122,14 +122,6 @@ impl Handler<Record> for History {
 
     fn handle(&mut self, Record(record): Record, _: &mut Self::Context) -> Self::Result {
         self.append(std::slice::from_ref(&record))
-    }
-}
-
-impl Handler<RecordMany> for History {
-    type Result = Result<(), StoreError>;
-
-    fn handle(&mut self, RecordMany(records): RecordMany, _: &mut Self::Context) -> Self::Result {
-        self.append(&records)
     }
 }
 

@@ -9,7 +9,7 @@
 //! |---------------|-----------|----------------------------------------|
 //! | [`scanner`]   | Scanner   | nothing persistent: walks workspaces   |
 //! | [`ledger`]    | Ledger    | table `ledger` (id -> fingerprint)     |
-//! | [`queue`]     | Queue     | `queue`, `queue_keys`, `dead_letters`  |
+//! | [`queue`]     | Queue     | `queue`, `queue_keys`, `queue_meta`, `dead_letters` |
 //! | [`pusher`]    | Pusher    | the awc client for pushes              |
 //! | [`puller`]    | Puller    | table `context` and the pull client    |
 //! | [`history`]   | History   | `history`, `sync_state`                |
@@ -21,15 +21,18 @@
 //! - [`walk`]: the workspace walk and its rescan cache.
 //! - [`store`]: the one redb file, its layout and crash semantics.
 //! - [`platform`]: the token, the URL policy and the awc client (DESIGN section 5).
-//! - [`backoff`]: the retry schedule and `Retry-After`.
+//! - [`backoff`]: the seed retry schedule and `Retry-After` (the Queue's policy adds
+//!   jitter).
 //! - [`time`]: timestamps and the clock that tests can pause.
 //! - [`error`]: one error type per kind of operation.
 //! - [`system`]: starts and connects the six actors.
+//! - [`metrics`]: the Prometheus series the Pusher and Puller move.
 //!
 //! A push: host -> [`messages::SyncPush`] -> Pusher -> Scanner (`Scan`) -> Ledger
-//! (`Unsynced`) -> Queue (`Enqueue`), then the Pusher drains: Queue `LeaseNext` ->
-//! POST -> Ledger `MarkSynced` + History `Record` -> Queue `Report(outcome)`. The Queue
-//! alone decides what an outcome means (backoff, split, dead letter).
+//! (`Unsynced`) -> Queue (`Enqueue`, coalescing into the tail entry), then the Pusher
+//! drains, one request at a time: Queue `LeaseNext` -> POST -> Ledger `MarkSynced` +
+//! History `Record` -> Queue `Report(outcome)`, durable before the next lease. The
+//! Queue alone decides what an outcome means (backoff with jitter, split, dead letter).
 //!
 //! The `agent-sync` crate wires these into a `SyncService` and a CLI.
 
@@ -39,6 +42,7 @@ pub mod history;
 pub mod ledger;
 pub mod lenient;
 pub mod messages;
+pub mod metrics;
 pub mod model;
 pub mod platform;
 pub mod puller;
@@ -53,6 +57,7 @@ pub mod walk;
 pub use error::{DispatchError, OpenError, PlatformConfigError, StoreError, SyncError};
 pub use history::History;
 pub use ledger::Ledger;
+pub use metrics::Metrics;
 pub use puller::Puller;
 pub use pusher::{PushPeers, Pusher, PusherConfig};
 pub use queue::{Queue, QueueConfig};

@@ -17,7 +17,8 @@ use crate::time::Timestamp;
 // ----------------------------------------------------------------------------- host
 
 /// Push finished work: scan (unless `queue_only` or `dispatches` is given), enqueue,
-/// drain once. Replies with what was delivered in this drain.
+/// drain once. The scan and the durable enqueue never wait for a drain already in
+/// flight; the reply waits for the drain that follows them.
 #[derive(Message, Debug, Clone, Default)]
 #[rtype(result = "Result<PushReport, SyncError>")]
 pub struct SyncPush {
@@ -34,16 +35,27 @@ pub struct SyncPush {
 /// Reply to [`SyncPush`] and [`Drain`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PushReport {
-    /// Dispatches delivered by this call.
+    /// Dispatches delivered while this call ran: by the drain it waited for, and by a
+    /// drain already in flight when it came (which may have taken its dispatches).
     pub count: usize,
     /// Dispatches still queued afterwards.
     pub queued: u64,
 }
 
-/// Drain the queue now (what a timer or a new enqueue triggers).
+/// Drain the queue now: replies once a drain that started after this message has
+/// ended (the queue is empty, the head backs off, or the service stops).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<PushReport, SyncError>")]
 pub struct Drain;
+
+/// Graceful stop of the Pusher: no new request starts; the one in flight may run
+/// until `deadline`, then counts as timed out. Replies once its outcome is committed.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StopPushing {
+    /// How long the request in flight may still take.
+    pub deadline: std::time::Duration,
+}
 
 /// Pull fleet context (L1, L2).
 #[derive(Message, Debug, Clone, Default)]
@@ -161,7 +173,7 @@ impl EnqueueBatch {
 /// Reply to [`Enqueue`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EnqueueReceipt {
-    /// Entries created (each at most `max_batch` dispatches).
+    /// Entries started; a dispatch that joined the tail entry starts none.
     pub entries: usize,
     /// Dispatches queued.
     pub dispatches: usize,
@@ -169,35 +181,11 @@ pub struct EnqueueReceipt {
     pub duplicates: usize,
 }
 
-/// Hand the head entry to the Pusher if it is due (a window of one).
+/// Hand the head entry to the Pusher if it is due and no other lease is out: one
+/// request in flight, ever.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<Lease, StoreError>")]
 pub struct LeaseNext;
-
-/// Hand up to `max` consecutive due entries from the head to the Pusher, which sends
-/// them in order and answers with one [`ReportWindow`].
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<LeasedWindow, StoreError>")]
-pub struct LeaseWindow {
-    /// Most entries leased at once.
-    pub max: usize,
-}
-
-/// Reply to [`LeaseWindow`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum LeasedWindow {
-    /// Send these, in order; report what happened to each one attempted.
-    Ready(Vec<QueueEntry>),
-    /// The head is backing off until then.
-    Waiting {
-        /// The head's `next_attempt`.
-        until: Timestamp,
-    },
-    /// Entries are already leased and not yet reported.
-    InFlight,
-    /// Nothing is queued.
-    Empty,
-}
 
 /// Reply to [`LeaseNext`].
 #[derive(Debug, Clone, PartialEq)]
@@ -223,15 +211,6 @@ pub struct Report {
     pub seq: u64,
     /// The platform's answer.
     pub outcome: DeliveryOutcome,
-}
-
-/// The outcomes of a leased window, in the order sent, applied in one durable commit.
-/// Leased entries not listed were not attempted and are released as they were.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<Decision>, StoreError>")]
-pub struct ReportWindow {
-    /// (seq, outcome) per entry attempted.
-    pub outcomes: Vec<(u64, DeliveryOutcome)>,
 }
 
 /// The platform's answer to one POST, as the Pusher saw it.
@@ -372,11 +351,6 @@ pub struct QueueChanged;
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Record(pub SyncRecord);
-
-/// Append several sync records in one transaction (a drained window).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct RecordMany(pub Vec<SyncRecord>);
 
 /// Set or clear `auth_failed` (a 401/403 sets it; the next success clears it).
 #[derive(Message, Debug, Clone, Copy)]

@@ -62,10 +62,32 @@ impl TokenSource {
                 if !meta.is_file() || meta.len() > 64 * 1024 {
                     return None;
                 }
+                warn_if_exposed(path, &meta);
                 Token::new(std::fs::read_to_string(path).ok()?)
             }
         }
     }
+}
+
+/// Set once the key file warning was given: the daemon reads the file every cycle,
+/// and one line says it all (as ssh does).
+static KEY_FILE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Warns once per process when the key file can be read by group or others. Names
+/// the file and its mode, never its content.
+fn warn_if_exposed(path: &std::path::Path, meta: &std::fs::Metadata) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::Ordering;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o044 == 0 || KEY_FILE_WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    log::warn!(
+        "key file {} is readable by group or others (mode {mode:04o}); \
+         restrict it: chmod 600 {}",
+        path.display(),
+        path.display()
+    );
 }
 
 /// How to reach the platform and how far to trust it.

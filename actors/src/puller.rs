@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::error::{StoreError, SyncError};
 use crate::history::History;
 use crate::messages::{CachedContext, PullReport, Record, SetAuthFailed, SyncPull};
+use crate::metrics::{Metrics, PullResult};
 use crate::model::{Direction, SyncRecord};
 use crate::platform::{Platform, PullOutcome, TokenSource};
 use crate::store::{decode, encode, Store};
@@ -47,6 +48,8 @@ pub struct Puller {
     history: Addr<History>,
     /// Stamps history records.
     clock: Clock,
+    /// Counts pulls by outcome (`/metrics`).
+    metrics: Metrics,
 }
 
 impl Puller {
@@ -68,7 +71,14 @@ impl Puller {
             store,
             history,
             clock,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Counts pulls into `metrics` (shared with whoever exports them).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn cached(&self) -> Result<Vec<Value>, StoreError> {
@@ -116,6 +126,8 @@ impl Handler<SyncPull> for Puller {
             .map(|token| self.platform.pull(&token, &agent_id, since.as_deref()));
         let history = self.history.clone();
         let (fleet_node_id, clock) = (self.fleet_node_id, self.clock);
+        let metrics = self.metrics.clone();
+        let merging = since.is_some();
         AtomicResponse::new(Box::pin(
             async move {
                 let outcome = match request {
@@ -126,6 +138,7 @@ impl Handler<SyncPull> for Puller {
                     PullOutcome::Body(body) => match parse_context(&body) {
                         Some(items) => (items, body.len()),
                         None => {
+                            metrics.record_pull(PullResult::BadBody);
                             log::warn!("context response is not a recognised envelope; using the cache");
                             return Ok(None);
                         }
@@ -133,15 +146,25 @@ impl Handler<SyncPull> for Puller {
                     PullOutcome::Status(status) => {
                         log::warn!("context pull answered HTTP {status}; using the cache");
                         if matches!(status, 401 | 403) {
+                            metrics.record_pull(PullResult::Unauthorized);
                             history.send(SetAuthFailed(true)).await??;
+                        } else {
+                            metrics.record_pull(PullResult::Status);
                         }
                         return Ok(None);
                     }
                     PullOutcome::Failed(detail) => {
+                        metrics.record_pull(PullResult::Failed);
                         log::warn!("context pull failed ({detail}); using the cache");
                         return Ok(None);
                     }
                 };
+                metrics.record_pull(PullResult::Ok);
+                log::info!(
+                    "pulled {} context item(s), {bytes} bytes{}",
+                    items.len(),
+                    if merging { " (merged into the cache)" } else { "" }
+                );
                 // History first (non-durable, awaited), then the cache's durable commit
                 // carries both: see `store` crash semantics.
                 history

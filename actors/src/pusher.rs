@@ -1,29 +1,44 @@
-//! The Pusher: drains the Queue to the platform.
+//! The Pusher: drains the Queue to the platform, one request at a time.
 //!
-//! One drain at a time (an [`AtomicResponse`]: a drain's awaits never interleave with
-//! another's): lease the head, POST its next part with the Bearer token and the
-//! entry's `Idempotency-Key`, report the outcome to the Queue, and act on the
-//! Queue's [`Decision`]. A delivery is written Ledger -> History -> Queue so the
-//! Queue's durable commit carries all three (see `store`).
+//! A drain is a loop: lease the head ([`LeaseNext`]), POST its next part with the
+//! Bearer token and the entry's `Idempotency-Key`, then on a 2xx write Ledger and
+//! History (non-durable) and [`Report`] the outcome to the Queue, whose durable
+//! commit carries all three (see `store`). Only then is the next entry leased: one
+//! request in flight, each outcome on disk before the next request starts (R1).
+//!
+//! The drain runs as a spawned future under a small state machine ([`DrainState`]),
+//! not as an atomic handler: the Pusher's mailbox stays open while a POST waits, so a
+//! [`SyncPush`] scans and enqueues durably at once, whatever the platform does, and
+//! only its reply waits for the drain that follows.
 //!
 //! Timers, not polling: after a drain stops on a backing-off head, the Pusher sleeps
 //! until that head's `next_attempt`; the Queue wakes it at once on a new enqueue
 //! ([`QueueChanged`]). The flush interval is only a safety net.
+//!
+//! Graceful stop ([`StopPushing`]): no new request starts; the one in flight may run
+//! until the deadline, after which it counts as timed out; either way its outcome is
+//! committed before the reply, so nothing is sent twice after the restart (R3).
 
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::Serialize;
+use actix_rt::time::Instant;
 use serde_json::Value;
+use tokio::sync::{oneshot, watch};
 
-use crate::error::{DispatchError, SyncError};
+use crate::error::{DispatchError, StoreError, SyncError};
 use crate::history::History;
 use crate::ledger::Ledger;
 use crate::messages::*;
+use crate::metrics::{Metrics, RequestOutcome};
 use crate::model::{json_kind, Direction, Dispatch, QueueEntry, SyncRecord};
 use crate::platform::{Platform, PushRequest, Token, TokenSource};
-use crate::queue::Queue;
+use crate::queue::{PushBody, Queue};
 use crate::scanner::Scanner;
 use crate::time::{Clock, Timestamp};
 
@@ -39,8 +54,6 @@ pub struct PusherConfig {
     /// Drain once at start, so whatever survived a restart goes out without waiting
     /// for a push (a daemon or host wants this; a one-shot `pull` does not).
     pub drain_on_start: bool,
-    /// Entries leased, sent in order and reported together (see `queue`).
-    pub lease_window: usize,
 }
 
 /// The actors the Pusher talks to.
@@ -54,6 +67,21 @@ pub struct PushPeers {
     pub queue: Addr<Queue>,
     /// Records syncs.
     pub history: Addr<History>,
+}
+
+/// Who waits for a drain to end.
+type Waiter = oneshot::Sender<Result<(), SyncError>>;
+
+/// At most one drain runs; requests that come meanwhile are served by one more.
+#[derive(Default)]
+struct DrainState {
+    /// A drain future is running.
+    running: bool,
+    /// Waiting for the running drain.
+    current: Vec<Waiter>,
+    /// Asked for while a drain ran (it may already have passed their work): one more
+    /// drain runs after it, and these wait for that one.
+    again: Option<Vec<Waiter>>,
 }
 
 /// Owns the platform client for pushes.
@@ -70,6 +98,15 @@ pub struct Pusher {
     clock: Clock,
     /// The pending wake-up at the head's `next_attempt`.
     wake: Option<SpawnHandle>,
+    /// Whether a drain runs and who waits.
+    drain: DrainState,
+    /// Dispatches delivered since start: a push's count is the difference across it.
+    delivered: Rc<Cell<u64>>,
+    /// Set once by [`StopPushing`]: when the request in flight must end. `None` while
+    /// running normally.
+    stop: watch::Sender<Option<Instant>>,
+    /// Request counters and durations, scan durations (`/metrics`).
+    metrics: Metrics,
 }
 
 impl Pusher {
@@ -88,45 +125,128 @@ impl Pusher {
             peers,
             clock,
             wake: None,
+            drain: DrainState::default(),
+            delivered: Rc::new(Cell::new(0)),
+            stop: watch::Sender::new(None),
+            metrics: Metrics::new(),
         }
     }
 
-    /// Runs `work` (enqueue, then drain) as one atomic step, then re-arms the timer.
-    fn atomic<F>(&mut self, work: F) -> AtomicResponse<Self, Result<PushReport, SyncError>>
-    where
-        F: std::future::Future<Output = Result<(PushReport, Option<Timestamp>), SyncError>>
-            + 'static,
-    {
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            |result, act, ctx| match result {
-                Ok((report, wake_at)) => {
-                    act.arm_wake(ctx, wake_at);
-                    Ok(report)
-                }
-                Err(e) => Err(e),
-            },
-        )))
+    /// Counts requests and scans into `metrics` (shared with whoever exports them).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
-    /// Wakes the Pusher at `at`, replacing an earlier wake-up. Nothing to wake for
-    /// (an empty queue, no token, a window still leased) keeps a pending one: a spare
-    /// wake-up only costs an empty drain, a lost one would strand a backed-off entry.
-    fn arm_wake(&mut self, ctx: &mut Context<Self>, at: Option<Timestamp>) {
-        let Some(at) = at else { return };
-        if let Some(handle) = self.wake.take() {
-            ctx.cancel_future(handle);
+    fn stop_asked(&self) -> bool {
+        self.stop.borrow().is_some()
+    }
+
+    /// Asks for a drain; `waiter` (if any) is answered when it has ended.
+    fn request_drain(&mut self, ctx: &mut Context<Self>, waiter: Option<Waiter>) {
+        if self.stop_asked() {
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(Ok(()));
+            }
+            return;
         }
-        let delay = at.duration_since(self.clock.now());
-        self.wake = Some(ctx.notify_later(Drain, delay));
+        if self.drain.running {
+            self.drain.again.get_or_insert_with(Vec::new).extend(waiter);
+            return;
+        }
+        self.drain.current.extend(waiter);
+        self.start_drain(ctx);
     }
 
-    fn drainer(&self, token: Token) -> Drainer {
-        Drainer {
+    fn start_drain(&mut self, ctx: &mut Context<Self>) {
+        let Some(token) = self.tokens.read() else {
+            // Offline: nothing can be sent; what is queued stays queued.
+            self.finish_drain(ctx, Ok(None));
+            return;
+        };
+        self.drain.running = true;
+        let drainer = Drainer {
             token,
             platform: self.platform.clone(),
             peers: self.peers.clone(),
             clock: self.clock,
-            window: self.config.lease_window.max(1),
+            delivered: self.delivered.clone(),
+            stop: self.stop.subscribe(),
+            metrics: self.metrics.clone(),
+        };
+        ctx.spawn(
+            drainer
+                .run()
+                .into_actor(self)
+                .map(|result, act, ctx| act.finish_drain(ctx, result)),
+        );
+    }
+
+    /// Answers the drain's waiters, re-arms the timer, and runs the drain asked for
+    /// meanwhile.
+    fn finish_drain(
+        &mut self,
+        ctx: &mut Context<Self>,
+        result: Result<Option<Timestamp>, SyncError>,
+    ) {
+        self.drain.running = false;
+        let answer = result.as_ref().map(|_| ()).map_err(Clone::clone);
+        let waiters = std::mem::take(&mut self.drain.current);
+        let told = !waiters.is_empty();
+        for waiter in waiters {
+            let _ = waiter.send(answer.clone());
+        }
+        match result {
+            Ok(wake_at) => self.arm_wake(ctx, wake_at),
+            // A caller reports the error itself (a CLI's stderr starts with it); a
+            // timer's drain has no caller, so the log is the only report.
+            Err(e) if told => log::debug!("drain stopped: {e}"),
+            Err(e) => log::error!("drain stopped: {e}"),
+        }
+        if let Some(waiters) = self.drain.again.take() {
+            if self.stop_asked() {
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(()));
+                }
+            } else {
+                self.drain.current = waiters;
+                self.start_drain(ctx);
+            }
+        }
+    }
+
+    /// Wakes the Pusher at `at`, replacing an earlier wake-up. Nothing to wake for
+    /// (an empty queue, no token) keeps a pending one: a spare wake-up only costs an
+    /// empty drain, a lost one would strand a backed-off entry.
+    fn arm_wake(&mut self, ctx: &mut Context<Self>, at: Option<Timestamp>) {
+        let Some(at) = at else { return };
+        if self.stop_asked() {
+            return;
+        }
+        if let Some(handle) = self.wake.take() {
+            ctx.cancel_future(handle);
+        }
+        let delay = at.duration_since(self.clock.now());
+        self.wake = Some(ctx.notify_later(Wake, delay));
+    }
+
+    /// A future that answers with the report of a call that began at `before`, once
+    /// `waiter` (a drain) has ended.
+    fn report_after(
+        &self,
+        before: u64,
+        drained: Option<oneshot::Receiver<Result<(), SyncError>>>,
+    ) -> impl Future<Output = Result<PushReport, SyncError>> + 'static {
+        let delivered = self.delivered.clone();
+        let queue = self.peers.queue.clone();
+        async move {
+            if let Some(drained) = drained {
+                drained.await.map_err(|_| SyncError::Stopped)??;
+            }
+            Ok(PushReport {
+                count: (delivered.get() - before) as usize,
+                queued: queue.send(QueueStatus).await??.dispatches,
+            })
         }
     }
 }
@@ -136,31 +256,37 @@ impl Actor for Pusher {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(every) = self.config.flush_interval.filter(|d| !d.is_zero()) {
-            ctx.run_interval(every, |_, ctx| ctx.notify(Drain));
+            ctx.run_interval(every, |act, ctx| act.request_drain(ctx, None));
         }
         if self.config.drain_on_start {
-            ctx.notify(Drain);
+            self.request_drain(ctx, None);
         }
     }
 }
 
 impl Handler<SyncPush> for Pusher {
-    type Result = AtomicResponse<Self, Result<PushReport, SyncError>>;
+    type Result = ResponseFuture<Result<PushReport, SyncError>>;
 
-    fn handle(&mut self, msg: SyncPush, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SyncPush, ctx: &mut Self::Context) -> Self::Result {
+        let before = self.delivered.get();
         let agent_id = msg.agent_id.unwrap_or_else(|| self.config.agent_id.clone());
         let fleet_node_id = msg.fleet_node_id.or(self.config.fleet_node_id);
-        let token = self.tokens.read();
+        let online = self.tokens.read().is_some();
         let peers = self.peers.clone();
-        let drainer = token.map(|t| self.drainer(t));
-        self.atomic(async move {
+        let pusher = ctx.address();
+        let report = self.report_after(before, None);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
             let batch = match msg.dispatches {
                 Some(values) => Some(EnqueueBatch::Host(validate_dispatches(values)?)),
                 // P3: offline, a scan would be thrown away (it finds them again later).
-                None if msg.queue_only || drainer.is_none() => None,
-                None => Some(EnqueueBatch::Scanned(
-                    peers.scanner.send(Scan).await??.unsynced,
-                )),
+                None if msg.queue_only || !online => None,
+                None => {
+                    let started = std::time::Instant::now();
+                    let scanned = peers.scanner.send(Scan).await?;
+                    metrics.observe_scan(started.elapsed());
+                    Some(EnqueueBatch::Scanned(scanned?.unsynced))
+                }
             };
             if let Some(batch) = batch.filter(|b| !b.is_empty()) {
                 peers
@@ -172,38 +298,36 @@ impl Handler<SyncPush> for Pusher {
                     })
                     .await??;
             }
-            match drainer {
-                Some(drainer) => drainer.run().await,
-                None => Ok((
-                    PushReport {
-                        count: 0,
-                        queued: queued(&peers).await?,
-                    },
-                    None,
-                )),
+            if online {
+                pusher.send(Drain).await??;
             }
+            report.await
         })
     }
 }
 
 impl Handler<Drain> for Pusher {
-    type Result = AtomicResponse<Self, Result<PushReport, SyncError>>;
+    type Result = ResponseFuture<Result<PushReport, SyncError>>;
 
-    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
-        let drainer = self.tokens.read().map(|t| self.drainer(t));
-        let peers = self.peers.clone();
-        self.atomic(async move {
-            match drainer {
-                Some(drainer) => drainer.run().await,
-                None => Ok((
-                    PushReport {
-                        count: 0,
-                        queued: queued(&peers).await?,
-                    },
-                    None,
-                )),
-            }
-        })
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) -> Self::Result {
+        let before = self.delivered.get();
+        let (waiter, drained) = oneshot::channel();
+        self.request_drain(ctx, Some(waiter));
+        Box::pin(self.report_after(before, Some(drained)))
+    }
+}
+
+/// Internal: a timer or the Queue says work may be due.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Wake;
+
+impl Handler<Wake> for Pusher {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.wake = None;
+        self.request_drain(ctx, None);
     }
 }
 
@@ -211,7 +335,29 @@ impl Handler<QueueChanged> for Pusher {
     type Result = ();
 
     fn handle(&mut self, _: QueueChanged, ctx: &mut Self::Context) {
-        ctx.notify(Drain);
+        self.request_drain(ctx, None);
+    }
+}
+
+impl Handler<StopPushing> for Pusher {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: StopPushing, ctx: &mut Self::Context) -> Self::Result {
+        if !self.stop_asked() {
+            self.stop.send_replace(Some(Instant::now() + msg.deadline));
+        }
+        if let Some(handle) = self.wake.take() {
+            ctx.cancel_future(handle);
+        }
+        let (waiter, drained) = oneshot::channel();
+        if self.drain.running {
+            self.drain.current.push(waiter);
+        } else {
+            let _ = waiter.send(Ok(()));
+        }
+        Box::pin(async move {
+            let _ = drained.await;
+        })
     }
 }
 
@@ -232,150 +378,129 @@ pub fn validate_dispatches(values: Vec<Value>) -> Result<Vec<Dispatch>, Dispatch
         .collect())
 }
 
-async fn queued(peers: &PushPeers) -> Result<u64, SyncError> {
-    Ok(peers.queue.send(QueueStatus).await??.dispatches)
-}
-
-/// The body of `POST /v1/agent/sync`.
-#[derive(Serialize)]
-struct PushBody<'a> {
-    agent_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fleet_node_id: Option<i64>,
-    dispatches: &'a [Dispatch],
-}
-
 /// One drain's worth of handles, owned by its future.
 struct Drainer {
+    /// Read when the drain started.
     token: Token,
+    /// Where requests go.
     platform: Rc<dyn Platform>,
+    /// Queue, Ledger, History.
     peers: PushPeers,
+    /// Timestamps for records.
     clock: Clock,
-    /// Entries per leased window.
-    window: usize,
+    /// The Pusher's delivered counter.
+    delivered: Rc<Cell<u64>>,
+    /// The stop deadline, once a stop is asked for.
+    stop: watch::Receiver<Option<Instant>>,
+    /// Where each request's outcome and duration are counted.
+    metrics: Metrics,
 }
 
 impl Drainer {
-    /// Sends until the queue is empty or the head backs off; returns what was
-    /// delivered and when to wake up next.
-    async fn run(self) -> Result<(PushReport, Option<Timestamp>), SyncError> {
-        let peers = &self.peers;
-        let mut count = 0;
-        let wake_at = loop {
-            let entries = match peers.queue.send(LeaseWindow { max: self.window }).await?? {
-                LeasedWindow::Ready(entries) => entries,
-                LeasedWindow::Waiting { until } => break Some(until),
-                LeasedWindow::Empty | LeasedWindow::InFlight => break None,
-            };
-            let sent = self.send_window(&entries).await?;
-            // Ledger and History first (non-durable), then the Queue's durable commit
-            // carries all three: see `store` crash semantics.
-            let delivered: Vec<(&QueueEntry, &Sent)> = entries
-                .iter()
-                .zip(&sent)
-                .filter(|(_, s)| matches!(s.outcome, DeliveryOutcome::Delivered { .. }))
-                .collect();
-            if !delivered.is_empty() {
-                let fingerprints = delivered
-                    .iter()
-                    .flat_map(|(e, _)| e.next_part_fingerprints())
-                    .collect();
-                peers.ledger.send(MarkSynced { fingerprints }).await??;
-                let records = delivered
-                    .iter()
-                    .map(|(e, s)| {
-                        self.record(e, Direction::Push, e.next_part_len(), s.payload_size)
-                    })
-                    .collect();
-                peers.history.send(RecordMany(records)).await??;
+    /// Sends until the queue is empty, the head backs off, or a stop is asked for;
+    /// returns when to wake up next.
+    async fn run(mut self) -> Result<Option<Timestamp>, SyncError> {
+        let peers = self.peers.clone();
+        loop {
+            if self.stop.borrow().is_some() {
+                return Ok(None);
             }
-            let outcomes = entries
-                .iter()
-                .zip(&sent)
-                .map(|(e, s)| (e.seq, s.outcome.clone()))
-                .collect();
-            let decisions = peers.queue.send(ReportWindow { outcomes }).await??;
-            let mut retry_at = None;
-            let mut dead = Vec::new();
-            for ((entry, sent), decision) in entries.iter().zip(&sent).zip(decisions) {
-                match decision {
-                    Decision::Delivered { dispatches } => {
-                        log::info!(
-                            "pushed entry {}: {dispatches} dispatch(es), {} bytes",
-                            entry.seq,
-                            sent.payload_size
-                        );
-                        count += dispatches;
+            let entry = match peers.queue.send(LeaseNext).await?? {
+                Lease::Ready(entry) => entry,
+                Lease::Waiting { until } => return Ok(Some(until)),
+                Lease::Empty | Lease::InFlight => return Ok(None),
+            };
+            let started = std::time::Instant::now();
+            let (outcome, payload_size) = self.send(&entry).await?;
+            let took = started.elapsed();
+            let delivered = matches!(outcome, DeliveryOutcome::Delivered { .. });
+            if delivered {
+                // Ledger and History first (non-durable), then the Queue's durable
+                // commit carries all three: see `store` crash semantics.
+                let fingerprints = entry.next_part_fingerprints();
+                peers.ledger.send(MarkSynced { fingerprints }).await??;
+                let record =
+                    self.record(&entry, Direction::Push, entry.next_part_len(), payload_size);
+                peers.history.send(Record(record)).await??;
+            }
+            let decision = peers
+                .queue
+                .send(Report {
+                    seq: entry.seq,
+                    outcome: outcome.clone(),
+                })
+                .await??;
+            self.metrics
+                .record_request(RequestOutcome::of(&decision), took);
+            match decision {
+                Decision::Delivered { dispatches } => {
+                    self.delivered.set(self.delivered.get() + dispatches as u64);
+                    self.metrics.add_delivered(dispatches);
+                    log::info!(
+                        "pushed entry {}: {dispatches} dispatch(es), {payload_size} bytes",
+                        entry.seq
+                    );
+                }
+                Decision::Split => log::info!("entry {} was too large; split in two", entry.seq),
+                Decision::DeadLettered { dispatches, status } => {
+                    log::warn!(
+                        "entry {} refused with HTTP {status}; {dispatches} dispatch(es) moved to dead letters",
+                        entry.seq
+                    );
+                    let record =
+                        self.record(&entry, Direction::DeadLetter, dispatches, payload_size);
+                    peers.history.send(Record(record)).await??;
+                }
+                Decision::RetryAt { at, unauthorized } => {
+                    if unauthorized {
+                        peers.history.send(SetAuthFailed(true)).await??;
                     }
-                    Decision::Split => {
-                        log::info!("entry {} was too large; split in two", entry.seq)
-                    }
-                    Decision::DeadLettered { dispatches, status } => {
-                        log::warn!(
-                            "entry {} refused with HTTP {status}; {dispatches} dispatch(es) moved to dead letters",
-                            entry.seq
-                        );
-                        dead.push(self.record(
-                            entry,
-                            Direction::DeadLetter,
-                            dispatches,
-                            sent.payload_size,
-                        ));
-                    }
-                    Decision::RetryAt { at, unauthorized } => {
+                    log::info!(
+                        "push of entry {} failed ({}); retry at {at} (in {:.1}s){}",
+                        entry.seq,
+                        describe(&outcome),
+                        at.duration_since(self.clock.now()).as_secs_f64(),
                         if unauthorized {
-                            peers.history.send(SetAuthFailed(true)).await??;
+                            "; the platform refused the token: check it"
+                        } else {
+                            ""
                         }
-                        log::info!(
-                            "push of entry {} failed ({}); retry at {at}",
-                            entry.seq,
-                            describe(&sent.outcome)
-                        );
-                        retry_at = Some(at);
-                    }
+                    );
+                    return Ok(Some(at));
                 }
             }
-            if !dead.is_empty() {
-                peers.history.send(RecordMany(dead)).await??;
-            }
-            if retry_at.is_some() {
-                break retry_at;
-            }
-        };
-        let queued = queued(peers).await?;
-        Ok((PushReport { count, queued }, wake_at))
+        }
     }
 
-    /// POSTs the window's entries one at a time, in order. Stops after anything but a
-    /// 2xx (the Queue's decision may reorder: a split, a backoff), after an entry with
-    /// parts still to send (they go before the next entry), and once the window's time
-    /// budget is spent (it bounds what a crash can make us send again).
-    async fn send_window(&self, entries: &[QueueEntry]) -> Result<Vec<Sent>, SyncError> {
-        let started = actix_rt::time::Instant::now();
-        let mut sent = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let body = serde_json::to_vec(&PushBody {
-                agent_id: &entry.agent_id,
-                fleet_node_id: entry.fleet_node_id,
-                dispatches: entry.next_part(),
-            })
-            .map_err(|e| SyncError::Store(crate::error::StoreError::new("encode a push", e)))?;
-            let payload_size = body.len() as u64;
-            let request = PushRequest {
-                body,
-                idempotency_key: entry.next_part_key(),
-            };
-            let outcome = self.platform.push(&self.token, request).await;
-            let delivered = matches!(outcome, DeliveryOutcome::Delivered { .. });
-            sent.push(Sent {
-                outcome,
-                payload_size,
-            });
-            if !delivered || entry.parts.len() > 1 || started.elapsed() >= WINDOW_BUDGET {
-                break;
+    /// POSTs the entry's next part; once a stop is asked for, the request may run
+    /// until the stop deadline and then counts as a timeout.
+    async fn send(&mut self, entry: &QueueEntry) -> Result<(DeliveryOutcome, u64), SyncError> {
+        let body = serde_json::to_vec(&PushBody {
+            agent_id: &entry.agent_id,
+            fleet_node_id: entry.fleet_node_id,
+            dispatches: entry.next_part(),
+        })
+        .map_err(|e| SyncError::Store(StoreError::new("encode a push", e)))?;
+        let payload_size = body.len() as u64;
+        let request = PushRequest {
+            body,
+            idempotency_key: entry.next_part_key(),
+        };
+        let mut post = pin!(self.platform.push(&self.token, request));
+        let mut deadline = pin!(stop_deadline(self.stop.clone()));
+        let outcome = std::future::poll_fn(|cx| {
+            if let Poll::Ready(outcome) = post.as_mut().poll(cx) {
+                return Poll::Ready(outcome);
             }
-        }
-        Ok(sent)
+            deadline
+                .as_mut()
+                .poll(cx)
+                .map(|()| DeliveryOutcome::Network {
+                    detail: "no answer before the shutdown deadline".into(),
+                })
+        })
+        .await;
+        Ok((outcome, payload_size))
     }
 
     fn record(
@@ -396,14 +521,17 @@ impl Drainer {
     }
 }
 
-/// One POST of a window and what came of it.
-struct Sent {
-    outcome: DeliveryOutcome,
-    payload_size: u64,
+/// Resolves at the stop deadline; never, while no stop is asked for.
+async fn stop_deadline(mut stop: watch::Receiver<Option<Instant>>) {
+    let at = match stop.wait_for(Option::is_some).await {
+        Ok(at) => *at,
+        Err(_) => None,
+    };
+    match at {
+        Some(at) => actix_rt::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
-
-/// How long one window may keep delivering before its outcomes are committed.
-const WINDOW_BUDGET: Duration = Duration::from_millis(100);
 
 fn describe(outcome: &DeliveryOutcome) -> &str {
     match outcome {

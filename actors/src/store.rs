@@ -29,10 +29,10 @@
 //!   returns. Every commit that acknowledges an enqueue to a caller is immediate.
 //! - The Ledger and History commit with `Durability::None`; their writes become
 //!   durable with the next immediate commit to the same file. The Pusher records a
-//!   drained window as Ledger -> History -> Queue(remove, immediate), so after a crash
-//!   either all three are on disk, or none is and the window is still queued (it is
-//!   sent again with the same idempotency keys: the only duplicates are the entries of
-//!   the window in flight, R1; see `queue`).
+//!   delivery as Ledger -> History -> Queue(remove, immediate), so after a crash
+//!   either all three are on disk, or none is and the entry is still queued (it is
+//!   sent again with the same idempotency key: the only duplicate is the request in
+//!   flight, R1; see `queue`).
 //! - After a crash redb repairs the file on the next open. A file redb cannot open at
 //!   all is reported ([`OpenError::Corrupt`]) and never wiped.
 //! - After an I/O error (a full disk), redb refuses every later transaction of that

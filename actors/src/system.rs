@@ -13,6 +13,7 @@ use actix::prelude::*;
 use crate::history::History;
 use crate::ledger::Ledger;
 use crate::messages::SetWaker;
+use crate::metrics::Metrics;
 use crate::platform::{Platform, TokenSource};
 use crate::puller::Puller;
 use crate::pusher::{PushPeers, Pusher, PusherConfig};
@@ -32,7 +33,7 @@ pub struct ActorsConfig {
     pub fleet_node_id: Option<i64>,
     /// Where the token comes from (read before every request).
     pub tokens: TokenSource,
-    /// Batch size and lease timeout.
+    /// Entry caps, lease timeout and retry jitter.
     pub queue: QueueConfig,
     /// Newest history records kept.
     pub history_limit: usize,
@@ -57,6 +58,8 @@ pub struct SyncActors {
     pub puller: Addr<Puller>,
     /// Sync records and last push/pull.
     pub history: Addr<History>,
+    /// The series the Pusher and Puller move; register them to export them.
+    pub metrics: Metrics,
 }
 
 impl SyncActors {
@@ -67,6 +70,18 @@ impl SyncActors {
         config: ActorsConfig,
         platform: Rc<dyn Platform>,
         clock: Clock,
+    ) -> Self {
+        Self::start_with_metrics(store, config, platform, clock, Metrics::new())
+    }
+
+    /// [`start`](Self::start), counting into `metrics` (e.g. series already
+    /// registered in a host's registry).
+    pub fn start_with_metrics(
+        store: Store,
+        config: ActorsConfig,
+        platform: Rc<dyn Platform>,
+        clock: Clock,
+        metrics: Metrics,
     ) -> Self {
         let ledger = Ledger::new(store.clone()).start();
         let history = History::new(store.clone(), config.history_limit).start();
@@ -82,6 +97,7 @@ impl SyncActors {
             history.clone(),
             clock,
         )
+        .with_metrics(metrics.clone())
         .start();
         let peers = PushPeers {
             scanner: scanner.clone(),
@@ -94,13 +110,14 @@ impl SyncActors {
             fleet_node_id: config.fleet_node_id,
             flush_interval: config.flush_interval,
             drain_on_start: config.drain_on_start,
-            lease_window: config.queue.lease_window,
         };
+        let pusher_metrics = metrics.clone();
         let pusher = Pusher::create(move |ctx| {
             // The Queue learns its waker before anything else can reach its mailbox,
             // so an enqueue sent right after `start` returns always wakes the Pusher.
             peers.queue.do_send(SetWaker(ctx.address().recipient()));
             Pusher::new(pusher_config, config.tokens, platform, peers, clock)
+                .with_metrics(pusher_metrics)
         });
         SyncActors {
             scanner,
@@ -109,6 +126,7 @@ impl SyncActors {
             pusher,
             puller,
             history,
+            metrics,
         }
     }
 }

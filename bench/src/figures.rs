@@ -14,7 +14,7 @@ pub struct Figure {
     pub name: &'static str,
     /// The value in `unit`.
     pub value: f64,
-    /// `ms`, `/s`, `x`, `MiB`.
+    /// `ms`, `s`, `/s`, `x`, `MiB`, `requests`.
     pub unit: &'static str,
     /// How it was measured and on what.
     pub detail: String,
@@ -37,11 +37,11 @@ impl Figure {
     }
 }
 
-/// Ratios get two decimals, rates none, everything else one.
+/// Ratios and seconds get two decimals, rates and counts none, everything else one.
 fn value(value: f64, unit: &str) -> String {
     match unit {
-        "x" => format!("{value:.2}"),
-        "/s" => format!("{value:.0}"),
+        "x" | "s" => format!("{value:.2}"),
+        "/s" | "requests" => format!("{value:.0}"),
         _ => format!("{value:.1}"),
     }
 }
@@ -84,7 +84,7 @@ pub struct Target {
 }
 
 /// The targets, in the order they are summarised.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 10] = [
     Target {
         figure: "scan_ratio",
         bound: Bound::AtMost,
@@ -104,16 +104,46 @@ pub const TARGETS: [Target; 5] = [
         shown: "5000",
     },
     Target {
-        figure: "drain_ratio",
+        figure: "drain_coalesced",
         bound: Bound::AtLeast,
-        limit: 0.5,
-        shown: "0.5",
+        limit: 50_000.0,
+        shown: "50000",
+    },
+    Target {
+        figure: "drain_coalesced_20ms",
+        bound: Bound::AtMost,
+        limit: 3.0,
+        shown: "3",
+    },
+    Target {
+        figure: "durable_while_hung",
+        bound: Bound::AtMost,
+        limit: 100.0,
+        shown: "100",
     },
     Target {
         figure: "peak_rss",
         bound: Bound::Below,
         limit: 64.0,
         shown: "64",
+    },
+    Target {
+        figure: "resent_after_kill",
+        bound: Bound::AtMost,
+        limit: 1.0,
+        shown: "1",
+    },
+    Target {
+        figure: "resent_after_sigterm",
+        bound: Bound::AtMost,
+        limit: 0.0,
+        shown: "0",
+    },
+    Target {
+        figure: "fleet_recovery",
+        bound: Bound::AtMost,
+        limit: 3.0,
+        shown: "3",
     },
 ];
 
@@ -172,6 +202,16 @@ pub fn proc_status_kib(field: &str) -> BenchResult<u64> {
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("no {field} in /proc/self/status").into())
+}
+
+/// `/proc/loadavg`'s three load averages, or `unknown`: other work on the machine
+/// skews every figure, so the header says how busy it was.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// KiB as MiB.

@@ -1,7 +1,8 @@
 //! The agent-sync benchmark harness (DESIGN section 10).
 //!
 //! ```text
-//! cargo run --release -p agent-sync-bench -- --workspaces 10000 [--entries 10000] [--rss-entries 100000]
+//! cargo run --release -p agent-sync-bench -- --workspaces 10000 [--entries 10000] \
+//!     [--rss-entries 100000] [--fleet 100] [--outage-secs 30]
 //! ```
 //!
 //! It writes its own workspace tree into a temp dir (honours `TMPDIR`), serves a
@@ -11,15 +12,26 @@
 //! actually went wrong (1, with an `error:` line), or the flags are wrong (2).
 //!
 //! - [`fixture`]: the workspace tree, the floor walk, the dispatches.
-//! - [`platform`]: the loopback server.
+//! - [`platform`]: the loopback server (delays, outages, arrival log, kill-point
+//!   triggers) and a platform that never answers.
 //! - [`phases`]: what the phases share (starting the actors), and their order.
 //! - [`scan`]: floor walk, cold scan and rescan.
-//! - [`push`]: enqueue, POST loop and drain.
+//! - [`push`]: enqueue, POST loop and drain (one POST per entry).
+//! - [`coalesce`]: 10,000 one-dispatch enqueues drained, end to end.
+//! - [`hung`]: a push is durable while a drain hangs.
 //! - [`rss`]: peak RSS in a child process (`--phase rss`).
+//! - [`kill`]: requests sent again after kill -9 / SIGTERM of a draining child
+//!   process (`--phase drain-child`).
+//! - [`fleet`]: two fleets of instances recovering from an outage, with and without
+//!   jitter.
 //! - [`figures`]: printing figures and targets, machine facts.
 
+mod coalesce;
 mod figures;
 mod fixture;
+mod fleet;
+mod hung;
+mod kill;
 mod phases;
 mod platform;
 mod push;
@@ -37,10 +49,17 @@ use crate::platform::Loopback;
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: agent-sync-bench [--workspaces N] [--entries N] [--rss-entries N]
+                        [--fleet N] [--outage-secs N]
 
   --workspaces N    workspaces in the generated tree (scan, rescan)     default 10000
   --entries N       host dispatches enqueued, entries drained, POSTs     default 10000
+                    (enqueue, drain, post_loop, drain_coalesced*)
   --rss-entries N   entries drained by the peak_rss child process        default 100000
+  --fleet N         agent instances per fleet (fleet_recovery*)          default 100
+  --outage-secs N   how long the platform answers 503 (fleet_recovery*)  default 30
+                    (the backoff then decides: with 30 s they clear in ~2 min)
+  --only A,B        run only these phases (scan, enqueue, drain, coalesced, hung,
+                    rss, kill, fleet); targets of the others print `not measured`
 
 Exit code: 0 (targets missed included), 1 on an error, 2 on bad flags.";
 
@@ -53,10 +72,39 @@ pub struct Options {
     pub entries: usize,
     /// Entries drained by the RSS child.
     pub rss_entries: usize,
-    /// Hidden: `rss` runs the peak RSS child.
+    /// Agent instances per fleet.
+    pub fleet: usize,
+    /// Seconds the platform answers 503 in the fleet phase.
+    pub outage_secs: u64,
+    /// Only these phases (all when empty).
+    pub only: Vec<String>,
+    /// Hidden: `rss` runs the peak RSS child, `drain-child` a draining SyncService.
     pub phase: Option<String>,
     /// Hidden: the parent's loopback platform, for the child.
     pub platform_url: Option<String>,
+    /// Hidden: the drain child's state dir.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Hidden: the drain child exits once its queue is empty.
+    pub exit_when_empty: bool,
+}
+
+/// The phases `--only` may name, in the order they run.
+const PHASES: [&str; 8] = [
+    "scan",
+    "enqueue",
+    "drain",
+    "coalesced",
+    "hung",
+    "rss",
+    "kill",
+    "fleet",
+];
+
+impl Options {
+    /// Whether phase `name` runs.
+    pub fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == name)
+    }
 }
 
 impl Default for Options {
@@ -65,8 +113,13 @@ impl Default for Options {
             workspaces: 10_000,
             entries: 10_000,
             rss_entries: 100_000,
+            fleet: 100,
+            outage_secs: 30,
+            only: Vec::new(),
             phase: None,
             platform_url: None,
+            state_dir: None,
+            exit_when_empty: false,
         }
     }
 }
@@ -82,6 +135,10 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         };
         if matches!(flag, "-h" | "--help") {
             return Ok(None);
+        }
+        if flag == "--exit-when-empty" {
+            opts.exit_when_empty = true;
+            continue;
         }
         let mut value = || {
             inline
@@ -99,11 +156,22 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--workspaces" => opts.workspaces = count(value()?)?,
             "--entries" => opts.entries = count(value()?)?,
             "--rss-entries" => opts.rss_entries = count(value()?)?,
+            "--fleet" => opts.fleet = count(value()?)?,
+            "--outage-secs" => opts.outage_secs = count(value()?)? as u64,
             "--phase" => match value()?.as_str() {
-                "rss" => opts.phase = Some("rss".into()),
+                phase @ ("rss" | "drain-child") => opts.phase = Some(phase.into()),
                 other => return Err(format!("unknown phase {other:?}")),
             },
             "--platform-url" => opts.platform_url = Some(value()?),
+            "--state-dir" => opts.state_dir = Some(value()?.into()),
+            "--only" => {
+                for phase in value()?.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    if !PHASES.contains(&phase) {
+                        return Err(format!("unknown phase {phase:?} for --only"));
+                    }
+                    opts.only.push(phase.to_string());
+                }
+            }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
@@ -125,6 +193,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match opts.phase.as_deref() {
+        Some("drain-child") => kill::child(&opts),
         Some(_) => rss::child(&opts),
         None => run(&args, &opts),
     };
@@ -142,10 +211,13 @@ fn run(args: &[String], opts: &Options) -> BenchResult<()> {
         .prefix("agent-sync-bench-")
         .tempdir()?;
     println!(
-        "agent-sync-bench: command `{}`; machine: {}; date: {}; build: {}; \
-         sizes: {} workspaces, {} entries, {} rss entries; work dir: {}",
+        "agent-sync-bench: command `{}`; machine: {}, load average {} at start; date: {}; \
+         build: {}; \
+         sizes: {} workspaces, {} entries, {} rss entries, fleets of {}, {} s outage; \
+         work dir: {}",
         args.join(" "),
         figures::machine(),
+        figures::load_average(),
         Clock::system().now().to_rfc3339_seconds(),
         if cfg!(debug_assertions) {
             "debug"
@@ -155,6 +227,8 @@ fn run(args: &[String], opts: &Options) -> BenchResult<()> {
         opts.workspaces,
         opts.entries,
         opts.rss_entries,
+        opts.fleet,
+        opts.outage_secs,
         work.path().display()
     );
     let server = Loopback::start()?;
@@ -168,9 +242,20 @@ fn run(args: &[String], opts: &Options) -> BenchResult<()> {
 
 fn measure(opts: &Options, work: &std::path::Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
     let mut figures = actix::System::new().block_on(phases::run(opts, work, server))?;
-    let rss = rss::measure(opts, server)?;
-    rss.print();
-    figures.push(rss);
+    if opts.runs("rss") {
+        let rss = rss::measure(opts, server)?;
+        rss.print();
+        figures.push(rss);
+    }
+    if opts.runs("kill") {
+        for figure in kill::measure(work)? {
+            figure.print();
+            figures.push(figure);
+        }
+    }
+    if opts.runs("fleet") {
+        figures.extend(fleet::run(opts, work)?);
+    }
     Ok(figures)
 }
 
@@ -194,5 +279,25 @@ mod tests {
         assert!(parse(&args(&["--entries"])).is_err());
         assert!(parse(&args(&["--entries", "0"])).is_err());
         assert!(parse(&args(&["--bogus"])).is_err());
+        let opts = parse(&args(&["--outage-secs", "2", "--fleet=10"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((opts.outage_secs, opts.fleet), (2, 10));
+        let child = parse(&args(&[
+            "--phase",
+            "drain-child",
+            "--state-dir",
+            "/tmp/x",
+            "--exit-when-empty",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(child.phase.as_deref(), Some("drain-child"));
+        assert!(child.exit_when_empty);
+        assert!(parse(&args(&["--phase", "bogus"])).is_err());
+        let only = parse(&args(&["--only", "kill,fleet"])).unwrap().unwrap();
+        assert!(only.runs("kill") && only.runs("fleet") && !only.runs("scan"));
+        assert!(Options::default().runs("scan"));
+        assert!(parse(&args(&["--only", "kill,bogus"])).is_err());
     }
 }

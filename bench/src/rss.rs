@@ -127,7 +127,7 @@ async fn child_phase(n: usize, url: &str) -> BenchResult<()> {
                 ),
             })
             .collect();
-        let entries = enqueue_all(&actors, messages).await?;
+        let entries = enqueue_all(&actors, messages).await?.entries;
         if entries != end - next {
             return Err(format!("queued {entries} entries, expected {}", end - next).into());
         }

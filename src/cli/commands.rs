@@ -1,31 +1,48 @@
-//! Runs one parsed command: resolves the config, starts a [`SyncService`], does the
-//! work, prints the result, stops the service, and answers the exit code.
+//! Runs one parsed command: resolves the config, finds where to carry it out, does
+//! the work, prints the result, and answers the exit code.
+//!
+//! Where: `status`, `queue`, `dead-letters`, `requeue`, `history`, `push` and `pull`
+//! go to the running agent-sync that holds the state, when one answers on its
+//! control socket; otherwise (and always for `run` and `import-legacy`) this process
+//! starts a [`SyncService`] on the state, does the work and stops it. Either way the
+//! output and the exit code are the same (see [`backend`](super::backend)).
 //!
 //! Which commands may use the network:
 //! - `push` and `run` send pushes; `pull` only pulls (no start-up drain, and it
 //!   enqueues nothing, so the Pusher never sends);
 //! - every other command is local: it runs with no token, so nothing at all is sent.
+//!
+//! Carried out by a running process, `push` and `pull` use that process's token and
+//! platform; no token ever crosses the socket.
 
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use agent_sync::actors::model::json_kind;
 use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::pusher::validate_dispatches;
 use agent_sync::actors::{DispatchError, SyncError};
+use agent_sync::control::{ClientError, ControlClient};
 use agent_sync::legacy::LegacyError;
 use agent_sync::messages::{SyncPull, SyncPush};
 use agent_sync::{StartError, SyncConfig, SyncService};
 use serde_json::Value;
 
+use super::backend::Backend;
+use super::daemon::{self, Settings};
 use super::output::{self, Format};
-use super::{daemon, Cli, Command};
+use super::{generate, Cli, Command, GlobalArgs};
 
 /// Exit code of a success (offline and platform-down pushes included).
 pub const EXIT_OK: i32 = 0;
 /// Exit code of a local failure (an `error:` line was printed).
 pub const EXIT_FAILURE: i32 = 1;
+
+/// How long a command waits for the control socket of a process that has just
+/// opened the state (it binds the socket right after).
+const SOCKET_GRACE: Duration = Duration::from_secs(1);
 
 /// A local failure: printed as `error: <message>` and exit code 1.
 #[derive(Debug)]
@@ -62,6 +79,12 @@ impl From<LegacyError> for CliError {
     }
 }
 
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
 /// Runs `cli` to completion inside the current actix `System`; returns the exit code.
 pub async fn execute(cli: Cli) -> i32 {
     match run(cli).await {
@@ -75,13 +98,26 @@ pub async fn execute(cli: Cli) -> i32 {
 
 async fn run(cli: Cli) -> Result<i32, CliError> {
     let Cli { global, command } = cli;
+    // Generated from the definition alone: no state, no environment.
+    match &command {
+        Command::Completions(args) => {
+            generate::print(&generate::completions(args.shell))?;
+            return Ok(EXIT_OK);
+        }
+        Command::Man(args) => {
+            generate::print(&generate::man_page(args.command.as_deref())?)?;
+            return Ok(EXIT_OK);
+        }
+        _ => {}
+    }
     let format = if global.json {
         Format::Json
     } else {
         Format::Text
     };
     let mut config = global.apply(SyncConfig::from_env());
-    // Refuse bad input before anything is opened, so nothing can be queued (R4).
+    // Refuse bad input before anything is opened or sent, so nothing can be queued
+    // (R4).
     let dispatches = match &command {
         Command::Push(args) => args
             .dispatches
@@ -90,6 +126,12 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             .transpose()?,
         _ => None,
     };
+    let remote_able = command.goes_through_a_running_process();
+    if remote_able {
+        if let Some(client) = ControlClient::connect(&config.state_dir) {
+            return remote(&client, &global, command, format, dispatches).await;
+        }
+    }
     if !matches!(
         command,
         Command::Push(_) | Command::Run(_) | Command::Pull(_)
@@ -97,35 +139,147 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         // Local commands: no token, so nothing can be sent.
         config.tokens = TokenSource::Fixed(None);
     }
-    if !matches!(command, Command::Run(_)) {
+    let settings = Settings::of(&config);
+    if let Command::Run(args) = &command {
+        config.shutdown_timeout = args.shutdown_timeout;
+        config.metrics_addr = args.metrics_addr;
+    } else {
         // One-shot commands: a `push` drains in its own call (so its reply counts what
-        // it delivered), and nothing else may push at all.
+        // it delivered), and nothing else may push at all. They serve no control
+        // socket: they are gone in a moment.
         config.drain_on_start = false;
         config.flush_interval = None;
+        config.control_socket = false;
     }
-    if let Command::Run(args) = &command {
-        if let Some(window) = args.lease_window {
-            config.lease_window = usize::from(window);
-        }
-    }
+    let state_dir = config.state_dir.clone();
     let tokens = config.tokens.clone();
-    let service = SyncService::start(config)?;
-    let result = run_on(&service, command, format, dispatches, tokens).await;
-    service.stop();
-    result
+    // Listen before the service starts: its first drain may already be in flight when
+    // a SIGTERM comes, and that one must be a graceful stop too (R3).
+    let signals = match &command {
+        Command::Run(_) => Some(daemon::StopSignals::register()?),
+        _ => None,
+    };
+    let service = match SyncService::start(config) {
+        Ok(service) => service,
+        Err(e @ StartError::InUse { .. }) => {
+            if remote_able {
+                // A process that just opened the state binds its socket right after.
+                if let Some(client) = wait_for_socket(&state_dir).await {
+                    return remote(&client, &global, command, format, dispatches).await;
+                }
+            }
+            return Err(in_use(e, &command));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let local = Local {
+        service: &service,
+        signals,
+    };
+    let result = run_on(
+        &Backend::Local(&service),
+        Some(local),
+        command,
+        format,
+        dispatches,
+        tokens,
+        &settings,
+    )
+    .await;
+    match result {
+        Ok(Close::AtOnce) => service.abort(),
+        _ => service.stop().await,
+    }
+    result.map(|_| EXIT_OK)
+}
+
+/// Carries `command` out in the running process behind `client`.
+async fn remote(
+    client: &ControlClient,
+    global: &GlobalArgs,
+    command: Command,
+    format: Format,
+    dispatches: Option<Vec<Value>>,
+) -> Result<i32, CliError> {
+    let backend = Backend::Remote {
+        client,
+        agent_id: global.agent_id.clone().filter(|a| !a.trim().is_empty()),
+        fleet_node_id: global.fleet_node_id,
+    };
+    let settings = Settings::default();
+    run_on(
+        &backend,
+        None,
+        command,
+        format,
+        dispatches,
+        TokenSource::Fixed(None),
+        &settings,
+    )
+    .await
+    .map(|_| EXIT_OK)
+}
+
+/// Polls for the control socket of the process holding `state_dir`, briefly.
+async fn wait_for_socket(state_dir: &Path) -> Option<ControlClient> {
+    let started = Instant::now();
+    loop {
+        if let Some(client) = ControlClient::connect(state_dir) {
+            return Some(client);
+        }
+        if started.elapsed() >= SOCKET_GRACE {
+            return None;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The "in use" error, with what to do for the commands that need the state to
+/// themselves.
+fn in_use(e: StartError, command: &Command) -> CliError {
+    match command {
+        Command::Run(_) => CliError::new(format!(
+            "{e}; agent-sync already runs on this state: stop that process before \
+             starting another `agent-sync run` on it"
+        )),
+        Command::ImportLegacy(_) => CliError::new(format!(
+            "{e}; import-legacy needs the state to itself: stop that process, import, \
+             then start it again"
+        )),
+        _ => e.into(),
+    }
+}
+
+/// How the service is closed once a command is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Let the request in flight finish and commit (R3).
+    Gracefully,
+    /// A second stop signal: abandon it, its entry stays queued.
+    AtOnce,
+}
+
+/// What only a command that opened the state itself has.
+struct Local<'a> {
+    /// The service on the state (`run`, `import-legacy` need it to themselves).
+    service: &'a SyncService,
+    /// The stop signals, registered before the service started (`run` only).
+    signals: Option<daemon::StopSignals>,
 }
 
 async fn run_on(
-    service: &SyncService,
+    backend: &Backend<'_>,
+    local: Option<Local<'_>>,
     command: Command,
     format: Format,
     dispatches: Option<Vec<Value>>,
     tokens: TokenSource,
-) -> Result<i32, CliError> {
+    settings: &Settings,
+) -> Result<Close, CliError> {
     let print = |text: String| println!("{text}");
     match command {
         Command::Push(args) => {
-            let report = service
+            let report = backend
                 .push(SyncPush {
                     queue_only: args.queue_only,
                     dispatches,
@@ -135,7 +289,7 @@ async fn run_on(
             print(output::push(format, report.count, report.queued));
         }
         Command::Pull(args) => {
-            let report = service
+            let report = backend
                 .pull(SyncPull {
                     since: args.since,
                     ..SyncPull::default()
@@ -143,15 +297,15 @@ async fn run_on(
                 .await?;
             print(output::pull(format, &report));
         }
-        Command::Status => print(output::status(format, &service.status().await?)),
+        Command::Status => print(output::status(format, &backend.status().await?)),
         Command::History(args) => {
-            print(output::history(format, &service.history(args.limit).await?))
+            print(output::history(format, &backend.history(args.limit).await?))
         }
-        Command::Queue => print(output::queue(format, &service.queue(None).await?)),
-        Command::DeadLetters => print(output::dead_letters(format, &service.dead_letters().await?)),
+        Command::Queue => print(output::queue(format, &backend.queue().await?)),
+        Command::DeadLetters => print(output::dead_letters(format, &backend.dead_letters().await?)),
         Command::Requeue(args) => {
             let seqs = (!args.all).then_some(args.seqs);
-            let report = service.requeue(seqs).await?;
+            let report = backend.requeue(seqs).await?;
             print(output::requeue(format, &report));
             if !report.missing.is_empty() {
                 let missing: Vec<String> = report.missing.iter().map(u64::to_string).collect();
@@ -161,16 +315,29 @@ async fn run_on(
                 )));
             }
         }
-        Command::Run(args) => daemon::run(service, &args, tokens).await?,
+        Command::Run(args) => {
+            let Some(Local {
+                service,
+                signals: Some(signals),
+            }) = local
+            else {
+                return Err(CliError::new("`run` needs the state to itself"));
+            };
+            return daemon::run(service, &args, tokens, settings, signals).await;
+        }
         Command::ImportLegacy(args) => {
+            let service = local
+                .map(|l| l.service)
+                .ok_or_else(|| CliError::new("import-legacy needs the state to itself"))?;
             let from = args
                 .from
                 .unwrap_or_else(|| service.state_dir().to_path_buf());
             let report = service.import_legacy(&from).await?;
             print(output::import(format, &report));
         }
+        Command::Completions(_) | Command::Man(_) => {}
     }
-    Ok(EXIT_OK)
+    Ok(Close::Gracefully)
 }
 
 /// Reads `--dispatches FILE|-`: a JSON array of objects, or an error naming the

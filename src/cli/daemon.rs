@@ -6,15 +6,23 @@
 //! cycles the Queue's own timers drain entries whose backoff ends, so the loop never
 //! polls the queue.
 //!
-//! SIGINT or SIGTERM ends the loop wherever it is, even mid-request: the caller then
-//! stops the service, which abandons an in-flight POST (its entry stays queued, R3)
-//! and closes the database.
+//! SIGINT or SIGTERM ends the loop wherever it is; then the service stops gracefully
+//! (R3): no new request starts, the one in flight runs until `--shutdown-timeout`, its
+//! outcome is committed, and the process exits 0 with nothing to send twice. A second
+//! signal meanwhile stops at once: the request is abandoned and its entry stays queued.
 //!
 //! Without a token every cycle still runs (a scan finds nothing to queue and nothing
 //! is sent); the Pusher and Puller read the token source again each time, so a key
 //! provisioned later is used without a restart.
+//!
+//! systemd (`Type=notify`, through `sd-notify`; a no-op without `NOTIFY_SOCKET`):
+//! `READY=1` once the store is open and the control socket serves (the service has
+//! started), `STOPPING=1` at the first stop signal, and `WATCHDOG=1` every half
+//! `WatchdogSec` while the actors answer (a hung service stops pinging and systemd
+//! restarts it).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -23,14 +31,15 @@ use actix_rt::signal::unix::{signal, Signal, SignalKind};
 use actix_rt::time::{sleep_until, Instant};
 use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::SyncError;
-use agent_sync::messages::{SyncPull, SyncPush};
-use agent_sync::SyncService;
+use agent_sync::messages::{ReadSyncState, SyncPull, SyncPush};
+use agent_sync::{SyncConfig, SyncService};
+use sd_notify::NotifyState;
 
-use super::commands::CliError;
+use super::commands::{CliError, Close};
 use super::RunArgs;
 
-/// SIGTERM and SIGINT, registered before the first cycle so none is missed.
-struct StopSignals {
+/// SIGTERM and SIGINT, registered before the service starts so none is missed.
+pub struct StopSignals {
     /// `kill`, systemd, container runtimes.
     term: Signal,
     /// Ctrl-C.
@@ -38,7 +47,8 @@ struct StopSignals {
 }
 
 impl StopSignals {
-    fn register() -> Result<Self, CliError> {
+    /// Starts listening for both.
+    pub fn register() -> Result<Self, CliError> {
         let listen = |kind: SignalKind, name: &str| {
             signal(kind).map_err(|e| CliError::new(format!("cannot listen for {name}: {e}")))
         };
@@ -63,30 +73,143 @@ impl StopSignals {
     }
 }
 
-/// Runs the daemon on `service` until a stop signal (`Ok`) or a fatal error.
+/// What the start line reports about the configuration (never the token itself).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Where workspaces are scanned.
+    pub workspace_root: PathBuf,
+    /// The platform.
+    pub api_url: String,
+    /// Pushed and pulled as.
+    pub agent_id: String,
+    /// Where the token comes from.
+    pub token: String,
+}
+
+impl Settings {
+    /// The settings of `config`.
+    pub fn of(config: &SyncConfig) -> Self {
+        let token = match &config.tokens {
+            TokenSource::Fixed(Some(_)) => "from the environment".to_string(),
+            TokenSource::Fixed(None) => "none".to_string(),
+            TokenSource::KeyFile(path) => format!("key file {}", path.display()),
+        };
+        Settings {
+            workspace_root: config.workspace_root.clone(),
+            api_url: config.platform.base_url.clone(),
+            agent_id: config.agent_id.clone(),
+            token,
+        }
+    }
+}
+
+/// Tells systemd `states` (nothing without `NOTIFY_SOCKET`).
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::warn!("could not notify systemd: {e}");
+    }
+}
+
+/// Pings the systemd watchdog every half `period` while the actors answer.
+fn start_watchdog(service: &SyncService) -> Option<actix_rt::task::JoinHandle<()>> {
+    let period = sd_notify::watchdog_enabled()?;
+    let history = service.actors().history.clone();
+    let every = (period / 2).max(Duration::from_millis(100));
+    log::info!("systemd watchdog: pinging every {every:?}");
+    Some(actix_rt::spawn(async move {
+        loop {
+            actix_rt::time::sleep(every).await;
+            match actix_rt::time::timeout(every, history.send(ReadSyncState)).await {
+                Ok(Ok(Ok(_))) => notify(&[NotifyState::Watchdog]),
+                Ok(Ok(Err(e))) => {
+                    log::warn!("watchdog: the state cannot be read ({e}); not pinging")
+                }
+                _ => log::warn!("watchdog: the actors did not answer; not pinging"),
+            }
+        }
+    }))
+}
+
+/// Runs the daemon on `service` until a stop signal or a fatal error; after the first
+/// signal, waits for the request in flight unless a second one comes.
 pub async fn run(
     service: &SyncService,
     args: &RunArgs,
     tokens: TokenSource,
-) -> Result<(), CliError> {
-    let mut signals = StopSignals::register()?;
+    settings: &Settings,
+    mut signals: StopSignals,
+) -> Result<Close, CliError> {
     log::info!(
-        "agent-sync running: scan every {}, pull every {}, ghost reap {}",
+        "agent-sync running: pid {}, state dir {}, workspace root {}, platform {}, agent id {}, \
+         token {}, scan every {}, pull every {}, ghost reap {}, shutdown deadline {:?}, \
+         control socket {}, metrics {}",
+        std::process::id(),
+        service.state_dir().display(),
+        settings.workspace_root.display(),
+        settings.api_url,
+        settings.agent_id,
+        settings.token,
         describe(args.scan_interval),
         describe(args.pull_interval),
-        if args.no_reap { "off" } else { "on" }
+        if args.no_reap { "off" } else { "on" },
+        args.shutdown_timeout,
+        service
+            .control_socket()
+            .map_or_else(|| "off".to_string(), |p| p.display().to_string()),
+        service.metrics_addr().map_or_else(
+            || "socket only".to_string(),
+            |a| format!("http://{a}/metrics")
+        ),
     );
-    let mut stop = pin!(signals.recv());
-    let mut work = pin!(cycles(service, args, tokens));
-    // Whichever comes first; dropping `work` abandons the cycle in progress.
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(name) = stop.as_mut().poll(cx) {
-            log::info!("{name} received; stopping");
-            return Poll::Ready(Ok(()));
+    notify(&[NotifyState::Ready, NotifyState::Status("syncing")]);
+    let watchdog = start_watchdog(service);
+    let close = stop_on_signal(service, args, tokens, &mut signals).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    close
+}
+
+/// The loop until a signal, then the graceful (or, on a second signal, immediate)
+/// stop.
+async fn stop_on_signal(
+    service: &SyncService,
+    args: &RunArgs,
+    tokens: TokenSource,
+    signals: &mut StopSignals,
+) -> Result<Close, CliError> {
+    let name = {
+        let mut stop = pin!(signals.recv());
+        let mut work = pin!(cycles(service, args, tokens));
+        // Whichever comes first; dropping `work` ends the cycle in progress (a drain
+        // runs on in the Pusher until the graceful stop below).
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(name) = stop.as_mut().poll(cx) {
+                return Poll::Ready(Ok(name));
+            }
+            work.as_mut().poll(cx).map(|r| r.map(|()| ""))
+        })
+        .await?
+    };
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    log::info!(
+        "{name} received; stopping after the request in flight (at most {:?}; a second signal stops at once)",
+        args.shutdown_timeout
+    );
+    let mut again = pin!(signals.recv());
+    let mut finish = pin!(service.finish_in_flight());
+    let close = std::future::poll_fn(|cx| {
+        if let Poll::Ready(second) = again.as_mut().poll(cx) {
+            log::warn!("second {second}: stopping at once; the entry in flight stays queued");
+            return Poll::Ready(Close::AtOnce);
         }
-        work.as_mut().poll(cx)
+        finish.as_mut().poll(cx).map(|()| Close::Gracefully)
     })
-    .await
+    .await;
+    if close == Close::Gracefully {
+        log::info!("stopped");
+    }
+    Ok(close)
 }
 
 fn describe(interval: Duration) -> String {
@@ -182,11 +305,12 @@ async fn scan_cycle(
 
 async fn pull_cycle(service: &SyncService) -> Result<(), CliError> {
     match service.pull(SyncPull::default()).await {
-        Ok(report) if report.from_cache => log::info!(
-            "pull: platform not reached, {} cached context item(s) kept",
+        // The Puller logs each pull (received at info, the cache kept at warn).
+        Ok(report) if report.from_cache => log::debug!(
+            "pull cycle: platform not reached, {} cached context item(s) kept",
             report.count
         ),
-        Ok(report) => log::info!("pull: {} context item(s) received", report.count),
+        Ok(report) => log::debug!("pull cycle: {} context item(s) received", report.count),
         Err(e) => return survivable(e),
     }
     Ok(())

@@ -4,20 +4,28 @@
 //! - this file: the clap definitions, durations, flags over environment;
 //! - [`commands`]: runs one command against a [`SyncService`](agent_sync::SyncService);
 //! - [`output`]: text and `--json` rendering;
-//! - [`daemon`]: `run`, the long-lived loop with signal handling.
+//! - [`daemon`]: `run`, the long-lived loop with signal handling and systemd notify;
+//! - [`backend`]: where a command is carried out: a service of its own, or the
+//!   running agent-sync that holds the state (through its control socket);
+//! - [`logging`]: the logger (levels by command, text or JSON lines);
+//! - [`generate`]: `completions` and `man`.
 //!
 //! Exit codes: 0 success (offline and platform-down pushes included), 1 a local
 //! failure with an `error:` line on stderr, 2 usage (clap).
 
+pub mod backend;
 pub mod commands;
 pub mod daemon;
+pub mod generate;
+pub mod logging;
 pub mod output;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_sync::SyncConfig;
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// Keeps an AI-agent host in sync with its platform.
 #[derive(Debug, Parser)]
@@ -33,8 +41,13 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
         The token is read from CORE_AGENT_API_KEY, else CORE_BRAIN_KEY, else \
         <home>/.claude/brain.key (home = CORE_HOME, else HOME); it is never a flag. \
         The API URL comes from --api-url, else CORE_API_URL, else CORE_BRAIN_URL, else \
-        https://api.lthn.sh. Flags override the environment. Logging: RUST_LOG (default \
-        warn).",
+        https://api.lthn.sh. Flags override the environment.\n\n\
+        Beside a running agent-sync (`run`, or a host embedding it) on the same state \
+        dir, status, queue, dead-letters, requeue, history, push and pull are carried \
+        out by that process through its control socket <state-dir>/agent-sync.sock, \
+        with the same output.\n\n\
+        Logging: RUST_LOG (default info for `run`, warn otherwise), --log-format json \
+        for one JSON object per line.",
     after_help = "Examples:\n  \
         agent-sync push                      scan, queue and deliver finished work\n  \
         agent-sync --json status             local status as one JSON object\n  \
@@ -104,6 +117,38 @@ pub struct GlobalArgs {
         help = "Allow http:// to a non-loopback host (the token then travels unencrypted)"
     )]
     pub allow_insecure_http: bool,
+    /// Why: log shippers (Vector, Fluent Bit, journald exporters) want one JSON object
+    /// per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text",
+        help = "Log lines on stderr as text or as one JSON object per line"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `[time LEVEL target] message`, for people.
+    #[default]
+    Text,
+    /// `{"ts":..,"level":..,"target":..,"message":..}`, one per line.
+    Json,
+}
+
+/// Shells `completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// bash (`source <(agent-sync completions bash)`).
+    Bash,
+    /// zsh (a `_agent-sync` file on `$fpath`).
+    Zsh,
+    /// fish (`~/.config/fish/completions/agent-sync.fish`).
+    Fish,
 }
 
 impl GlobalArgs {
@@ -176,10 +221,14 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         agent-sync run\n  \
         agent-sync run --scan-interval 5m --pull-interval 1h\n  \
-        agent-sync run --scan-interval 0     only drain what is queued\n\n\
+        agent-sync run --scan-interval 0     only drain what is queued\n  \
+        agent-sync run --metrics-addr 127.0.0.1:9464\n\n\
         Durations: 90s, 5m, 1h, 250ms, or 0 for off. Without a token it keeps running \
-        and sends nothing; the key file is read again on every cycle. Logs go to stderr \
-        (RUST_LOG=info shows one line per sync).")]
+        and sends nothing; the key file is read again on every cycle. Serves the control \
+        API on <state-dir>/agent-sync.sock (status, queue, push, ... from the CLI go \
+        through it; /metrics and /health too). Logs at info on stderr unless RUST_LOG \
+        says otherwise. Under systemd Type=notify it reports READY, STOPPING and \
+        WATCHDOG.")]
     Run(RunArgs),
     /// Import the Go agent's sync files (queue, ledger, records, status, context), once.
     #[command(after_help = "Examples:\n  \
@@ -188,6 +237,50 @@ pub enum Command {
         Reads queue.json, ledger.json, records.json, status.json and context.json, never \
         modifies them, and imports them only once: a second run imports nothing.")]
     ImportLegacy(ImportArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    #[command(after_help = "Examples:\n  \
+        source <(agent-sync completions bash)\n  \
+        agent-sync completions zsh > ~/.zfunc/_agent-sync\n  \
+        agent-sync completions fish > ~/.config/fish/completions/agent-sync.fish")]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout: agent-sync(1), or one command's.
+    #[command(after_help = "Examples:\n  \
+        agent-sync man > /usr/local/share/man/man1/agent-sync.1\n  \
+        agent-sync man push > /usr/local/share/man/man1/agent-sync-push.1")]
+    Man(ManArgs),
+}
+
+/// Arguments of `man`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Why: agent-sync(1) lists the commands as agent-sync-COMMAND(1) pages.
+    #[arg(value_name = "COMMAND", help = "Print agent-sync-COMMAND(1) instead")]
+    pub command: Option<String>,
+}
+
+impl Command {
+    /// True for the commands a running agent-sync carries out when it holds the
+    /// state (through its control socket).
+    pub fn goes_through_a_running_process(&self) -> bool {
+        matches!(
+            self,
+            Command::Push(_)
+                | Command::Pull(_)
+                | Command::Status
+                | Command::History(_)
+                | Command::Queue
+                | Command::DeadLetters
+                | Command::Requeue(_)
+        )
+    }
+}
+
+/// Arguments of `completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// Why: each shell has its own completion language.
+    #[arg(value_enum, help = "The shell to complete for")]
+    pub shell: Shell,
 }
 
 /// Arguments of `push`.
@@ -258,15 +351,20 @@ pub struct RunArgs {
         help = "Do not rewrite `running` workspaces whose pid is gone to `failed`"
     )]
     pub no_reap: bool,
-    /// Why: crash tests, and operators who want the fewest re-sends after a crash.
-    /// Entries the Pusher sends before one durable commit records them (default 32);
-    /// after a `kill -9` at most this many are sent again, 1 = only the entry in
-    /// flight, at the cost of one fsync per delivery. Hidden: the default suits
-    /// every deployment; documented in docs/operations.md.
-    #[arg(long, value_name = "N", hide = true,
-          value_parser = clap::value_parser!(u16).range(1..=1024),
-          help = "Entries sent per durable commit (1..=1024) [default: 32]")]
-    pub lease_window: Option<u16>,
+    /// Why: a stop must not abandon a request the platform may already have
+    /// stored (a duplicate after the restart), nor hang a service manager forever.
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration,
+          help = "On SIGTERM/SIGINT, let the request in flight run this long (a second signal stops at once)")]
+    pub shutdown_timeout: Duration,
+    /// Why: Prometheus scrapes over TCP; the control socket is local only. Off unless
+    /// given, and only ever the address given (a non-loopback one exposes the metrics
+    /// to the network).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help = "Also serve /metrics and /health over TCP, e.g. 127.0.0.1:9464 [default: off]"
+    )]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Arguments of `import-legacy`.

@@ -29,7 +29,7 @@ use agent_sync_actors::platform::{
     HttpPlatform, LocalFuture, Platform, PlatformConfig, PullOutcome, PushRequest, Token,
     TokenSource,
 };
-use agent_sync_actors::queue::{QueueConfig, DEFAULT_MAX_BATCH};
+use agent_sync_actors::queue::{Jitter, QueueConfig, DEFAULT_MAX_BATCH};
 use agent_sync_actors::time::Clock;
 use agent_sync_actors::{ActorsConfig, Store, SyncActors};
 
@@ -41,6 +41,8 @@ pub const AGENT_ID: &str = "test-agent";
 pub const PUSH_PATH: &str = "/v1/agent/sync";
 /// The pull endpoint.
 pub const PULL_PATH: &str = "/v1/agent/context";
+/// Seed of the retry jitter in tests.
+pub const TEST_SEED: u64 = 0x5eed;
 
 // ------------------------------------------------------------------ loopback server
 
@@ -515,6 +517,8 @@ pub struct Options {
     pub history_limit: usize,
     /// Whole-request timeout of the HTTP client.
     pub request_timeout: Duration,
+    /// Retry jitter: seeded, so schedules are the same on every run.
+    pub jitter: Jitter,
 }
 
 impl Default for Options {
@@ -525,6 +529,7 @@ impl Default for Options {
             max_batch: DEFAULT_MAX_BATCH,
             history_limit: 100,
             request_timeout: Duration::from_secs(5),
+            jitter: Jitter::Seeded(TEST_SEED),
         }
     }
 }
@@ -553,6 +558,7 @@ pub fn actors_config(root: &Path, token: Option<&str>, opts: &Options) -> Actors
         tokens: token_source(token),
         queue: QueueConfig {
             max_batch: opts.max_batch,
+            jitter: opts.jitter,
             ..QueueConfig::default()
         },
         history_limit: opts.history_limit,
@@ -642,4 +648,136 @@ pub fn assert_no_token(text: &str) {
         "the token leaked into Debug output: {}",
         text.replace(TOKEN, "<TOKEN>")
     );
+}
+
+// ------------------------------------------------------- control API (issue 10)
+
+/// A plain HTTP/1.1 `GET target` over any stream (`Connection: close`): the status
+/// and the body. Blocking; for the control socket and `--metrics-addr`.
+pub fn http_get_on(mut stream: impl std::io::Read + std::io::Write, target: &str) -> (u16, String) {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read the answer");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head:?}"));
+    (status, body.to_string())
+}
+
+/// `GET target` on the Unix socket at `path`.
+pub fn http_get_unix(path: &Path, target: &str) -> (u16, String) {
+    let stream = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    http_get_on(stream, target)
+}
+
+/// `GET target` on TCP `addr` (e.g. `127.0.0.1:9464`).
+pub fn http_get_tcp(addr: &str, target: &str) -> (u16, String) {
+    let stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    http_get_on(stream, target)
+}
+
+/// One sample of a Prometheus / OpenMetrics text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The sample name (`agent_sync_requests_total`, `..._bucket`, ...).
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// Parses a text exposition: `# HELP/TYPE/UNIT` lines are checked for shape, the
+/// `# EOF` marker must end it, every other line is `name[{k="v",...}] value`.
+/// Panics (with the line) on anything else: a scrape that does not parse fails.
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "no # EOF at the end:\n{text}");
+    let mut samples = Vec::new();
+    for line in &lines[..lines.len() - 1] {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let kind = comment.split_whitespace().next().unwrap_or("");
+            assert!(
+                matches!(kind, "HELP" | "TYPE" | "UNIT"),
+                "unknown comment line: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|e| panic!("bad value in {line:?}: {e}"));
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let inner = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                let mut labels = BTreeMap::new();
+                for pair in inner.split(',').filter(|p| !p.is_empty()) {
+                    let (key, quoted) = pair
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad label {pair:?} in {line}"));
+                    let value = quoted
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or_else(|| panic!("unquoted label {pair:?} in {line}"));
+                    labels.insert(key.to_string(), value.to_string());
+                }
+                (name.to_string(), labels)
+            }
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        samples.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+/// The value of the one sample `name{labels}` (labels given must match exactly;
+/// panics when it is missing or ambiguous).
+pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let found: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == name && s.labels == wanted)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{name}{wanted:?}: {} samples among {samples:#?}",
+        found.len()
+    );
+    found[0].value
 }

@@ -1,6 +1,6 @@
-//! The Pusher's leased window (issue 6): entries are sent one at a time in FIFO
-//! order, recorded with one durable commit per window, and a window stops at the
-//! first answer that is not a 2xx so the Queue's decisions keep their order.
+//! One request in flight (R1): the Pusher sends entries one at a time in FIFO order,
+//! each outcome committed before the next lease, and a drain stops at the first
+//! transient failure so the Queue's decisions keep their order.
 
 mod common;
 
@@ -13,10 +13,9 @@ use agent_sync_actors::{Store, SyncActors};
 use common::*;
 use serde_json::json;
 
-/// Actors with `max_batch` dispatches per entry and a lease window of `window`.
-fn start(dirs: &Dirs, url: &str, max_batch: usize, window: usize) -> SyncActors {
+/// Actors with `max_batch` dispatches per entry.
+fn start(dirs: &Dirs, url: &str, max_batch: usize) -> SyncActors {
     let mut config = actors_config(dirs.root(), Some(TOKEN), &Options::max_batch(max_batch));
-    config.queue.lease_window = window;
     config.drain_on_start = false;
     let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(PlatformConfig {
         base_url: url.into(),
@@ -77,10 +76,10 @@ fn sent_ids(platform: &LoopbackPlatform) -> Vec<String> {
 }
 
 #[actix::test]
-async fn window_delivers_every_entry_in_fifo_order() {
+async fn entries_are_delivered_one_request_at_a_time_in_fifo_order() {
     let platform = LoopbackPlatform::start().await;
     let dirs = Dirs::new();
-    let actors = start(&dirs, &platform.url(), 1, 4);
+    let actors = start(&dirs, &platform.url(), 1);
     let ids: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
     enqueue(&actors, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let report = drain(&actors).await;
@@ -104,13 +103,13 @@ async fn window_delivers_every_entry_in_fifo_order() {
 }
 
 #[actix::test]
-async fn window_stops_at_the_first_failure_and_releases_the_rest_untouched() {
+async fn a_transient_failure_stops_the_drain_and_leaves_the_rest_untouched() {
     let platform = LoopbackPlatform::start().await;
     platform.respond(Scripted::ok());
     platform.respond(Scripted::ok());
     platform.respond(Scripted::status(503));
     let dirs = Dirs::new();
-    let actors = start(&dirs, &platform.url(), 1, 8);
+    let actors = start(&dirs, &platform.url(), 1);
     enqueue(&actors, &["a", "b", "c", "d", "e"]).await;
     let report = drain(&actors).await;
     assert_eq!((delivered_count(&platform), report.queued), (2, 3));
@@ -135,26 +134,21 @@ async fn window_stops_at_the_first_failure_and_releases_the_rest_untouched() {
         })
         .collect();
     assert_eq!(state, [("c".into(), 1), ("d".into(), 0), ("e".into(), 0)]);
-    // The released entries are leasable again (the lease was given back).
+    // The lease was given back: the head is now only waiting for its backoff.
     assert!(matches!(
-        actors
-            .queue
-            .send(LeaseWindow { max: 8 })
-            .await
-            .unwrap()
-            .unwrap(),
-        LeasedWindow::Waiting { .. }
+        actors.queue.send(LeaseNext).await.unwrap().unwrap(),
+        Lease::Waiting { .. }
     ));
     platform.stop().await;
 }
 
 #[actix::test]
-async fn window_dead_letters_a_rejected_entry_and_goes_on_in_order() {
+async fn a_rejected_entry_is_dead_lettered_and_the_drain_goes_on_in_order() {
     let platform = LoopbackPlatform::start().await;
     platform.respond(Scripted::ok());
     platform.respond(Scripted::status(422));
     let dirs = Dirs::new();
-    let actors = start(&dirs, &platform.url(), 1, 8);
+    let actors = start(&dirs, &platform.url(), 1);
     enqueue(&actors, &["a", "b", "c", "d"]).await;
     let report = drain(&actors).await;
     assert_eq!((delivered_count(&platform), report.queued), (3, 0));
@@ -169,11 +163,11 @@ async fn window_dead_letters_a_rejected_entry_and_goes_on_in_order() {
 }
 
 #[actix::test]
-async fn split_parts_are_sent_before_the_next_entry_of_the_window() {
+async fn split_parts_are_sent_before_the_next_entry() {
     let platform = LoopbackPlatform::start().await;
     platform.respond(Scripted::status(413));
     let dirs = Dirs::new();
-    let actors = start(&dirs, &platform.url(), 4, 8);
+    let actors = start(&dirs, &platform.url(), 4);
     enqueue(&actors, &["a1", "a2", "a3", "a4", "b1"]).await;
     let report = drain(&actors).await;
     assert_eq!((delivered_count(&platform), report.queued), (5, 0));
@@ -241,7 +235,7 @@ async fn a_requeued_dead_letter_is_sent_under_a_fresh_idempotency_key() {
     let platform = LoopbackPlatform::start().await;
     platform.respond(Scripted::status(422));
     let dirs = Dirs::new();
-    let actors = start(&dirs, &platform.url(), 1, 8);
+    let actors = start(&dirs, &platform.url(), 1);
     enqueue(&actors, &["a"]).await;
     drain(&actors).await;
     let dead = actors.queue.send(ListDeadLetters).await.unwrap().unwrap();
@@ -274,7 +268,7 @@ async fn a_token_echoed_in_an_error_body_is_redacted_from_last_error() {
     platform.respond(Scripted::status(503).body(echo.clone()));
     platform.respond(Scripted::status(400).body(echo));
     let dirs = Dirs::new();
-    let actors = start(&dirs, &platform.url(), 1, 8);
+    let actors = start(&dirs, &platform.url(), 1);
     enqueue(&actors, &["a"]).await;
     drain(&actors).await;
     let queued = actors

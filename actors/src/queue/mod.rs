@@ -1,0 +1,432 @@
+//! The Queue: the only owner of queued pushes. It enqueues, coalesces, deduplicates,
+//! orders, leases, decides backoff, dead-letters and persists.
+//!
+//! - this file: the actor, its state and its message handlers;
+//! - [`tables`]: its redb tables and every change to them;
+//! - [`policy`]: the decisions as pure functions (classify, split, jittered backoff,
+//!   coalescing).
+//!
+//! # Invariants
+//!
+//! 1. **Nothing acknowledged is lost.** An [`Enqueue`] is answered only after the
+//!    commit holding it is durable (`Durability::Immediate`). Group commit: every
+//!    enqueue waiting in the mailbox when the first one arrived is committed in the
+//!    same transaction, so 10,000 messages cost a handful of fsyncs, not 10,000.
+//! 2. **Entries are requests.** A new dispatch joins the tail entry while that entry
+//!    has the same agent and fleet node, was created by this Queue and never leased
+//!    (so never sent), and stays within `max_batch` dispatches and `max_request_bytes`
+//!    of body (P11). Otherwise it starts a new entry. An entry is sealed when first
+//!    leased, and every entry is sealed after a restart. So `queue` lists exactly the
+//!    requests that will be sent, each with the idempotency key minted with it.
+//! 3. **FIFO by `seq`, one lease at a time.** Entries are keyed by a monotonic `seq`
+//!    (`queue_meta.next_seq`, never reused). Only the head is leased, and only while no
+//!    other lease is out; the Pusher sends it and [`Report`]s the outcome, which is
+//!    durable before the next lease. So one request is in flight, ever.
+//! 4. **One copy per (id, fingerprint).** `queue_keys` maps `id \x1f fingerprint` of
+//!    every scanned dispatch held in `queue` or `dead_letters` to its seq, so scanning
+//!    while the platform is down never queues the same dispatch twice (P8), and a
+//!    dead-lettered dispatch is not re-queued by the next scan.
+//! 5. **The Queue alone decides.** The Pusher reports a [`DeliveryOutcome`]; the Queue
+//!    classifies it ([`policy::classify`]) and persists the consequence in one commit:
+//!    - 2xx: the part is removed (the entry when it was the last part);
+//!    - network, 408, 429, 5xx but 501, 3xx: `attempts += 1`,
+//!      `next_attempt = now + max(jitter(backoff(attempts)), Retry-After)`;
+//!    - 401/403: the same, never dropped, reported as `auth_failed`;
+//!    - 413 on more than one dispatch: the part splits in two halves in place
+//!      (keys `<key>.1`, `<key>.2`), so FIFO position is kept;
+//!    - any other 4xx: the part moves to `dead_letters`, the drain goes on.
+//! 6. **Counters are transactional.** `queue_meta.dispatches` changes in the same
+//!    transaction as the rows it counts, so status never scans the queue.
+//!
+//! # Crash semantics
+//!
+//! A lease is memory only: after a crash the leased entry is simply still queued and
+//! is sent again, with the same idempotency key. Because each outcome is durable
+//! before the next lease, that one request is the only one a `kill -9` can make us
+//! send twice (R1). A graceful stop lets the request in flight finish and commits its
+//! outcome first, so it re-sends nothing (R3).
+
+mod policy;
+mod tables;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use redb::{Durability, ReadableTable, ReadableTableMetadata};
+use tokio::sync::oneshot;
+
+pub use policy::{Jitter, PushBody, DEFAULT_MAX_REQUEST_BYTES};
+pub(crate) use tables::{create_tables, DEAD_LETTERS, QUEUE, QUEUE_META};
+
+use crate::error::StoreError;
+use crate::messages::*;
+use crate::model::{DeadLetter, QueueEntry};
+use crate::store::{decode, Store};
+use crate::time::{Clock, Timestamp};
+use policy::{Caps, OpenTail, Spread};
+use tables::{QueueTables, DISPATCHES};
+
+/// Default dispatches per entry (P11).
+pub const DEFAULT_MAX_BATCH: usize = 100;
+
+/// How the Queue batches, leases and spreads retries.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueConfig {
+    /// Most dispatches in one entry (one POST).
+    pub max_batch: usize,
+    /// Most bytes of request body in one entry; a single larger dispatch still gets
+    /// an entry of its own.
+    pub max_request_bytes: usize,
+    /// A lease not reported within this time is given up (the Pusher died).
+    pub lease_timeout: Duration,
+    /// How retry delays are spread.
+    pub jitter: Jitter,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_batch: DEFAULT_MAX_BATCH,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            lease_timeout: Duration::from_secs(120),
+            jitter: Jitter::Random,
+        }
+    }
+}
+
+/// An enqueue waiting for the group commit, and where its answer goes.
+type PendingEnqueue = (Enqueue, oneshot::Sender<Result<EnqueueReceipt, StoreError>>);
+
+/// Owns `queue`, `queue_keys`, `queue_meta` and `dead_letters`.
+pub struct Queue {
+    /// The shared database.
+    store: Store,
+    /// Caps and lease timeout.
+    config: QueueConfig,
+    /// Source of "now" for backoff decisions.
+    clock: Clock,
+    /// Jitter for retry delays.
+    spread: Spread,
+    /// Told when work becomes due (the Pusher).
+    waker: Option<Recipient<QueueChanged>>,
+    /// The leased entry and when the lease lapses.
+    lease: Option<(u64, Timestamp)>,
+    /// The tail entry new dispatches may still join; `None` once it is leased.
+    open_tail: Option<OpenTail>,
+    /// Enqueues received since the last group commit.
+    pending: Vec<PendingEnqueue>,
+}
+
+impl Queue {
+    /// A Queue over `store`.
+    pub fn new(store: Store, config: QueueConfig, clock: Clock) -> Self {
+        Queue {
+            store,
+            config: QueueConfig {
+                max_batch: config.max_batch.max(1),
+                max_request_bytes: config.max_request_bytes.max(1),
+                ..config
+            },
+            clock,
+            spread: Spread::new(config.jitter),
+            waker: None,
+            lease: None,
+            open_tail: None,
+            pending: Vec::new(),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = &self.waker {
+            waker.do_send(QueueChanged);
+        }
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            max_batch: self.config.max_batch,
+            max_request_bytes: self.config.max_request_bytes,
+        }
+    }
+
+    /// Commits every pending enqueue in one durable transaction.
+    fn commit_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let caps = self.caps();
+        // Work on a copy of the open tail: a failed commit leaves the stored one as it
+        // was, so the copy is dropped with it.
+        let mut tail = self.open_tail.take();
+        let result = self
+            .store
+            .write("enqueue dispatches", Durability::Immediate, |txn| {
+                QueueTables::open(txn)?.enqueue_group(
+                    pending.iter().map(|(msg, _)| msg),
+                    &mut tail,
+                    caps,
+                    now,
+                )
+            });
+        match result {
+            Ok(receipts) => {
+                self.open_tail = tail;
+                let queued = receipts.iter().any(|r| r.dispatches > 0);
+                for ((_, reply), receipt) in pending.into_iter().zip(receipts) {
+                    let _ = reply.send(Ok(receipt));
+                }
+                if queued {
+                    self.wake();
+                }
+            }
+            Err(e) => {
+                // Every caller gets the error and reports it; logging it too would put
+                // a second copy first on a CLI's stderr.
+                log::debug!("group commit failed: {e}");
+                for (_, reply) in pending {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Leases the head if it is due and no lease is out; a leased entry is sealed.
+    fn lease_next(&mut self) -> Result<Lease, StoreError> {
+        let now = self.clock.now();
+        if let Some((_, expires)) = &self.lease {
+            if now < *expires {
+                return Ok(Lease::InFlight);
+            }
+            log::warn!("a lease on the queue head was never reported; leasing it again");
+            self.lease = None;
+        }
+        let Some(head) = self.head()? else {
+            return Ok(Lease::Empty);
+        };
+        if let Some(until) = head.next_attempt.filter(|t| *t > now) {
+            return Ok(Lease::Waiting { until });
+        }
+        if self
+            .open_tail
+            .as_ref()
+            .is_some_and(|t| t.entry.seq == head.seq)
+        {
+            self.open_tail = None;
+        }
+        self.lease = Some((head.seq, now.saturating_add(self.config.lease_timeout)));
+        Ok(Lease::Ready(head))
+    }
+
+    /// The first entry that decodes; one that does not is skipped with a warning and
+    /// left in place: never lost, never blocking.
+    fn head(&self) -> Result<Option<QueueEntry>, StoreError> {
+        self.store.read("read the queue head", |txn| {
+            let queue = txn.open_table(QUEUE)?;
+            for row in queue.iter()? {
+                let (seq, bytes) = row?;
+                match decode::<QueueEntry>(bytes.value()) {
+                    Ok(entry) => return Ok(Some(entry)),
+                    Err(e) => {
+                        log::warn!("queue entry {} does not decode ({e}); skipped", seq.value())
+                    }
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// Applies one outcome in one durable commit and releases the lease.
+    fn report(&mut self, seq: u64, outcome: &DeliveryOutcome) -> Result<Decision, StoreError> {
+        if self.lease.is_some_and(|(leased, _)| leased == seq) {
+            self.lease = None;
+        }
+        let now = self.clock.now();
+        let spread = &mut self.spread;
+        self.store
+            .write("record a delivery outcome", Durability::Immediate, |txn| {
+                QueueTables::open(txn)?.apply(seq, outcome, now, spread)
+            })
+    }
+
+    /// Runs `body` on the tables in a durable commit; the open tail is sealed first,
+    /// since `body` adds entries after it.
+    fn write_entries<T>(
+        &mut self,
+        operation: &'static str,
+        body: impl FnOnce(&mut QueueTables) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        self.commit_pending();
+        self.open_tail = None;
+        self.store.write(operation, Durability::Immediate, |txn| {
+            body(&mut QueueTables::open(txn)?)
+        })
+    }
+}
+
+impl Actor for Queue {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A deep mailbox lets many concurrent enqueues share one group commit.
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl Handler<Enqueue> for Queue {
+    type Result = ResponseFuture<Result<EnqueueReceipt, StoreError>>;
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        if self.pending.is_empty() {
+            // Runs after the mailbox is drained: one commit for everything waiting.
+            ctx.notify(CommitPending);
+        }
+        self.pending.push((msg, reply));
+        Box::pin(async move {
+            answer.await.unwrap_or_else(|_| {
+                Err(StoreError::new(
+                    "enqueue dispatches",
+                    "the queue stopped before committing",
+                ))
+            })
+        })
+    }
+}
+
+/// Internal: commit the enqueues gathered so far.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CommitPending;
+
+impl Handler<CommitPending> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, _: CommitPending, _: &mut Self::Context) {
+        self.commit_pending();
+    }
+}
+
+impl Handler<LeaseNext> for Queue {
+    type Result = Result<Lease, StoreError>;
+
+    fn handle(&mut self, _: LeaseNext, _: &mut Self::Context) -> Self::Result {
+        // An enqueue answered but not yet committed must not be invisible to a lease.
+        self.commit_pending();
+        self.lease_next()
+    }
+}
+
+impl Handler<Report> for Queue {
+    type Result = Result<Decision, StoreError>;
+
+    fn handle(&mut self, msg: Report, _: &mut Self::Context) -> Self::Result {
+        self.report(msg.seq, &msg.outcome)
+    }
+}
+
+impl Handler<ListQueue> for Queue {
+    type Result = Result<Vec<QueueEntry>, StoreError>;
+
+    fn handle(&mut self, msg: ListQueue, _: &mut Self::Context) -> Self::Result {
+        self.store.read("list the queue", |txn| {
+            let queue = txn.open_table(QUEUE)?;
+            let mut entries = Vec::new();
+            for row in queue.iter()?.take(msg.limit.unwrap_or(usize::MAX)) {
+                let (seq, bytes) = row?;
+                match decode(bytes.value()) {
+                    Ok(entry) => entries.push(entry),
+                    Err(e) => {
+                        log::warn!("queue entry {} does not decode ({e}); skipped", seq.value())
+                    }
+                }
+            }
+            Ok(entries)
+        })
+    }
+}
+
+impl Handler<ListDeadLetters> for Queue {
+    type Result = Result<Vec<DeadLetter>, StoreError>;
+
+    fn handle(&mut self, _: ListDeadLetters, _: &mut Self::Context) -> Self::Result {
+        self.store.read("list dead letters", |txn| {
+            let dead = txn.open_table(DEAD_LETTERS)?;
+            let mut letters = Vec::new();
+            for row in dead.iter()? {
+                let (seq, bytes) = row?;
+                match decode(bytes.value()) {
+                    Ok(letter) => letters.push(letter),
+                    Err(e) => {
+                        log::warn!("dead letter {} does not decode ({e}); skipped", seq.value())
+                    }
+                }
+            }
+            Ok(letters)
+        })
+    }
+}
+
+impl Handler<Requeue> for Queue {
+    type Result = Result<RequeueReport, StoreError>;
+
+    fn handle(&mut self, msg: Requeue, _: &mut Self::Context) -> Self::Result {
+        let report = self.write_entries("requeue dead letters", |t| t.requeue(msg.seqs))?;
+        if !report.requeued.is_empty() {
+            self.wake();
+        }
+        Ok(report)
+    }
+}
+
+impl Handler<ImportEntries> for Queue {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: ImportEntries, _: &mut Self::Context) -> Self::Result {
+        let count = msg.entries.len();
+        self.write_entries("import queue entries", |tables| {
+            msg.entries
+                .into_iter()
+                .try_for_each(|entry| tables.push_entry(entry).map(drop))
+        })?;
+        if count > 0 {
+            self.wake();
+        }
+        Ok(count)
+    }
+}
+
+impl Handler<QueueStatus> for Queue {
+    type Result = Result<QueueSummary, StoreError>;
+
+    fn handle(&mut self, _: QueueStatus, _: &mut Self::Context) -> Self::Result {
+        self.commit_pending();
+        let head = self.head()?.map(|e| HeadSummary {
+            seq: e.seq,
+            attempts: e.attempts,
+            next_attempt: e.next_attempt,
+            last_error: e.last_error,
+            queued_at: e.queued_at,
+        });
+        self.store.read("read queue counts", |txn| {
+            Ok(QueueSummary {
+                entries: txn.open_table(QUEUE)?.len()?,
+                dispatches: txn
+                    .open_table(QUEUE_META)?
+                    .get(DISPATCHES)?
+                    .map_or(0, |v| v.value()),
+                dead_letters: txn.open_table(DEAD_LETTERS)?.len()?,
+                head,
+            })
+        })
+    }
+}
+
+impl Handler<SetWaker> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, SetWaker(waker): SetWaker, _: &mut Self::Context) {
+        self.waker = Some(waker);
+    }
+}

@@ -1,0 +1,397 @@
+//! The Queue's redb tables and every change to them, each made inside the caller's
+//! write transaction (the Queue commits).
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::policy::{self, json_len, Caps, Class, OpenTail, Spread};
+use crate::messages::{
+    Decision, DeliveryOutcome, Enqueue, EnqueueBatch, EnqueueReceipt, RequeueReport,
+};
+use crate::model::{dispatch_id, DeadLetter, Dispatch, QueueEntry};
+use crate::store::{decode, encode};
+use crate::time::Timestamp;
+
+/// `seq` -> JSON [`QueueEntry`].
+pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+/// `seq` -> JSON [`DeadLetter`].
+pub(crate) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// `id \x1f fingerprint` -> seq of the entry or dead letter holding it.
+pub(crate) const QUEUE_KEYS: TableDefinition<&str, u64> = TableDefinition::new("queue_keys");
+/// Counters: `next_seq`, `dispatches`.
+pub(crate) const QUEUE_META: TableDefinition<&str, u64> = TableDefinition::new("queue_meta");
+
+/// Next seq to hand out; seqs are never reused.
+const NEXT_SEQ: &str = "next_seq";
+/// Dispatches held in `queue`, kept in step with the rows so status never scans.
+pub(crate) const DISPATCHES: &str = "dispatches";
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(QUEUE)?;
+    txn.open_table(DEAD_LETTERS)?;
+    txn.open_table(QUEUE_KEYS)?;
+    txn.open_table(QUEUE_META)?;
+    Ok(())
+}
+
+/// The Queue's tables open in one write transaction.
+pub(super) struct QueueTables<'txn> {
+    /// Queued entries by seq.
+    queue: Table<'txn, u64, &'static [u8]>,
+    /// Refused entries by seq.
+    dead: Table<'txn, u64, &'static [u8]>,
+    /// The (id, fingerprint) dedup index.
+    keys: Table<'txn, &'static str, u64>,
+    /// Counters.
+    meta: Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> QueueTables<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(QueueTables {
+            queue: txn.open_table(QUEUE)?,
+            dead: txn.open_table(DEAD_LETTERS)?,
+            keys: txn.open_table(QUEUE_KEYS)?,
+            meta: txn.open_table(QUEUE_META)?,
+        })
+    }
+
+    /// Queues one group commit's enqueues in order. A dispatch joins the open `tail`
+    /// when the policy admits it, else starts a new entry that becomes the tail; the
+    /// tail is written once, at the end. On error the caller discards `tail` (the
+    /// transaction is not committed).
+    pub(super) fn enqueue_group<'m>(
+        &mut self,
+        messages: impl Iterator<Item = &'m Enqueue>,
+        tail: &mut Option<OpenTail>,
+        caps: Caps,
+        now: Timestamp,
+    ) -> Result<Vec<EnqueueReceipt>, redb::Error> {
+        let mut receipts = Vec::new();
+        let mut dirty = false;
+        let mut added = 0u64;
+        for msg in messages {
+            let mut receipt = EnqueueReceipt::default();
+            let mut place = |tables: &mut Self, dispatch: Dispatch, key: Option<(&str, &str)>| {
+                let bytes = json_len(&dispatch);
+                let identity = (msg.agent_id.as_str(), msg.fleet_node_id);
+                let seq = match tail
+                    .as_mut()
+                    .filter(|t| t.admits(identity.0, identity.1, bytes, caps))
+                {
+                    Some(open) => {
+                        open.push(dispatch, bytes);
+                        open.entry.seq
+                    }
+                    None => {
+                        if let (Some(old), true) = (tail.as_ref(), dirty) {
+                            tables.put_entry(&old.entry)?;
+                        }
+                        let mut open = OpenTail::new(tables.new_entry(msg, now)?);
+                        open.push(dispatch, bytes);
+                        receipt.entries += 1;
+                        let seq = open.entry.seq;
+                        *tail = Some(open);
+                        seq
+                    }
+                };
+                if let (Some((id, fingerprint)), Some(open)) = (key, tail.as_mut()) {
+                    tables
+                        .keys
+                        .insert(dedup_key(id, fingerprint).as_str(), seq)?;
+                    open.entry
+                        .fingerprints
+                        .insert(id.to_string(), fingerprint.to_string());
+                }
+                dirty = true;
+                receipt.dispatches += 1;
+                Ok::<_, redb::Error>(())
+            };
+            match &msg.batch {
+                EnqueueBatch::Host(dispatches) => {
+                    for dispatch in dispatches {
+                        place(self, dispatch.clone(), None)?;
+                    }
+                }
+                EnqueueBatch::Scanned(scanned) => {
+                    for d in scanned {
+                        // The key is inserted as the dispatch is placed, so a duplicate
+                        // later in the same group is caught too (P8).
+                        if self
+                            .keys
+                            .get(dedup_key(&d.id, &d.fingerprint).as_str())?
+                            .is_some()
+                        {
+                            receipt.duplicates += 1;
+                            continue;
+                        }
+                        place(self, d.record.clone(), Some((&d.id, &d.fingerprint)))?;
+                    }
+                }
+            }
+            added += receipt.dispatches as u64;
+            receipts.push(receipt);
+        }
+        if let (Some(open), true) = (tail.as_ref(), dirty) {
+            self.put_entry(&open.entry)?;
+        }
+        self.add_dispatches(added, 0)?;
+        Ok(receipts)
+    }
+
+    /// A new, empty entry at the tail: its seq and key minted now.
+    fn new_entry(&mut self, msg: &Enqueue, now: Timestamp) -> Result<QueueEntry, redb::Error> {
+        let mut entry = QueueEntry {
+            seq: self.next_seq()?,
+            agent_id: msg.agent_id.clone(),
+            fleet_node_id: msg.fleet_node_id,
+            dispatches: Vec::new(),
+            fingerprints: BTreeMap::new(),
+            queued_at: now,
+            attempts: 0,
+            next_attempt: None,
+            last_error: None,
+            idempotency_key: String::new(),
+            parts: Vec::new(),
+        };
+        entry.idempotency_key = idempotency_key(&entry);
+        Ok(entry)
+    }
+
+    /// What the Queue decides for one outcome, written in this transaction.
+    pub(super) fn apply(
+        &mut self,
+        seq: u64,
+        outcome: &DeliveryOutcome,
+        now: Timestamp,
+        spread: &mut Spread,
+    ) -> Result<Decision, redb::Error> {
+        let Some(mut entry) = self.entry(seq)? else {
+            return Err(redb::Error::Corrupted(format!(
+                "entry {seq} is no longer queued"
+            )));
+        };
+        Ok(match policy::classify(outcome, entry.next_part_len()) {
+            Class::Delivered => self.deliver_part(&mut entry)?,
+            Class::Transient { unauthorized } => {
+                let (retry_after, detail) = match outcome {
+                    DeliveryOutcome::Status {
+                        retry_after,
+                        detail,
+                        ..
+                    } => (*retry_after, detail.clone()),
+                    DeliveryOutcome::Network { detail } => (None, detail.clone()),
+                    DeliveryOutcome::Delivered { .. } => (None, String::new()),
+                };
+                entry.attempts = entry.attempts.saturating_add(1);
+                let at = policy::retry_at(entry.attempts, retry_after, now, spread);
+                entry.next_attempt = Some(at);
+                entry.last_error = Some(detail);
+                self.put_entry(&entry)?;
+                Decision::RetryAt { at, unauthorized }
+            }
+            Class::TooLarge => {
+                policy::split_next_part(&mut entry);
+                self.put_entry(&entry)?;
+                Decision::Split
+            }
+            Class::Rejected { status } => {
+                let detail = match outcome {
+                    DeliveryOutcome::Status { detail, .. } => detail.clone(),
+                    _ => format!("HTTP {status}"),
+                };
+                self.dead_letter_part(&mut entry, status, detail, now)?
+            }
+        })
+    }
+
+    fn counter(&self, name: &str) -> Result<u64, redb::Error> {
+        Ok(self.meta.get(name)?.map_or(0, |v| v.value()))
+    }
+
+    fn add_dispatches(&mut self, added: u64, removed: u64) -> Result<(), redb::Error> {
+        if added == 0 && removed == 0 {
+            return Ok(());
+        }
+        let count = self
+            .counter(DISPATCHES)?
+            .saturating_add(added)
+            .saturating_sub(removed);
+        self.meta.insert(DISPATCHES, count)?;
+        Ok(())
+    }
+
+    fn next_seq(&mut self) -> Result<u64, redb::Error> {
+        let seq = self.counter(NEXT_SEQ)?.max(1);
+        self.meta.insert(NEXT_SEQ, seq + 1)?;
+        Ok(seq)
+    }
+
+    fn entry(&self, seq: u64) -> Result<Option<QueueEntry>, redb::Error> {
+        match self.queue.get(seq)? {
+            Some(bytes) => decode(bytes.value())
+                .map(Some)
+                .map_err(|e| redb::Error::Corrupted(format!("queue entry {seq}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn put_entry(&mut self, entry: &QueueEntry) -> Result<(), redb::Error> {
+        self.queue.insert(entry.seq, encode(entry).as_slice())?;
+        Ok(())
+    }
+
+    /// Inserts a whole entry at the tail under a fresh seq and key; its dedup keys
+    /// point at it. Returns the seq.
+    pub(super) fn push_entry(&mut self, mut entry: QueueEntry) -> Result<u64, redb::Error> {
+        entry.seq = self.next_seq()?;
+        entry.idempotency_key = idempotency_key(&entry);
+        for (id, fingerprint) in &entry.fingerprints {
+            self.keys
+                .insert(dedup_key(id, fingerprint).as_str(), entry.seq)?;
+        }
+        self.add_dispatches(entry.dispatches.len() as u64, 0)?;
+        self.put_entry(&entry)?;
+        Ok(entry.seq)
+    }
+
+    /// Removes the delivered part; removes the entry when it was the last one.
+    fn deliver_part(&mut self, entry: &mut QueueEntry) -> Result<Decision, redb::Error> {
+        let delivered = self.take_part(entry, true)?;
+        if entry.dispatches.is_empty() {
+            self.queue.remove(entry.seq)?;
+        } else {
+            entry.attempts = 0;
+            entry.next_attempt = None;
+            entry.last_error = None;
+            self.put_entry(entry)?;
+        }
+        Ok(Decision::Delivered {
+            dispatches: delivered.dispatches.len(),
+        })
+    }
+
+    /// Moves the refused part to `dead_letters` (the whole entry, keeping its seq, when
+    /// it is the only part; otherwise the part under a fresh seq).
+    fn dead_letter_part(
+        &mut self,
+        entry: &mut QueueEntry,
+        status: u16,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<Decision, redb::Error> {
+        let whole = entry.next_part_len() == entry.dispatches.len();
+        let mut dead = self.take_part(entry, false)?;
+        if whole {
+            self.queue.remove(entry.seq)?;
+            dead.seq = entry.seq;
+        } else {
+            dead.seq = self.next_seq()?;
+            self.put_entry(entry)?;
+        }
+        for (id, fingerprint) in &dead.fingerprints {
+            self.keys
+                .insert(dedup_key(id, fingerprint).as_str(), dead.seq)?;
+        }
+        let dispatches = dead.dispatches.len();
+        let letter = DeadLetter {
+            entry: dead,
+            status,
+            reason,
+            dead_at: now,
+        };
+        self.dead
+            .insert(letter.entry.seq, encode(&letter).as_slice())?;
+        Ok(Decision::DeadLettered { dispatches, status })
+    }
+
+    /// Splits the next part off `entry` as an entry of its own (same agent, its own
+    /// key); `forget_keys` drops its dedup keys (delivered) instead of keeping them.
+    fn take_part(
+        &mut self,
+        entry: &mut QueueEntry,
+        forget_keys: bool,
+    ) -> Result<QueueEntry, redb::Error> {
+        let len = entry.next_part_len();
+        let key = entry.next_part_key();
+        let dispatches: Vec<Dispatch> = entry.dispatches.drain(..len).collect();
+        let mut fingerprints = BTreeMap::new();
+        for id in dispatches.iter().filter_map(dispatch_id) {
+            if let Some(fingerprint) = entry.fingerprints.remove(id) {
+                if forget_keys {
+                    self.keys.remove(dedup_key(id, &fingerprint).as_str())?;
+                }
+                fingerprints.insert(id.to_string(), fingerprint);
+            }
+        }
+        if !entry.parts.is_empty() {
+            entry.parts.remove(0);
+        }
+        self.add_dispatches(0, dispatches.len() as u64)?;
+        Ok(QueueEntry {
+            dispatches,
+            fingerprints,
+            idempotency_key: key,
+            parts: Vec::new(),
+            ..entry.clone()
+        })
+    }
+
+    pub(super) fn requeue(&mut self, seqs: Option<Vec<u64>>) -> Result<RequeueReport, redb::Error> {
+        let mut report = RequeueReport::default();
+        let selected: Vec<u64> = match seqs {
+            Some(seqs) => seqs,
+            None => self
+                .dead
+                .iter()?
+                .map(|row| row.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()?,
+        };
+        for seq in selected {
+            let Some(bytes) = self.dead.remove(seq)?.map(|v| v.value().to_vec()) else {
+                report.missing.push(seq);
+                continue;
+            };
+            let letter: DeadLetter = decode(&bytes)
+                .map_err(|e| redb::Error::Corrupted(format!("dead letter {seq}: {e}")))?;
+            // A fresh key (push_entry mints one): a platform that cached its refusal
+            // per key would otherwise answer the operator's retry with the same 4xx.
+            let entry = QueueEntry {
+                attempts: 0,
+                next_attempt: None,
+                last_error: None,
+                parts: Vec::new(),
+                ..letter.entry
+            };
+            let new_seq = self.push_entry(entry)?;
+            report.requeued.push((seq, new_seq));
+        }
+        Ok(report)
+    }
+}
+
+fn dedup_key(id: &str, fingerprint: &str) -> String {
+    format!("{id}\u{1f}{fingerprint}")
+}
+
+/// Unique across databases (time, process, agent, a per-process counter) and stable
+/// for the entry's life.
+fn idempotency_key(entry: &QueueEntry) -> String {
+    static MINTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let minted = MINTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // FNV-1a: tiny, deterministic, good enough to spread agent ids.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let salt = std::process::id()
+        .to_le_bytes()
+        .into_iter()
+        .chain(minted.to_le_bytes());
+    for byte in entry.agent_id.bytes().chain(salt) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!(
+        "as1-{:x}-{hash:016x}-{}",
+        entry.queued_at.unix_millis(),
+        entry.seq
+    )
+}

@@ -1,0 +1,459 @@
+//! fleet_recovery, fleet_recovery_no_jitter: how a fleet that failed together comes
+//! back to a recovering platform.
+//!
+//! Two fleets run at once, each of `--fleet` agent instances (100 by default) on an
+//! arbiter (thread) of its own in this process, each instance with its own state dir
+//! and store, against a loopback platform of its own: one with the Queue's default
+//! jitter ([`Jitter::Random`]), one with it forced off ([`Jitter::Off`]). Every
+//! instance has a backlog of [`BACKLOG`] host dispatches queued (offline, so nothing
+//! is sent yet: 3 entries, so 3 requests once the platform is back). Then both
+//! platforms start answering 503 to everything for `--outage-secs` (30 s by default),
+//! the instances get their token and are told to drain, and their retries follow the
+//! Queue's backoff (1 s, 5 s, 15 s, 60 s, 300 s; with jitter, each step times a factor
+//! uniform in [0.5, 1.5)) until every queue is empty.
+//!
+//! **The figure.** Arrivals at the platform are counted in 100 ms buckets starting at
+//! the instant the platform recovered (the end of the outage): bucket k holds the
+//! requests that arrived in [recovery + k x 100 ms, recovery + (k+1) x 100 ms). The
+//! window is every bucket from the first after recovery to the one holding the last
+//! request, i.e. the whole time from the platform being able to take the backlog to
+//! the backlog being cleared, empty buckets included. The figure is the busiest
+//! bucket's count over the mean count per bucket in that window (requests after
+//! recovery / buckets in the window).
+//!
+//! Why from the recovery, not from the first request after it: a fleet that waits and
+//! then sends everything at once would shrink a first-to-last window to its own burst
+//! and score about 1, the same as a perfectly even spread; the platform's point of
+//! view is the time it is up and the backlog is not yet cleared, so that is the window
+//! for both fleets. The detail also gives the first and last request times, so the
+//! first-to-last reading can be recomputed (it is printed too, marked as not the
+//! figure), and a reference: the median ratio when the same bursts (one per instance,
+//! its 3 requests back to back in one bucket) fall in uniformly random buckets of the
+//! same window, which is what independent random retry times give at best. With 100
+//! instances and 100 ms buckets that reference is far above 3 (most buckets hold 0 or
+//! 1 burst, the busiest 2), so the target is reported as it comes out, never bent.
+//!
+//! The outage starts with no end; once every instance's first attempt has been
+//! refused, its end is set to `--outage-secs` after the start (or now, if the first
+//! attempts took longer, as in a slow debug build), so every instance really fails
+//! into the outage. Each instance runs on a thread of its own so the instances do not
+//! wait for each other's commits, as separate hosts would not.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use agent_sync::messages::{Drain, Enqueue, EnqueueBatch, QueueStatus};
+use agent_sync_actors::platform::{PlatformConfig, TokenSource};
+use agent_sync_actors::queue::{Jitter, QueueConfig, DEFAULT_MAX_BATCH};
+use agent_sync_actors::SyncActors;
+use futures_util::future::join_all;
+
+use crate::figures::Figure;
+use crate::fixture;
+use crate::phases::{emit, start_actors_with, write_key_file, Rng, AGENT_ID};
+use crate::platform::{Arrival, Loopback};
+use crate::{BenchResult, Options};
+
+/// Host dispatches queued per instance before the outage (3 entries of at most 100).
+pub const BACKLOG: usize = 250;
+/// Width of a bucket.
+const BUCKET: Duration = Duration::from_millis(100);
+/// How often the fleets' queues are polled while they recover.
+const POLL: Duration = Duration::from_millis(500);
+
+/// One fleet: its platform, its instances and their threads.
+struct Fleet {
+    name: &'static str,
+    jitter: Jitter,
+    server: Loopback,
+    arbiters: Vec<Arbiter>,
+    instances: Vec<SyncActors>,
+    key_file: std::path::PathBuf,
+}
+
+/// Starts `n` instances, each on an arbiter (thread) of its own, as on hosts of their
+/// own, each on `dir/instance-NNN`.
+fn start_fleet(name: &'static str, jitter: Jitter, n: usize, dir: &Path) -> BenchResult<Fleet> {
+    let server = Loopback::start()?;
+    // Every arrival is logged (without parsing bodies); nothing arrives before the
+    // outage, the instances being offline until then.
+    server.control().record(false);
+    std::fs::create_dir_all(dir)?;
+    let key_file = dir.join("token.key");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let mut arbiters = Vec::with_capacity(n);
+    for i in 0..n {
+        let arbiter = Arbiter::new();
+        let (url, key, dir, sender) = (
+            server.url.clone(),
+            key_file.clone(),
+            dir.to_path_buf(),
+            sender.clone(),
+        );
+        let spawned = arbiter.spawn_fn(move || {
+            let platform = PlatformConfig {
+                base_url: url,
+                ..Default::default()
+            };
+            let queue = QueueConfig {
+                jitter,
+                ..Default::default()
+            };
+            let started = start_actors_with(
+                &dir.join(format!("instance-{i:03}")),
+                &dir.join("no-workspaces"),
+                platform,
+                TokenSource::KeyFile(key),
+                queue,
+            )
+            .map_err(|e| format!("fleet instance {i}: {e}"));
+            let _ = sender.send((i, started));
+        });
+        if !spawned {
+            return Err("a fleet arbiter did not start".into());
+        }
+        arbiters.push(arbiter);
+    }
+    let mut instances: Vec<Option<SyncActors>> = vec![None; n];
+    for _ in 0..n {
+        let (i, started) = receiver
+            .recv_timeout(Duration::from_secs(300))
+            .map_err(|_| "the fleet instances did not start within 300 s")?;
+        instances[i] = Some(started?);
+    }
+    Ok(Fleet {
+        name,
+        jitter,
+        server,
+        arbiters,
+        instances: instances.into_iter().flatten().collect(),
+        key_file,
+    })
+}
+
+impl Fleet {
+    /// Queues every instance's backlog (offline: no token yet, nothing is sent).
+    async fn queue_backlog(&self, index: usize) -> BenchResult<()> {
+        let sends = self.instances.iter().enumerate().map(|(i, actors)| {
+            let first = (index * self.instances.len() + i) * 1_000;
+            actors.queue.send(Enqueue {
+                agent_id: AGENT_ID.into(),
+                fleet_node_id: None,
+                batch: EnqueueBatch::Host(
+                    (first..first + BACKLOG).map(fixture::dispatch).collect(),
+                ),
+            })
+        });
+        for receipt in join_all(sends).await {
+            let receipt = receipt??;
+            if receipt.dispatches != BACKLOG {
+                return Err(format!(
+                    "fleet: queued {} dispatches, expected {BACKLOG}",
+                    receipt.dispatches
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Dispatches still queued over the fleet.
+    async fn queued(&self) -> BenchResult<u64> {
+        let mut queued = 0;
+        for status in join_all(self.instances.iter().map(|a| a.queue.send(QueueStatus))).await {
+            let status = status??;
+            if status.dead_letters != 0 {
+                return Err("fleet: an instance dead-lettered an entry".into());
+            }
+            queued += status.dispatches;
+        }
+        Ok(queued)
+    }
+
+    fn stop(self) -> BenchResult<()> {
+        drop(self.instances);
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        for arbiter in self.arbiters {
+            if arbiter.join().is_err() {
+                return Err("a fleet arbiter panicked".into());
+            }
+        }
+        self.server.stop()
+    }
+}
+
+/// What the buckets say.
+struct Shape {
+    /// Requests that arrived after the recovery.
+    after: usize,
+    /// Requests answered 503.
+    refused: usize,
+    /// Buckets in the window.
+    buckets: usize,
+    /// The busiest bucket's count.
+    peak: usize,
+    /// Its index.
+    peak_at: usize,
+    /// peak / (after / buckets).
+    ratio: f64,
+    /// First request after the recovery, after it.
+    first: Duration,
+    /// Last request, after the recovery.
+    last: Duration,
+    /// The same ratio with 1 s buckets.
+    ratio_1s: f64,
+    /// Busiest second.
+    peak_1s: usize,
+    /// The ratio over the first-to-last window instead (not the figure).
+    ratio_first_to_last: f64,
+}
+
+/// Peak over mean of `arrivals` in buckets of `width` from `recovery`.
+fn buckets(after: &[Duration], width: Duration) -> (usize, usize, usize, f64) {
+    let Some(last) = after.iter().max() else {
+        return (0, 0, 0, 0.0);
+    };
+    let n = (last.as_nanos() / width.as_nanos()) as usize + 1;
+    let mut counts = vec![0usize; n];
+    for at in after {
+        counts[(at.as_nanos() / width.as_nanos()) as usize] += 1;
+    }
+    let (peak_at, peak) = counts
+        .iter()
+        .copied()
+        .enumerate()
+        .max_by_key(|(i, c)| (*c, std::cmp::Reverse(*i)))
+        .unwrap_or_default();
+    let mean = after.len() as f64 / n as f64;
+    (n, peak, peak_at, peak as f64 / mean)
+}
+
+fn shape(arrivals: &[Arrival], recovery: Instant) -> Shape {
+    let after: Vec<Duration> = arrivals
+        .iter()
+        .filter(|a| a.at >= recovery)
+        .map(|a| a.at - recovery)
+        .collect();
+    let (n, peak, peak_at, ratio) = buckets(&after, BUCKET);
+    let (_, peak_1s, _, ratio_1s) = buckets(&after, Duration::from_secs(1));
+    let first = after.iter().min().copied().unwrap_or_default();
+    let from_first: Vec<Duration> = after.iter().map(|at| *at - first).collect();
+    let (_, _, _, ratio_first_to_last) = buckets(&from_first, BUCKET);
+    Shape {
+        after: after.len(),
+        refused: arrivals.iter().filter(|a| a.status == 503).count(),
+        buckets: n,
+        peak,
+        peak_at,
+        ratio,
+        first: after.iter().min().copied().unwrap_or_default(),
+        last: after.iter().max().copied().unwrap_or_default(),
+        ratio_1s,
+        peak_1s,
+        ratio_first_to_last,
+    }
+}
+
+/// Reference for the figure: `instances` bursts of `per` requests, each burst in one
+/// bucket chosen uniformly at random among `buckets`; the median peak-over-mean of
+/// `draws` such placements. What independent random retry times give at best-case
+/// (uniform) density, whatever the jitter's exact shape.
+fn uniform_reference(instances: usize, per: usize, buckets: usize, draws: usize) -> f64 {
+    if buckets == 0 || instances == 0 {
+        return 0.0;
+    }
+    let mut rng = Rng::new(0x5eed_f1ee7);
+    let mean = (instances * per) as f64 / buckets as f64;
+    let mut ratios: Vec<f64> = (0..draws)
+        .map(|_| {
+            let mut counts = vec![0usize; buckets];
+            for _ in 0..instances {
+                let b = ((rng.next_f64() * buckets as f64) as usize).min(buckets - 1);
+                counts[b] += per;
+            }
+            counts.iter().copied().max().unwrap_or(0) as f64 / mean
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
+}
+
+/// fleet_recovery and fleet_recovery_no_jitter, on a System of their own.
+pub fn run(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
+    actix::System::new().block_on(fleets(opts, work))
+}
+
+async fn fleets(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
+    let n = opts.fleet;
+    let outage = Duration::from_secs(opts.outage_secs);
+    let setup = Instant::now();
+    let fleets = [
+        start_fleet(
+            "fleet_recovery",
+            Jitter::Random,
+            n,
+            &work.join("fleet-jitter"),
+        )?,
+        start_fleet(
+            "fleet_recovery_no_jitter",
+            Jitter::Off,
+            n,
+            &work.join("fleet-no-jitter"),
+        )?,
+    ];
+    for (i, fleet) in fleets.iter().enumerate() {
+        fleet.queue_backlog(i).await?;
+        if fleet.queued().await? != (n * BACKLOG) as u64 {
+            return Err("fleet: the backlog is not all queued".into());
+        }
+    }
+    log::info!(
+        "fleets: 2 x {n} instances started and queued in {:.1} s",
+        setup.elapsed().as_secs_f64()
+    );
+    // The outage starts (with no end yet), then the fleets come online and drain
+    // into it; once every instance has been refused, the end is set: `outage` after
+    // the start, or at once if the first attempts took longer than that.
+    let outage_start = Instant::now();
+    for fleet in &fleets {
+        fleet
+            .server
+            .control()
+            .set_outage_until(outage_start + Duration::from_secs(86_400));
+        write_key_file(&fleet.key_file)?;
+    }
+    let drains = fleets
+        .iter()
+        .flat_map(|f| f.instances.iter().map(|a| a.pusher.send(Drain)));
+    for report in join_all(drains).await {
+        report??;
+    }
+    let all_refused = outage_start.elapsed();
+    let recovery = (outage_start + outage).max(Instant::now());
+    for fleet in &fleets {
+        fleet.server.control().set_outage_until(recovery);
+    }
+    let outage = recovery - outage_start;
+    // Until every queue is empty; the backoff bounds it (1.5 x 300 s after the outage).
+    let limit = outage + Duration::from_secs(480);
+    let mut cleared = [None; 2];
+    while cleared.iter().any(Option::is_none) {
+        if outage_start.elapsed() > limit {
+            return Err(format!(
+                "fleet: the backlog was not cleared {} s after the outage began",
+                limit.as_secs()
+            )
+            .into());
+        }
+        actix_rt::time::sleep(POLL).await;
+        for (i, fleet) in fleets.iter().enumerate() {
+            if cleared[i].is_none() && fleet.queued().await? == 0 {
+                cleared[i] = Some(outage_start.elapsed());
+            }
+        }
+    }
+    let mut figures = Vec::new();
+    for (fleet, cleared) in fleets.into_iter().zip(cleared) {
+        let arrivals = fleet.server.control().arrivals();
+        let s = shape(&arrivals, recovery);
+        let expected = n * BACKLOG.div_ceil(DEFAULT_MAX_BATCH);
+        if s.after != expected {
+            return Err(format!(
+                "{}: {} requests after the recovery, expected {expected} (one per entry)",
+                fleet.name, s.after
+            )
+            .into());
+        }
+        let per = BACKLOG.div_ceil(DEFAULT_MAX_BATCH);
+        let reference = uniform_reference(n, per, s.buckets, 1_000);
+        let jitter = match fleet.jitter {
+            Jitter::Off => "jitter off (Jitter::Off)",
+            _ => "default jitter (Jitter::Random, [0.5, 1.5) x each step)",
+        };
+        let figure = Figure::new(
+            fleet.name,
+            s.ratio,
+            "x",
+            format!(
+                "{n} instances in one process, a thread each ({jitter}), each with its own \
+                 state dir and {BACKLOG} dispatches ({per} entries) queued before a {:.1} s outage \
+                 (503 to everything; every instance refused once {:.2} s into it; {} refused \
+                 requests in all); busiest 100 ms bucket / mean per 100 ms \
+                 bucket over the {} buckets from the recovery to the last request, empty ones \
+                 included: {} / {:.3} (busiest bucket starts {:.1} s after the recovery); {} \
+                 requests after the recovery, the first {:.1} s and the last {:.1} s after it; \
+                 with 1 s buckets: {} / {:.2} = {:.2} x; for reference, {n} bursts of {per} \
+                 requests at uniformly random buckets of the same window give {:.2} x (median \
+                 of 1000 draws); over the first-to-last window instead (not the figure: it \
+                 shrinks to a herd's own burst) {:.2} x; all queues empty {:.0} s after the \
+                 outage began",
+                outage.as_secs_f64(),
+                all_refused.as_secs_f64(),
+                s.refused,
+                s.buckets,
+                s.peak,
+                s.after as f64 / s.buckets.max(1) as f64,
+                s.peak_at as f64 * BUCKET.as_secs_f64(),
+                s.after,
+                s.first.as_secs_f64(),
+                s.last.as_secs_f64(),
+                s.peak_1s,
+                s.after as f64 / (s.last.as_secs() + 1) as f64,
+                s.ratio_1s,
+                reference,
+                s.ratio_first_to_last,
+                cleared.unwrap_or_default().as_secs_f64()
+            ),
+        );
+        fleet.stop()?;
+        emit(&mut figures, figure);
+    }
+    Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_over_mean_counts_every_bucket_up_to_the_last_request() {
+        let ms = Duration::from_millis;
+        // Buckets 0..=9: [2, 1, 0, 0, 0, 0, 0, 0, 0, 1]; mean 4 / 10.
+        let (n, peak, peak_at, ratio) = buckets(&[ms(0), ms(50), ms(150), ms(950)], BUCKET);
+        assert_eq!((n, peak, peak_at), (10, 2, 0));
+        assert!((ratio - 5.0).abs() < 1e-9, "{ratio}");
+        // One burst in one bucket: the mean is the peak.
+        let (n, _, _, ratio) = buckets(&[ms(10), ms(20), ms(30)], BUCKET);
+        assert_eq!(n, 1);
+        assert!((ratio - 1.0).abs() < 1e-9);
+        assert_eq!(buckets(&[], BUCKET).0, 0);
+    }
+
+    #[test]
+    fn the_window_starts_at_the_recovery_not_at_the_first_request() {
+        let recovery = Instant::now();
+        let at = |ms: u64, status: u16| Arrival {
+            at: recovery + Duration::from_millis(ms),
+            epoch: 0,
+            key: String::new(),
+            status,
+            ids: Vec::new(),
+        };
+        // A herd 5 s after the recovery: 3 requests in bucket 50 of 51.
+        let log = [at(5_000, 200), at(5_010, 200), at(5_020, 200)];
+        let s = shape(&log, recovery);
+        assert_eq!((s.after, s.buckets, s.peak, s.peak_at), (3, 51, 3, 50));
+        assert!((s.ratio - 51.0).abs() < 1e-9);
+        assert!((s.ratio_first_to_last - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_uniform_reference_is_one_when_everything_fits_one_bucket() {
+        assert!((uniform_reference(5, 3, 1, 10) - 1.0).abs() < 1e-9);
+        let spread = uniform_reference(100, 3, 860, 200);
+        assert!(spread > 5.0 && spread < 40.0, "{spread}");
+    }
+}

@@ -1,0 +1,540 @@
+//! resent_after_kill, resent_after_sigterm: what a crash or a graceful stop makes the
+//! agent send twice.
+//!
+//! The parent queues a backlog on one state dir (a `SyncService`, offline, one
+//! dispatch per entry so every request is one entry), then runs a child process
+//! after another on that state dir: this binary again with the hidden
+//! `--phase drain-child`, which starts a real `SyncService` against the parent's
+//! loopback platform, drains (`drain_on_start`), and on SIGTERM does
+//! `service.stop().await` and exits 0. Each child is ended at one kill point:
+//!
+//! - **mid-POST**: SIGKILL/SIGTERM as the platform receives the child's n-th request
+//!   of the run (n = 2..5), whose answer is then held back (2 s for SIGKILL, 300 ms
+//!   for SIGTERM, which the graceful stop waits for);
+//! - **right after a 2xx**: the signal a fixed 0.25-4 ms after the platform's handler
+//!   returned the 2xx of the n-th request, while the child is committing its outcome;
+//! - **random**: the signal a pseudo-random 0-250 ms after the child's first request.
+//!
+//! Every child run is an epoch the platform logs with each arrival. A request is
+//! "sent again" when its `Idempotency-Key` was already seen in an earlier epoch; it is
+//! charged to the kill that ended the epoch before the one it arrived in. A last child
+//! drains what is left and exits; every dispatch of the backlog must then have been
+//! answered 2xx at least once (nothing lost), and no key may arrive twice within one
+//! run.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use agent_sync::messages::SyncPush;
+use agent_sync::{SyncConfig, SyncService};
+use agent_sync_actors::platform::{Token, TokenSource};
+use serde_json::Value;
+
+use crate::figures::Figure;
+use crate::fixture;
+use crate::phases::{Rng, AGENT_ID, TOKEN};
+use crate::platform::{Arrival, Loopback, Trigger, When};
+use crate::{BenchResult, Options};
+
+/// Entries queued before the first child (one dispatch each).
+const BACKLOG: usize = 500;
+/// The platform answers every 2xx this long after the request arrived while the
+/// kill points run (so a child drains about 150 requests a second).
+const PLATFORM_DELAY: Duration = Duration::from_millis(5);
+/// Rounds of kill points: each has one of every SIGKILL kind; the first
+/// [`SIGTERM_ROUNDS`] one of every SIGTERM kind too.
+const KILL_ROUNDS: usize = 4;
+/// See [`KILL_ROUNDS`].
+const SIGTERM_ROUNDS: usize = 2;
+/// Delays after the handler returned a 2xx, by round.
+const AFTER_2XX: [Duration; KILL_ROUNDS] = [
+    Duration::from_micros(250),
+    Duration::from_millis(1),
+    Duration::from_millis(2),
+    Duration::from_millis(4),
+];
+/// Random kill points fall this long at most after the child's first request.
+const RANDOM_WINDOW_MICROS: u64 = 250_000;
+/// How long a mid-POST answer is held back for SIGKILL (the child dies meanwhile).
+const HOLD_KILL: Duration = Duration::from_secs(2);
+/// How long a mid-POST answer is held back for SIGTERM (the graceful stop waits).
+const HOLD_TERM: Duration = Duration::from_millis(300);
+/// A child that does not reach its kill point, or exit, within this is an error.
+const CHILD_LIMIT: Duration = Duration::from_secs(30);
+
+/// Which signal ends a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Kill,
+    Term,
+}
+
+/// Where in the run it comes.
+#[derive(Debug, Clone, Copy)]
+enum Point {
+    /// As the n-th request of the run arrives (its answer held back).
+    MidPost { nth: u64 },
+    /// This long after the n-th request's 2xx left the handler.
+    After2xx { nth: u64, delay: Duration },
+    /// This long after the run's first request arrived.
+    Random { delay: Duration },
+}
+
+impl Point {
+    fn kind(&self) -> &'static str {
+        match self {
+            Point::MidPost { .. } => "mid-POST",
+            Point::After2xx { .. } => "after 2xx",
+            Point::Random { .. } => "random",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Point::MidPost { nth } => format!("mid-POST #{nth}"),
+            Point::After2xx { nth, delay } => {
+                format!("{:.2} ms after 2xx #{nth}", delay.as_secs_f64() * 1e3)
+            }
+            Point::Random { delay } => format!("{:.0} ms", delay.as_secs_f64() * 1e3),
+        }
+    }
+}
+
+fn plan(rng: &mut Rng) -> Vec<(Signal, Point)> {
+    let mut plan = Vec::new();
+    for (round, &after) in AFTER_2XX.iter().enumerate() {
+        let nth = 2 + round as u64;
+        let mut random = || Point::Random {
+            delay: Duration::from_micros(rng.next_u64() % RANDOM_WINDOW_MICROS),
+        };
+        plan.push((Signal::Kill, Point::MidPost { nth }));
+        plan.push((Signal::Kill, Point::After2xx { nth, delay: after }));
+        plan.push((Signal::Kill, random()));
+        if round < SIGTERM_ROUNDS {
+            plan.push((Signal::Term, Point::MidPost { nth }));
+            plan.push((Signal::Term, Point::After2xx { nth, delay: after }));
+            plan.push((Signal::Term, random()));
+        }
+    }
+    plan
+}
+
+/// In the parent: the two figures.
+pub fn measure(work: &Path) -> BenchResult<Vec<Figure>> {
+    let server = Loopback::start()?;
+    let result = measure_against(work, &server);
+    let stopped = server.stop();
+    let figures = result?;
+    stopped?;
+    Ok(figures)
+}
+
+/// One child run as it ended.
+struct Outcome {
+    signal: Signal,
+    point: Point,
+    /// From the signal to the child's exit.
+    exit_after: Duration,
+    status: ExitStatus,
+}
+
+fn measure_against(work: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
+    let started = Instant::now();
+    let state = work.join("state-kill");
+    let ws = work.join("no-workspaces");
+    actix::System::new().block_on(seed(&state, &ws, &server.url, BACKLOG))?;
+    let control = server.control();
+    control.record(true);
+    control.set_delay(PLATFORM_DELAY);
+    let mut rng = Rng::from_clock();
+    let seed = rng.seed();
+    let plan = plan(&mut rng);
+    let exe = std::env::current_exe()?;
+    let mut outcomes = Vec::with_capacity(plan.len());
+    for (i, (signal, point)) in plan.iter().enumerate() {
+        let epoch = i as u32 + 1;
+        control.begin_epoch(epoch);
+        let (notify, notified) = mpsc::channel();
+        let (nth, when) = match *point {
+            Point::MidPost { nth } => (
+                nth,
+                When::Arrival {
+                    hold: match signal {
+                        Signal::Kill => HOLD_KILL,
+                        Signal::Term => HOLD_TERM,
+                    },
+                },
+            ),
+            Point::After2xx { nth, .. } => (nth, When::Answered),
+            Point::Random { .. } => (
+                1,
+                When::Arrival {
+                    hold: Duration::ZERO,
+                },
+            ),
+        };
+        control.arm(Trigger { nth, when, notify });
+        let mut child = spawn(&exe, &state, &server.url, false)?;
+        if notified.recv_timeout(CHILD_LIMIT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "resent_after_kill: run {epoch} ({}) never reached its kill point",
+                point.describe()
+            )
+            .into());
+        }
+        match *point {
+            Point::MidPost { .. } => {}
+            Point::After2xx { delay, .. } | Point::Random { delay } => std::thread::sleep(delay),
+        }
+        let signalled = Instant::now();
+        send_signal(&mut child, *signal)?;
+        let status = wait_exit(&mut child, CHILD_LIMIT)?;
+        if *signal == Signal::Term && !status.success() {
+            return Err(format!(
+                "resent_after_sigterm: the child did not stop cleanly on SIGTERM ({status}) \
+                 at {}",
+                point.describe()
+            )
+            .into());
+        }
+        outcomes.push(Outcome {
+            signal: *signal,
+            point: *point,
+            exit_after: signalled.elapsed(),
+            status,
+        });
+    }
+    // The last run drains what is left, at full speed, and exits by itself.
+    let last_epoch = plan.len() as u32 + 1;
+    control.begin_epoch(last_epoch);
+    control.set_delay(Duration::ZERO);
+    let mut child = spawn(&exe, &state, &server.url, true)?;
+    let status = wait_exit(&mut child, Duration::from_secs(120))?;
+    if !status.success() {
+        return Err(format!("resent_after_kill: the last child failed ({status})").into());
+    }
+    let arrivals = control.arrivals();
+
+    let Tally {
+        resent,
+        within_run,
+        delivered,
+    } = tally(&arrivals, plan.len());
+    let expected: HashSet<String> = (0..BACKLOG)
+        .map(|i| {
+            fixture::dispatch(i)["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let lost = expected
+        .iter()
+        .filter(|id| !delivered.contains(id.as_str()))
+        .count();
+    if lost != 0 {
+        return Err(format!(
+            "resent_after_kill: {lost} of {BACKLOG} dispatches never reached the platform"
+        )
+        .into());
+    }
+    let requests_last = arrivals.iter().filter(|a| a.epoch == last_epoch).count();
+    let common = format!(
+        "child = this binary --phase drain-child running SyncService on one state dir with \
+         {BACKLOG} queued entries of 1 dispatch, against a loopback platform answering after \
+         {} ms; a key seen in an earlier run = 1 request sent again, charged to the signal \
+         before; {} requests in all, {within_run} repeated within a run, all {BACKLOG} \
+         dispatches delivered after a last run ({requests_last} requests); random seed \
+         {seed:#x}; {:.1} s",
+        PLATFORM_DELAY.as_millis(),
+        arrivals.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let figure = |name: &'static str, signal: Signal, what: &str| {
+        let runs: Vec<(usize, &Outcome)> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.signal == signal)
+            .collect();
+        let most = runs.iter().map(|(i, _)| resent[*i]).max().unwrap_or(0);
+        let mut kinds: Vec<String> = Vec::new();
+        for kind in ["mid-POST", "after 2xx", "random"] {
+            let of_kind: Vec<String> = runs
+                .iter()
+                .filter(|(_, o)| o.point.kind() == kind)
+                .map(|(i, o)| format!("{}: {}", o.point.describe(), resent[*i]))
+                .collect();
+            kinds.push(format!("{kind} [{}]", of_kind.join(", ")));
+        }
+        let slowest_exit = runs
+            .iter()
+            .map(|(_, o)| o.exit_after)
+            .max()
+            .unwrap_or_default();
+        let ended = match signal {
+            Signal::Kill => {
+                use std::os::unix::process::ExitStatusExt;
+                let killed = runs
+                    .iter()
+                    .filter(|(_, o)| o.status.signal() == Some(9))
+                    .count();
+                format!("{killed} of {} children died of SIGKILL", runs.len())
+            }
+            Signal::Term => {
+                let clean = runs.iter().filter(|(_, o)| o.status.success()).count();
+                format!("{clean} of {} children exited 0", runs.len())
+            }
+        };
+        Figure::new(
+            name,
+            most as f64,
+            "requests",
+            format!(
+                "most requests sent again after one {what}, over {} points, re-sent per \
+                 point: {}; {ended}, the slowest {:.0} ms after the signal; {common}",
+                runs.len(),
+                kinds.join("; "),
+                slowest_exit.as_secs_f64() * 1e3
+            ),
+        )
+    };
+    Ok(vec![
+        figure("resent_after_kill", Signal::Kill, "kill -9"),
+        figure(
+            "resent_after_sigterm",
+            Signal::Term,
+            "SIGTERM (graceful stop)",
+        ),
+    ])
+}
+
+/// What the platform's log says about re-sends.
+struct Tally<'a> {
+    /// Requests sent again, by the index of the run whose end (signal) they follow.
+    resent: Vec<usize>,
+    /// Requests whose key had already come in the same run (never expected).
+    within_run: usize,
+    /// Dispatch ids answered 2xx at least once.
+    delivered: HashSet<&'a str>,
+}
+
+/// A request is sent again when its key came in an earlier run (epoch); it is charged
+/// to the signal that ended the run before the one it came in (epoch e, 1-based,
+/// follows the end of run e - 1, index e - 2). `runs` is how many runs were ended by a
+/// signal.
+fn tally(arrivals: &[Arrival], runs: usize) -> Tally<'_> {
+    let mut last_epoch: HashMap<&str, u32> = HashMap::new();
+    let mut tally = Tally {
+        resent: vec![0; runs],
+        within_run: 0,
+        delivered: HashSet::new(),
+    };
+    for arrival in arrivals {
+        if arrival.status == 200 {
+            tally
+                .delivered
+                .extend(arrival.ids.iter().map(String::as_str));
+        }
+        match last_epoch.insert(&arrival.key, arrival.epoch) {
+            None => {}
+            Some(last) if last == arrival.epoch => tally.within_run += 1,
+            Some(_) => {
+                let ended_by = arrival.epoch.saturating_sub(2) as usize;
+                if let Some(count) = tally.resent.get_mut(ended_by) {
+                    *count += 1;
+                }
+            }
+        }
+    }
+    tally
+}
+
+/// Queues `n` host dispatches on `state` with an offline `SyncService`, one per entry.
+async fn seed(state: &Path, ws: &Path, url: &str, n: usize) -> BenchResult<()> {
+    let mut config = service_config(state, ws, url);
+    config.tokens = TokenSource::Fixed(None);
+    config.drain_on_start = false;
+    let service = SyncService::start(config)?;
+    let dispatches = (0..n)
+        .map(|i| Value::Object(fixture::dispatch(i)))
+        .collect();
+    service
+        .push(SyncPush {
+            dispatches: Some(dispatches),
+            ..Default::default()
+        })
+        .await?;
+    let status = service.status().await?;
+    service.stop().await;
+    if status.queued_entries != n as u64 {
+        return Err(format!(
+            "resent_after_kill: seeded {} entries, expected {n}",
+            status.queued_entries
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The configuration the parent's seeding and every child use.
+fn service_config(state: &Path, ws: &Path, url: &str) -> SyncConfig {
+    let mut config = SyncConfig::new(ws, state);
+    config.agent_id = AGENT_ID.into();
+    config.tokens = TokenSource::Fixed(Token::new(TOKEN));
+    config.platform.base_url = url.into();
+    // One dispatch per entry, so every request is one entry.
+    config.max_batch = 1;
+    config.flush_interval = None;
+    config.drain_on_start = true;
+    config
+}
+
+fn spawn(exe: &Path, state: &Path, url: &str, exit_when_empty: bool) -> BenchResult<Child> {
+    let mut command = Command::new(exe);
+    command
+        .args(["--phase", "drain-child", "--platform-url", url])
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if exit_when_empty {
+        command.arg("--exit-when-empty");
+    }
+    Ok(command.spawn()?)
+}
+
+fn send_signal(child: &mut Child, signal: Signal) -> BenchResult<()> {
+    match signal {
+        Signal::Kill => Ok(child.kill()?),
+        Signal::Term => {
+            // std has no SIGTERM; kill(1) is on every Linux.
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("kill -TERM {} failed ({status})", child.id()).into())
+            }
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> BenchResult<ExitStatus> {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("a drain child did not exit within {} s", limit.as_secs()).into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// In the child (`--phase drain-child`): a `SyncService` draining the state dir
+/// until SIGTERM (graceful stop, exit 0), SIGKILL, or, with `--exit-when-empty`, an
+/// empty queue.
+pub fn child(opts: &Options) -> BenchResult<()> {
+    let url = opts
+        .platform_url
+        .clone()
+        .ok_or("--phase drain-child needs --platform-url")?;
+    let state: PathBuf = opts
+        .state_dir
+        .clone()
+        .ok_or("--phase drain-child needs --state-dir")?;
+    let exit_when_empty = opts.exit_when_empty;
+    actix::System::new().block_on(async move {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        use futures_util::future::{select, Either};
+        // Before the service starts: a SIGTERM must never find the default action.
+        let mut term = signal(SignalKind::terminate())?;
+        let ws = state.with_file_name("no-workspaces");
+        let service = SyncService::start(service_config(&state, &ws, &url))?;
+        let why = {
+            let terminated = std::pin::pin!(term.recv());
+            let empty = std::pin::pin!(async {
+                if !exit_when_empty {
+                    std::future::pending::<()>().await;
+                }
+                loop {
+                    actix_rt::time::sleep(Duration::from_millis(20)).await;
+                    match service.status().await {
+                        Ok(status) if status.queued_entries == 0 => return,
+                        Ok(_) => {}
+                        Err(e) => log::warn!("drain child: status failed: {e}"),
+                    }
+                }
+            });
+            match select(terminated, empty).await {
+                Either::Left(_) => "SIGTERM",
+                Either::Right(_) => "queue empty",
+            }
+        };
+        log::info!("drain child: {why}; stopping");
+        service.stop().await;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arrival(epoch: u32, key: &str, status: u16, ids: &[&str]) -> Arrival {
+        Arrival {
+            at: Instant::now(),
+            epoch,
+            key: key.into(),
+            status,
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_key_from_an_earlier_run_is_charged_to_the_signal_before_its_run() {
+        let log = [
+            arrival(1, "a", 200, &["d1"]),
+            arrival(1, "b", 200, &["d2"]),
+            // Run 1 was killed after b's 2xx left but before its commit: b again.
+            arrival(2, "b", 200, &["d2"]),
+            arrival(2, "c", 200, &["d3"]),
+            // Run 2 was killed mid-POST of d: d again, and once more within run 3.
+            arrival(2, "d", 503, &["d4"]),
+            arrival(3, "d", 200, &["d4"]),
+            arrival(3, "d", 200, &["d4"]),
+            // Last run (not ended by a signal).
+            arrival(4, "e", 200, &["d5"]),
+        ];
+        let t = tally(&log, 3);
+        assert_eq!(t.resent, [1, 1, 0]);
+        assert_eq!(t.within_run, 1);
+        let mut delivered: Vec<&str> = t.delivered.into_iter().collect();
+        delivered.sort();
+        assert_eq!(delivered, ["d1", "d2", "d3", "d4", "d5"]);
+    }
+
+    #[test]
+    fn the_plan_has_every_kind_of_point_for_both_signals() {
+        let plan = plan(&mut Rng::new(7));
+        let count = |signal: Signal, kind: &str| {
+            plan.iter()
+                .filter(|(s, p)| *s == signal && p.kind() == kind)
+                .count()
+        };
+        for kind in ["mid-POST", "after 2xx", "random"] {
+            assert_eq!(count(Signal::Kill, kind), KILL_ROUNDS);
+            assert_eq!(count(Signal::Term, kind), SIGTERM_ROUNDS);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Where a command is carried out: a [`SyncService`] this process started on the
+//! state, or the running agent-sync that holds it, through its control socket
+//! ([`ControlClient`]). Both answer with the same types, so the output (text and
+//! `--json`) and the exit code cannot depend on which one did the work.
+
+use agent_sync::actors::model::{DeadLetter, QueueEntry, SyncRecord};
+use agent_sync::control::wire::{PullBody, PushBody};
+use agent_sync::control::ControlClient;
+use agent_sync::messages::{PullReport, PushReport, RequeueReport, SyncPull, SyncPush};
+use agent_sync::{SyncService, SyncStatus};
+
+use super::commands::CliError;
+
+/// The service doing the work.
+pub enum Backend<'a> {
+    /// A service of this process, on the state it opened.
+    Local(&'a SyncService),
+    /// The process holding the state.
+    Remote {
+        /// Its control socket.
+        client: &'a ControlClient,
+        /// `--agent-id` as given on this command line, passed along (the running
+        /// process's own id otherwise).
+        agent_id: Option<String>,
+        /// `--fleet-node-id` as given on this command line, passed along.
+        fleet_node_id: Option<i64>,
+    },
+}
+
+impl Backend<'_> {
+    /// `status`.
+    pub async fn status(&self) -> Result<SyncStatus, CliError> {
+        Ok(match self {
+            Backend::Local(service) => service.status().await?,
+            Backend::Remote { client, .. } => client.status().await?,
+        })
+    }
+
+    /// `queue`.
+    pub async fn queue(&self) -> Result<Vec<QueueEntry>, CliError> {
+        Ok(match self {
+            Backend::Local(service) => service.queue(None).await?,
+            Backend::Remote { client, .. } => client.queue().await?,
+        })
+    }
+
+    /// `dead-letters`.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, CliError> {
+        Ok(match self {
+            Backend::Local(service) => service.dead_letters().await?,
+            Backend::Remote { client, .. } => client.dead_letters().await?,
+        })
+    }
+
+    /// `history`.
+    pub async fn history(&self, limit: Option<usize>) -> Result<Vec<SyncRecord>, CliError> {
+        Ok(match self {
+            Backend::Local(service) => service.history(limit).await?,
+            Backend::Remote { client, .. } => client.history(limit).await?,
+        })
+    }
+
+    /// `requeue`.
+    pub async fn requeue(&self, seqs: Option<Vec<u64>>) -> Result<RequeueReport, CliError> {
+        Ok(match self {
+            Backend::Local(service) => service.requeue(seqs).await?,
+            Backend::Remote { client, .. } => client.requeue(seqs).await?,
+        })
+    }
+
+    /// `push`.
+    pub async fn push(&self, push: SyncPush) -> Result<PushReport, CliError> {
+        Ok(match self {
+            Backend::Local(service) => service.push(push).await?,
+            Backend::Remote {
+                client,
+                agent_id,
+                fleet_node_id,
+            } => {
+                let body = PushBody {
+                    queue_only: push.queue_only,
+                    dispatches: push.dispatches,
+                    agent_id: push.agent_id.or_else(|| agent_id.clone()),
+                    fleet_node_id: push.fleet_node_id.or(*fleet_node_id),
+                };
+                client.push(&body).await?
+            }
+        })
+    }
+
+    /// `pull`.
+    pub async fn pull(&self, pull: SyncPull) -> Result<PullReport, CliError> {
+        Ok(match self {
+            Backend::Local(service) => service.pull(pull).await?,
+            Backend::Remote {
+                client, agent_id, ..
+            } => {
+                let body = PullBody {
+                    since: pull.since,
+                    agent_id: pull.agent_id.or_else(|| agent_id.clone()),
+                };
+                client.pull(&body).await?
+            }
+        })
+    }
+}

@@ -1,0 +1,324 @@
+//! The control API served by a running [`SyncService`](crate::SyncService): actix-web
+//! on the control socket (every route of [`wire`](super::wire)) and, when asked, on a
+//! TCP address (`/metrics` and `/health` only).
+//!
+//! The servers are started from the service arbiter, which owns their futures and
+//! handles; actix-server runs each one's accept loop and its single worker on threads
+//! of their own. Handlers only send messages to the actors (their addresses are
+//! `Send`), so the actors' state stays theirs alone.
+
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use agent_sync_actors::messages::{
+    ListDeadLetters, ListQueue, QueueStatus, ReadSyncState, RecentRecords, Requeue, SyncPull,
+    SyncPush,
+};
+use agent_sync_actors::{SyncActors, SyncError};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use super::health::{self, Findings, Probe, ProbeStore};
+use super::wire::{
+    ErrorBody, HistoryQuery, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer, RequeueBody,
+};
+use crate::service::{refresh_metrics, status_of};
+
+/// Largest request body the socket takes (a `push --dispatches` of a big file).
+const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// How long a graceful stop lets calls in progress finish.
+const SHUTDOWN_SECONDS: u64 = 2;
+
+/// The content type of the OpenMetrics text `prometheus-client` writes.
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What every handler needs; shared by the workers (`Send + Sync`).
+pub(crate) struct ControlState {
+    /// The actors' addresses.
+    pub(crate) actors: SyncActors,
+    /// The service's default agent id (status shows it).
+    pub(crate) agent_id: String,
+    /// The service's registry, holding every agent-sync series.
+    pub(crate) registry: Arc<Registry>,
+    /// The store write probe of `/health`.
+    pub(crate) probe: Addr<Probe>,
+    /// Set once a stop began: `/health` says so.
+    pub(crate) stopping: Arc<AtomicBool>,
+    /// For the health answer.
+    pub(crate) pid: u32,
+}
+
+/// Where to serve.
+pub(crate) struct Listeners {
+    /// The bound control socket, when on.
+    pub(crate) socket: Option<UnixListener>,
+    /// The TCP listener of `--metrics-addr`, when given.
+    pub(crate) tcp: Option<TcpListener>,
+}
+
+/// Starts the servers; call on the service arbiter. Answers their handles.
+pub(crate) fn start(
+    state: ControlState,
+    listeners: Listeners,
+) -> std::io::Result<Vec<ServerHandle>> {
+    let data = web::Data::new(state);
+    let mut handles = Vec::new();
+    if let Some(listener) = listeners.socket {
+        let data = data.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(MAX_BODY))
+                .configure(control_routes)
+                .configure(telemetry_routes)
+                .default_service(web::to(not_found))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_SECONDS)
+        .listen_uds(listener)?
+        .run();
+        handles.push(server.handle());
+        actix_rt::spawn(server);
+    }
+    if let Some(listener) = listeners.tcp {
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(telemetry_routes)
+                .default_service(web::to(not_found))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_SECONDS)
+        .listen(listener)?
+        .run();
+        handles.push(server.handle());
+        actix_rt::spawn(server);
+    }
+    Ok(handles)
+}
+
+/// The servers of one service, stopped before its actors.
+pub(crate) struct ControlServers {
+    /// One per listener.
+    pub(crate) handles: Vec<ServerHandle>,
+    /// The socket file to remove once the socket server is down.
+    pub(crate) socket: Option<super::socket::SocketFile>,
+}
+
+impl ControlServers {
+    /// Stops every server (letting calls in progress finish when `graceful`), then
+    /// removes the socket file.
+    pub(crate) async fn stop(self, graceful: bool) {
+        for handle in &self.handles {
+            let stopped = handle.stop(graceful);
+            let limit = Duration::from_secs(SHUTDOWN_SECONDS + 3);
+            if actix_rt::time::timeout(limit, stopped).await.is_err() {
+                log::warn!("the control server did not stop in time");
+            }
+        }
+        if let Some(socket) = &self.socket {
+            socket.remove();
+        }
+    }
+
+    /// [`stop`](Self::stop) from synchronous code: the stop runs on `arbiter` (where
+    /// the servers live) and this thread waits for it, a few seconds at most.
+    pub(crate) fn stop_blocking(self, arbiter: &actix_rt::ArbiterHandle) {
+        let (done, wait) = std::sync::mpsc::channel();
+        let socket = self.socket.clone();
+        let spawned = arbiter.spawn(async move {
+            self.stop(false).await;
+            let _ = done.send(());
+        });
+        if !spawned
+            || wait
+                .recv_timeout(Duration::from_secs(SHUTDOWN_SECONDS + 5))
+                .is_err()
+        {
+            log::warn!("the control server did not stop in time");
+        }
+        // Whatever happened above, the file must not outlive the service.
+        if let Some(socket) = socket {
+            socket.remove();
+        }
+    }
+}
+
+fn control_routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/status", web::get().to(status))
+        .route("/v1/queue", web::get().to(queue))
+        .route("/v1/dead-letters", web::get().to(dead_letters))
+        .route("/v1/requeue", web::post().to(requeue))
+        .route("/v1/history", web::get().to(history))
+        .route("/v1/push", web::post().to(push))
+        .route("/v1/pull", web::post().to(pull));
+}
+
+fn telemetry_routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/metrics", web::get().to(metrics))
+        .route("/health", web::get().to(health));
+}
+
+type State = web::Data<ControlState>;
+
+fn answer<T: Serialize>(result: Result<T, SyncError>) -> HttpResponse {
+    match result {
+        Ok(value) => HttpResponse::Ok().json(value),
+        Err(e) => failure(&e),
+    }
+}
+
+fn failure(e: &SyncError) -> HttpResponse {
+    let (status, kind) = match e {
+        SyncError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        SyncError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+        SyncError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+    };
+    error(status, kind, e.to_string())
+}
+
+fn error(status: StatusCode, kind: &str, message: String) -> HttpResponse {
+    HttpResponse::build(status).json(ErrorBody {
+        error: message,
+        kind: kind.to_string(),
+    })
+}
+
+fn bad_request(what: &str, e: impl std::fmt::Display) -> HttpResponse {
+    error(
+        StatusCode::BAD_REQUEST,
+        "request",
+        format!("malformed {what} request: {e}"),
+    )
+}
+
+async fn not_found() -> HttpResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "request",
+        "no such control endpoint".to_string(),
+    )
+}
+
+async fn status(state: State) -> HttpResponse {
+    answer(status_of(&state.actors, &state.agent_id).await)
+}
+
+async fn queue(state: State) -> HttpResponse {
+    let result = state.actors.queue.send(ListQueue { limit: None }).await;
+    answer(flatten(result))
+}
+
+async fn dead_letters(state: State) -> HttpResponse {
+    answer(flatten(state.actors.queue.send(ListDeadLetters).await))
+}
+
+async fn history(state: State, query: web::Query<HistoryQuery>) -> HttpResponse {
+    let limit = query.limit;
+    answer(flatten(
+        state.actors.history.send(RecentRecords { limit }).await,
+    ))
+}
+
+async fn requeue(state: State, body: web::Bytes) -> HttpResponse {
+    let body: RequeueBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request("requeue", e),
+    };
+    let result = flatten(state.actors.queue.send(Requeue { seqs: body.seqs }).await);
+    answer(result.map(RequeueAnswer::from))
+}
+
+async fn push(state: State, body: web::Bytes) -> HttpResponse {
+    let body: PushBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request("push", e),
+    };
+    let push = SyncPush {
+        agent_id: body.agent_id,
+        fleet_node_id: body.fleet_node_id,
+        dispatches: body.dispatches,
+        queue_only: body.queue_only,
+    };
+    let result = match state.actors.pusher.send(push).await {
+        Ok(result) => result,
+        Err(e) => Err(e.into()),
+    };
+    answer(result.map(PushAnswer::from))
+}
+
+async fn pull(state: State, body: web::Bytes) -> HttpResponse {
+    let body: PullBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return bad_request("pull", e),
+    };
+    let pull = SyncPull {
+        agent_id: body.agent_id,
+        since: body.since,
+    };
+    let result = match state.actors.puller.send(pull).await {
+        Ok(result) => result,
+        Err(e) => Err(e.into()),
+    };
+    answer(result.map(PullAnswer::from))
+}
+
+async fn metrics(state: State) -> HttpResponse {
+    if let Err(e) = refresh_metrics(&state.actors).await {
+        // The counters are still right; the gauges keep their last values.
+        log::warn!("metrics: the gauges could not be refreshed: {e}");
+    }
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(METRICS_CONTENT_TYPE)
+            .body(text),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics",
+            format!("encoding the metrics failed: {e}"),
+        ),
+    }
+}
+
+async fn health(state: State) -> HttpResponse {
+    let write = match state.probe.send(ProbeStore).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(SyncError::from(e).to_string()),
+    };
+    let sync_state = flatten(state.actors.history.send(ReadSyncState).await);
+    let queue = flatten(state.actors.queue.send(QueueStatus).await).ok();
+    let findings = Findings {
+        write,
+        state: sync_state.map_err(|e| e.to_string()),
+        queue,
+        stopping: state.stopping.load(Ordering::SeqCst),
+        pid: state.pid,
+    };
+    let (code, body) = health::verdict(&findings);
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    HttpResponse::build(status).json(body)
+}
+
+/// A message's answer with the mailbox error folded in.
+fn flatten<T, E: Into<SyncError>>(
+    result: Result<Result<T, E>, actix::MailboxError>,
+) -> Result<T, SyncError> {
+    match result {
+        Ok(inner) => inner.map_err(Into::into),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,192 @@
+//! The bodies of the control API: what the CLI sends, what a running agent-sync
+//! answers. JSON, in the shapes `--json` prints where there is one (`/v1/status` is
+//! exactly `status --json`), so `curl --unix-socket` is as useful as the CLI.
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /v1/status` | | [`SyncStatus`](crate::SyncStatus) |
+//! | `GET /v1/queue` | | `[QueueEntry]` |
+//! | `GET /v1/dead-letters` | | `[DeadLetter]` |
+//! | `POST /v1/requeue` | [`RequeueBody`] | [`RequeueAnswer`] |
+//! | `GET /v1/history?limit=N` | | `[SyncRecord]` |
+//! | `POST /v1/push` | [`PushBody`] | [`PushAnswer`] |
+//! | `POST /v1/pull` | [`PullBody`] | [`PullAnswer`] |
+//! | `GET /metrics` | | Prometheus (OpenMetrics) text |
+//! | `GET /health` | | `{"status":"ok",...}` or 503 `{"status":"unavailable","reason":...}` |
+//!
+//! A failure is a non-2xx status with an [`ErrorBody`]. No token ever crosses the
+//! socket: the running process pushes and pulls with its own.
+
+use agent_sync_actors::messages::{HeadSummary, PullReport, PushReport, RequeueReport};
+use agent_sync_actors::time::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// `POST /v1/push`: a [`SyncPush`](agent_sync_actors::messages::SyncPush) by value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PushBody {
+    /// Only drain what is queued; never scan.
+    #[serde(default)]
+    pub queue_only: bool,
+    /// Host dispatches to queue verbatim (no scan then).
+    #[serde(default)]
+    pub dispatches: Option<Vec<Value>>,
+    /// Push as this agent; the running process's agent id when absent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Push as this fleet node; the running process's when absent.
+    #[serde(default)]
+    pub fleet_node_id: Option<i64>,
+}
+
+/// Answer to `POST /v1/push`: a [`PushReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushAnswer {
+    /// Dispatches delivered while the call ran.
+    pub count: usize,
+    /// Dispatches still queued afterwards.
+    pub queued: u64,
+}
+
+impl From<PushReport> for PushAnswer {
+    fn from(r: PushReport) -> Self {
+        PushAnswer {
+            count: r.count,
+            queued: r.queued,
+        }
+    }
+}
+
+impl From<PushAnswer> for PushReport {
+    fn from(a: PushAnswer) -> Self {
+        PushReport {
+            count: a.count,
+            queued: a.queued,
+        }
+    }
+}
+
+/// `POST /v1/pull`: a [`SyncPull`](agent_sync_actors::messages::SyncPull) by value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PullBody {
+    /// Only context since this point.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Pull for this agent; the running process's agent id when absent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+}
+
+/// Answer to `POST /v1/pull`: a [`PullReport`], `from_cache` included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullAnswer {
+    /// Items in `context`.
+    pub count: usize,
+    /// What was received, or the cache.
+    pub context: Vec<Value>,
+    /// True when this is the cache (the platform was not reached or refused).
+    pub from_cache: bool,
+}
+
+impl From<PullReport> for PullAnswer {
+    fn from(r: PullReport) -> Self {
+        PullAnswer {
+            count: r.count,
+            context: r.context,
+            from_cache: r.from_cache,
+        }
+    }
+}
+
+impl From<PullAnswer> for PullReport {
+    fn from(a: PullAnswer) -> Self {
+        PullReport {
+            count: a.count,
+            context: a.context,
+            from_cache: a.from_cache,
+        }
+    }
+}
+
+/// `POST /v1/requeue`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RequeueBody {
+    /// Which dead letters; every one when absent.
+    #[serde(default)]
+    pub seqs: Option<Vec<u64>>,
+}
+
+/// Answer to `POST /v1/requeue`: a [`RequeueReport`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequeueAnswer {
+    /// (dead letter seq, new queue seq) for each one moved.
+    pub requeued: Vec<(u64, u64)>,
+    /// Seqs asked for that are not dead letters.
+    pub missing: Vec<u64>,
+}
+
+impl From<RequeueReport> for RequeueAnswer {
+    fn from(r: RequeueReport) -> Self {
+        RequeueAnswer {
+            requeued: r.requeued,
+            missing: r.missing,
+        }
+    }
+}
+
+impl From<RequeueAnswer> for RequeueReport {
+    fn from(a: RequeueAnswer) -> Self {
+        RequeueReport {
+            requeued: a.requeued,
+            missing: a.missing,
+        }
+    }
+}
+
+/// `GET /v1/history` query.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    /// The newest N records (all kept when absent).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// The body of every failed call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, as the CLI prints it after `error: `.
+    pub error: String,
+    /// `invalid` (bad input), `store` (the database), `stopped` (stopping), or
+    /// `request` (a malformed call).
+    pub kind: String,
+}
+
+/// [`HeadSummary`] as `status --json` writes it, for reading it back.
+#[derive(Deserialize)]
+struct HeadView {
+    /// Its seq.
+    seq: u64,
+    /// Failed attempts so far.
+    attempts: u32,
+    /// Not sent before.
+    next_attempt: Option<Timestamp>,
+    /// Why the last attempt failed.
+    last_error: Option<String>,
+    /// When it was queued.
+    queued_at: Timestamp,
+}
+
+/// Reads `head` of a status answer (`null` or the object).
+pub(crate) fn deserialize_head<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<HeadSummary>, D::Error> {
+    Ok(
+        Option::<HeadView>::deserialize(deserializer)?.map(|h| HeadSummary {
+            seq: h.seq,
+            attempts: h.attempts,
+            next_attempt: h.next_attempt,
+            last_error: h.last_error,
+            queued_at: h.queued_at,
+        }),
+    )
+}

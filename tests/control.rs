@@ -1,0 +1,832 @@
+//! The CLI beside a running agent-sync (issue 10), end to end with the built binary:
+//! the control socket, commands carried out by the running process, logs by default,
+//! systemd notify, completions and the man page, key file hygiene, and an embedded
+//! `SyncService` serving the socket to the CLI.
+//!
+//! Like `tests/cli.rs`, every process gets a cleared environment rooted in a temp dir
+//! (`<tmp>/workspace`, `<tmp>/sync`); platforms are loopback servers on 127.0.0.1 run
+//! by the test's actix System, so child processes are waited for on the blocking pool.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_sync::actors::platform::{Token, TokenSource};
+use agent_sync::messages::SyncPush;
+use agent_sync::{SyncConfig, SyncService};
+use common::{http_get_unix, wait_until, write_done, LoopbackPlatform, Scripted};
+use serde_json::{json, Value};
+
+/// A token distinctive enough that finding it anywhere is a leak.
+const SECRET: &str = "control-secret-51c0ffee77";
+/// The agent id every process runs as.
+const AGENT: &str = "control-agent";
+/// Bounded waits for what a daemon does on its own.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+// ------------------------------------------------------------------------ helpers
+
+/// One isolated installation: `<tmp>/home`, `<tmp>/workspace`, `<tmp>/sync`.
+struct Sandbox {
+    /// Everything the binary touches lives inside; removed at the end.
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::create_dir_all(dir.path().join("home")).expect("home");
+        fs::create_dir_all(dir.path().join("workspace")).expect("workspace root");
+        Sandbox { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("workspace")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("sync")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.state().join("agent-sync.sock")
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// The binary, offline, with a clean environment (no `RUST_LOG`).
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-sync"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home())
+            .env("CORE_WORKSPACE", self.dir.path())
+            .env("AGENT_NAME", AGENT)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// The binary with the token and the platform at `url`.
+    fn online(&self, url: &str, args: &[&str]) -> Command {
+        let mut cmd = self.cmd(args);
+        cmd.env("CORE_AGENT_API_KEY", SECRET)
+            .env("CORE_API_URL", url);
+        cmd
+    }
+
+    /// Writes a JSON file of host dispatches with these ids; returns its path.
+    fn dispatches(&self, name: &str, ids: &[&str]) -> String {
+        let path = self.dir.path().join(format!("{name}.json"));
+        let items: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"id": id, "status": "completed"}))
+            .collect();
+        fs::write(&path, serde_json::to_vec(&items).unwrap()).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+}
+
+/// What a finished process printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Out {
+    /// Exit code (-1 when killed by a signal).
+    code: i32,
+    /// Command output proper.
+    stdout: String,
+    /// `error:` lines and logs.
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs to completion on the blocking pool, so the loopback server keeps serving.
+async fn run(mut cmd: Command) -> Out {
+    actix_rt::task::spawn_blocking(move || {
+        let output = cmd.output().expect("run agent-sync");
+        Out {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    })
+    .await
+    .expect("the blocking pool")
+}
+
+/// A `run` daemon, killed hard if a test fails before stopping it.
+struct Daemon {
+    /// The `agent-sync run` process.
+    child: Child,
+    /// Its stderr.
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `cmd` with stderr into `<sandbox>/<name>.log` (no `RUST_LOG` set: the
+    /// default level applies).
+    fn spawn(sandbox: &Sandbox, name: &str, mut cmd: Command) -> Daemon {
+        let log = sandbox.dir.path().join(format!("{name}.log"));
+        let file = fs::File::create(&log).expect("daemon log");
+        cmd.stdout(Stdio::null()).stderr(Stdio::from(file));
+        let child = cmd.spawn().expect("spawn the daemon");
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn wait_log(&self, what: &str, needle: &str) {
+        let log = &self.log;
+        wait_until(what, DEADLINE, || {
+            fs::read_to_string(log).unwrap_or_default().contains(needle)
+        })
+        .await;
+    }
+
+    /// Waits until it logged its start (after which its socket serves).
+    async fn wait_running(&self) {
+        self.wait_log("the daemon to start", "agent-sync running")
+            .await;
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// SIGTERM, then waits for the exit code.
+    async fn terminate(&mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the daemon did not stop; log:\n{}",
+                self.log()
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`, and reaps it.
+    fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `GET target` on the sandbox's control socket, off the System's thread.
+async fn get(socket: &Path, target: &str) -> (u16, String) {
+    let (socket, target) = (socket.to_path_buf(), target.to_string());
+    actix_rt::task::spawn_blocking(move || http_get_unix(&socket, &target))
+        .await
+        .expect("the blocking pool")
+}
+
+/// The pid the process serving `socket` reports in `/health`.
+async fn served_by(socket: &Path) -> u64 {
+    let (_, body) = get(socket, "/health").await;
+    let health: Value = serde_json::from_str(&body).expect("health is JSON");
+    health["pid"].as_u64().expect("a pid")
+}
+
+// ------------------------------------------------- same output beside a daemon
+
+/// The commands that do not change the state, with their arguments.
+const READ_ONLY: &[&[&str]] = &[
+    &["status"],
+    &["--json", "status"],
+    &["queue"],
+    &["--json", "queue"],
+    &["dead-letters"],
+    &["--json", "dead-letters"],
+    &["history"],
+    &["--json", "history"],
+    &["history", "--limit", "2"],
+    &["requeue", "99"],
+    &["--json", "requeue", "98", "99"],
+];
+
+/// Commands that change the state, in the order both runs apply them.
+fn mutating(sandbox: &Sandbox) -> Vec<Vec<String>> {
+    let one = sandbox.dispatches("one", &["host/one"]);
+    let two = sandbox.dispatches("two", &["host/two-a", "host/two-b"]);
+    [
+        vec!["push", "--dispatches", one.as_str()],
+        vec!["--json", "push", "--dispatches", two.as_str()],
+        vec!["pull"],
+        vec!["--json", "pull", "--since", "2026-01-01T00:00:00Z"],
+        vec!["push"],
+        vec!["--json", "push", "--queue-only"],
+        vec!["--json", "requeue", "--all"],
+        vec!["requeue", "--all"],
+    ]
+    .into_iter()
+    .map(|args| args.into_iter().map(String::from).collect())
+    .collect()
+}
+
+async fn outputs(sandbox: &Sandbox, url: &str, commands: &[Vec<String>]) -> Vec<Out> {
+    let mut outs = Vec::new();
+    for args in commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        outs.push(run(sandbox.online(url, &args)).await);
+    }
+    outs
+}
+
+#[actix_rt::test]
+async fn every_command_beside_a_running_daemon_prints_exactly_what_it_prints_against_a_stopped_state(
+) {
+    let sandbox = Sandbox::new();
+    let platform = LoopbackPlatform::start().await;
+    // One answer both endpoints take: a 2xx for pushes, a recognised envelope for pulls.
+    platform.set_default(Scripted::ok().json(json!({"ok": true, "context": [{"id": "m1"}]})));
+    let url = platform.url();
+
+    // A state with history, a ledger entry, a cached context and a dead letter.
+    platform.respond(Scripted::status(400).body("bad dispatch"));
+    let refused = sandbox.dispatches("refused", &["host/refused"]);
+    run(sandbox.online(&url, &["push", "--dispatches", &refused]))
+        .await
+        .ok();
+    let good = sandbox.dispatches("good", &["host/good"]);
+    run(sandbox.online(&url, &["push", "--dispatches", &good]))
+        .await
+        .ok();
+    run(sandbox.online(&url, &["pull"])).await.ok();
+    write_done(&sandbox.root(), "core/go-io/first");
+    run(sandbox.online(&url, &["push"])).await.ok();
+    let db = sandbox.state().join("sync.redb");
+    let backup = sandbox.dir.path().join("sync.redb.backup");
+    fs::copy(&db, &backup).unwrap();
+
+    // Against the stopped state: the read-only commands, then the mutating ones.
+    let read_only: Vec<Vec<String>> = READ_ONLY
+        .iter()
+        .map(|args| args.iter().map(|a| a.to_string()).collect())
+        .collect();
+    let stopped_reads = outputs(&sandbox, &url, &read_only).await;
+    write_done(&sandbox.root(), "core/go-io/second");
+    let stopped_writes = outputs(&sandbox, &url, &mutating(&sandbox)).await;
+
+    // The same state again (the scan finds the second workspace again), held by a
+    // daemon that only drains (it never scans or pulls on its own).
+    fs::copy(&backup, &db).unwrap();
+    let before = platform.delivered().len();
+    let mut daemon = Daemon::spawn(
+        &sandbox,
+        "daemon",
+        sandbox.online(&url, &["run", "--scan-interval", "0"]),
+    );
+    daemon.wait_running().await;
+    assert!(sandbox.socket().exists(), "the daemon serves its socket");
+    let running_reads = outputs(&sandbox, &url, &read_only).await;
+    let running_writes = outputs(&sandbox, &url, &mutating(&sandbox)).await;
+
+    for ((args, stopped), running) in read_only.iter().zip(&stopped_reads).zip(&running_reads) {
+        assert_eq!(stopped, running, "{args:?} differs beside the daemon");
+    }
+    for ((args, stopped), running) in mutating(&sandbox)
+        .iter()
+        .zip(&stopped_writes)
+        .zip(&running_writes)
+    {
+        assert_eq!(stopped, running, "{args:?} differs beside the daemon");
+    }
+    // The missing seqs still exit 1 with the same error, through the daemon too.
+    assert_eq!(running_reads[9].code, 1);
+    assert!(
+        running_reads[9]
+            .stderr
+            .starts_with("error: no dead letter with seq 99"),
+        "{:?}",
+        running_reads[9]
+    );
+    assert_eq!(running_writes[0].stdout.trim(), "synced: 1");
+    assert_eq!(
+        running_writes[1].json(),
+        json!({"success": true, "count": 2, "queued": 0})
+    );
+    assert_eq!(running_writes[2].stdout.trim(), "context items: 1");
+    assert_eq!(
+        running_writes[4].stdout.trim(),
+        "synced: 1",
+        "the daemon scanned"
+    );
+
+    // The daemon delivered the host dispatches itself (it logs each request) ...
+    let delivered: Vec<String> = platform.delivered()[before..]
+        .iter()
+        .flat_map(|r| r.dispatch_ids())
+        .collect();
+    for id in ["host/one", "host/two-a", "host/two-b", "core/go-io/second"] {
+        assert!(
+            delivered.contains(&id.to_string()),
+            "{id} not delivered: {delivered:?}"
+        );
+    }
+    assert!(daemon.log().contains("pushed entry"), "{}", daemon.log());
+    // ... and the dead letter requeued through it went out too (the daemon has a
+    // token; the stopped-state requeue only moved it).
+    wait_until("the requeued dead letter to be delivered", DEADLINE, || {
+        platform.delivered()[before..]
+            .iter()
+            .any(|r| r.dispatch_ids() == ["host/refused"])
+    })
+    .await;
+    for out in stopped_reads
+        .iter()
+        .chain(&running_reads)
+        .chain(&running_writes)
+    {
+        assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET));
+    }
+    assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+    assert!(!daemon.log().contains(SECRET));
+    platform.stop().await;
+}
+
+// -------------------------------------------------------------- the socket file
+
+#[actix_rt::test]
+async fn the_control_socket_has_mode_0600_is_a_socket_and_goes_away_on_stop() {
+    let sandbox = Sandbox::new();
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", sandbox.cmd(&["run"]));
+    daemon.wait_running().await;
+    let meta = fs::symlink_metadata(sandbox.socket()).expect("the socket exists");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // SAFETY: getuid has no preconditions.
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), unsafe {
+        libc::getuid()
+    });
+    assert_eq!(served_by(&sandbox.socket()).await, u64::from(daemon.pid()));
+    assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+    assert!(!sandbox.socket().exists(), "removed on a clean stop");
+    // No private staging directory is left behind either.
+    let leftovers: Vec<_> = fs::read_dir(sandbox.state())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with(".ctl-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[actix_rt::test]
+async fn a_stale_socket_left_by_a_killed_daemon_is_replaced_at_the_next_start() {
+    let sandbox = Sandbox::new();
+    let mut first = Daemon::spawn(&sandbox, "first", sandbox.cmd(&["run"]));
+    first.wait_running().await;
+    first.kill();
+    assert!(sandbox.socket().exists(), "kill -9 leaves the socket file");
+    // Nobody listens: a command opens the state directly.
+    run(sandbox.cmd(&["status"])).await.ok();
+
+    let mut second = Daemon::spawn(&sandbox, "second", sandbox.cmd(&["run"]));
+    second.wait_running().await;
+    assert!(
+        second.log().contains("replacing the stale control socket"),
+        "{}",
+        second.log()
+    );
+    assert_eq!(served_by(&sandbox.socket()).await, u64::from(second.pid()));
+    run(sandbox.cmd(&["status"])).await.ok();
+    assert_eq!(second.terminate().await, 0, "{}", second.log());
+}
+
+#[actix_rt::test]
+async fn a_second_run_is_refused_naming_the_holders_pid_and_the_live_socket_is_kept() {
+    let sandbox = Sandbox::new();
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", sandbox.cmd(&["run"]));
+    daemon.wait_running().await;
+    for args in [&["run"][..], &["import-legacy"]] {
+        let started = Instant::now();
+        let out = run(sandbox.cmd(args)).await;
+        assert!(started.elapsed() < Duration::from_secs(5), "{args:?} hung");
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        let expected = format!(
+            "error: state in {} is in use by another agent-sync process (pid {});",
+            sandbox.state().display(),
+            daemon.pid()
+        );
+        assert!(
+            out.stderr.starts_with(&expected),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    assert!(
+        run(sandbox.cmd(&["run"]))
+            .await
+            .stderr
+            .contains("already runs on this state"),
+        "run says why"
+    );
+    // The holder's socket is untouched and still answers.
+    assert_eq!(served_by(&sandbox.socket()).await, u64::from(daemon.pid()));
+    run(sandbox.cmd(&["status"])).await.ok();
+    assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+}
+
+// ---------------------------------------------------------------------- logs
+
+#[actix_rt::test]
+async fn run_logs_at_info_without_rust_log_json_lines_parse_and_neither_holds_the_token() {
+    let sandbox = Sandbox::new();
+    let platform = LoopbackPlatform::start().await;
+    platform.set_default(Scripted::ok().json(json!({"context": [{"id": "m"}]})));
+    let url = platform.url();
+
+    for format in ["text", "json"] {
+        let mut daemon = Daemon::spawn(
+            &sandbox,
+            format,
+            sandbox.online(
+                &url,
+                &["--log-format", format, "run", "--scan-interval", "0"],
+            ),
+        );
+        daemon.wait_running().await;
+        // A delivery, a backoff (503, retried in about a second), a dead letter (400),
+        // a pull.
+        let ok = sandbox.dispatches(&format!("{format}-ok"), &["log/ok"]);
+        assert_eq!(
+            run(sandbox.online(&url, &["push", "--dispatches", &ok]))
+                .await
+                .ok()
+                .stdout
+                .trim(),
+            "synced: 1"
+        );
+        platform.respond(Scripted::status(503).body(SECRET));
+        platform.respond(Scripted::status(400).body(format!("refused {SECRET}")));
+        let later = sandbox.dispatches(&format!("{format}-later"), &["log/later"]);
+        run(sandbox.online(&url, &["push", "--dispatches", &later]))
+            .await
+            .ok();
+        daemon.wait_log("the dead letter", "dead letters").await;
+        run(sandbox.online(&url, &["pull"])).await.ok();
+        daemon.wait_log("the pull", "pulled 1 context item").await;
+        assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+        let log = daemon.log();
+        assert!(
+            !log.contains(SECRET),
+            "the token leaked into the {format} log"
+        );
+
+        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        let messages: Vec<(String, String)> = if format == "json" {
+            lines
+                .iter()
+                .map(|line| {
+                    let value: Value = serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                    for key in ["ts", "level", "target", "message"] {
+                        assert!(value[key].is_string(), "{key} missing: {line}");
+                    }
+                    (
+                        value["level"].as_str().unwrap().to_string(),
+                        value["message"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        } else {
+            lines
+                .iter()
+                .map(|line| {
+                    let level = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    (level, line.to_string())
+                })
+                .collect()
+        };
+        let has = |level: &str, needle: &str| {
+            messages
+                .iter()
+                .any(|(l, m)| l == level && m.contains(needle))
+        };
+        assert!(has("INFO", "agent-sync running: pid"), "start:\n{log}");
+        assert!(has("INFO", "platform http://127.0.0.1"), "settings:\n{log}");
+        assert!(has("INFO", "pushed entry"), "a delivered request:\n{log}");
+        assert!(has("INFO", "retry at"), "a backoff decision:\n{log}");
+        assert!(
+            has("WARN", "moved to dead letters"),
+            "a dead letter:\n{log}"
+        );
+        assert!(has("INFO", "pulled 1 context item"), "a pull:\n{log}");
+        assert!(has("INFO", "stopped"), "the stop:\n{log}");
+    }
+
+    // One-shot commands stay quiet (warn): nothing on stderr for a delivered push.
+    let quiet = sandbox.dispatches("quiet", &["log/quiet"]);
+    let out = run(sandbox.online(&url, &["push", "--dispatches", &quiet]))
+        .await
+        .ok();
+    assert_eq!(out.stderr, "", "a one-shot push logged at info");
+    platform.stop().await;
+}
+
+// --------------------------------------------------------------------- systemd
+
+#[actix_rt::test]
+async fn under_type_notify_it_sends_ready_once_serving_then_watchdog_then_stopping() {
+    let sandbox = Sandbox::new();
+    let notify_path = sandbox.dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind a notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut cmd = sandbox.cmd(&["run"]);
+    cmd.env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000");
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", cmd);
+
+    let socket = sandbox.socket();
+    let receive = move || -> Vec<String> {
+        let mut datagrams = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            let Ok(n) = notify.recv(&mut buffer) else {
+                break;
+            };
+            let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            if text.contains("READY=1") {
+                // The store is open and the socket serves when READY arrives.
+                assert!(socket.exists(), "READY before the control socket");
+                let (status, _) = http_get_unix(&socket, "/health");
+                assert_eq!(status, 200);
+            }
+            let stopping = text.contains("STOPPING=1");
+            datagrams.push(text);
+            if stopping {
+                break;
+            }
+        }
+        datagrams
+    };
+    let listener = actix_rt::task::spawn_blocking(receive);
+    daemon.wait_running().await;
+    // Half of WatchdogSec: a ping every 200 ms; wait for a few.
+    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+    let datagrams = listener.await.unwrap();
+    let ready = datagrams.iter().position(|d| d.contains("READY=1"));
+    let stopping = datagrams.iter().position(|d| d.contains("STOPPING=1"));
+    let pings = datagrams
+        .iter()
+        .filter(|d| d.contains("WATCHDOG=1"))
+        .count();
+    assert!(ready.is_some(), "{datagrams:?}");
+    assert!(stopping > ready, "STOPPING after READY: {datagrams:?}");
+    assert!(pings >= 2, "watchdog pings: {datagrams:?}");
+    assert_eq!(
+        datagrams.iter().filter(|d| d.contains("READY=1")).count(),
+        1,
+        "READY once"
+    );
+}
+
+// ----------------------------------------------------- completions and man page
+
+/// Every subcommand the binary has.
+const SUBCOMMANDS: &[&str] = &[
+    "push",
+    "pull",
+    "status",
+    "history",
+    "queue",
+    "dead-letters",
+    "requeue",
+    "run",
+    "import-legacy",
+    "completions",
+    "man",
+];
+
+#[actix_rt::test]
+async fn completions_for_each_shell_and_the_man_page_name_every_subcommand() {
+    let sandbox = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(sandbox.cmd(&["completions", shell])).await.ok();
+        assert!(out.stdout.len() > 200, "{shell}: {}", out.stdout);
+        for sub in SUBCOMMANDS {
+            assert!(out.stdout.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    // roff writes a hyphen as `\-`.
+    let man = run(sandbox.cmd(&["man"]))
+        .await
+        .ok()
+        .stdout
+        .replace("\\-", "-");
+    assert!(man.contains(".TH agent-sync 1"), "not roff: {man}");
+    for sub in SUBCOMMANDS {
+        assert!(
+            man.contains(&format!("agent-sync-{sub}(1)")),
+            "the man page lacks {sub}"
+        );
+        // ... and each command it names has its page.
+        let page = run(sandbox.cmd(&["man", sub]))
+            .await
+            .ok()
+            .stdout
+            .replace("\\-", "-");
+        assert!(
+            page.contains(&format!(".TH agent-sync-{sub} 1")),
+            "{sub}: {page}"
+        );
+    }
+    assert_eq!(run(sandbox.cmd(&["man", "nope"])).await.code, 1);
+    // Neither needs (or creates) a state.
+    assert!(!sandbox.state().exists());
+    assert_eq!(run(sandbox.cmd(&["completions", "tcsh"])).await.code, 2);
+}
+
+// ----------------------------------------------------------- key file hygiene
+
+#[actix_rt::test]
+async fn a_key_file_readable_by_others_is_warned_about_once_by_name_never_by_content() {
+    let sandbox = Sandbox::new();
+    let key = sandbox.home().join(".claude").join("brain.key");
+    fs::create_dir_all(key.parent().unwrap()).unwrap();
+    fs::write(&key, format!("{SECRET}\n")).unwrap();
+    let dead = common::dead_url();
+
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = sandbox.cmd(&["push", "--queue-only"]);
+    cmd.env("CORE_API_URL", &dead);
+    let out = run(cmd).await.ok();
+    let warnings = out.stderr.matches("is readable by group or others").count();
+    assert_eq!(warnings, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&key.display().to_string()),
+        "names the file"
+    );
+    assert!(out.stderr.contains("0644"), "{}", out.stderr);
+    assert!(!out.stderr.contains(SECRET), "never the content");
+
+    // The daemon reads the key every cycle, and still warns once.
+    let mut cmd = sandbox.cmd(&["run", "--scan-interval", "250ms"]);
+    cmd.env("CORE_API_URL", &dead);
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", cmd);
+    daemon.wait_running().await;
+    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(daemon.terminate().await, 0);
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("is readable by group or others").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains(SECRET));
+
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = sandbox.cmd(&["push", "--queue-only"]);
+    cmd.env("CORE_API_URL", &dead);
+    let out = run(cmd).await.ok();
+    assert!(!out.stderr.contains("readable"), "{}", out.stderr);
+}
+
+// ------------------------------------------------------------- embedded service
+
+#[actix_rt::test]
+async fn an_embedded_service_serves_the_socket_and_the_cli_talks_to_it() {
+    let sandbox = Sandbox::new();
+    let mut config = SyncConfig::new(sandbox.root(), sandbox.state());
+    config.agent_id = AGENT.into();
+    // Offline: whatever is pushed stays queued, so the host and the CLI see one queue.
+    config.tokens = TokenSource::Fixed(None::<Token>);
+    config.flush_interval = None;
+    let service = SyncService::start(config).expect("start the embedded service");
+    assert_eq!(service.control_socket(), Some(sandbox.socket().as_path()));
+    service
+        .push(SyncPush {
+            dispatches: Some(vec![json!({"id": "host/embedded"})]),
+            ..SyncPush::default()
+        })
+        .await
+        .unwrap();
+
+    let via_cli = run(sandbox.cmd(&["--json", "status"])).await.ok().json();
+    let direct = serde_json::to_value(service.status().await.unwrap()).unwrap();
+    assert_eq!(via_cli, direct);
+    assert_eq!(via_cli["queued_dispatches"], 1);
+
+    let file = sandbox.dispatches("cli", &["cli/one", "cli/two"]);
+    let out = run(sandbox.cmd(&["--json", "push", "--dispatches", &file]))
+        .await
+        .ok();
+    assert_eq!(
+        out.json(),
+        json!({"success": true, "count": 0, "queued": 3})
+    );
+    let queued: Vec<Value> = service
+        .queue(None)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|e| e.dispatches.iter().map(|d| d["id"].clone()))
+        .collect();
+    assert_eq!(
+        queued,
+        [json!("host/embedded"), json!("cli/one"), json!("cli/two")]
+    );
+    let queue = run(sandbox.cmd(&["--json", "queue"])).await.ok().json();
+    assert_eq!(
+        queue.as_array().map(Vec::len),
+        Some(service.queue(None).await.unwrap().len())
+    );
+    assert_eq!(
+        served_by(&sandbox.socket()).await,
+        u64::from(std::process::id())
+    );
+
+    // Stopped, the socket is gone and the CLI opens the state itself.
+    service.stop().await;
+    assert!(!sandbox.socket().exists());
+    let after = run(sandbox.cmd(&["--json", "status"])).await.ok().json();
+    assert_eq!(after["queued_dispatches"], 3);
+}
+
+#[actix_rt::test]
+async fn a_host_can_turn_the_control_socket_off() {
+    let sandbox = Sandbox::new();
+    let mut config = SyncConfig::new(sandbox.root(), sandbox.state());
+    config.control_socket = false;
+    let service = SyncService::start(config).expect("start");
+    assert_eq!(service.control_socket(), None);
+    assert!(!sandbox.socket().exists());
+    // Without a socket the CLI cannot reach it: the state is in use, by this pid.
+    let out = run(sandbox.cmd(&["status"])).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(&format!(
+            "in use by another agent-sync process (pid {})",
+            std::process::id()
+        )),
+        "{}",
+        out.stderr
+    );
+    service.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_state_dir_too_long_for_a_socket_still_syncs_without_one_and_says_why() {
+    let sandbox = Sandbox::new();
+    let deep = sandbox.dir.path().join("d".repeat(60)).join("e".repeat(60));
+    let mut config = SyncConfig::new(sandbox.root(), &deep);
+    config.tokens = TokenSource::Fixed(None::<Token>);
+    let service = SyncService::start(config).expect("it starts without the socket");
+    assert_eq!(service.control_socket(), None);
+    assert!(!deep.join("agent-sync.sock").exists());
+    let report = service
+        .push(SyncPush {
+            dispatches: Some(vec![json!({"id": "deep"})]),
+            ..SyncPush::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.queued, 1, "it still queues");
+    service.stop().await;
+}
