@@ -6,7 +6,7 @@
 //! commit carries all three (see `store`). Only then is the next entry leased: one
 //! request in flight, each outcome on disk before the next request starts (R1).
 //!
-//! The drain runs as a spawned future under a small state machine ([`DrainState`]),
+//! The drain runs as a spawned future under a small state machine (`DrainState`),
 //! not as an atomic handler: the Pusher's mailbox stays open while a POST waits, so a
 //! [`SyncPush`] scans and enqueues durably at once, whatever the platform does, and
 //! only its reply waits for the drain that follows.
