@@ -1,7 +1,7 @@
 //! Configuration of a [`SyncService`](crate::SyncService): what to sync, where state
 //! lives, how to reach the platform.
 //!
-//! [`SyncConfig::from_env`] resolves DESIGN sections 5 and 8 (environment over
+//! [`SyncConfig::from_env`] resolves design.md §5 and §8 (environment over
 //! defaults); the CLI then applies its flags on top (flags over environment). The
 //! library itself never reads the environment unless the host asks it to.
 
@@ -87,7 +87,7 @@ impl SyncConfig {
         }
     }
 
-    /// Resolves the process environment (DESIGN 5 and 8).
+    /// Resolves the process environment (design.md §5 and §8).
     pub fn from_env() -> Self {
         Self::from_lookup(|key| std::env::var(key).ok())
     }

@@ -1,4 +1,4 @@
-//! Legacy import (DESIGN 7.2, 12.3): carries the Go agent's sync state over into
+//! Legacy import (design.md §7.2): carries the Go agent's sync state over into
 //! redb, once, so a fleet can switch without losing its queue.
 //!
 //! The Go agent kept five JSON files in its sync dir:
@@ -161,7 +161,7 @@ impl From<actix::MailboxError> for LegacyError {
 }
 
 impl SyncService {
-    /// Imports the Go agent's sync state from `dir` (DESIGN 7.2), once: a second call
+    /// Imports the Go agent's sync state from `dir` (design.md §7.2), once: a second call
     /// reports `already_imported` and writes nothing. The files are never modified.
     /// Reading the files is blocking; they are small and this runs once.
     pub async fn import_legacy(&self, dir: &Path) -> Result<ImportReport, LegacyError> {

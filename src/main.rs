@@ -1,4 +1,4 @@
-//! `agent-sync`: the command line of DESIGN section 8, on top of
+//! `agent-sync`: the command line of design.md §8, on top of
 //! [`agent_sync::SyncService`]. See `cli/` for the commands.
 
 mod cli;

@@ -409,7 +409,7 @@ impl SyncService {
         self.actors.puller.send(pull).await?
     }
 
-    /// Rewrite ghost workspaces to `failed` (DESIGN 7.3).
+    /// Rewrite ghost workspaces to `failed` (design.md §7.3).
     pub async fn reap_ghosts(&self) -> Result<ReapReport, SyncError> {
         Ok(self.actors.scanner.send(ReapGhosts).await?)
     }

@@ -1,4 +1,4 @@
-//! End-to-end tests of the `agent-sync` binary (DESIGN section 8).
+//! End-to-end tests of the `agent-sync` binary (design.md §8).
 //!
 //! Every test runs the built binary with a cleared environment: `HOME` and
 //! `CORE_WORKSPACE` point into a temp dir of its own (so the workspace root is
@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 const SECRET: &str = "cli-secret-7f3a9c41d2";
 /// The agent id every test runs as.
 const AGENT: &str = "cli-agent";
-/// How long a daemon may take to exit after SIGTERM (DESIGN 12.14).
+/// How long a daemon may take to exit after SIGTERM (design.md §6 R3).
 const STOP_WITHIN: Duration = Duration::from_secs(10);
 /// Bounded waits for things a daemon does on its own.
 const DEADLINE: Duration = Duration::from_secs(20);

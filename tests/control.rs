@@ -1,4 +1,4 @@
-//! The CLI beside a running agent-sync (issue 10), end to end with the built binary:
+//! The CLI beside a running agent-sync (design.md §13), end to end with the built binary:
 //! the control socket, commands carried out by the running process, logs by default,
 //! systemd notify, completions and the man page, key file hygiene, and an embedded
 //! `SyncService` serving the socket to the CLI.

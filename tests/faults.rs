@@ -1,4 +1,4 @@
-//! Platform and storage faults (DESIGN 5, 6 R2-R4, 7.4, 12): each one ends in its
+//! Platform and storage faults (design.md §5, §6 R2-R4, §7.4, §12): each one ends in its
 //! documented outcome, nothing that was acknowledged is lost, and nothing hangs.
 //!
 //! Not repeated here because other files prove them: the 5xx/408/429/501/4xx classes,
@@ -922,7 +922,7 @@ async fn a_2xx_with_a_garbage_or_lying_body_is_delivered() {
 async fn a_pull_body_over_the_default_16_mib_limit_keeps_the_cache() {
     let server = LoopbackPlatform::start().await;
     let dirs = Dirs::new();
-    // Default platform settings but the URL: the 16 MiB limit of DESIGN 6 L2.
+    // Default platform settings but the URL: the 16 MiB limit of design.md §6 L2.
     let config = PlatformConfig {
         base_url: server.url(),
         ..PlatformConfig::default()
@@ -1097,7 +1097,7 @@ fn assert_error(out: &Out, what: &str) {
         out.stdout,
         out.stderr
     );
-    // DESIGN 8: the message on stderr starts with `error:`.
+    // design.md §8: the message on stderr starts with `error:`.
     assert!(out.stderr.starts_with("error: "), "{what}: {}", out.stderr);
     assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
 }
@@ -1171,7 +1171,7 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM, then the exit status (within 10 s, DESIGN 12.14).
+    /// SIGTERM, then the exit status (within 10 s, design.md §6 R3).
     fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
@@ -1385,7 +1385,7 @@ fn a_truncated_database_is_refused_and_left_in_place_or_repaired_never_a_panic()
                 assert_eq!(
                     fs::read(sandbox.db()).unwrap(),
                     before,
-                    "cut {cut}: a refused database must be left byte for byte (DESIGN 12.2)"
+                    "cut {cut}: a refused database must be left byte for byte (design.md §8)"
                 );
                 seen.push(format!(
                     "exit 1 ({})",

@@ -1,4 +1,4 @@
-//! `/metrics` and `/health` of a running agent-sync (issue 10), end to end: scraped
+//! `/metrics` and `/health` of a running agent-sync (design.md §13), end to end: scraped
 //! over the control socket and over `run --metrics-addr`, parsed as a text
 //! exposition (not grepped), and checked against `status`; the request counters
 //! across a scripted sequence of answers; `/health` across `auth_failed`; and a host

@@ -1,9 +1,9 @@
-//! The push path of the actors (DESIGN sections 5 and 6: P1-P11, H1) against a real
+//! The push path of the actors (design.md §5 and §6: P1-P11, H1) against a real
 //! loopback platform, driven only through the actors' messages.
 //!
 //! Wall-clock checks use windows around the call (`before`/`after`); backoff
 //! schedules are checked under paused tokio time with an in-process stand-in, never
-//! with real sockets (DESIGN 11).
+//! with real sockets (design.md §11).
 
 mod common;
 
@@ -245,7 +245,7 @@ async fn p1_scanned_terminal_workspace_is_pushed_once() {
     assert!(queue(&actors).await.is_empty());
 
     let state = sync_state(&actors).await;
-    // History times are whole seconds (DESIGN 4.4).
+    // History times are whole seconds (design.md §4.4).
     let last_push_at = state.last_push_at.expect("last_push_at is set");
     assert_eq!(last_push_at.unix_millis() % 1000, 0, "{last_push_at}");
     assert_between("last_push_at", last_push_at, before.whole_seconds(), after);
@@ -1376,7 +1376,7 @@ async fn p11_large_scan_split_into_entries_of_max_batch() {
     keys.dedup();
     assert_eq!(keys.len(), 3, "one key per entry");
 
-    // Host dispatches are batched the same way (DESIGN 12.6).
+    // Host dispatches are batched the same way (design.md §4.3).
     let report = push_host(&actors, (0..5).map(|i| host(&format!("h{i}"))).collect()).await;
     assert_eq!(report, pushed(5, 0));
     let sizes: Vec<usize> = server.pushes()[3..]

@@ -1,4 +1,4 @@
-//! HTTPS to the platform (DESIGN 7.4): certificates are verified against the system's
+//! HTTPS to the platform (design.md §7.4): certificates are verified against the system's
 //! roots (`SSL_CERT_FILE` here, the usual override), over a real rustls server on
 //! 127.0.0.1. One test in this binary, because it sets a process-wide variable.
 

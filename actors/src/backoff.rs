@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::time::Timestamp;
 
-/// The Go agent's schedule (RFC §16.5): 0, 1 s, 5 s, 15 s, 60 s, then 5 min.
+/// The Go agent's schedule (design.md §5.2): 0, 1 s, 5 s, 15 s, 60 s, then 5 min.
 pub fn backoff(attempts: u32) -> Duration {
     match attempts {
         0 => Duration::ZERO,

@@ -20,7 +20,7 @@
 //! - [`lenient`]: tolerant reading of host-written JSON.
 //! - [`walk`]: the workspace walk and its rescan cache.
 //! - [`store`]: the one redb file, its layout and crash semantics.
-//! - [`platform`]: the token, the URL policy and the awc client (DESIGN section 5).
+//! - [`platform`]: the token, the URL policy and the awc client (design.md §5).
 //! - [`backoff`]: the seed retry schedule and `Retry-After` (the Queue's policy adds
 //!   jitter).
 //! - [`time`]: timestamps and the clock that tests can pause.

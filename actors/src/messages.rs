@@ -102,7 +102,7 @@ pub struct ScanReport {
     pub skipped: usize,
 }
 
-/// Rewrite ghost workspaces (`running` with a dead `pid`) to `failed` (DESIGN 7.3).
+/// Rewrite ghost workspaces (`running` with a dead `pid`) to `failed` (design.md §7.3).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "ReapReport")]
 pub struct ReapGhosts;

@@ -1,4 +1,4 @@
-//! Talking to the platform API (DESIGN section 5): the token, the URL policy, and the
+//! Talking to the platform API (design.md §5): the token, the URL policy, and the
 //! awc client behind the [`Platform`] trait.
 //!
 //! Why a trait: the Pusher and Puller only need "POST this, GET that"; real HTTP is

@@ -202,7 +202,7 @@ impl Handler<CachedContext> for Puller {
     }
 }
 
-/// Reads the context items out of any envelope of DESIGN section 5; `None` when the
+/// Reads the context items out of any envelope of design.md §5; `None` when the
 /// body is not JSON or no recognised key holds an array.
 pub fn parse_context(body: &[u8]) -> Option<Vec<Value>> {
     let value: Value = serde_json::from_slice(body).ok()?;

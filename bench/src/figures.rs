@@ -70,7 +70,7 @@ pub enum Bound {
     AtLeast,
 }
 
-/// A performance target of DESIGN section 10.
+/// A performance target of design.md §10.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
     /// The figure it applies to.

@@ -1,6 +1,6 @@
 //! The generated workspace tree and the dispatches the queue phases push.
 //!
-//! Layout (DESIGN 4.1): `<root>/org-OO/repo-RR/task-TTTTTT/` with `status.json`, an
+//! Layout (design.md §4.1): `<root>/org-OO/repo-RR/task-TTTTTT/` with `status.json`, an
 //! empty `repo/` and a `.meta/` directory, 1,000 workspaces per org, 50 per repo.
 //! Four in five workspaces are terminal (completed, merged, failed, blocked), one in
 //! five is `running`; one workspace in ten also has a small `.meta/report.json`.
@@ -91,7 +91,7 @@ fn time(i: usize, offset_seconds: i64) -> String {
     Timestamp::from_unix_millis(BASE_MILLIS + seconds * 1_000).to_rfc3339_seconds()
 }
 
-/// A `status.json` of workspace `i`, with every field of DESIGN 4.1 set.
+/// A `status.json` of workspace `i`, with every field of design.md §4.1 set.
 fn status(i: usize) -> Value {
     let status = match i % 5 {
         0 => "running",

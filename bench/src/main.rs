@@ -1,4 +1,4 @@
-//! The agent-sync benchmark harness (DESIGN section 10).
+//! The agent-sync benchmark harness (design.md §10).
 //!
 //! ```text
 //! cargo run --release -p agent-sync-bench -- --workspaces 10000 [--entries 10000] \

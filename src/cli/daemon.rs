@@ -1,4 +1,4 @@
-//! `agent-sync run`: the daemon loop (DESIGN 8 and 12.8).
+//! `agent-sync run`: the daemon loop (design.md §8 and §12.6).
 //!
 //! At start: reap ghosts (unless `--no-reap`), scan and push (a queue-only drain when
 //! `--scan-interval 0`), pull (when `--pull-interval` is set). Then, on every scan

@@ -1,4 +1,4 @@
-//! The `agent-sync` command line (DESIGN section 8): arguments, and how they become a
+//! The `agent-sync` command line (design.md §8): arguments, and how they become a
 //! [`SyncConfig`].
 //!
 //! - this file: the clap definitions, durations, flags over environment;
@@ -152,7 +152,7 @@ pub enum Shell {
 }
 
 impl GlobalArgs {
-    /// Flags over environment over defaults (DESIGN 12.12): `config` is the one
+    /// Flags over environment over defaults (design.md §8): `config` is the one
     /// resolved from the environment; every flag given replaces its value.
     pub fn apply(&self, mut config: SyncConfig) -> SyncConfig {
         if let Some(root) = &self.workspace_root {
@@ -175,7 +175,7 @@ impl GlobalArgs {
     }
 }
 
-/// The commands of DESIGN section 8.
+/// The commands of design.md §8.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Scan for finished work, queue it durably, and deliver the queue once.

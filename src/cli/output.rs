@@ -1,5 +1,5 @@
 //! Rendering of every command's result, as text for people or `--json` for scripts
-//! (DESIGN 8 and 12.1).
+//! (design.md §8).
 //!
 //! Each function returns the whole output (without the final newline) so it can be
 //! tested without a process. JSON is one compact line; times are RFC 3339 UTC strings
@@ -143,7 +143,7 @@ pub fn history(format: Format, records: &[SyncRecord]) -> String {
         .join("\n")
 }
 
-/// A queue entry as `queue --json` shows it (DESIGN 8: exactly these fields).
+/// A queue entry as `queue --json` shows it (design.md §8: exactly these fields).
 #[derive(Serialize)]
 struct QueueView<'a> {
     /// FIFO position.

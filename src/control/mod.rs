@@ -1,4 +1,4 @@
-//! The control API of a running agent-sync (DESIGN 13): how other processes reach
+//! The control API of a running agent-sync (design.md §13): how other processes reach
 //! the one that holds a state.
 //!
 //! A running [`SyncService`](crate::SyncService), embedded in a host or started by

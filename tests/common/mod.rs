@@ -3,7 +3,7 @@
 //! - [`LoopbackPlatform`]: a real actix-web server on `127.0.0.1:0` that records every
 //!   request and answers from a script (FIFO of one-shot responses, then a default).
 //! - [`ScriptedPlatform`]: an in-process `Platform` stand-in for tests under paused
-//!   tokio time, where real sockets give spurious timeouts (DESIGN 11).
+//!   tokio time, where real sockets give spurious timeouts (design.md §11).
 //! - Workspace fixtures, temp dirs, and helpers that start the actors.
 //!
 //! Not every test file uses every helper.
@@ -650,7 +650,7 @@ pub fn assert_no_token(text: &str) {
     );
 }
 
-// ------------------------------------------------------- control API (issue 10)
+// ------------------------------------------------------- control API (design.md §13)
 
 /// A plain HTTP/1.1 `GET target` over any stream (`Connection: close`): the status
 /// and the body. Blocking; for the control socket and `--metrics-addr`.
