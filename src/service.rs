@@ -116,6 +116,10 @@ pub struct SyncStatus {
     pub ledger_entries: u64,
     /// Items in the cached context.
     pub context_count: usize,
+    /// Size of `sync.redb` in bytes (it shrinks again after a backlog is delivered).
+    /// Absent from the answer of an older daemon: 0.
+    #[serde(default)]
+    pub db_bytes: u64,
     /// A 401/403 since the last successful push or pull.
     pub auth_failed: bool,
     /// Last successful push.
@@ -137,6 +141,7 @@ pub(crate) async fn status_of(
     let ledger_entries = actors.ledger.send(LedgerSize).await??;
     let state = actors.history.send(ReadSyncState).await??;
     let context_count = actors.puller.send(CachedContext).await??.len();
+    let db_bytes = actors.queue.send(DatabaseSize).await??;
     Ok(SyncStatus {
         agent_id: agent_id.to_string(),
         queued_entries: queue.entries,
@@ -144,6 +149,7 @@ pub(crate) async fn status_of(
         dead_letters: queue.dead_letters,
         ledger_entries,
         context_count,
+        db_bytes,
         auth_failed: state.auth_failed,
         last_push_at: state.last_push_at,
         last_pull_at: state.last_pull_at,

@@ -10,6 +10,10 @@
 //!   run as root, so that an unreadable file is really unreadable): symlink loops,
 //!   symlinks out of the root, FIFOs and directories where files belong, 100 MB sparse
 //!   files over the size caps, corrupt and non-UTF-8 files, non-UTF-8 directory names.
+//! - The same tree walked both ways the walk can open files ([`Resolver::Native`]:
+//!   `openat2` on Linux; [`Resolver::Portable`]: `openat(O_NOFOLLOW)` per component, as
+//!   on macOS and the BSDs), in process and through the Scanner and the Queue: the two
+//!   find, refuse and queue exactly the same things.
 
 mod common;
 
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 use agent_sync::actors::model::{WorkspaceStatus, TERMINAL_STATUSES};
 use agent_sync::actors::puller::parse_context;
 use agent_sync::actors::pusher::validate_dispatches;
-use agent_sync::actors::walk::scan_tree;
+use agent_sync::actors::walk::{scan_tree_with, Resolver, TreeScan};
 use agent_sync::actors::DispatchError;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -267,7 +271,9 @@ fn any_report_bytes_are_attached_only_when_a_non_empty_object_and_the_scan_goes_
                 r#"{"summary":"fine"}"#,
             )
             .unwrap();
-            let scan = scan_tree(root.path());
+            let scan = scan_tree_with(root.path(), Resolver::Native);
+            let portable = scan_tree_with(root.path(), Resolver::Portable);
+            prop_assert_eq!(&portable.terminal, &scan.terminal, "both resolvers");
             prop_assert_eq!(scan.workspaces, 2);
             prop_assert_eq!(
                 scan.terminal.len(),
@@ -637,43 +643,131 @@ fn hostile_tree(root: &Path, outside: &Path) -> (Vec<&'static str>, Vec<&'static
     )
 }
 
-#[test]
-fn the_scanner_stays_inside_the_root_and_skips_what_it_cannot_read_quickly() {
-    let root = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
-    let (with_report, without) = hostile_tree(root.path(), outside.path());
-    let started = Instant::now();
-    let scan = scan_tree(root.path());
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "the scan took {took:?}");
-    let mut ids: Vec<&str> = scan.terminal.iter().map(|d| d.id.as_str()).collect();
-    ids.sort_unstable();
-    let mut expected: Vec<&str> = with_report.iter().chain(&without).copied().collect();
+/// The ids a scan of the hostile tree must find, in sorted order.
+fn hostile_expected(with_report: &[&'static str], without: &[&'static str]) -> Vec<&'static str> {
+    let mut expected: Vec<&str> = with_report.iter().chain(without).copied().collect();
     // In-process the tests may run as root: the 0600 file is readable then.
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         expected.push("o/r/unreadable");
     }
     expected.sort_unstable();
-    assert_eq!(ids, expected);
+    expected
+}
+
+/// What one walk of the hostile tree must have found.
+fn check_hostile_scan(scan: &TreeScan, with_report: &[&str], expected: &[&str], how: &str) {
+    let mut ids: Vec<&str> = scan.terminal.iter().map(|d| d.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, expected, "{how}");
     for dispatch in &scan.terminal {
         let text = serde_json::to_string(&dispatch.record).unwrap();
         assert!(
             !text.contains(OUTSIDE_SECRET),
-            "{} carries a file from outside the root: {text}",
+            "{how}: {} carries a file from outside the root: {text}",
             dispatch.id
         );
         assert_eq!(
             dispatch.record.contains_key("report"),
             with_report.contains(&dispatch.id.as_str()),
-            "{}",
+            "{how}: {}",
             dispatch.id
         );
     }
     assert!(
         scan.skipped >= 2,
-        "corrupt and huge status files: {}",
+        "{how}: corrupt and huge status files: {}",
         scan.skipped
+    );
+}
+
+#[test]
+fn the_scanner_stays_inside_the_root_and_skips_what_it_cannot_read_quickly() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let (with_report, without) = hostile_tree(root.path(), outside.path());
+    let expected = hostile_expected(&with_report, &without);
+    let mut scans = Vec::new();
+    for resolver in [Resolver::Native, Resolver::Portable] {
+        let started = Instant::now();
+        let scan = scan_tree_with(root.path(), resolver);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "{resolver:?}: the scan took {took:?}"
+        );
+        check_hostile_scan(&scan, &with_report, &expected, &format!("{resolver:?}"));
+        scans.push(scan);
+    }
+    // Not only the same ids: the same records, in the same order, the same skips.
+    assert_eq!(scans[0].terminal, scans[1].terminal);
+    assert_eq!(
+        (scans[0].workspaces, scans[0].skipped),
+        (scans[1].workspaces, scans[1].skipped)
+    );
+}
+
+#[actix_rt::test]
+async fn both_walk_paths_queue_the_same_dispatches_of_a_hostile_tree_through_the_scanner() {
+    use actix::Actor;
+    use agent_sync::actors::messages::ListQueue;
+    use agent_sync::actors::messages::ScanToQueue;
+    use agent_sync::actors::queue::{Queue, QueueConfig};
+    use agent_sync::actors::time::Clock;
+    use agent_sync::actors::walk::WalkOptions;
+    use agent_sync::actors::{Ledger, Scanner, Store};
+
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let (with_report, without) = hostile_tree(root.path(), outside.path());
+    let expected = hostile_expected(&with_report, &without);
+    let mut queued = Vec::new();
+    for resolver in [Resolver::Native, Resolver::Portable] {
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        let ledger = Ledger::new(store.clone()).start();
+        let queue = Queue::new(store.clone(), QueueConfig::default(), Clock::system()).start();
+        let scanner = Scanner::new(root.path().to_path_buf(), ledger.recipient())
+            .with_store(store)
+            .with_queue(queue.clone().recipient(), queue.clone().recipient())
+            .with_walk(WalkOptions {
+                resolver,
+                chunk: 4,
+                ..WalkOptions::default()
+            })
+            .start();
+        // Twice: the second scan answers from the rescan cache, and queues nothing more.
+        for round in 0..2 {
+            let summary = scanner
+                .send(ScanToQueue {
+                    agent_id: "bad-input-agent".into(),
+                    fleet_node_id: None,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            let found = if round == 0 { expected.len() } else { 0 };
+            assert_eq!(summary.found, found, "{resolver:?}, scan {round}");
+        }
+        let entries = queue.send(ListQueue::default()).await.unwrap().unwrap();
+        let dispatches: Vec<Value> = entries
+            .iter()
+            .flat_map(|e| e.dispatches.iter().cloned().map(Value::Object))
+            .collect();
+        let mut ids: Vec<&str> = dispatches.iter().filter_map(|d| d["id"].as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, expected, "{resolver:?}");
+        for dispatch in &dispatches {
+            assert!(
+                !dispatch.to_string().contains(OUTSIDE_SECRET),
+                "{resolver:?} leaked"
+            );
+        }
+        queued.push(dispatches);
+    }
+    assert_eq!(
+        queued[0], queued[1],
+        "both walk paths queue the same records, in order"
     );
 }
 

@@ -1,219 +1,29 @@
-//! End-to-end tests of the `agent-sync` binary (design.md §8).
+//! End-to-end tests of the `agent-sync` binary's one-shot commands (design.md §8):
+//! usage, status, push, pull, dead letters and requeue, local failures, secrets.
+//! `tests/daemon.rs` covers `run`, `tests/import_legacy.rs` the legacy import.
 //!
-//! Every test runs the built binary with a cleared environment: `HOME` and
-//! `CORE_WORKSPACE` point into a temp dir of its own (so the workspace root is
-//! `<tmp>/workspace` and the state dir `<tmp>/sync`), plus `PATH` and an `AGENT_NAME`.
-//! Tests that talk to a platform use the loopback server of `common` on 127.0.0.1;
-//! while the server runs on the test's actix System, child processes are waited for
-//! on the blocking pool so the server keeps answering.
-
-mod common;
+//! Every test runs the built binary in a [`Sandbox`]: a cleared environment whose
+//! `HOME` and `CORE_WORKSPACE` point into a temp dir of its own (so the workspace root
+//! is `<tmp>/workspace` and the state dir `<tmp>/sync`), plus `PATH` and an
+//! `AGENT_NAME`. Tests that talk to a platform use a [`LoopbackPlatform`] on
+//! 127.0.0.1; while it runs on the test's actix System, child processes are waited
+//! for on the blocking pool ([`run_async`]).
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{dead_url, status_json, wait_until, write_done, write_workspace, LoopbackPlatform};
-use common::{Scripted, PULL_PATH};
+use agent_sync_testkit::*;
 use serde_json::{json, Value};
 
 /// A token distinctive enough that finding it anywhere in output is a leak.
 const SECRET: &str = "cli-secret-7f3a9c41d2";
 /// The agent id every test runs as.
 const AGENT: &str = "cli-agent";
-/// How long a daemon may take to exit after SIGTERM (design.md §6 R3).
-const STOP_WITHIN: Duration = Duration::from_secs(10);
-/// Bounded waits for things a daemon does on its own.
-const DEADLINE: Duration = Duration::from_secs(20);
 
-// ------------------------------------------------------------------------ helpers
-
-/// One isolated installation: `<tmp>/home`, `<tmp>/workspace`, `<tmp>/sync`.
-struct Sandbox {
-    /// Removed when the test ends; everything the binary touches lives inside.
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        fs::create_dir_all(dir.path().join("home")).expect("home");
-        fs::create_dir_all(dir.path().join("workspace")).expect("workspace root");
-        Sandbox { dir }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("workspace")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("sync")
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    /// The binary with a clean, offline environment.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-sync"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("CORE_WORKSPACE", self.dir.path())
-            .env("AGENT_NAME", AGENT)
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// The binary with a token and the platform at `url`.
-    fn online(&self, url: &str, args: &[&str]) -> Command {
-        let mut cmd = self.cmd(args);
-        cmd.env("CORE_AGENT_API_KEY", SECRET)
-            .env("CORE_API_URL", url);
-        cmd
-    }
-}
-
-/// What a finished process printed.
-struct Out {
-    /// Exit code (-1 when killed by a signal).
-    code: i32,
-    /// Command output proper.
-    stdout: String,
-    /// `error:` lines and logs.
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {:?}\nstderr: {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
-
-fn finish(output: std::process::Output) -> Out {
-    Out {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// Runs to completion on this thread (tests without a loopback server).
-fn run(mut cmd: Command) -> Out {
-    finish(cmd.output().expect("run agent-sync"))
-}
-
-/// Runs to completion on the blocking pool, so the loopback server keeps serving.
-async fn run_async(mut cmd: Command) -> Out {
-    actix_rt::task::spawn_blocking(move || finish(cmd.output().expect("run agent-sync")))
-        .await
-        .expect("the blocking pool")
-}
-
-/// Runs with `input` on stdin.
-fn run_with_stdin(mut cmd: Command, input: &[u8]) -> Out {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn agent-sync");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    finish(child.wait_with_output().expect("wait for agent-sync"))
-}
-
-/// [`run_with_stdin`] on the blocking pool, so the loopback server keeps serving.
-async fn run_with_stdin_async(cmd: Command, input: &'static [u8]) -> Out {
-    actix_rt::task::spawn_blocking(move || run_with_stdin(cmd, input))
-        .await
-        .expect("the blocking pool")
-}
-
-/// A `run` daemon, killed hard if a test fails before stopping it.
-struct Daemon {
-    /// The `agent-sync run` process.
-    child: Child,
-    /// Its stderr (logs at info), read to know it started and to explain failures.
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `cmd` with info logging into `<sandbox>/daemon.log`.
-    fn spawn(sandbox: &Sandbox, mut cmd: Command) -> Daemon {
-        let log = sandbox.dir.path().join("daemon.log");
-        let file = fs::File::create(&log).expect("daemon log");
-        cmd.env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file));
-        let child = cmd.spawn().expect("spawn the daemon");
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the daemon listens for signals (it logs that it runs after that).
-    async fn wait_running(&self) {
-        wait_until("the daemon to start", DEADLINE, || {
-            self.log().contains("agent-sync running")
-        })
-        .await;
-    }
-
-    /// Sends `signal` to the daemon.
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
-        // SAFETY: signalling our own child process.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    /// Sends SIGTERM and waits for the exit, failing after [`STOP_WITHIN`].
-    async fn terminate(&mut self) -> (ExitStatus, Duration) {
-        self.signal(libc::SIGTERM);
-        let sent = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return (status, sent.elapsed());
-            }
-            assert!(
-                sent.elapsed() < STOP_WITHIN,
-                "the daemon did not exit within {STOP_WITHIN:?} of SIGTERM; log:\n{}",
-                self.log()
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// One isolated installation of the binary.
+fn sandbox() -> Sandbox {
+    Sandbox::new(agent_sync_bin!(), AGENT, SECRET)
 }
 
 fn write_json(path: &Path, value: &Value) {
@@ -224,7 +34,7 @@ fn write_json(path: &Path, value: &Value) {
 
 #[test]
 fn help_explains_every_command_with_an_example() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let out = run(sandbox.cmd(&["--help"])).ok();
     for command in [
         "push",
@@ -249,7 +59,7 @@ fn help_explains_every_command_with_an_example() {
 
 #[test]
 fn malformed_options_and_missing_arguments_are_usage_errors_exit_2() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     for args in [
         &["history", "--limit", "many"][..],
         &["run", "--scan-interval", "soon"],
@@ -272,7 +82,7 @@ fn malformed_options_and_missing_arguments_are_usage_errors_exit_2() {
 
 #[test]
 fn status_of_a_fresh_state_in_text_and_json() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let text = run(sandbox.cmd(&["status"])).ok().stdout;
     for line in [
         "agent id: cli-agent",
@@ -292,7 +102,13 @@ fn status_of_a_fresh_state_in_text_and_json() {
         );
     }
     // Global options in any position.
-    let status = run(sandbox.cmd(&["status", "--json"])).ok().json();
+    let mut status = run(sandbox.cmd(&["status", "--json"])).ok().json();
+    // The file's size varies with redb's layout: present and non-zero is the contract.
+    let db_bytes = status
+        .as_object_mut()
+        .and_then(|o| o.remove("db_bytes"))
+        .and_then(|v| v.as_u64());
+    assert!(db_bytes.is_some_and(|b| b > 0), "db_bytes: {db_bytes:?}");
     assert_eq!(
         status,
         json!({
@@ -306,8 +122,8 @@ fn status_of_a_fresh_state_in_text_and_json() {
 
 #[test]
 fn flags_override_the_environment() {
-    let sandbox = Sandbox::new();
-    let other_state = sandbox.dir.path().join("elsewhere");
+    let sandbox = sandbox();
+    let other_state = sandbox.path().join("elsewhere");
     let state = other_state.to_str().expect("utf-8 path");
     let status = run(sandbox.cmd(&[
         "--json",
@@ -328,10 +144,10 @@ fn flags_override_the_environment() {
 
 #[actix_rt::test]
 async fn push_offline_queues_host_dispatches_then_delivers_them_online() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     write_done(&sandbox.root(), "core/go-io/task-1");
-    let file = sandbox.dir.path().join("dispatches.json");
+    let file = sandbox.path().join("dispatches.json");
     write_json(
         &file,
         &json!([{"id": "host-1", "status": "completed", "extra": {"k": 1}}]),
@@ -429,7 +245,7 @@ async fn push_offline_queues_host_dispatches_then_delivers_them_online() {
 
 #[actix_rt::test]
 async fn push_queue_only_with_an_empty_queue_sends_nothing() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     write_done(&sandbox.root(), "core/go-io/task-1");
     let out = run_async(sandbox.online(&platform.url(), &["push", "--queue-only", "--json"]))
@@ -443,7 +259,7 @@ async fn push_queue_only_with_an_empty_queue_sends_nothing() {
 
 #[test]
 fn push_to_a_platform_that_is_down_exits_0_and_keeps_the_entry() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let out = run_with_stdin(
         sandbox.online(&dead_url(), &["push", "--dispatches", "-"]),
         br#"[{"id": "a"}, {"id": "b"}]"#,
@@ -464,8 +280,8 @@ fn push_to_a_platform_that_is_down_exits_0_and_keeps_the_entry() {
 
 #[test]
 fn invalid_dispatches_exit_1_naming_the_problem_and_queue_nothing() {
-    let sandbox = Sandbox::new();
-    let dir = sandbox.dir.path();
+    let sandbox = sandbox();
+    let dir = sandbox.path();
     let cases = [
         ("object.json", r#"{"id": "a"}"#, "must be a JSON array"),
         (
@@ -508,7 +324,7 @@ fn invalid_dispatches_exit_1_naming_the_problem_and_queue_nothing() {
 
 #[actix_rt::test]
 async fn pull_prints_the_context_and_never_pushes() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     // Something queued: `pull` must leave it alone.
     let out = run_with_stdin(
@@ -568,7 +384,7 @@ async fn pull_prints_the_context_and_never_pushes() {
 
 #[actix_rt::test]
 async fn refused_entries_are_listed_and_requeued_by_seq_or_all() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     platform.set_default(Scripted::status(422).body("bad dispatch"));
     let out = run_with_stdin_async(
@@ -647,7 +463,7 @@ async fn refused_entries_are_listed_and_requeued_by_seq_or_all() {
 
 #[test]
 fn a_second_process_on_the_same_state_fails_fast() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let held = agent_sync_actors::Store::open(&sandbox.state()).expect("hold the state");
     let started = Instant::now();
     let out = run(sandbox.cmd(&["status"]));
@@ -672,7 +488,7 @@ fn a_second_process_on_the_same_state_fails_fast() {
 
 #[test]
 fn a_corrupt_database_is_reported_and_left_untouched() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     fs::create_dir_all(sandbox.state()).unwrap();
     let path = sandbox.state().join("sync.redb");
     let garbage: Vec<u8> = (0..16384u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -692,7 +508,7 @@ fn a_corrupt_database_is_reported_and_left_untouched() {
 
 #[test]
 fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let url = "http://platform.invalid";
     let out = run(sandbox.online(url, &["push"]));
     assert_eq!(out.code, 1);
@@ -714,7 +530,7 @@ fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
 
 #[actix_rt::test]
 async fn the_token_never_appears_in_output_even_at_trace_level() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     write_done(&sandbox.root(), "core/go-io/task-1");
     // A refused pull (401), a delivered push, an unrecognised pull body, status.
@@ -745,395 +561,4 @@ async fn the_token_never_appears_in_output_even_at_trace_level() {
     }
     assert!(outputs[1].stderr.contains("TRACE"), "trace logging was on");
     platform.stop().await;
-}
-
-// ------------------------------------------------------------------- daemon
-
-#[actix_rt::test]
-async fn the_daemon_delivers_new_work_and_stops_cleanly_on_sigterm() {
-    let sandbox = Sandbox::new();
-    let platform = LoopbackPlatform::start().await;
-    let mut daemon = Daemon::spawn(
-        &sandbox,
-        sandbox.online(&platform.url(), &["run", "--scan-interval", "1s"]),
-    );
-    daemon.wait_running().await;
-    write_done(&sandbox.root(), "core/go-io/late");
-    wait_until("the new workspace to be delivered", DEADLINE, || {
-        platform
-            .delivered()
-            .iter()
-            .any(|r| r.dispatch_ids() == ["core/go-io/late"])
-    })
-    .await;
-    // The server answering is not the daemon recording it: its log line comes after
-    // the durable commit (stopped in between, the entry would stay queued, correctly).
-    wait_until("the daemon to record the delivery", DEADLINE, || {
-        daemon.log().contains("pushed entry 1: 1 dispatch(es)")
-    })
-    .await;
-    let (status, took) = daemon.terminate().await;
-    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
-    assert!(took < STOP_WITHIN);
-    // The state was closed: another process can open it.
-    let status = run_async(sandbox.cmd(&["--json", "status"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(status["ledger_entries"], 1);
-    platform.stop().await;
-}
-
-#[actix_rt::test]
-async fn sigterm_mid_request_waits_for_it_then_nothing_is_sent_twice_after_restart() {
-    let sandbox = Sandbox::new();
-    let platform = LoopbackPlatform::start().await;
-    platform.set_default(Scripted::ok().delay(Duration::from_millis(1500)));
-    write_done(&sandbox.root(), "core/go-io/slow");
-    let mut daemon = Daemon::spawn(&sandbox, sandbox.online(&platform.url(), &["run"]));
-    wait_until("the push to be in flight", DEADLINE, || {
-        !platform.pushes().is_empty()
-    })
-    .await;
-    let (status, took) = daemon.terminate().await;
-    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
-    assert!(took < STOP_WITHIN, "took {took:?}");
-    assert_eq!(
-        platform.delivered().len(),
-        1,
-        "the request in flight completed"
-    );
-    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(
-        queue,
-        json!([]),
-        "its outcome was committed before the exit"
-    );
-
-    // The next process, scanning and draining, finds nothing to send: no dispatch
-    // reaches the platform twice.
-    platform.set_default(Scripted::ok());
-    let out = run_async(sandbox.online(&platform.url(), &["push"]))
-        .await
-        .ok();
-    assert_eq!(out.stdout.trim(), "synced: 0");
-    assert_eq!(platform.pushes().len(), 1, "{:?}", platform.pushes());
-    platform.stop().await;
-}
-
-#[actix_rt::test]
-async fn sigterm_mid_request_times_it_out_at_the_shutdown_deadline_and_keeps_the_entry() {
-    let sandbox = Sandbox::new();
-    let platform = LoopbackPlatform::start().await;
-    platform.set_default(Scripted::ok().delay(Duration::from_secs(60)));
-    write_done(&sandbox.root(), "core/go-io/slow");
-    let cmd = sandbox.online(&platform.url(), &["run", "--shutdown-timeout", "1s"]);
-    let mut daemon = Daemon::spawn(&sandbox, cmd);
-    wait_until("the push to be in flight", DEADLINE, || {
-        !platform.pushes().is_empty()
-    })
-    .await;
-    let (status, took) = daemon.terminate().await;
-    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
-    assert!(
-        took >= Duration::from_millis(900),
-        "it waited for the request: {took:?}"
-    );
-    assert!(took < STOP_WITHIN, "took {took:?}");
-    platform.stop().await;
-    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
-    assert_eq!(queue[0]["dispatches"][0]["id"], "core/go-io/slow");
-    assert_eq!(
-        queue[0]["attempts"], 1,
-        "the timeout was committed as an attempt"
-    );
-    assert!(
-        queue[0]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("shutdown deadline")),
-        "{queue}"
-    );
-}
-
-#[actix_rt::test]
-async fn a_second_signal_stops_at_once_and_the_entry_stays_queued() {
-    let sandbox = Sandbox::new();
-    let platform = LoopbackPlatform::start().await;
-    platform.set_default(Scripted::ok().delay(Duration::from_secs(60)));
-    write_done(&sandbox.root(), "core/go-io/slow");
-    let cmd = sandbox.online(&platform.url(), &["run", "--shutdown-timeout", "60s"]);
-    let mut daemon = Daemon::spawn(&sandbox, cmd);
-    wait_until("the push to be in flight", DEADLINE, || {
-        !platform.pushes().is_empty()
-    })
-    .await;
-    daemon.signal(libc::SIGTERM);
-    wait_until("the first signal to be seen", DEADLINE, || {
-        daemon
-            .log()
-            .contains("stopping after the request in flight")
-    })
-    .await;
-    let (status, took) = daemon.terminate().await;
-    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
-    assert!(
-        took < STOP_WITHIN,
-        "the second signal did not stop it at once: {took:?}"
-    );
-    assert!(daemon.log().contains("second SIGTERM"), "{}", daemon.log());
-    platform.stop().await;
-    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
-    assert_eq!(
-        queue[0]["attempts"], 0,
-        "abandoned, not recorded as an attempt"
-    );
-}
-
-#[actix_rt::test]
-async fn the_daemon_without_a_token_waits_then_uses_a_key_file_provisioned_later() {
-    let sandbox = Sandbox::new();
-    let platform = LoopbackPlatform::start().await;
-    write_done(&sandbox.root(), "core/go-io/task-1");
-    let mut cmd = sandbox.cmd(&["run", "--scan-interval", "1s"]);
-    cmd.env("CORE_API_URL", platform.url());
-    let mut daemon = Daemon::spawn(&sandbox, cmd);
-    daemon.wait_running().await;
-    actix_rt::time::sleep(Duration::from_millis(1500)).await;
-    assert!(platform.requests().is_empty(), "offline: nothing is sent");
-    let key = sandbox.home().join(".claude").join("brain.key");
-    fs::create_dir_all(key.parent().unwrap()).unwrap();
-    fs::write(&key, format!("{SECRET}\n")).unwrap();
-    wait_until("delivery with the new key", DEADLINE, || {
-        platform.delivered().len() == 1
-    })
-    .await;
-    assert_eq!(
-        platform.delivered()[0].header("authorization"),
-        Some(format!("Bearer {SECRET}").as_str())
-    );
-    let (status, _) = daemon.terminate().await;
-    assert_eq!(status.code(), Some(0));
-    assert!(!daemon.log().contains(SECRET));
-    platform.stop().await;
-}
-
-#[actix_rt::test]
-async fn the_daemon_reaps_ghost_workspaces_even_with_scanning_off() {
-    let sandbox = Sandbox::new();
-    let ghost =
-        json!({"status": "running", "pid": 99_999_999, "agent": "codex", "runs": 1}).to_string();
-    let dir = write_workspace(&sandbox.root(), "core/go-io/ghost", &ghost);
-    let status_file = dir.join("status.json");
-
-    // --no-reap leaves it alone.
-    let mut daemon = Daemon::spawn(
-        &sandbox,
-        sandbox.cmd(&["run", "--scan-interval", "0", "--no-reap"]),
-    );
-    daemon.wait_running().await;
-    actix_rt::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(daemon.terminate().await.0.code(), Some(0));
-    assert_eq!(fs::read_to_string(&status_file).unwrap(), ghost);
-
-    let mut daemon = Daemon::spawn(&sandbox, sandbox.cmd(&["run", "--scan-interval", "0"]));
-    wait_until("the ghost to be reaped", DEADLINE, || {
-        fs::read_to_string(&status_file).is_ok_and(|s| s.contains("failed"))
-    })
-    .await;
-    assert_eq!(daemon.terminate().await.0.code(), Some(0));
-    let status: Value = serde_json::from_str(&fs::read_to_string(&status_file).unwrap()).unwrap();
-    assert_eq!(status["status"], "failed");
-    assert_eq!(status["question"], "dead worker on restart");
-    assert_eq!(status["pid"], 99_999_999);
-}
-
-// ------------------------------------------------------------- legacy import
-
-/// The Go agent's sync dir, as it wrote it (RFC 3339 with nanoseconds and offsets,
-/// zero times, `runs` read back as a float).
-fn write_go_state(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    fs::create_dir_all(dir).unwrap();
-    let files = [
-        (
-            "queue.json",
-            json!([{
-                "agent_id": "go-agent",
-                "fleet_node_id": 3,
-                "dispatches": [{
-                    "id": "core/go-io/task-9", "workspace": "core/go-io/task-9",
-                    "status": "completed", "runs": 2.0,
-                    "updated_at": "2026-04-14T13:00:00.123456789+01:00"
-                }],
-                "queued_at": "2026-04-14T12:36:44.987654321+01:00",
-                "attempts": 2,
-                "next_attempt": "0001-01-01T00:00:00Z"
-            }]),
-        ),
-        (
-            "ledger.json",
-            json!({
-                "core/go-io/task-1": "2026-04-10T09:00:00Z#1",
-                "core/go-io/task-2": "2026-04-11T09:00:00.5+02:00#0"
-            }),
-        ),
-        (
-            "records.json",
-            json!([
-                {"agent_id": "go-agent", "direction": "push", "payload_size": 512, "items_count": 3,
-                 "synced_at": "2026-04-13T10:00:00Z"},
-                {"agent_id": "go-agent", "fleet_node_id": 3, "direction": "pull", "payload_size": 100,
-                 "items_count": 1, "synced_at": "2026-04-13T11:00:00Z"}
-            ]),
-        ),
-        (
-            "status.json",
-            json!({
-                "last_push_at": "2026-04-13T11:00:00.5+01:00",
-                "last_pull_at": "0001-01-01T00:00:00Z"
-            }),
-        ),
-        (
-            "context.json",
-            json!([{"id": "m1", "content": "remember this"}]),
-        ),
-    ];
-    files
-        .iter()
-        .map(|(name, value)| {
-            let path = dir.join(name);
-            let bytes = serde_json::to_vec_pretty(value).unwrap();
-            fs::write(&path, &bytes).unwrap();
-            (path, bytes)
-        })
-        .collect()
-}
-
-#[actix_rt::test]
-async fn import_legacy_runs_once_leaves_the_files_and_its_queue_delivers() {
-    let sandbox = Sandbox::new();
-    // Default --from is the state dir, where the Go agent kept its files.
-    let files = write_go_state(&sandbox.state());
-
-    let first = run_async(sandbox.cmd(&["--json", "import-legacy"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(first["already_imported"], false, "{first}");
-    assert_eq!(first["queue_entries"], 1);
-    assert_eq!(first["queued_dispatches"], 1);
-    assert_eq!(first["ledger_entries"], 2);
-    assert_eq!(first["history_records"], 2);
-    assert_eq!(first["context_items"], 1);
-    assert_eq!(first["last_push_at"], "2026-04-13T10:00:00.5Z");
-    assert_eq!(first["last_pull_at"], Value::Null);
-
-    let second = run_async(sandbox.cmd(&["import-legacy"])).await.ok().stdout;
-    assert!(second.contains("already imported: yes"), "{second}");
-    assert!(second.contains("queue entries: 0"), "{second}");
-    for (path, bytes) in &files {
-        assert_eq!(
-            &fs::read(path).unwrap(),
-            bytes,
-            "{} was modified",
-            path.display()
-        );
-    }
-
-    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
-    assert_eq!(queue[0]["agent_id"], "go-agent");
-    assert_eq!(queue[0]["attempts"], 2);
-    assert_eq!(queue[0]["next_attempt"], Value::Null);
-    assert_eq!(queue[0]["queued_at"], "2026-04-14T11:36:44.987Z");
-    assert_eq!(queue[0]["dispatches"][0]["id"], "core/go-io/task-9");
-    let history = run_async(sandbox.cmd(&["--json", "history"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
-    assert_eq!(history[0]["direction"], "push");
-    assert_eq!(history[1]["fleet_node_id"], 3);
-    let status = run_async(sandbox.cmd(&["--json", "status"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(status["ledger_entries"], 2);
-    assert_eq!(status["context_count"], 1);
-    assert_eq!(status["queued_entries"], 1);
-    assert_eq!(status["last_push_at"], "2026-04-13T10:00:00.5Z");
-    assert_eq!(status["head"]["attempts"], 2);
-
-    // Delivering the imported entry marks the ledger with the fingerprint derived at
-    // import, so the same workspace found by a scan is not pushed again.
-    let platform = LoopbackPlatform::start().await;
-    let out = run_async(sandbox.online(&platform.url(), &["push", "--queue-only"]))
-        .await
-        .ok();
-    assert_eq!(out.stdout.trim(), "synced: 1");
-    let delivered = platform.delivered();
-    assert_eq!(delivered.len(), 1);
-    assert_eq!(delivered[0].json()["agent_id"], "go-agent");
-    assert_eq!(delivered[0].json()["fleet_node_id"], 3);
-    let status = run_async(sandbox.cmd(&["--json", "status"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(status["ledger_entries"], 3);
-    assert_eq!(status["queued_entries"], 0);
-    write_workspace(
-        &sandbox.root(),
-        "core/go-io/task-9",
-        &status_json("completed", "2026-04-14T13:00:00+01:00", 2),
-    );
-    let out = run_async(sandbox.online(&platform.url(), &["push"]))
-        .await
-        .ok();
-    assert_eq!(out.stdout.trim(), "synced: 0");
-    assert_eq!(
-        platform.pushes().len(),
-        1,
-        "the imported fingerprint matched the scan"
-    );
-    platform.stop().await;
-}
-
-#[test]
-fn import_legacy_refuses_a_corrupt_file_and_imports_nothing() {
-    let sandbox = Sandbox::new();
-    let go = sandbox.dir.path().join("go-sync");
-    write_go_state(&go);
-    fs::write(go.join("records.json"), "{\"oops\"").unwrap();
-    let out = run(sandbox.cmd(&["import-legacy", "--from", go.to_str().unwrap()]));
-    assert_eq!(out.code, 1);
-    assert!(
-        out.stderr.starts_with("error: ") && out.stderr.contains("records.json"),
-        "{}",
-        out.stderr
-    );
-    let status = run(sandbox.cmd(&["--json", "status"])).ok().json();
-    assert_eq!(
-        (
-            status["queued_entries"].clone(),
-            status["ledger_entries"].clone()
-        ),
-        (json!(0), json!(0))
-    );
-    // Fixed, it imports (no marker was written by the failed run).
-    write_go_state(&go);
-    let out = run(sandbox.cmd(&["import-legacy", "--from", go.to_str().unwrap()])).ok();
-    assert!(out.stdout.contains("queue entries: 1"), "{}", out.stdout);
 }

@@ -2,65 +2,26 @@
 //! the same agent and fleet node, was never sent, and has room under both caps; the
 //! `queue` listing is exactly what will be sent.
 
-mod common;
-
-use std::rc::Rc;
-
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{Dispatch, QueueEntry, ScannedDispatch};
-use agent_sync_actors::platform::{HttpPlatform, Platform, PlatformConfig, TokenSource};
+use agent_sync_actors::model::{QueueEntry, ScannedDispatch};
 use agent_sync_actors::queue::PushBody;
-use agent_sync_actors::time::Clock;
-use agent_sync_actors::{ActorsConfig, Store, SyncActors};
-use common::*;
+use agent_sync_actors::SyncActors;
+use agent_sync_testkit::*;
 use serde_json::json;
 
 /// Actors whose token comes from `<state>/key` (absent: offline), so a test fills the
 /// queue first and only then lets the Pusher send.
-fn start(dirs: &Dirs, url: &str, tune: impl FnOnce(&mut ActorsConfig)) -> SyncActors {
-    let mut config = actors_config(dirs.root(), None, &Options::default());
-    config.tokens = TokenSource::KeyFile(dirs.state().join("key"));
-    config.drain_on_start = false;
-    tune(&mut config);
-    let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(PlatformConfig {
-        base_url: url.into(),
-        ..PlatformConfig::default()
-    }));
-    SyncActors::start(
-        Store::open(dirs.state()).unwrap(),
-        config,
-        platform,
-        Clock::system(),
-    )
+fn start(dirs: &Dirs, url: &str, tune: impl FnOnce(&mut Options)) -> SyncActors {
+    let mut opts = Options {
+        key_file: Some(dirs.state().join("key")),
+        ..Options::no_drain()
+    };
+    tune(&mut opts);
+    start_actors_with(dirs.root(), dirs.state(), url, None, &opts).0
 }
 
 fn go_online(dirs: &Dirs) {
     std::fs::write(dirs.state().join("key"), TOKEN).unwrap();
-}
-
-fn dispatch(id: &str) -> Dispatch {
-    json!({"id": id, "status": "completed"})
-        .as_object()
-        .cloned()
-        .unwrap()
-}
-
-async fn enqueue(
-    actors: &SyncActors,
-    agent: &str,
-    fleet: Option<i64>,
-    ids: &[&str],
-) -> EnqueueReceipt {
-    actors
-        .queue
-        .send(Enqueue {
-            agent_id: agent.into(),
-            fleet_node_id: fleet,
-            batch: EnqueueBatch::Host(ids.iter().map(|id| dispatch(id)).collect()),
-        })
-        .await
-        .unwrap()
-        .unwrap()
 }
 
 async fn enqueue_scanned(actors: &SyncActors, ids: &[&str]) -> EnqueueReceipt {
@@ -84,29 +45,8 @@ async fn enqueue_scanned(actors: &SyncActors, ids: &[&str]) -> EnqueueReceipt {
         .unwrap()
 }
 
-async fn listing(actors: &SyncActors) -> Vec<QueueEntry> {
-    actors
-        .queue
-        .send(ListQueue::default())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 fn ids_of(entries: &[QueueEntry]) -> Vec<Vec<String>> {
-    entries
-        .iter()
-        .map(|e| {
-            e.dispatches
-                .iter()
-                .map(|d| d["id"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .collect()
-}
-
-async fn drain(actors: &SyncActors) -> PushReport {
-    actors.pusher.send(Drain).await.unwrap().unwrap()
+    entries.iter().map(entry_ids).collect()
 }
 
 #[actix::test]
@@ -117,12 +57,10 @@ async fn separate_small_pushes_share_one_entry_and_one_request() {
     // 150 separate messages, awaited one by one: each its own group commit.
     let mut started = 0;
     for i in 0..150 {
-        started += enqueue(&actors, AGENT_ID, None, &[&format!("d{i}")])
-            .await
-            .entries;
+        started += enqueue(&actors, &[&format!("d{i}")]).await.entries;
     }
     assert_eq!(started, 2, "a new entry only when the tail is full");
-    let queued = listing(&actors).await;
+    let queued = queue(&actors).await;
     assert_eq!(
         queued
             .iter()
@@ -157,14 +95,14 @@ async fn separate_small_pushes_share_one_entry_and_one_request() {
 async fn another_agent_id_or_fleet_node_id_starts_a_new_entry() {
     let dirs = Dirs::new();
     let actors = start(&dirs, &dead_url(), |_| {});
-    enqueue(&actors, "agent-a", None, &["a1"]).await;
-    enqueue(&actors, "agent-a", None, &["a2"]).await;
-    enqueue(&actors, "agent-b", None, &["b1"]).await;
-    enqueue(&actors, "agent-b", Some(7), &["b2"]).await;
-    enqueue(&actors, "agent-b", Some(7), &["b3"]).await;
-    enqueue(&actors, "agent-b", Some(8), &["b4"]).await;
-    enqueue(&actors, "agent-a", None, &["a3"]).await;
-    let queued = listing(&actors).await;
+    enqueue_as(&actors, "agent-a", None, &["a1"]).await;
+    enqueue_as(&actors, "agent-a", None, &["a2"]).await;
+    enqueue_as(&actors, "agent-b", None, &["b1"]).await;
+    enqueue_as(&actors, "agent-b", Some(7), &["b2"]).await;
+    enqueue_as(&actors, "agent-b", Some(7), &["b3"]).await;
+    enqueue_as(&actors, "agent-b", Some(8), &["b4"]).await;
+    enqueue_as(&actors, "agent-a", None, &["a3"]).await;
+    let queued = queue(&actors).await;
     let identity: Vec<(String, Option<i64>, Vec<String>)> = queued
         .iter()
         .zip(ids_of(&queued))
@@ -197,16 +135,16 @@ async fn an_attempted_tail_takes_no_new_dispatches() {
     let dirs = Dirs::new();
     go_online(&dirs);
     let actors = start(&dirs, &platform.url(), |_| {});
-    enqueue(&actors, AGENT_ID, None, &["a"]).await;
+    enqueue(&actors, &["a"]).await;
     // The enqueue woke the Pusher: one 503, the entry backs off with attempts 1.
     wait_until("the first attempt", secs(5), || {
         platform.pushes().len() == 1
     })
     .await;
     wait_until_attempted(&actors).await;
-    enqueue(&actors, AGENT_ID, None, &["b"]).await;
-    enqueue(&actors, AGENT_ID, None, &["c"]).await;
-    let queued = listing(&actors).await;
+    enqueue(&actors, &["b"]).await;
+    enqueue(&actors, &["c"]).await;
+    let queued = queue(&actors).await;
     assert_eq!(ids_of(&queued), [vec!["a"], vec!["b", "c"]]);
     assert_eq!((queued[0].attempts, queued[1].attempts), (1, 0));
     platform.stop().await;
@@ -214,11 +152,7 @@ async fn an_attempted_tail_takes_no_new_dispatches() {
 
 async fn wait_until_attempted(actors: &SyncActors) {
     for _ in 0..500 {
-        if listing(actors)
-            .await
-            .first()
-            .is_some_and(|e| e.attempts == 1)
-        {
+        if queue(actors).await.first().is_some_and(|e| e.attempts == 1) {
             return;
         }
         actix_rt::time::sleep(millis(10)).await;
@@ -233,13 +167,13 @@ async fn an_entry_is_sealed_once_leased_even_before_its_outcome() {
     let dirs = Dirs::new();
     go_online(&dirs);
     let actors = start(&dirs, &platform.url(), |_| {});
-    enqueue(&actors, AGENT_ID, None, &["a"]).await;
+    enqueue(&actors, &["a"]).await;
     wait_until("the POST of a to be in flight", secs(5), || {
         !platform.requests().is_empty()
     })
     .await;
-    enqueue(&actors, AGENT_ID, None, &["b"]).await;
-    assert_eq!(ids_of(&listing(&actors).await), [vec!["a"], vec!["b"]]);
+    enqueue(&actors, &["b"]).await;
+    assert_eq!(ids_of(&queue(&actors).await), [vec!["a"], vec!["b"]]);
     wait_until("both delivered", secs(10), || {
         platform.delivered().len() == 2
     })
@@ -257,12 +191,12 @@ async fn an_entry_is_sealed_once_leased_even_before_its_outcome() {
 async fn both_caps_bound_an_entry_and_an_oversized_dispatch_goes_alone() {
     let dirs = Dirs::new();
     let cap = 300;
-    let actors = start(&dirs, &dead_url(), |c| {
-        c.queue.max_batch = 3;
-        c.queue.max_request_bytes = cap;
+    let actors = start(&dirs, &dead_url(), |o| {
+        o.max_batch = 3;
+        o.max_request_bytes = cap;
     });
     for i in 0..7 {
-        enqueue(&actors, AGENT_ID, None, &[&format!("d{i}")]).await;
+        enqueue(&actors, &[&format!("d{i}")]).await;
     }
     let padded = |id: &str, pad: usize| {
         let mut d = dispatch(id);
@@ -285,7 +219,7 @@ async fn both_caps_bound_an_entry_and_an_oversized_dispatch_goes_alone() {
         .await
         .unwrap()
         .unwrap();
-    let queued = listing(&actors).await;
+    let queued = queue(&actors).await;
     let sizes: Vec<usize> = queued.iter().map(|e| e.dispatches.len()).collect();
     // d0-d2, d3-d5, d6 with p0 (the byte cap closes it), p1 p2, huge alone.
     assert_eq!(sizes, [3, 3, 2, 2, 1], "{:?}", ids_of(&queued));
@@ -315,7 +249,7 @@ async fn a_scanned_dispatch_already_queued_is_still_deduplicated_and_marked_on_d
     let again = enqueue_scanned(&actors, &["core/b", "core/c", "core/c"]).await;
     assert_eq!((first.dispatches, first.duplicates), (2, 0));
     assert_eq!((again.dispatches, again.duplicates), (1, 2));
-    let queued = listing(&actors).await;
+    let queued = queue(&actors).await;
     assert_eq!(ids_of(&queued), [vec!["core/a", "core/b", "core/c"]]);
     assert_eq!(
         queued[0].fingerprints.len(),
@@ -325,9 +259,9 @@ async fn a_scanned_dispatch_already_queued_is_still_deduplicated_and_marked_on_d
 
     go_online(&dirs);
     assert_eq!(drain(&actors).await.count, 3);
-    let ledger = actors.ledger.send(LedgerSize).await.unwrap().unwrap();
     assert_eq!(
-        ledger, 3,
+        ledger_size(&actors).await,
+        3,
         "the Ledger marks every dispatch of the coalesced entry"
     );
     platform.stop().await;
@@ -340,29 +274,13 @@ async fn after_a_restart_every_entry_is_sealed() {
     let incarnation = |id: &'static str| {
         let (root, state) = (dirs.root().to_path_buf(), dirs.state().to_path_buf());
         in_own_system(move || async move {
-            let mut config = actors_config(&root, None, &Options::default());
-            config.drain_on_start = false;
-            let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(PlatformConfig::default()));
-            let actors = SyncActors::start(
-                Store::open(&state).unwrap(),
-                config,
-                platform,
-                Clock::system(),
-            );
-            enqueue(&actors, AGENT_ID, None, &[id]).await;
-            listing(&actors).await
+            let actors = start_offline(&root, &state);
+            enqueue(&actors, &[id]).await;
+            queue(&actors).await
         })
     };
     incarnation("before").await;
     // The entry may have been in flight when the process died: nothing joins it.
     let queued = incarnation("after").await;
     assert_eq!(ids_of(&queued), [vec!["before"], vec!["after"]]);
-}
-
-fn secs(n: u64) -> std::time::Duration {
-    std::time::Duration::from_secs(n)
-}
-
-fn millis(n: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(n)
 }

@@ -7,19 +7,16 @@
 //! (`<tmp>/workspace`, `<tmp>/sync`); platforms are loopback servers on 127.0.0.1 run
 //! by the test's actix System, so child processes are waited for on the blocking pool.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agent_sync::actors::platform::{Token, TokenSource};
 use agent_sync::messages::SyncPush;
 use agent_sync::{SyncConfig, SyncService};
-use common::{http_get_unix, wait_until, write_done, LoopbackPlatform, Scripted};
+use agent_sync_testkit::*;
 use serde_json::{json, Value};
 
 /// A token distinctive enough that finding it anywhere is a leak.
@@ -29,203 +26,14 @@ const AGENT: &str = "control-agent";
 /// Bounded waits for what a daemon does on its own.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-// ------------------------------------------------------------------------ helpers
-
-/// One isolated installation: `<tmp>/home`, `<tmp>/workspace`, `<tmp>/sync`.
-struct Sandbox {
-    /// Everything the binary touches lives inside; removed at the end.
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        fs::create_dir_all(dir.path().join("home")).expect("home");
-        fs::create_dir_all(dir.path().join("workspace")).expect("workspace root");
-        Sandbox { dir }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("workspace")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("sync")
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.state().join("agent-sync.sock")
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    /// The binary, offline, with a clean environment (no `RUST_LOG`).
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-sync"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("CORE_WORKSPACE", self.dir.path())
-            .env("AGENT_NAME", AGENT)
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// The binary with the token and the platform at `url`.
-    fn online(&self, url: &str, args: &[&str]) -> Command {
-        let mut cmd = self.cmd(args);
-        cmd.env("CORE_AGENT_API_KEY", SECRET)
-            .env("CORE_API_URL", url);
-        cmd
-    }
-
-    /// Writes a JSON file of host dispatches with these ids; returns its path.
-    fn dispatches(&self, name: &str, ids: &[&str]) -> String {
-        let path = self.dir.path().join(format!("{name}.json"));
-        let items: Vec<Value> = ids
-            .iter()
-            .map(|id| json!({"id": id, "status": "completed"}))
-            .collect();
-        fs::write(&path, serde_json::to_vec(&items).unwrap()).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-}
-
-/// What a finished process printed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Out {
-    /// Exit code (-1 when killed by a signal).
-    code: i32,
-    /// Command output proper.
-    stdout: String,
-    /// `error:` lines and logs.
-    stderr: String,
-}
-
-impl Out {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} / {}", self.stdout, self.stderr))
-    }
-}
-
-/// Runs to completion on the blocking pool, so the loopback server keeps serving.
-async fn run(mut cmd: Command) -> Out {
-    actix_rt::task::spawn_blocking(move || {
-        let output = cmd.output().expect("run agent-sync");
-        Out {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    })
-    .await
-    .expect("the blocking pool")
-}
-
-/// A `run` daemon, killed hard if a test fails before stopping it.
-struct Daemon {
-    /// The `agent-sync run` process.
-    child: Child,
-    /// Its stderr.
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `cmd` with stderr into `<sandbox>/<name>.log` (no `RUST_LOG` set: the
-    /// default level applies).
-    fn spawn(sandbox: &Sandbox, name: &str, mut cmd: Command) -> Daemon {
-        let log = sandbox.dir.path().join(format!("{name}.log"));
-        let file = fs::File::create(&log).expect("daemon log");
-        cmd.stdout(Stdio::null()).stderr(Stdio::from(file));
-        let child = cmd.spawn().expect("spawn the daemon");
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn wait_log(&self, what: &str, needle: &str) {
-        let log = &self.log;
-        wait_until(what, DEADLINE, || {
-            fs::read_to_string(log).unwrap_or_default().contains(needle)
-        })
-        .await;
-    }
-
-    /// Waits until it logged its start (after which its socket serves).
-    async fn wait_running(&self) {
-        self.wait_log("the daemon to start", "agent-sync running")
-            .await;
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
-        // SAFETY: signalling our own child process.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    /// SIGTERM, then waits for the exit code.
-    async fn terminate(&mut self) -> i32 {
-        self.signal(libc::SIGTERM);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "the daemon did not stop; log:\n{}",
-                self.log()
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// `kill -9`, and reaps it.
-    fn kill(&mut self) {
-        self.signal(libc::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `GET target` on the sandbox's control socket, off the System's thread.
-async fn get(socket: &Path, target: &str) -> (u16, String) {
-    let (socket, target) = (socket.to_path_buf(), target.to_string());
-    actix_rt::task::spawn_blocking(move || http_get_unix(&socket, &target))
-        .await
-        .expect("the blocking pool")
+/// One isolated installation of the binary.
+fn sandbox() -> Sandbox {
+    Sandbox::new(agent_sync_bin!(), AGENT, SECRET)
 }
 
 /// The pid the process serving `socket` reports in `/health`.
 async fn served_by(socket: &Path) -> u64 {
-    let (_, body) = get(socket, "/health").await;
+    let (_, body) = get_unix(socket, "/health").await;
     let health: Value = serde_json::from_str(&body).expect("health is JSON");
     health["pid"].as_u64().expect("a pid")
 }
@@ -249,8 +57,8 @@ const READ_ONLY: &[&[&str]] = &[
 
 /// Commands that change the state, in the order both runs apply them.
 fn mutating(sandbox: &Sandbox) -> Vec<Vec<String>> {
-    let one = sandbox.dispatches("one", &["host/one"]);
-    let two = sandbox.dispatches("two", &["host/two-a", "host/two-b"]);
+    let one = sandbox.dispatch_file("one", &["host/one"]);
+    let two = sandbox.dispatch_file("two", &["host/two-a", "host/two-b"]);
     [
         vec!["push", "--dispatches", one.as_str()],
         vec!["--json", "push", "--dispatches", two.as_str()],
@@ -270,7 +78,7 @@ async fn outputs(sandbox: &Sandbox, url: &str, commands: &[Vec<String>]) -> Vec<
     let mut outs = Vec::new();
     for args in commands {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        outs.push(run(sandbox.online(url, &args)).await);
+        outs.push(run_async(sandbox.online(url, &args)).await);
     }
     outs
 }
@@ -278,7 +86,7 @@ async fn outputs(sandbox: &Sandbox, url: &str, commands: &[Vec<String>]) -> Vec<
 #[actix_rt::test]
 async fn every_command_beside_a_running_daemon_prints_exactly_what_it_prints_against_a_stopped_state(
 ) {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     // One answer both endpoints take: a 2xx for pushes, a recognised envelope for pulls.
     platform.set_default(Scripted::ok().json(json!({"ok": true, "context": [{"id": "m1"}]})));
@@ -286,19 +94,19 @@ async fn every_command_beside_a_running_daemon_prints_exactly_what_it_prints_aga
 
     // A state with history, a ledger entry, a cached context and a dead letter.
     platform.respond(Scripted::status(400).body("bad dispatch"));
-    let refused = sandbox.dispatches("refused", &["host/refused"]);
-    run(sandbox.online(&url, &["push", "--dispatches", &refused]))
+    let refused = sandbox.dispatch_file("refused", &["host/refused"]);
+    run_async(sandbox.online(&url, &["push", "--dispatches", &refused]))
         .await
         .ok();
-    let good = sandbox.dispatches("good", &["host/good"]);
-    run(sandbox.online(&url, &["push", "--dispatches", &good]))
+    let good = sandbox.dispatch_file("good", &["host/good"]);
+    run_async(sandbox.online(&url, &["push", "--dispatches", &good]))
         .await
         .ok();
-    run(sandbox.online(&url, &["pull"])).await.ok();
+    run_async(sandbox.online(&url, &["pull"])).await.ok();
     write_done(&sandbox.root(), "core/go-io/first");
-    run(sandbox.online(&url, &["push"])).await.ok();
+    run_async(sandbox.online(&url, &["push"])).await.ok();
     let db = sandbox.state().join("sync.redb");
-    let backup = sandbox.dir.path().join("sync.redb.backup");
+    let backup = sandbox.path().join("sync.redb.backup");
     fs::copy(&db, &backup).unwrap();
 
     // Against the stopped state: the read-only commands, then the mutating ones.
@@ -317,6 +125,7 @@ async fn every_command_beside_a_running_daemon_prints_exactly_what_it_prints_aga
     let mut daemon = Daemon::spawn(
         &sandbox,
         "daemon",
+        None,
         sandbox.online(&url, &["run", "--scan-interval", "0"]),
     );
     daemon.wait_running().await;
@@ -382,7 +191,7 @@ async fn every_command_beside_a_running_daemon_prints_exactly_what_it_prints_aga
     {
         assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET));
     }
-    assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+    daemon.stop().await;
     assert!(!daemon.log().contains(SECRET));
     platform.stop().await;
 }
@@ -391,8 +200,8 @@ async fn every_command_beside_a_running_daemon_prints_exactly_what_it_prints_aga
 
 #[actix_rt::test]
 async fn the_control_socket_has_mode_0600_is_a_socket_and_goes_away_on_stop() {
-    let sandbox = Sandbox::new();
-    let mut daemon = Daemon::spawn(&sandbox, "daemon", sandbox.cmd(&["run"]));
+    let sandbox = sandbox();
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", None, sandbox.cmd(&["run"]));
     daemon.wait_running().await;
     let meta = fs::symlink_metadata(sandbox.socket()).expect("the socket exists");
     assert!(meta.file_type().is_socket());
@@ -402,7 +211,7 @@ async fn the_control_socket_has_mode_0600_is_a_socket_and_goes_away_on_stop() {
         libc::getuid()
     });
     assert_eq!(served_by(&sandbox.socket()).await, u64::from(daemon.pid()));
-    assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+    daemon.stop().await;
     assert!(!sandbox.socket().exists(), "removed on a clean stop");
     // No private staging directory is left behind either.
     let leftovers: Vec<_> = fs::read_dir(sandbox.state())
@@ -415,15 +224,15 @@ async fn the_control_socket_has_mode_0600_is_a_socket_and_goes_away_on_stop() {
 
 #[actix_rt::test]
 async fn a_stale_socket_left_by_a_killed_daemon_is_replaced_at_the_next_start() {
-    let sandbox = Sandbox::new();
-    let mut first = Daemon::spawn(&sandbox, "first", sandbox.cmd(&["run"]));
+    let sandbox = sandbox();
+    let mut first = Daemon::spawn(&sandbox, "first", None, sandbox.cmd(&["run"]));
     first.wait_running().await;
     first.kill();
     assert!(sandbox.socket().exists(), "kill -9 leaves the socket file");
     // Nobody listens: a command opens the state directly.
-    run(sandbox.cmd(&["status"])).await.ok();
+    run_async(sandbox.cmd(&["status"])).await.ok();
 
-    let mut second = Daemon::spawn(&sandbox, "second", sandbox.cmd(&["run"]));
+    let mut second = Daemon::spawn(&sandbox, "second", None, sandbox.cmd(&["run"]));
     second.wait_running().await;
     assert!(
         second.log().contains("replacing the stale control socket"),
@@ -431,18 +240,18 @@ async fn a_stale_socket_left_by_a_killed_daemon_is_replaced_at_the_next_start() 
         second.log()
     );
     assert_eq!(served_by(&sandbox.socket()).await, u64::from(second.pid()));
-    run(sandbox.cmd(&["status"])).await.ok();
-    assert_eq!(second.terminate().await, 0, "{}", second.log());
+    run_async(sandbox.cmd(&["status"])).await.ok();
+    second.stop().await;
 }
 
 #[actix_rt::test]
 async fn a_second_run_is_refused_naming_the_holders_pid_and_the_live_socket_is_kept() {
-    let sandbox = Sandbox::new();
-    let mut daemon = Daemon::spawn(&sandbox, "daemon", sandbox.cmd(&["run"]));
+    let sandbox = sandbox();
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", None, sandbox.cmd(&["run"]));
     daemon.wait_running().await;
     for args in [&["run"][..], &["import-legacy"]] {
         let started = Instant::now();
-        let out = run(sandbox.cmd(args)).await;
+        let out = run_async(sandbox.cmd(args)).await;
         assert!(started.elapsed() < Duration::from_secs(5), "{args:?} hung");
         assert_eq!(out.code, 1, "{args:?}: {out:?}");
         let expected = format!(
@@ -457,7 +266,7 @@ async fn a_second_run_is_refused_naming_the_holders_pid_and_the_live_socket_is_k
         );
     }
     assert!(
-        run(sandbox.cmd(&["run"]))
+        run_async(sandbox.cmd(&["run"]))
             .await
             .stderr
             .contains("already runs on this state"),
@@ -465,15 +274,15 @@ async fn a_second_run_is_refused_naming_the_holders_pid_and_the_live_socket_is_k
     );
     // The holder's socket is untouched and still answers.
     assert_eq!(served_by(&sandbox.socket()).await, u64::from(daemon.pid()));
-    run(sandbox.cmd(&["status"])).await.ok();
-    assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+    run_async(sandbox.cmd(&["status"])).await.ok();
+    daemon.stop().await;
 }
 
 // ---------------------------------------------------------------------- logs
 
 #[actix_rt::test]
 async fn run_logs_at_info_without_rust_log_json_lines_parse_and_neither_holds_the_token() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     platform.set_default(Scripted::ok().json(json!({"context": [{"id": "m"}]})));
     let url = platform.url();
@@ -482,6 +291,7 @@ async fn run_logs_at_info_without_rust_log_json_lines_parse_and_neither_holds_th
         let mut daemon = Daemon::spawn(
             &sandbox,
             format,
+            None,
             sandbox.online(
                 &url,
                 &["--log-format", format, "run", "--scan-interval", "0"],
@@ -490,9 +300,9 @@ async fn run_logs_at_info_without_rust_log_json_lines_parse_and_neither_holds_th
         daemon.wait_running().await;
         // A delivery, a backoff (503, retried in about a second), a dead letter (400),
         // a pull.
-        let ok = sandbox.dispatches(&format!("{format}-ok"), &["log/ok"]);
+        let ok = sandbox.dispatch_file(&format!("{format}-ok"), &["log/ok"]);
         assert_eq!(
-            run(sandbox.online(&url, &["push", "--dispatches", &ok]))
+            run_async(sandbox.online(&url, &["push", "--dispatches", &ok]))
                 .await
                 .ok()
                 .stdout
@@ -501,14 +311,14 @@ async fn run_logs_at_info_without_rust_log_json_lines_parse_and_neither_holds_th
         );
         platform.respond(Scripted::status(503).body(SECRET));
         platform.respond(Scripted::status(400).body(format!("refused {SECRET}")));
-        let later = sandbox.dispatches(&format!("{format}-later"), &["log/later"]);
-        run(sandbox.online(&url, &["push", "--dispatches", &later]))
+        let later = sandbox.dispatch_file(&format!("{format}-later"), &["log/later"]);
+        run_async(sandbox.online(&url, &["push", "--dispatches", &later]))
             .await
             .ok();
         daemon.wait_log("the dead letter", "dead letters").await;
-        run(sandbox.online(&url, &["pull"])).await.ok();
+        run_async(sandbox.online(&url, &["pull"])).await.ok();
         daemon.wait_log("the pull", "pulled 1 context item").await;
-        assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+        daemon.stop().await;
         let log = daemon.log();
         assert!(
             !log.contains(SECRET),
@@ -558,8 +368,8 @@ async fn run_logs_at_info_without_rust_log_json_lines_parse_and_neither_holds_th
     }
 
     // One-shot commands stay quiet (warn): nothing on stderr for a delivered push.
-    let quiet = sandbox.dispatches("quiet", &["log/quiet"]);
-    let out = run(sandbox.online(&url, &["push", "--dispatches", &quiet]))
+    let quiet = sandbox.dispatch_file("quiet", &["log/quiet"]);
+    let out = run_async(sandbox.online(&url, &["push", "--dispatches", &quiet]))
         .await
         .ok();
     assert_eq!(out.stderr, "", "a one-shot push logged at info");
@@ -570,8 +380,8 @@ async fn run_logs_at_info_without_rust_log_json_lines_parse_and_neither_holds_th
 
 #[actix_rt::test]
 async fn under_type_notify_it_sends_ready_once_serving_then_watchdog_then_stopping() {
-    let sandbox = Sandbox::new();
-    let notify_path = sandbox.dir.path().join("notify.sock");
+    let sandbox = sandbox();
+    let notify_path = sandbox.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).expect("bind a notify socket");
     notify
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -579,7 +389,7 @@ async fn under_type_notify_it_sends_ready_once_serving_then_watchdog_then_stoppi
     let mut cmd = sandbox.cmd(&["run"]);
     cmd.env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "400000");
-    let mut daemon = Daemon::spawn(&sandbox, "daemon", cmd);
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", None, cmd);
 
     let socket = sandbox.socket();
     let receive = move || -> Vec<String> {
@@ -609,7 +419,7 @@ async fn under_type_notify_it_sends_ready_once_serving_then_watchdog_then_stoppi
     daemon.wait_running().await;
     // Half of WatchdogSec: a ping every 200 ms; wait for a few.
     actix_rt::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(daemon.terminate().await, 0, "{}", daemon.log());
+    daemon.stop().await;
     let datagrams = listener.await.unwrap();
     let ready = datagrams.iter().position(|d| d.contains("READY=1"));
     let stopping = datagrams.iter().position(|d| d.contains("STOPPING=1"));
@@ -646,16 +456,16 @@ const SUBCOMMANDS: &[&str] = &[
 
 #[actix_rt::test]
 async fn completions_for_each_shell_and_the_man_page_name_every_subcommand() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     for shell in ["bash", "zsh", "fish"] {
-        let out = run(sandbox.cmd(&["completions", shell])).await.ok();
+        let out = run_async(sandbox.cmd(&["completions", shell])).await.ok();
         assert!(out.stdout.len() > 200, "{shell}: {}", out.stdout);
         for sub in SUBCOMMANDS {
             assert!(out.stdout.contains(sub), "{shell} completion lacks {sub}");
         }
     }
     // roff writes a hyphen as `\-`.
-    let man = run(sandbox.cmd(&["man"]))
+    let man = run_async(sandbox.cmd(&["man"]))
         .await
         .ok()
         .stdout
@@ -667,7 +477,7 @@ async fn completions_for_each_shell_and_the_man_page_name_every_subcommand() {
             "the man page lacks {sub}"
         );
         // ... and each command it names has its page.
-        let page = run(sandbox.cmd(&["man", sub]))
+        let page = run_async(sandbox.cmd(&["man", sub]))
             .await
             .ok()
             .stdout
@@ -677,26 +487,29 @@ async fn completions_for_each_shell_and_the_man_page_name_every_subcommand() {
             "{sub}: {page}"
         );
     }
-    assert_eq!(run(sandbox.cmd(&["man", "nope"])).await.code, 1);
+    assert_eq!(run_async(sandbox.cmd(&["man", "nope"])).await.code, 1);
     // Neither needs (or creates) a state.
     assert!(!sandbox.state().exists());
-    assert_eq!(run(sandbox.cmd(&["completions", "tcsh"])).await.code, 2);
+    assert_eq!(
+        run_async(sandbox.cmd(&["completions", "tcsh"])).await.code,
+        2
+    );
 }
 
 // ----------------------------------------------------------- key file hygiene
 
 #[actix_rt::test]
 async fn a_key_file_readable_by_others_is_warned_about_once_by_name_never_by_content() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let key = sandbox.home().join(".claude").join("brain.key");
     fs::create_dir_all(key.parent().unwrap()).unwrap();
     fs::write(&key, format!("{SECRET}\n")).unwrap();
-    let dead = common::dead_url();
+    let dead = dead_url();
 
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let mut cmd = sandbox.cmd(&["push", "--queue-only"]);
     cmd.env("CORE_API_URL", &dead);
-    let out = run(cmd).await.ok();
+    let out = run_async(cmd).await.ok();
     let warnings = out.stderr.matches("is readable by group or others").count();
     assert_eq!(warnings, 1, "{}", out.stderr);
     assert!(
@@ -709,10 +522,10 @@ async fn a_key_file_readable_by_others_is_warned_about_once_by_name_never_by_con
     // The daemon reads the key every cycle, and still warns once.
     let mut cmd = sandbox.cmd(&["run", "--scan-interval", "250ms"]);
     cmd.env("CORE_API_URL", &dead);
-    let mut daemon = Daemon::spawn(&sandbox, "daemon", cmd);
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", None, cmd);
     daemon.wait_running().await;
     actix_rt::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(daemon.terminate().await, 0);
+    daemon.stop().await;
     let log = daemon.log();
     assert_eq!(
         log.matches("is readable by group or others").count(),
@@ -724,7 +537,7 @@ async fn a_key_file_readable_by_others_is_warned_about_once_by_name_never_by_con
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let mut cmd = sandbox.cmd(&["push", "--queue-only"]);
     cmd.env("CORE_API_URL", &dead);
-    let out = run(cmd).await.ok();
+    let out = run_async(cmd).await.ok();
     assert!(!out.stderr.contains("readable"), "{}", out.stderr);
 }
 
@@ -732,7 +545,7 @@ async fn a_key_file_readable_by_others_is_warned_about_once_by_name_never_by_con
 
 #[actix_rt::test]
 async fn an_embedded_service_serves_the_socket_and_the_cli_talks_to_it() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let mut config = SyncConfig::new(sandbox.root(), sandbox.state());
     config.agent_id = AGENT.into();
     // Offline: whatever is pushed stays queued, so the host and the CLI see one queue.
@@ -748,13 +561,16 @@ async fn an_embedded_service_serves_the_socket_and_the_cli_talks_to_it() {
         .await
         .unwrap();
 
-    let via_cli = run(sandbox.cmd(&["--json", "status"])).await.ok().json();
+    let via_cli = run_async(sandbox.cmd(&["--json", "status"]))
+        .await
+        .ok()
+        .json();
     let direct = serde_json::to_value(service.status().await.unwrap()).unwrap();
     assert_eq!(via_cli, direct);
     assert_eq!(via_cli["queued_dispatches"], 1);
 
-    let file = sandbox.dispatches("cli", &["cli/one", "cli/two"]);
-    let out = run(sandbox.cmd(&["--json", "push", "--dispatches", &file]))
+    let file = sandbox.dispatch_file("cli", &["cli/one", "cli/two"]);
+    let out = run_async(sandbox.cmd(&["--json", "push", "--dispatches", &file]))
         .await
         .ok();
     assert_eq!(
@@ -772,7 +588,10 @@ async fn an_embedded_service_serves_the_socket_and_the_cli_talks_to_it() {
         queued,
         [json!("host/embedded"), json!("cli/one"), json!("cli/two")]
     );
-    let queue = run(sandbox.cmd(&["--json", "queue"])).await.ok().json();
+    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
+        .await
+        .ok()
+        .json();
     assert_eq!(
         queue.as_array().map(Vec::len),
         Some(service.queue(None).await.unwrap().len())
@@ -785,20 +604,23 @@ async fn an_embedded_service_serves_the_socket_and_the_cli_talks_to_it() {
     // Stopped, the socket is gone and the CLI opens the state itself.
     service.stop().await;
     assert!(!sandbox.socket().exists());
-    let after = run(sandbox.cmd(&["--json", "status"])).await.ok().json();
+    let after = run_async(sandbox.cmd(&["--json", "status"]))
+        .await
+        .ok()
+        .json();
     assert_eq!(after["queued_dispatches"], 3);
 }
 
 #[actix_rt::test]
 async fn a_host_can_turn_the_control_socket_off() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let mut config = SyncConfig::new(sandbox.root(), sandbox.state());
     config.control_socket = false;
     let service = SyncService::start(config).expect("start");
     assert_eq!(service.control_socket(), None);
     assert!(!sandbox.socket().exists());
     // Without a socket the CLI cannot reach it: the state is in use, by this pid.
-    let out = run(sandbox.cmd(&["status"])).await;
+    let out = run_async(sandbox.cmd(&["status"])).await;
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains(&format!(
@@ -813,8 +635,8 @@ async fn a_host_can_turn_the_control_socket_off() {
 
 #[actix_rt::test]
 async fn a_state_dir_too_long_for_a_socket_still_syncs_without_one_and_says_why() {
-    let sandbox = Sandbox::new();
-    let deep = sandbox.dir.path().join("d".repeat(60)).join("e".repeat(60));
+    let sandbox = sandbox();
+    let deep = sandbox.path().join("d".repeat(60)).join("e".repeat(60));
     let mut config = SyncConfig::new(sandbox.root(), &deep);
     config.tokens = TokenSource::Fixed(None::<Token>);
     let service = SyncService::start(config).expect("it starts without the socket");

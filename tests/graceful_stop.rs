@@ -3,22 +3,13 @@
 //! deadline) and commits its outcome, so nothing is sent twice after the restart; a
 //! host push is durable at once even while a drain hangs on a silent platform.
 
-mod common;
-
-use std::io::Read;
-use std::net::TcpListener;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_sync::actors::messages::{ListQueue, QueueStatus, RecentRecords, SyncPush};
-use agent_sync::actors::model::{Direction, QueueEntry, SyncRecord};
-use agent_sync::actors::platform::{HttpPlatform, Platform, PlatformConfig, Token, TokenSource};
-use agent_sync::actors::time::Clock;
-use agent_sync::actors::{Store, SyncActors};
+use agent_sync::actors::messages::{QueueStatus, SyncPush};
+use agent_sync::actors::model::Direction;
+use agent_sync::actors::platform::{Token, TokenSource};
 use agent_sync::{SyncConfig, SyncService};
-use common::*;
+use agent_sync_testkit::*;
 use serde_json::json;
 
 fn service_config(dirs: &Dirs, url: &str) -> SyncConfig {
@@ -29,32 +20,6 @@ fn service_config(dirs: &Dirs, url: &str) -> SyncConfig {
     config.platform.request_timeout = Duration::from_secs(30);
     config.flush_interval = None;
     config
-}
-
-/// The queue and history of a stopped service's state, read in a System of its own.
-async fn reopen(dirs: &Dirs) -> (Vec<QueueEntry>, Vec<SyncRecord>) {
-    let state = dirs.state().to_path_buf();
-    in_own_system(move || async move {
-        let store = Store::open(&state).expect("the stopped service closed the state");
-        let mut config = actors_config(&state, None, &Options::default());
-        config.drain_on_start = false;
-        let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(PlatformConfig::default()));
-        let actors = SyncActors::start(store, config, platform, Clock::system());
-        let queue = actors
-            .queue
-            .send(ListQueue::default())
-            .await
-            .unwrap()
-            .unwrap();
-        let history = actors
-            .history
-            .send(RecentRecords::default())
-            .await
-            .unwrap()
-            .unwrap();
-        (queue, history)
-    })
-    .await
 }
 
 fn host_push(id: &str) -> SyncPush {
@@ -81,7 +46,7 @@ async fn r3_graceful_stop_lets_the_request_in_flight_finish_and_commits_it() {
     assert_eq!(platform.delivered().len(), 1, "the request was let finish");
     let _ = push.await;
 
-    let (queue, history) = reopen(&dirs).await;
+    let (queue, history) = reopen(dirs.root(), dirs.state()).await;
     assert!(queue.is_empty(), "the delivery was committed: {queue:?}");
     let pushes: Vec<u64> = history
         .iter()
@@ -121,7 +86,7 @@ async fn r3_graceful_stop_times_the_request_out_at_the_shutdown_deadline() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(5),
         "the stop waited for the deadline, not for the platform: {took:?}"
     );
-    let (queue, _) = reopen(&dirs).await;
+    let (queue, _) = reopen(dirs.root(), dirs.state()).await;
     assert_eq!(queue.len(), 1, "{queue:?}");
     assert_eq!(
         queue[0].attempts, 1,
@@ -137,35 +102,17 @@ async fn r3_graceful_stop_times_the_request_out_at_the_shutdown_deadline() {
     platform.stop().await;
 }
 
-/// A platform on 127.0.0.1 that accepts connections and never answers; counts them.
-fn silent_platform() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let seen = accepted.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for mut stream in listener.incoming().flatten() {
-            seen.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; 4096];
-            let _ = stream.set_nonblocking(true);
-            let _ = stream.read(&mut buf);
-            held.push(stream);
-        }
-    });
-    (url, accepted)
-}
-
 #[actix::test]
 async fn a_host_push_is_durable_at_once_while_a_drain_hangs_on_a_silent_platform() {
-    let (url, accepted) = silent_platform();
+    // Accepts and reads each request, then never answers.
+    let silent = Raw::start(|_, _| Reply::Silence);
     let dirs = Dirs::new();
-    let service = SyncService::start(service_config(&dirs, &url)).unwrap();
+    let service = SyncService::start(service_config(&dirs, &silent.url())).unwrap();
     let _first = actix_rt::spawn(service.push_recipient().send(host_push("first")));
     wait_until(
         "the drain to hang on the platform",
         Duration::from_secs(10),
-        || accepted.load(Ordering::SeqCst) > 0,
+        || silent.connections() > 0,
     )
     .await;
     let _second = actix_rt::spawn(service.push_recipient().send(host_push("second")));
@@ -191,10 +138,6 @@ async fn a_host_push_is_durable_at_once_while_a_drain_hangs_on_a_silent_platform
         .map(|e| e.dispatches[0]["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["first", "second"]);
-    assert_eq!(
-        accepted.load(Ordering::SeqCst),
-        1,
-        "one request in flight, ever"
-    );
+    assert_eq!(silent.connections(), 1, "one request in flight, ever");
     service.abort();
 }

@@ -4,20 +4,12 @@
 //! across a scripted sequence of answers; `/health` across `auth_failed`; and a host
 //! registry carrying agent-sync's series.
 
-mod common;
-
-use std::fs;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_sync::actors::platform::{Token, TokenSource};
 use agent_sync::messages::SyncPush;
 use agent_sync::{SyncConfig, SyncService};
-use common::{
-    http_get_tcp, http_get_unix, parse_exposition, sample, wait_until, LoopbackPlatform, Sample,
-    Scripted,
-};
+use agent_sync_testkit::*;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
@@ -27,148 +19,69 @@ const SECRET: &str = "metrics-secret-0b5e55ed";
 /// Bounded waits for what a daemon does on its own.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// An isolated installation (the approach of `tests/cli.rs`).
-struct Sandbox {
-    /// Everything the binary touches.
-    dir: tempfile::TempDir,
+/// An isolated installation, run as `metrics-agent`.
+fn sandbox() -> Sandbox {
+    Sandbox::new(agent_sync_bin!(), "metrics-agent", SECRET)
 }
 
-impl Sandbox {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        fs::create_dir_all(dir.path().join("home")).unwrap();
-        fs::create_dir_all(dir.path().join("workspace")).unwrap();
-        Sandbox { dir }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("sync").join("agent-sync.sock")
-    }
-
-    fn online(&self, url: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-sync"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path().join("home"))
-            .env("CORE_WORKSPACE", self.dir.path())
-            .env("AGENT_NAME", "metrics-agent")
-            .env("CORE_AGENT_API_KEY", SECRET)
-            .env("CORE_API_URL", url)
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn dispatches(&self, name: &str, ids: &[&str]) -> String {
-        let path = self.dir.path().join(format!("{name}.json"));
-        let items: Vec<Value> = ids.iter().map(|id| json!({"id": id})).collect();
-        fs::write(&path, serde_json::to_vec(&items).unwrap()).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-
-    /// `push --dispatches` with these ids; panics unless it exits 0.
-    async fn push(&self, url: &str, name: &str, ids: &[&str]) -> String {
-        let file = self.dispatches(name, ids);
-        run(self.online(url, &["push", "--dispatches", &file])).await
-    }
-
-    /// `--json status`, through the running daemon.
-    async fn status(&self, url: &str) -> Value {
-        let out = run(self.online(url, &["--json", "status"])).await;
-        serde_json::from_str(out.trim()).expect("status is JSON")
-    }
+/// Runs to completion on the blocking pool; panics (without the token) unless it
+/// exits 0; its stdout.
+async fn run(cmd: std::process::Command) -> String {
+    run_async(cmd).await.redact(SECRET).ok().stdout
 }
 
-/// Runs to completion on the blocking pool; panics unless it exits 0; its stdout.
-async fn run(mut cmd: Command) -> String {
-    actix_rt::task::spawn_blocking(move || {
-        let output = cmd.output().expect("run agent-sync");
-        let stderr = String::from_utf8_lossy(&output.stderr).replace(SECRET, "<TOKEN>");
-        assert!(output.status.success(), "{stderr}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    })
-    .await
-    .expect("the blocking pool")
+/// `push --dispatches` with these ids; panics unless it exits 0.
+async fn push(sandbox: &Sandbox, url: &str, name: &str, ids: &[&str]) -> String {
+    let file = sandbox.dispatch_file(name, ids);
+    run(sandbox.online(url, &["push", "--dispatches", &file])).await
 }
 
-/// A `run` daemon with its stderr in a file, killed if the test fails.
-struct Daemon {
-    /// The process.
-    child: Child,
-    /// Its stderr.
-    log: PathBuf,
+/// `--json status`, through the running daemon.
+async fn status_of(sandbox: &Sandbox, url: &str) -> Value {
+    let out = run(sandbox.online(url, &["--json", "status"])).await;
+    serde_json::from_str(out.trim()).expect("status is JSON")
 }
 
-impl Daemon {
-    async fn start(sandbox: &Sandbox, cmd: Command) -> Daemon {
-        let mut cmd = cmd;
-        let log = sandbox.dir.path().join("daemon.log");
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::from(fs::File::create(&log).unwrap()));
-        let daemon = Daemon {
-            child: cmd.spawn().expect("spawn the daemon"),
-            log,
-        };
-        wait_until("the daemon to start", DEADLINE, || {
-            daemon.log().contains("agent-sync running")
-        })
-        .await;
-        daemon
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .replace(SECRET, "<TOKEN>")
-    }
-
-    async fn terminate(mut self) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: signalling our own child.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let started = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                started.elapsed() < DEADLINE,
-                "did not stop:\n{}",
-                self.log()
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(self.child.wait().unwrap().code(), Some(0), "{}", self.log());
-    }
+/// A started `run` daemon of `sandbox`.
+async fn daemon(sandbox: &Sandbox, cmd: std::process::Command) -> Daemon {
+    let mut daemon = Daemon::spawn(sandbox, "daemon", None, cmd).deadline(DEADLINE);
+    daemon.wait_running().await;
+    daemon
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A free loopback port for `--metrics-addr`.
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+/// A started draining daemon that also serves `--metrics-addr`, and that address.
+async fn daemon_with_metrics_addr(sandbox: &Sandbox, url: &str) -> (Daemon, String) {
+    let addr = free_addr();
+    let args = ["run", "--scan-interval", "0", "--metrics-addr", &addr];
+    (daemon(sandbox, sandbox.online(url, &args)).await, addr)
 }
 
 /// Scrapes `/metrics` on the socket (and checks it parses).
 async fn scrape(socket: &std::path::Path) -> Vec<Sample> {
-    let socket = socket.to_path_buf();
-    let (status, body) = actix_rt::task::spawn_blocking(move || http_get_unix(&socket, "/metrics"))
-        .await
-        .unwrap();
+    let (status, body) = get_unix(socket, "/metrics").await;
     assert_eq!(status, 200, "{body}");
     parse_exposition(&body)
 }
 
+/// Scrapes every 100 ms until `done` holds of the samples; panics with `what` (and
+/// the last scrape) after [`DEADLINE`].
+async fn scrape_until(
+    socket: &std::path::Path,
+    what: &str,
+    mut done: impl FnMut(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let started = Instant::now();
+    let mut now = scrape(socket).await;
+    while !done(&now) {
+        assert!(started.elapsed() < DEADLINE, "{what}: {now:?}");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        now = scrape(socket).await;
+    }
+    now
+}
+
 async fn health(socket: &std::path::Path) -> (u16, Value) {
-    let socket = socket.to_path_buf();
-    let (status, body) = actix_rt::task::spawn_blocking(move || http_get_unix(&socket, "/health"))
-        .await
-        .unwrap();
+    let (status, body) = get_unix(socket, "/health").await;
     (status, serde_json::from_str(&body).expect("health is JSON"))
 }
 
@@ -247,23 +160,15 @@ fn assert_agrees(samples: &[Sample], status: &Value, label: &str) {
 
 #[actix_rt::test]
 async fn metrics_over_the_socket_and_over_metrics_addr_parse_and_agree_with_status() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     platform.set_default(Scripted::ok().json(json!({"context": [{"id": "c1"}, {"id": "c2"}]})));
     let url = platform.url();
-    let addr = free_addr();
-    let daemon = Daemon::start(
-        &sandbox,
-        sandbox.online(
-            &url,
-            &["run", "--scan-interval", "0", "--metrics-addr", &addr],
-        ),
-    )
-    .await;
+    let (mut daemon, addr) = daemon_with_metrics_addr(&sandbox, &url).await;
 
     // Fresh: every series is there, at zero, and agrees with status.
     let fresh = scrape(&sandbox.socket()).await;
-    assert_agrees(&fresh, &sandbox.status(&url).await, "fresh");
+    assert_agrees(&fresh, &status_of(&sandbox, &url).await, "fresh");
     for name in [
         "agent_sync_dispatches_delivered_total",
         "agent_sync_request_duration_seconds_count",
@@ -274,22 +179,19 @@ async fn metrics_over_the_socket_and_over_metrics_addr_parse_and_agree_with_stat
 
     // A delivery, a pull, a dead letter, a scan, then entries the platform keeps
     // refusing with 503 (so they stay queued while we look).
-    sandbox.push(&url, "ok", &["m/ok"]).await;
+    push(&sandbox, &url, "ok", &["m/ok"]).await;
     run(sandbox.online(&url, &["pull"])).await;
     platform.respond(Scripted::status(400));
-    sandbox.push(&url, "refused", &["m/refused"]).await;
+    push(&sandbox, &url, "refused", &["m/refused"]).await;
     run(sandbox.online(&url, &["push"])).await;
     platform.set_default(Scripted::status(503));
-    sandbox.push(&url, "kept", &["m/kept-1", "m/kept-2"]).await;
+    push(&sandbox, &url, "kept", &["m/kept-1", "m/kept-2"]).await;
 
-    let status = sandbox.status(&url).await;
+    let status = status_of(&sandbox, &url).await;
     assert_eq!(status["dead_letters"], 1, "{status}");
     assert_eq!(status["queued_dispatches"], 2, "{status}");
     let over_socket = scrape(&sandbox.socket()).await;
-    let tcp_addr = addr.clone();
-    let (code, body) = actix_rt::task::spawn_blocking(move || http_get_tcp(&tcp_addr, "/metrics"))
-        .await
-        .unwrap();
+    let (code, body) = get_tcp(&addr, "/metrics").await;
     assert_eq!(code, 200, "{body}");
     let over_tcp = parse_exposition(&body);
     assert_agrees(&over_socket, &status, "socket");
@@ -321,29 +223,21 @@ async fn metrics_over_the_socket_and_over_metrics_addr_parse_and_agree_with_stat
     }
 
     // Over TCP only /metrics and /health: the control routes stay on the socket.
-    let tcp_addr = addr.clone();
-    let (health_code, _) =
-        actix_rt::task::spawn_blocking(move || http_get_tcp(&tcp_addr, "/health"))
-            .await
-            .unwrap();
+    let (health_code, _) = get_tcp(&addr, "/health").await;
     assert_eq!(health_code, 200);
-    let tcp_addr = addr.clone();
-    let (status_code, _) =
-        actix_rt::task::spawn_blocking(move || http_get_tcp(&tcp_addr, "/v1/status"))
-            .await
-            .unwrap();
+    let (status_code, _) = get_tcp(&addr, "/v1/status").await;
     assert_eq!(status_code, 404);
     assert!(!body.contains(SECRET));
-    daemon.terminate().await;
+    daemon.stop().await;
     platform.stop().await;
 }
 
 #[actix_rt::test]
 async fn request_counters_move_by_exactly_one_per_outcome_across_200_503_400_413_401() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     let url = platform.url();
-    let daemon = Daemon::start(
+    let mut daemon = daemon(
         &sandbox,
         sandbox.online(&url, &["run", "--scan-interval", "0"]),
     )
@@ -361,7 +255,7 @@ async fn request_counters_move_by_exactly_one_per_outcome_across_200_503_400_413
 
     // 200: delivered.
     platform.respond(Scripted::ok());
-    sandbox.push(&url, "a", &["c/a"]).await;
+    push(&sandbox, &url, "a", &["c/a"]).await;
     let now = scrape(&socket).await;
     let moved: Vec<f64> = outcomes.iter().map(|o| delta(&now, o)).collect();
     assert_eq!(moved, [1.0, 0.0, 0.0, 0.0, 0.0], "after a 200");
@@ -369,17 +263,11 @@ async fn request_counters_move_by_exactly_one_per_outcome_across_200_503_400_413
     // 503, then (on the backoff timer) 400: transient, then rejected.
     platform.respond(Scripted::status(503));
     platform.respond(Scripted::status(400));
-    sandbox.push(&url, "b", &["c/b"]).await;
-    let mut now = scrape(&socket).await;
-    let started = Instant::now();
-    while delta(&now, "rejected") < 1.0 {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the retry never came: {now:?}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-        now = scrape(&socket).await;
-    }
+    push(&sandbox, &url, "b", &["c/b"]).await;
+    let now = scrape_until(&socket, "the retry never came", |now| {
+        delta(now, "rejected") >= 1.0
+    })
+    .await;
     let moved: Vec<f64> = outcomes.iter().map(|o| delta(&now, o)).collect();
     assert_eq!(moved, [1.0, 1.0, 0.0, 0.0, 1.0], "after 200, 503, 400");
 
@@ -387,20 +275,14 @@ async fn request_counters_move_by_exactly_one_per_outcome_across_200_503_400_413
     platform.respond(Scripted::status(413));
     platform.respond(Scripted::ok());
     platform.respond(Scripted::ok());
-    sandbox.push(&url, "cd", &["c/c", "c/d"]).await;
+    push(&sandbox, &url, "cd", &["c/c", "c/d"]).await;
     // 401, then (on the backoff timer) 200: unauthorized, then delivered.
     platform.respond(Scripted::status(401));
-    sandbox.push(&url, "e", &["c/e"]).await;
-    let mut now = scrape(&socket).await;
-    let started = Instant::now();
-    while delta(&now, "delivered") < 4.0 {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the 401 was never retried: {now:?}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-        now = scrape(&socket).await;
-    }
+    push(&sandbox, &url, "e", &["c/e"]).await;
+    let now = scrape_until(&socket, "the 401 was never retried", |now| {
+        delta(now, "delivered") >= 4.0
+    })
+    .await;
     let moved: Vec<f64> = outcomes.iter().map(|o| delta(&now, o)).collect();
     assert_eq!(moved, [4.0, 1.0, 1.0, 1.0, 1.0], "after the whole script");
     let posts = platform.pushes().len() as f64;
@@ -417,24 +299,16 @@ async fn request_counters_move_by_exactly_one_per_outcome_across_200_503_400_413
     );
     assert_eq!(sample(&now, "agent_sync_dead_letters", &[]), 1.0);
     assert_eq!(sample(&now, "agent_sync_auth_failed", &[]), 0.0);
-    daemon.terminate().await;
+    daemon.stop().await;
     platform.stop().await;
 }
 
 #[actix_rt::test]
 async fn health_is_503_naming_auth_failed_and_200_again_after_the_next_success() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
     let url = platform.url();
-    let addr = free_addr();
-    let daemon = Daemon::start(
-        &sandbox,
-        sandbox.online(
-            &url,
-            &["run", "--scan-interval", "0", "--metrics-addr", &addr],
-        ),
-    )
-    .await;
+    let (mut daemon, addr) = daemon_with_metrics_addr(&sandbox, &url).await;
     let socket = sandbox.socket();
     let (code, body) = health(&socket).await;
     assert_eq!((code, &body["status"]), (200, &json!("ok")), "{body}");
@@ -443,7 +317,7 @@ async fn health_is_503_naming_auth_failed_and_200_again_after_the_next_success()
     // (at least 0.5 s of backoff plus 3 s) while we look.
     platform.respond(Scripted::status(401));
     platform.respond(Scripted::ok().delay(Duration::from_secs(3)));
-    sandbox.push(&url, "a", &["h/a"]).await;
+    push(&sandbox, &url, "a", &["h/a"]).await;
     let (code, body) = health(&socket).await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["status"], "unavailable");
@@ -454,11 +328,8 @@ async fn health_is_503_naming_auth_failed_and_200_again_after_the_next_success()
             .contains("auth_failed"),
         "{body}"
     );
-    assert_eq!(sandbox.status(&url).await["auth_failed"], true);
-    let tcp_addr = addr.clone();
-    let (tcp_code, _) = actix_rt::task::spawn_blocking(move || http_get_tcp(&tcp_addr, "/health"))
-        .await
-        .unwrap();
+    assert_eq!(status_of(&sandbox, &url).await["auth_failed"], true);
+    let (tcp_code, _) = get_tcp(&addr, "/health").await;
     assert_eq!(tcp_code, 503, "the same answer over TCP");
     assert_eq!(
         sample(&scrape(&socket).await, "agent_sync_auth_failed", &[]),
@@ -482,7 +353,7 @@ async fn health_is_503_naming_auth_failed_and_200_again_after_the_next_success()
         0.0
     );
     assert_eq!(platform.delivered().len(), 1);
-    daemon.terminate().await;
+    daemon.stop().await;
     platform.stop().await;
 }
 

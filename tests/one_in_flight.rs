@@ -2,57 +2,25 @@
 //! each outcome committed before the next lease, and a drain stops at the first
 //! transient failure so the Queue's decisions keep their order.
 
-mod common;
-
-use std::rc::Rc;
-
 use agent_sync_actors::messages::*;
-use agent_sync_actors::platform::{HttpPlatform, Platform, PlatformConfig};
-use agent_sync_actors::time::Clock;
-use agent_sync_actors::{Store, SyncActors};
-use common::*;
-use serde_json::json;
+use agent_sync_actors::SyncActors;
+use agent_sync_testkit::*;
 
-/// Actors with `max_batch` dispatches per entry.
+/// Actors with `max_batch` dispatches per entry that do not drain at start.
 fn start(dirs: &Dirs, url: &str, max_batch: usize) -> SyncActors {
-    let mut config = actors_config(dirs.root(), Some(TOKEN), &Options::max_batch(max_batch));
-    config.drain_on_start = false;
-    let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(PlatformConfig {
-        base_url: url.into(),
-        ..PlatformConfig::default()
-    }));
-    SyncActors::start(
-        Store::open(dirs.state()).unwrap(),
-        config,
-        platform,
-        Clock::system(),
-    )
-}
-
-/// Queues `ids` as host dispatches (no drain yet: no token is needed to enqueue).
-async fn enqueue(actors: &SyncActors, ids: &[&str]) {
-    let dispatches = ids
-        .iter()
-        .map(|id| json!({"id": id}).as_object().unwrap().clone())
-        .collect();
-    actors
-        .queue
-        .send(Enqueue {
-            agent_id: AGENT_ID.into(),
-            fleet_node_id: None,
-            batch: EnqueueBatch::Host(dispatches),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let opts = Options {
+        drain_on_start: false,
+        ..Options::max_batch(max_batch)
+    };
+    start_online(dirs, url, &opts).0
 }
 
 /// Drains until nothing more is sent: the enqueue already woke the Pusher, so which
 /// drain delivered what is not the point; what reached the platform and what is left is.
 /// Returns the dispatches delivered by these drains and what is still queued.
-async fn drain(actors: &SyncActors) -> PushReport {
-    let first = actors.pusher.send(Drain).await.unwrap().unwrap();
-    let second = actors.pusher.send(Drain).await.unwrap().unwrap();
+async fn drain_twice(actors: &SyncActors) -> PushReport {
+    let first = drain(actors).await;
+    let second = drain(actors).await;
     PushReport {
         count: first.count + second.count,
         queued: second.queued,
@@ -82,23 +50,12 @@ async fn entries_are_delivered_one_request_at_a_time_in_fifo_order() {
     let actors = start(&dirs, &platform.url(), 1);
     let ids: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
     enqueue(&actors, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    let report = drain(&actors).await;
+    let report = drain_twice(&actors).await;
     assert_eq!((delivered_count(&platform), report.queued), (10, 0));
     assert_eq!(sent_ids(&platform), ids, "one POST per entry, in seq order");
-    let records = actors
-        .history
-        .send(RecentRecords::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let records = records(&actors, None).await;
     assert_eq!(records.len(), 10, "one push record per delivered entry");
-    assert!(actors
-        .queue
-        .send(ListQueue::default())
-        .await
-        .unwrap()
-        .unwrap()
-        .is_empty());
+    assert!(queue(&actors).await.is_empty());
     platform.stop().await;
 }
 
@@ -111,19 +68,14 @@ async fn a_transient_failure_stops_the_drain_and_leaves_the_rest_untouched() {
     let dirs = Dirs::new();
     let actors = start(&dirs, &platform.url(), 1);
     enqueue(&actors, &["a", "b", "c", "d", "e"]).await;
-    let report = drain(&actors).await;
+    let report = drain_twice(&actors).await;
     assert_eq!((delivered_count(&platform), report.queued), (2, 3));
     assert_eq!(
         sent_ids(&platform),
         ["a", "b", "c"],
         "nothing after the failure is sent"
     );
-    let queue = actors
-        .queue
-        .send(ListQueue::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let queue = queue(&actors).await;
     let state: Vec<(String, u32)> = queue
         .iter()
         .map(|e| {
@@ -150,10 +102,10 @@ async fn a_rejected_entry_is_dead_lettered_and_the_drain_goes_on_in_order() {
     let dirs = Dirs::new();
     let actors = start(&dirs, &platform.url(), 1);
     enqueue(&actors, &["a", "b", "c", "d"]).await;
-    let report = drain(&actors).await;
+    let report = drain_twice(&actors).await;
     assert_eq!((delivered_count(&platform), report.queued), (3, 0));
     assert_eq!(sent_ids(&platform), ["a", "b", "c", "d"]);
-    let dead = actors.queue.send(ListDeadLetters).await.unwrap().unwrap();
+    let dead = dead_letters(&actors).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(
         (dead[0].status, dead[0].entry.dispatches[0]["id"].as_str()),
@@ -169,7 +121,7 @@ async fn split_parts_are_sent_before_the_next_entry() {
     let dirs = Dirs::new();
     let actors = start(&dirs, &platform.url(), 4);
     enqueue(&actors, &["a1", "a2", "a3", "a4", "b1"]).await;
-    let report = drain(&actors).await;
+    let report = drain_twice(&actors).await;
     assert_eq!((delivered_count(&platform), report.queued), (5, 0));
     let pushes = platform.pushes();
     let sent: Vec<(Vec<String>, String)> = pushes
@@ -192,17 +144,13 @@ async fn a_drain_without_a_token_keeps_the_pending_backoff_timer() {
     let dirs = Dirs::new();
     let key_file = dirs.state().join("brain.key");
     std::fs::write(&key_file, TOKEN).unwrap();
-    let platform = ScriptedPlatform::new(DeliveryOutcome::Delivered { payload_size: 0 });
+    let platform = ScriptedPlatform::delivering();
     platform.respond(status_outcome(503));
-    let mut config = actors_config(dirs.root(), None, &Options::default());
-    config.tokens = agent_sync_actors::platform::TokenSource::KeyFile(key_file.clone());
-    config.drain_on_start = false;
-    let actors = SyncActors::start(
-        Store::open(dirs.state()).unwrap(),
-        config,
-        platform.as_platform(),
-        Clock::tokio(),
-    );
+    let opts = Options {
+        key_file: Some(key_file.clone()),
+        ..Options::no_drain()
+    };
+    let (actors, _store) = platform.start_actors(&dirs, &opts);
     enqueue(&actors, &["a"]).await;
     actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
     assert_eq!(
@@ -213,7 +161,7 @@ async fn a_drain_without_a_token_keeps_the_pending_backoff_timer() {
 
     // The key disappears and a drain runs with nothing to send: the 1 s timer survives.
     std::fs::remove_file(&key_file).unwrap();
-    drain(&actors).await;
+    drain_twice(&actors).await;
     std::fs::write(&key_file, TOKEN).unwrap();
     actix_rt::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(
@@ -221,13 +169,7 @@ async fn a_drain_without_a_token_keeps_the_pending_backoff_timer() {
         2,
         "the backoff timer still fired"
     );
-    assert!(actors
-        .queue
-        .send(ListQueue::default())
-        .await
-        .unwrap()
-        .unwrap()
-        .is_empty());
+    assert!(queue(&actors).await.is_empty());
 }
 
 #[actix::test]
@@ -237,8 +179,8 @@ async fn a_requeued_dead_letter_is_sent_under_a_fresh_idempotency_key() {
     let dirs = Dirs::new();
     let actors = start(&dirs, &platform.url(), 1);
     enqueue(&actors, &["a"]).await;
-    drain(&actors).await;
-    let dead = actors.queue.send(ListDeadLetters).await.unwrap().unwrap();
+    drain_twice(&actors).await;
+    let dead = dead_letters(&actors).await;
     let refused_key = dead[0].entry.idempotency_key.clone();
     actors
         .queue
@@ -246,7 +188,7 @@ async fn a_requeued_dead_letter_is_sent_under_a_fresh_idempotency_key() {
         .await
         .unwrap()
         .unwrap();
-    drain(&actors).await;
+    drain_twice(&actors).await;
     let keys: Vec<String> = platform
         .pushes()
         .iter()
@@ -270,13 +212,8 @@ async fn a_token_echoed_in_an_error_body_is_redacted_from_last_error() {
     let dirs = Dirs::new();
     let actors = start(&dirs, &platform.url(), 1);
     enqueue(&actors, &["a"]).await;
-    drain(&actors).await;
-    let queued = actors
-        .queue
-        .send(ListQueue::default())
-        .await
-        .unwrap()
-        .unwrap();
+    drain_twice(&actors).await;
+    let queued = queue(&actors).await;
     let last_error = queued[0].last_error.clone().unwrap();
     assert!(
         last_error.contains("<redacted>") && !last_error.contains(TOKEN),

@@ -1,57 +1,30 @@
 //! The pull path (L1, L2) against a real loopback platform, and `SyncService` wiring:
 //! push, pull, status, abort with a request in flight (R3), the state lock (R2).
 
-mod common;
-
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::time::Duration;
 
-use agent_sync::actors::messages::{
-    CachedContext, ReadSyncState, RecentRecords, SyncPull, SyncPush,
-};
+use agent_sync::actors::messages::{SyncPull, SyncPush};
 use agent_sync::actors::model::Direction;
-use agent_sync::actors::platform::{HttpPlatform, Platform, PlatformConfig, Token, TokenSource};
-use agent_sync::actors::time::Clock;
-use agent_sync::actors::{Store, SyncActors};
+use agent_sync::actors::platform::{Token, TokenSource};
+use agent_sync::actors::SyncActors;
 use agent_sync::{StartError, SyncConfig, SyncService};
-use common::*;
+use agent_sync_testkit::*;
 use serde_json::{json, Value};
 
 /// Starts the actors against `url` with a pull body limit of `limit` bytes.
 fn actors_with_limit(dirs: &Dirs, url: &str, token: Option<&str>, limit: usize) -> SyncActors {
-    let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(PlatformConfig {
-        base_url: url.into(),
+    let opts = Options {
         max_context_bytes: limit,
-        ..PlatformConfig::default()
-    }));
-    start_actors_on(
-        dirs.root(),
-        dirs.state(),
-        platform,
-        token,
-        &Options::default(),
-        Clock::system(),
-    )
-    .0
+        ..Options::default()
+    };
+    start_actors_with(dirs.root(), dirs.state(), url, token, &opts).0
 }
 
 fn query_of(recorded: &Recorded) -> HashMap<String, String> {
     actix_web::web::Query::<HashMap<String, String>>::from_query(&recorded.query)
         .expect("a well-formed query")
         .into_inner()
-}
-
-async fn pull(actors: &SyncActors, since: Option<&str>) -> agent_sync::messages::PullReport {
-    actors
-        .puller
-        .send(SyncPull {
-            agent_id: None,
-            since: since.map(str::to_string),
-        })
-        .await
-        .unwrap()
-        .unwrap()
 }
 
 #[actix::test]
@@ -84,16 +57,11 @@ async fn l1_pull_sends_agent_id_and_since_encoded_and_caches_the_result() {
     assert_eq!(query["agent_id"], "codex one/é");
     assert_eq!(query["since"], since);
 
-    let cached = actors.puller.send(CachedContext).await.unwrap().unwrap();
+    let cached = cached_context(&actors).await;
     assert_eq!(cached, vec![json!({"id": "a"}), json!({"id": "b"})]);
-    let state = actors.history.send(ReadSyncState).await.unwrap().unwrap();
+    let state = sync_state(&actors).await;
     assert!(state.last_pull_at.is_some());
-    let records = actors
-        .history
-        .send(RecentRecords::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let records = records(&actors, None).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].direction, Direction::Pull);
     assert_eq!(records[0].items_count, 2);
@@ -125,10 +93,7 @@ async fn l1_every_envelope_over_http_replaces_the_cache() {
         let report = pull(&actors, None).await;
         let want = vec![json!({"id": n + 1})];
         assert_eq!(report.context, want, "envelope {envelope}");
-        assert_eq!(
-            actors.puller.send(CachedContext).await.unwrap().unwrap(),
-            want
-        );
+        assert_eq!(cached_context(&actors).await, want);
     }
     platform.stop().await;
 }
@@ -143,7 +108,7 @@ async fn l1_since_merges_into_the_cache_by_id() {
     platform.respond(Scripted::ok().json(json!({"items": [{"id": 1, "v": "new"}, {"id": 3}]})));
     let report = pull(&actors, Some("2026-01-01T00:00:00Z")).await;
     assert_eq!(report.count, 2, "the reply counts what was received");
-    let cached = actors.puller.send(CachedContext).await.unwrap().unwrap();
+    let cached = cached_context(&actors).await;
     assert_eq!(
         cached,
         vec![
@@ -165,13 +130,7 @@ async fn l1_recognised_empty_array_empties_the_cache() {
     platform.respond(Scripted::ok().json(json!({"data": {"context": []}})));
     let report = pull(&actors, None).await;
     assert_eq!(report.count, 0);
-    assert!(actors
-        .puller
-        .send(CachedContext)
-        .await
-        .unwrap()
-        .unwrap()
-        .is_empty());
+    assert!(cached_context(&actors).await.is_empty());
     platform.stop().await;
 }
 
@@ -183,7 +142,7 @@ async fn l2_every_failure_returns_the_cache_untouched() {
     let good = vec![json!({"id": "kept"})];
     platform.respond(Scripted::ok().json(json!({"context": good.clone()})));
     pull(&actors, None).await;
-    let state_before = actors.history.send(ReadSyncState).await.unwrap().unwrap();
+    let state_before = sync_state(&actors).await;
     let big = json!({"context": [{"id": "x", "blob": "y".repeat(8192)}]});
     let failures = [
         (
@@ -204,46 +163,21 @@ async fn l2_every_failure_returns_the_cache_untouched() {
         let report = pull(&actors, None).await;
         assert_eq!(report.context, good, "{what}: the cache comes back");
         assert!(report.from_cache, "{what}");
-        assert_eq!(
-            actors.puller.send(CachedContext).await.unwrap().unwrap(),
-            good,
-            "{what}"
-        );
+        assert_eq!(cached_context(&actors).await, good, "{what}");
     }
-    let records = actors
-        .history
-        .send(RecentRecords::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let records = records(&actors, None).await;
     assert_eq!(records.len(), 1, "no history for failed pulls");
-    let state_after = actors.history.send(ReadSyncState).await.unwrap().unwrap();
+    let state_after = sync_state(&actors).await;
     assert_eq!(state_after.last_pull_at, state_before.last_pull_at);
     assert!(!state_after.auth_failed);
 
     // 401 also returns the cache, and sets auth_failed until the next success.
     platform.respond(Scripted::status(401));
     assert_eq!(pull(&actors, None).await.context, good);
-    assert!(
-        actors
-            .history
-            .send(ReadSyncState)
-            .await
-            .unwrap()
-            .unwrap()
-            .auth_failed
-    );
+    assert!(sync_state(&actors).await.auth_failed);
     platform.respond(Scripted::ok().json(json!({"context": []})));
     pull(&actors, None).await;
-    assert!(
-        !actors
-            .history
-            .send(ReadSyncState)
-            .await
-            .unwrap()
-            .unwrap()
-            .auth_failed
-    );
+    assert!(!sync_state(&actors).await.auth_failed);
     platform.stop().await;
 }
 
@@ -353,23 +287,7 @@ async fn r3_abort_with_a_request_in_flight_leaves_the_entry_queued() {
     );
 
     // The database is closed and the entry is still queued, untouched.
-    let store_dir = dirs.state().to_path_buf();
-    let queued = in_own_system(move || async move {
-        let store = Store::open(&store_dir).expect("reopen after stop");
-        let actors = SyncActors::start(
-            store,
-            actors_config(&store_dir, None, &Options::default()),
-            Rc::new(HttpPlatform::new(PlatformConfig::default())),
-            Clock::system(),
-        );
-        actors
-            .queue
-            .send(agent_sync::actors::messages::ListQueue::default())
-            .await
-            .unwrap()
-            .unwrap()
-    })
-    .await;
+    let (queued, _) = reopen(dirs.root(), dirs.state()).await;
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].dispatches[0]["id"], "in-flight");
     assert_eq!(queued[0].attempts, 0);

@@ -2,15 +2,10 @@
 //! roots (`SSL_CERT_FILE` here, the usual override), over a real rustls server on
 //! 127.0.0.1. One test in this binary, because it sets a process-wide variable.
 
-use std::rc::Rc;
-use std::time::Duration;
-
 use actix_web::{web, App, HttpResponse, HttpServer};
-use agent_sync_actors::messages::{Drain, Enqueue, EnqueueBatch, ListQueue};
-use agent_sync_actors::platform::{HttpPlatform, Platform, PlatformConfig, Token, TokenSource};
-use agent_sync_actors::queue::QueueConfig;
-use agent_sync_actors::time::Clock;
-use agent_sync_actors::{ActorsConfig, Store, SyncActors};
+use agent_sync_actors::model::QueueEntry;
+use agent_sync_actors::SyncActors;
+use agent_sync_testkit::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -60,52 +55,27 @@ fn tls_server(pki: &TestPki) -> (actix_web::dev::Server, u16) {
 }
 
 fn actors(dir: &std::path::Path, port: u16) -> SyncActors {
-    let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(PlatformConfig {
-        base_url: format!("https://localhost:{port}"),
-        request_timeout: Duration::from_secs(5),
-        ..PlatformConfig::default()
-    }));
-    let config = ActorsConfig {
-        workspace_root: dir.join("workspace"),
+    let opts = Options {
         agent_id: "tls-agent".into(),
-        fleet_node_id: None,
-        tokens: TokenSource::Fixed(Token::new("tls-token")),
-        queue: QueueConfig::default(),
         history_limit: 10,
-        flush_interval: None,
-        drain_on_start: false,
+        ..Options::no_drain()
     };
-    SyncActors::start(
-        Store::open(&dir.join("state")).unwrap(),
-        config,
-        platform,
-        Clock::system(),
-    )
+    let url = format!("https://localhost:{port}");
+    let (actors, _store) = start_actors_with(
+        &dir.join("workspace"),
+        &dir.join("state"),
+        &url,
+        Some("tls-token"),
+        &opts,
+    );
+    actors
 }
 
-async fn push_one(actors: &SyncActors) -> Vec<agent_sync_actors::model::QueueEntry> {
-    let dispatch = serde_json::json!({"id": "over-tls"})
-        .as_object()
-        .unwrap()
-        .clone();
-    actors
-        .queue
-        .send(Enqueue {
-            agent_id: "tls-agent".into(),
-            fleet_node_id: None,
-            batch: EnqueueBatch::Host(vec![dispatch]),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    actors.pusher.send(Drain).await.unwrap().unwrap();
-    actors.pusher.send(Drain).await.unwrap().unwrap();
-    actors
-        .queue
-        .send(ListQueue::default())
-        .await
-        .unwrap()
-        .unwrap()
+async fn push_one(actors: &SyncActors) -> Vec<QueueEntry> {
+    enqueue_as(actors, "tls-agent", None, &["over-tls"]).await;
+    drain(actors).await;
+    drain(actors).await;
+    queue(actors).await
 }
 
 #[actix::test]

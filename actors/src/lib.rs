@@ -7,7 +7,7 @@
 //!
 //! | module        | actor     | owns                                   |
 //! |---------------|-----------|----------------------------------------|
-//! | [`scanner`]   | Scanner   | nothing persistent: walks workspaces   |
+//! | [`scanner`]   | Scanner   | `scan_dirs`, `scan_workspaces` (the rescan cache) |
 //! | [`ledger`]    | Ledger    | table `ledger` (id -> fingerprint)     |
 //! | [`queue`]     | Queue     | `queue`, `queue_keys`, `queue_meta`, `dead_letters` |
 //! | [`pusher`]    | Pusher    | the awc client for pushes              |
@@ -18,7 +18,8 @@
 //!
 //! - [`model`]: workspace status, dispatch records, queue entries, sync records.
 //! - [`lenient`]: tolerant reading of host-written JSON.
-//! - [`walk`]: the workspace walk and its rescan cache.
+//! - [`walk`]: the workspace walk (Linux `openat2` or portable `openat`), its persisted
+//!   rescan cache, the parallel walk and the chunk pipeline of a streaming scan.
 //! - [`store`]: the one redb file, its layout and crash semantics.
 //! - [`platform`]: the token, the URL policy and the awc client (design.md §5).
 //! - [`backoff`]: the seed retry schedule and `Retry-After` (the Queue's policy adds
@@ -28,8 +29,9 @@
 //! - [`system`]: starts and connects the six actors.
 //! - [`metrics`]: the Prometheus series the Pusher and Puller move.
 //!
-//! A push: host -> [`messages::SyncPush`] -> Pusher -> Scanner (`Scan`) -> Ledger
-//! (`Unsynced`) -> Queue (`Enqueue`, coalescing into the tail entry), then the Pusher
+//! A push: host -> [`messages::SyncPush`] -> Pusher -> Scanner (`ScanToQueue`), which per
+//! chunk of the walk asks the Ledger (`Unsynced`) and the Queue (`NotQueued`) and sends
+//! the Queue what is new (`Enqueue`, coalescing into the tail entry), then the Pusher
 //! drains, one request at a time: Queue `LeaseNext` -> POST -> Ledger `MarkSynced` +
 //! History `Record` -> Queue `Report(outcome)`, durable before the next lease. The
 //! Queue alone decides what an outcome means (backoff with jitter, split, dead letter).

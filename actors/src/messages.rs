@@ -1,7 +1,8 @@
 //! Every message the actors exchange, in one place, so the protocol reads top to bottom.
 //!
-//! Push: host -> [`SyncPush`] -> Pusher -> Scanner [`Scan`] -> Ledger [`Unsynced`];
-//! Pusher -> Queue [`Enqueue`]; then the drain loop: Queue [`LeaseNext`] -> POST ->
+//! Push: host -> [`SyncPush`] -> Pusher -> Scanner [`ScanToQueue`], which asks, chunk by
+//! chunk, Ledger [`Unsynced`] and Queue [`NotQueued`] and sends Queue [`Enqueue`] (host
+//! dispatches: Pusher -> Queue [`Enqueue`]); then the drain loop: Queue [`LeaseNext`] -> POST ->
 //! Ledger [`MarkSynced`] + History [`Record`] on delivery -> Queue [`Report`].
 //! Pull: host -> [`SyncPull`] -> Puller -> History [`Record`].
 
@@ -102,6 +103,36 @@ pub struct ScanReport {
     pub skipped: usize,
 }
 
+/// Scan the workspace root and queue every terminal dispatch that is neither synced
+/// nor queued yet, in walk order, chunk by chunk: the Queue ([`NotQueued`]), then the
+/// Ledger ([`Unsynced`]) are asked about a chunk at a time, and what is new goes through
+/// the Queue's ordinary [`Enqueue`]. What was queued before a failure stays queued; the
+/// rest is found again by the next scan.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<ScanSummary, SyncError>")]
+pub struct ScanToQueue {
+    /// Agent the entries are pushed as.
+    pub agent_id: String,
+    /// Fleet node the entries are pushed as.
+    pub fleet_node_id: Option<i64>,
+}
+
+/// Reply to [`ScanToQueue`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanSummary {
+    /// Workspaces found (any status).
+    pub workspaces: usize,
+    /// Workspaces skipped with a warning (unreadable or corrupt `status.json`).
+    pub skipped: usize,
+    /// `status.json` files read: none on a rescan of an unchanged, synced tree.
+    pub status_reads: usize,
+    /// Dispatches built and handed to the Queue.
+    pub found: usize,
+    /// What the Queue did with them, summed over the chunks (dispatches queued,
+    /// entries started, duplicates a concurrent scan had queued first).
+    pub receipt: EnqueueReceipt,
+}
+
 /// Rewrite ghost workspaces (`running` with a dead `pid`) to `failed` (design.md §7.3).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "ReapReport")]
@@ -180,6 +211,21 @@ pub struct EnqueueReceipt {
     /// Scanned dispatches dropped because the same (id, fingerprint) is already held.
     pub duplicates: usize,
 }
+
+/// Of these scanned candidates, the ones the Queue does not hold yet under the same
+/// (id, fingerprint), queued or dead-lettered, in order: a scan builds records only
+/// for those. Enqueues waiting for their group commit are committed first.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<ScannedDispatch>, StoreError>")]
+pub struct NotQueued {
+    /// Candidates (their records may be empty: only id and fingerprint are read).
+    pub candidates: Vec<ScannedDispatch>,
+}
+
+/// The size of the sync database file in bytes, for status (`db_bytes`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct DatabaseSize;
 
 /// Hand the head entry to the Pusher if it is due and no other lease is out: one
 /// request in flight, ever.

@@ -282,10 +282,20 @@ impl Handler<SyncPush> for Pusher {
                 // P3: offline, a scan would be thrown away (it finds them again later).
                 None if msg.queue_only || !online => None,
                 None => {
+                    // The Scanner queues what is new itself, chunk by chunk, through the
+                    // same Enqueue (coalescing, dedup): memory stays flat however large
+                    // the tree, and a failure part-way keeps what was queued.
                     let started = std::time::Instant::now();
-                    let scanned = peers.scanner.send(Scan).await?;
+                    let scanned = peers
+                        .scanner
+                        .send(ScanToQueue {
+                            agent_id: agent_id.clone(),
+                            fleet_node_id,
+                        })
+                        .await?;
                     metrics.observe_scan(started.elapsed());
-                    Some(EnqueueBatch::Scanned(scanned?.unsynced))
+                    scanned?;
+                    None
                 }
             };
             if let Some(batch) = batch.filter(|b| !b.is_empty()) {

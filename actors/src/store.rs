@@ -13,9 +13,14 @@
 //! | `history`        | `u64`          | JSON [`SyncRecord`]           | History |
 //! | `sync_state`     | `&str`         | JSON (last push/pull, auth)   | History |
 //! | `context`        | `&str`         | JSON array of context items   | Puller  |
+//! | `scan_dirs`      | dir, `/` as `\0` | binary: signature, children  | Scanner |
+//! | `scan_workspaces`| name, `/` as `\0`| binary: signature, known state | Scanner |
 //!
 //! Values are JSON so a record written by one version can be read (or skipped with a
-//! warning, H1) by another; `meta.schema` names the layout version.
+//! warning, H1) by another; `meta.schema` names the layout version. The two `scan_*`
+//! tables are the walk's rescan cache (`walk::cache`): a versioned binary encoding,
+//! since a cold scan writes one row per workspace, and a row that does not decode is
+//! ignored and rebuilt, never an error. Losing them costs reads, never a dispatch.
 //!
 //! # Ownership
 //!
@@ -41,13 +46,33 @@
 //!   without a restart. The failed operation itself reports its error; nothing it
 //!   would have acknowledged was.
 //! - The file lock makes a second process fail fast ([`OpenError::InUse`], R2).
+//!
+//! # Giving space back
+//!
+//! redb reuses freed pages but never shrinks the file by itself: after a backlog of
+//! 100,000 dispatches is delivered, the file keeps its high-water mark. [`Store::compact`]
+//! runs redb's `Database::compact`, which moves live pages down and truncates the file.
+//! It needs `&mut Database` while the actors share one `Arc<Database>`: it takes the
+//! store's lock (so nobody can begin a transaction meanwhile) and succeeds only when
+//! that `Arc` is unique, i.e. no transaction of any thread is open; otherwise it
+//! answers [`Compaction::Busy`] at once and the caller tries again later. Holding the
+//! lock, it blocks other users of the store for as long as it runs, which is why it
+//! runs only when worth it ([`Store::compact_if_sparse`]: a file of at least
+//! [`COMPACT_MIN_FILE_BYTES`] whose free space is at least [`SPARSE_FACTOR`] times its
+//! live data): at open, and when the Queue empties after a backlog (nothing is waiting
+//! to be delivered then).
+//!
+//! Crash semantics: redb compacts in a series of two-phase, durable commits, each one
+//! a consistent database. A `kill -9` mid-compaction leaves the last of them (and a
+//! file somewhere between the two sizes); the next open repairs it like after any
+//! crash. Nothing committed before the compaction is lost (`tests/compaction.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{
-    Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, StorageError,
-    TableDefinition, WriteTransaction,
+    CompactionError, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase,
+    StorageError, TableDefinition, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -65,6 +90,35 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 
 /// Page cache for an embedded component: small, the working set is the queue head.
 const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A smaller file is never compacted: too little to give back.
+pub const COMPACT_MIN_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A file is compacted when its free space is at least this many times its live data.
+pub const SPARSE_FACTOR: u64 = 2;
+
+/// What [`Store::compact`] and [`Store::compact_if_sparse`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compaction {
+    /// Compacted: the file's size before and after.
+    Compacted {
+        /// Bytes before.
+        before: u64,
+        /// Bytes after.
+        after: u64,
+    },
+    /// Not worth it: the file is small, or free space does not clearly outweigh live
+    /// data.
+    Dense {
+        /// The file's size.
+        file_bytes: u64,
+        /// Bytes of pages in use (not measured below [`COMPACT_MIN_FILE_BYTES`]: then
+        /// the file's size).
+        live_bytes: u64,
+    },
+    /// A transaction was open (a scan's snapshot, another thread's commit): try later.
+    Busy,
+}
 
 /// A handle on the open database, cheap to clone and shared by the actors.
 #[derive(Clone)]
@@ -126,13 +180,98 @@ impl Store {
                 crate::queue::create_tables(txn)?;
                 crate::history::create_tables(txn)?;
                 crate::puller::create_tables(txn)?;
+                crate::walk::cache::create_tables(txn)?;
                 Ok(())
             })
             .map_err(|e| OpenError::Corrupt {
                 path,
                 detail: e.detail,
             })?;
+        // Nothing else holds the database yet: the moment to give space back.
+        match store.compact_if_sparse() {
+            Ok(Compaction::Compacted { before, after }) => {
+                log::info!("compacted the sync database at start: {before} -> {after} bytes")
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("{e}"),
+        }
         Ok(store)
+    }
+
+    /// Size of the database file in bytes (`db_bytes` in status).
+    pub fn file_bytes(&self) -> Result<u64, StoreError> {
+        std::fs::metadata(self.dir.join(DATABASE_FILE))
+            .map(|m| m.len())
+            .map_err(|e| StoreError::new("measure the database file", e))
+    }
+
+    /// Bytes of the pages in use (allocated), from redb's statistics.
+    pub fn live_bytes(&self) -> Result<u64, StoreError> {
+        let operation = "measure the database";
+        let db = self.database(operation)?;
+        let result = (|| {
+            let txn = db.begin_write()?;
+            let stats = txn.stats()?;
+            txn.abort()?;
+            Ok(stats.allocated_pages() * stats.page_size() as u64)
+        })();
+        self.settle(operation, db, result)
+    }
+
+    /// Compacts the file when free space clearly outweighs live data (see the module
+    /// docs); otherwise says why not.
+    pub fn compact_if_sparse(&self) -> Result<Compaction, StoreError> {
+        let file_bytes = self.file_bytes()?;
+        if file_bytes < COMPACT_MIN_FILE_BYTES {
+            return Ok(Compaction::Dense {
+                file_bytes,
+                live_bytes: file_bytes,
+            });
+        }
+        let live_bytes = self.live_bytes()?;
+        if file_bytes.saturating_sub(live_bytes) < SPARSE_FACTOR.saturating_mul(live_bytes) {
+            return Ok(Compaction::Dense {
+                file_bytes,
+                live_bytes,
+            });
+        }
+        self.compact()
+    }
+
+    /// Compacts the file now, if no transaction is open anywhere (else
+    /// [`Compaction::Busy`]); every other user of the store waits meanwhile.
+    pub fn compact(&self) -> Result<Compaction, StoreError> {
+        let operation = "compact the database";
+        let before = self.file_bytes()?;
+        let started = std::time::Instant::now();
+        {
+            let mut cell = self.cell();
+            // Unique: no transaction is open, and none can begin while we hold the cell.
+            let Some(db) = cell.as_mut().and_then(Arc::get_mut) else {
+                return Ok(Compaction::Busy);
+            };
+            match catch_compact(db) {
+                Ok(_) => {}
+                Err(
+                    CompactionError::TransactionInProgress
+                    | CompactionError::EphemeralSavepointExists
+                    | CompactionError::PersistentSavepointExists,
+                ) => return Ok(Compaction::Busy),
+                Err(e) => {
+                    // The handle may refuse everything now: the next use reopens (and
+                    // repairs) the file, as after any I/O error.
+                    *cell = None;
+                    return Err(StoreError::new(operation, e));
+                }
+            }
+        }
+        let after = self.file_bytes()?;
+        log::debug!(
+            "compacted {} from {before} to {after} bytes in {:?}",
+            DATABASE_FILE,
+            started.elapsed()
+        );
+        Ok(Compaction::Compacted { before, after })
     }
 
     /// The state directory this store lives in.
@@ -250,6 +389,15 @@ fn open_database(path: &Path) -> Result<Database, DatabaseError> {
             )))
         },
     )
+}
+
+/// redb's compaction, with a panic (a file altered behind its back) as a storage error.
+fn catch_compact(db: &mut Database) -> Result<bool, CompactionError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.compact())).unwrap_or_else(|_| {
+        Err(CompactionError::Storage(StorageError::Corrupted(
+            "redb panicked while compacting".into(),
+        )))
+    })
 }
 
 /// Encodes a value for a table.

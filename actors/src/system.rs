@@ -86,8 +86,12 @@ impl SyncActors {
         let ledger = Ledger::new(store.clone()).start();
         let history = History::new(store.clone(), config.history_limit).start();
         let queue = Queue::new(store.clone(), config.queue, clock).start();
-        let scanner =
-            Scanner::new(config.workspace_root.clone(), ledger.clone().recipient()).start();
+        // The Scanner keeps its rescan cache in the store and queues what it finds
+        // through the Queue's ordinary enqueue, chunk by chunk.
+        let scanner = Scanner::new(config.workspace_root.clone(), ledger.clone().recipient())
+            .with_store(store.clone())
+            .with_queue(queue.clone().recipient(), queue.clone().recipient())
+            .start();
         let puller = Puller::new(
             config.agent_id.clone(),
             config.fleet_node_id,

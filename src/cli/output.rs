@@ -104,6 +104,7 @@ pub fn status(format: Format, status: &SyncStatus) -> String {
         format!("dead letters: {}", status.dead_letters),
         format!("ledger entries: {}", status.ledger_entries),
         format!("context items: {}", status.context_count),
+        format!("database bytes: {}", status.db_bytes),
         format!(
             "auth failed: {}",
             if status.auth_failed { "yes" } else { "no" }

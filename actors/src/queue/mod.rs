@@ -38,6 +38,15 @@
 //! 6. **Counters are transactional.** `queue_meta.dispatches` changes in the same
 //!    transaction as the rows it counts, so status never scans the queue.
 //!
+//! 7. **Space is given back.** When a report empties the queue and the file has grown
+//!    past a floor since the last look, the Queue asks the store to compact it if free
+//!    pages clearly outweigh live data (`store`, "Giving space back"). It runs after
+//!    the reply to that report, between messages, so nothing is in flight and nothing
+//!    is waiting to be sent; an enqueue that arrives meanwhile waits for it. A
+//!    compaction that finds a transaction open (a scan's snapshot) is tried again a
+//!    second later. The floor is then set to one and a half times the file's size, so
+//!    a large but dense database is not measured after every delivery.
+//!
 //! # Crash semantics
 //!
 //! A lease is memory only: after a crash the leased entry is simply still queued and
@@ -60,14 +69,17 @@ pub(crate) use tables::{create_tables, DEAD_LETTERS, QUEUE, QUEUE_META};
 
 use crate::error::StoreError;
 use crate::messages::*;
-use crate::model::{DeadLetter, QueueEntry};
-use crate::store::{decode, Store};
+use crate::model::{DeadLetter, QueueEntry, ScannedDispatch};
+use crate::store::{decode, Compaction, Store, COMPACT_MIN_FILE_BYTES};
 use crate::time::{Clock, Timestamp};
 use policy::{Caps, OpenTail, Spread};
 use tables::{QueueTables, DISPATCHES};
 
 /// Default dispatches per entry (P11).
 pub const DEFAULT_MAX_BATCH: usize = 100;
+
+/// How long a compaction that found a transaction open waits before trying again.
+const COMPACT_RETRY: Duration = Duration::from_secs(1);
 
 /// How the Queue batches, leases and spreads retries.
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +127,10 @@ pub struct Queue {
     open_tail: Option<OpenTail>,
     /// Enqueues received since the last group commit.
     pending: Vec<PendingEnqueue>,
+    /// The file size from which an emptied queue makes the Queue look at free space.
+    compact_floor: u64,
+    /// A compaction check is scheduled (after a report, or a retry).
+    compact_pending: bool,
 }
 
 impl Queue {
@@ -133,6 +149,8 @@ impl Queue {
             lease: None,
             open_tail: None,
             pending: Vec::new(),
+            compact_floor: COMPACT_MIN_FILE_BYTES,
+            compact_pending: false,
         }
     }
 
@@ -237,8 +255,13 @@ impl Queue {
         })
     }
 
-    /// Applies one outcome in one durable commit and releases the lease.
-    fn report(&mut self, seq: u64, outcome: &DeliveryOutcome) -> Result<Decision, StoreError> {
+    /// Applies one outcome in one durable commit and releases the lease; also says
+    /// whether the queue is empty afterwards.
+    fn report(
+        &mut self,
+        seq: u64,
+        outcome: &DeliveryOutcome,
+    ) -> Result<(Decision, bool), StoreError> {
         if self.lease.is_some_and(|(leased, _)| leased == seq) {
             self.lease = None;
         }
@@ -246,8 +269,42 @@ impl Queue {
         let spread = &mut self.spread;
         self.store
             .write("record a delivery outcome", Durability::Immediate, |txn| {
-                QueueTables::open(txn)?.apply(seq, outcome, now, spread)
+                let mut tables = QueueTables::open(txn)?;
+                let decision = tables.apply(seq, outcome, now, spread)?;
+                Ok((decision, tables.is_empty()?))
             })
+    }
+
+    /// Compacts the file if the queue's emptying left it sparse (invariant 7).
+    fn maybe_compact(&mut self, ctx: &mut Context<Self>) {
+        self.compact_pending = false;
+        if !self.pending.is_empty() || self.lease.is_some() {
+            return;
+        }
+        let Ok(bytes) = self.store.file_bytes() else {
+            return;
+        };
+        if bytes < self.compact_floor {
+            return;
+        }
+        let floor = |bytes: u64| COMPACT_MIN_FILE_BYTES.max(bytes.saturating_add(bytes / 2));
+        match self.store.compact_if_sparse() {
+            Ok(Compaction::Compacted { before, after }) => {
+                log::info!(
+                    "compacted the sync database after a backlog: {before} -> {after} bytes"
+                );
+                self.compact_floor = floor(after);
+            }
+            Ok(Compaction::Dense { file_bytes, .. }) => self.compact_floor = floor(file_bytes),
+            Ok(Compaction::Busy) => {
+                self.compact_pending = true;
+                ctx.run_later(COMPACT_RETRY, |act, ctx| act.maybe_compact(ctx));
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                self.compact_floor = floor(bytes);
+            }
+        }
     }
 
     /// Runs `body` on the tables in a durable commit; the open tail is sealed first,
@@ -321,8 +378,47 @@ impl Handler<LeaseNext> for Queue {
 impl Handler<Report> for Queue {
     type Result = Result<Decision, StoreError>;
 
-    fn handle(&mut self, msg: Report, _: &mut Self::Context) -> Self::Result {
-        self.report(msg.seq, &msg.outcome)
+    fn handle(&mut self, msg: Report, ctx: &mut Self::Context) -> Self::Result {
+        let (decision, empty) = self.report(msg.seq, &msg.outcome)?;
+        if empty && !self.compact_pending {
+            // After this reply and whatever is already in the mailbox.
+            self.compact_pending = true;
+            ctx.notify(MaybeCompact);
+        }
+        Ok(decision)
+    }
+}
+
+/// Internal: the queue emptied; give space back if it is worth it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct MaybeCompact;
+
+impl Handler<MaybeCompact> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, _: MaybeCompact, ctx: &mut Self::Context) {
+        self.maybe_compact(ctx);
+    }
+}
+
+impl Handler<NotQueued> for Queue {
+    type Result = Result<Vec<ScannedDispatch>, StoreError>;
+
+    fn handle(&mut self, msg: NotQueued, _: &mut Self::Context) -> Self::Result {
+        // An enqueue answered but not yet committed must not look absent.
+        self.commit_pending();
+        self.store.read("read the queue's dedup index", |txn| {
+            tables::not_held(txn, msg.candidates)
+        })
+    }
+}
+
+impl Handler<DatabaseSize> for Queue {
+    type Result = Result<u64, StoreError>;
+
+    fn handle(&mut self, _: DatabaseSize, _: &mut Self::Context) -> Self::Result {
+        self.store.file_bytes()
     }
 }
 

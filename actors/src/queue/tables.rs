@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+};
 
 use super::policy::{self, json_len, Caps, Class, OpenTail, Spread};
 use crate::messages::{
     Decision, DeliveryOutcome, Enqueue, EnqueueBatch, EnqueueReceipt, RequeueReport,
 };
-use crate::model::{dispatch_id, DeadLetter, Dispatch, QueueEntry};
+use crate::model::{dispatch_id, DeadLetter, Dispatch, QueueEntry, ScannedDispatch};
 use crate::store::{decode, encode};
 use crate::time::Timestamp;
 
@@ -33,6 +35,24 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(QUEUE_KEYS)?;
     txn.open_table(QUEUE_META)?;
     Ok(())
+}
+
+/// The candidates whose (id, fingerprint) no entry or dead letter holds, in order.
+pub(super) fn not_held(
+    txn: &ReadTransaction,
+    candidates: Vec<ScannedDispatch>,
+) -> Result<Vec<ScannedDispatch>, redb::Error> {
+    let keys = txn.open_table(QUEUE_KEYS)?;
+    let mut fresh = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        if keys
+            .get(dedup_key(&candidate.id, &candidate.fingerprint).as_str())?
+            .is_none()
+        {
+            fresh.push(candidate);
+        }
+    }
+    Ok(fresh)
 }
 
 /// The Queue's tables open in one write transaction.
@@ -204,6 +224,11 @@ impl<'txn> QueueTables<'txn> {
                 self.dead_letter_part(&mut entry, status, detail, now)?
             }
         })
+    }
+
+    /// True when no entry is queued.
+    pub(super) fn is_empty(&self) -> Result<bool, redb::Error> {
+        Ok(self.queue.is_empty()?)
     }
 
     fn counter(&self, name: &str) -> Result<u64, redb::Error> {

@@ -1,0 +1,203 @@
+//! The workspace walk behind the Scanner: what it finds, how it streams, what it
+//! remembers between scans, and how it stays inside the root.
+//!
+//! # By concern
+//!
+//! | module       | concern                                                          |
+//! |--------------|------------------------------------------------------------------|
+//! | [`sys`]      | the syscall layer (`openat2` on Linux, portable `openat` elsewhere), the only `unsafe` |
+//! | [`rules`]    | which directories are workspaces, depth, no symlinks (design.md §4.1) |
+//! | [`read`]     | capped reads: the one reader of `status.json` and `report.json`  |
+//! | [`cache`]    | the rescan cache, persisted in redb                              |
+//! | [`parallel`] | the root's entries on up to four threads, results in walk order  |
+//! | [`stream`]   | chunks through the Ledger and the Queue, records built last      |
+//!
+//! # A scan in one paragraph
+//!
+//! The root's entries are walked in parallel ([`parallel`]); every workspace costs a
+//! `stat` of its `status.json` and a step of a range scan over the rescan cache
+//! ([`cache`]): when size, mtime and ctime are unchanged (and were settled when
+//! cached) the file is not read again, and a dispatch the Ledger already holds is not
+//! even asked about again. The rest, terminal workspaces not known to be synced, reach
+//! the scan's thread in walk order, where they are asked about in chunks (Ledger, then
+//! Queue); only the dispatches that are unsynced and not queued are built (`status.json`
+//! and `report.json` read) and handed to the Queue, chunk by chunk ([`stream`]).
+//! Memory is bounded by the chunk size and the workers' buffers, not by the tree
+//! (except the listing of one directory, which is held while it is walked). Anything
+//! unreadable or corrupt is skipped with a `warn!` and the walk goes on (R4).
+//!
+//! # Two ways to open
+//!
+//! Everything below the root is opened relative to an open directory, never through a
+//! symlink ([`sys`]): on Linux with `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH)`,
+//! on any unix with one `openat(O_NOFOLLOW)` per component and an `fstat` of what was
+//! opened. [`Resolver::Portable`] picks the second way on Linux too, which is how the
+//! tests prove both behave the same on hostile trees.
+
+pub(crate) mod cache;
+mod parallel;
+mod read;
+mod rules;
+mod stream;
+pub(crate) mod sys;
+
+use std::path::Path;
+
+pub use cache::RACY_WINDOW;
+pub(crate) use read::read_status_object;
+pub use read::{MAX_REPORT_BYTES, MAX_STATUS_BYTES};
+pub(crate) use rules::{list_children, visit_tree, Probe, Visitor, Walk, Workspace};
+pub(crate) use stream::{scan, Peers};
+pub use stream::{ScanTotals, WalkOptions, DEFAULT_CHUNK, DEFAULT_CHUNK_BYTES};
+pub use sys::Resolver;
+
+use crate::error::SyncError;
+use crate::model::ScannedDispatch;
+
+/// What a bare walk found: every terminal dispatch, with its record.
+#[derive(Debug, Default)]
+pub struct TreeScan {
+    /// Terminal dispatches, in walk order.
+    pub terminal: Vec<ScannedDispatch>,
+    /// Workspaces found.
+    pub workspaces: usize,
+    /// Workspaces skipped with a warning.
+    pub skipped: usize,
+}
+
+/// Walks `root` without a cache, Ledger or Queue: every terminal dispatch, built.
+pub fn scan_tree(root: &Path) -> TreeScan {
+    scan_tree_with(root, Resolver::Native)
+}
+
+/// [`scan_tree`], opening files the way `resolver` says.
+pub fn scan_tree_with(root: &Path, resolver: Resolver) -> TreeScan {
+    /// Keeps everything.
+    struct Collect(Vec<ScannedDispatch>);
+    impl Peers for Collect {
+        fn unsynced(
+            &mut self,
+            candidates: Vec<ScannedDispatch>,
+        ) -> Result<Vec<ScannedDispatch>, SyncError> {
+            Ok(candidates)
+        }
+        fn not_queued(
+            &mut self,
+            candidates: Vec<ScannedDispatch>,
+        ) -> Result<Vec<ScannedDispatch>, SyncError> {
+            Ok(candidates)
+        }
+        fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError> {
+            self.0.extend(found);
+            Ok(())
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    let options = WalkOptions {
+        resolver,
+        ..WalkOptions::default()
+    };
+    // Collect never fails, so neither does the scan.
+    let totals = scan(root, None, &options, &mut collect).unwrap_or_default();
+    TreeScan {
+        terminal: collect.0,
+        workspaces: totals.workspaces,
+        skipped: totals.skipped,
+    }
+}
+
+/// Stand-ins for the Ledger and the Queue, for the walk's own tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    use super::{scan, Peers, ScanTotals, WalkOptions};
+    use crate::error::{StoreError, SyncError};
+    use crate::model::ScannedDispatch;
+    use crate::store::Store;
+
+    /// A Ledger and a Queue as sets of (id, fingerprint).
+    #[derive(Default)]
+    pub(crate) struct FakePeers {
+        /// What the Ledger holds.
+        pub synced: HashSet<(String, String)>,
+        /// What the Queue holds.
+        pub queued: HashSet<(String, String)>,
+        /// Candidates the Ledger was asked about, over all scans.
+        pub asked: usize,
+        /// Every delivery, in order.
+        pub deliveries: Vec<Vec<ScannedDispatch>>,
+        /// Fail the delivery with this index (0-based), once.
+        pub fail_delivery: Option<usize>,
+    }
+
+    fn pair(d: &ScannedDispatch) -> (String, String) {
+        (d.id.clone(), d.fingerprint.clone())
+    }
+
+    impl FakePeers {
+        /// Marks everything delivered so far as synced (as its delivery would).
+        pub(crate) fn sync_all(&mut self) {
+            let delivered: Vec<_> = self.deliveries.iter().flatten().map(pair).collect();
+            self.synced.extend(delivered);
+            // Delivered entries leave the queue.
+            self.queued.clear();
+        }
+
+        /// Ids delivered, in order, over all scans.
+        pub(crate) fn delivered_ids(&self) -> Vec<String> {
+            self.deliveries
+                .iter()
+                .flatten()
+                .map(|d| d.id.clone())
+                .collect()
+        }
+
+        /// One scan of `root` with `store`'s cache.
+        pub(crate) fn scan(
+            &mut self,
+            root: &Path,
+            store: Option<&Store>,
+            options: WalkOptions,
+        ) -> ScanTotals {
+            scan(root, store, &options, self).expect("the scan")
+        }
+    }
+
+    impl Peers for FakePeers {
+        fn unsynced(
+            &mut self,
+            candidates: Vec<ScannedDispatch>,
+        ) -> Result<Vec<ScannedDispatch>, SyncError> {
+            self.asked += candidates.len();
+            Ok(candidates
+                .into_iter()
+                .filter(|d| !self.synced.contains(&pair(d)))
+                .collect())
+        }
+
+        fn not_queued(
+            &mut self,
+            candidates: Vec<ScannedDispatch>,
+        ) -> Result<Vec<ScannedDispatch>, SyncError> {
+            Ok(candidates
+                .into_iter()
+                .filter(|d| !self.queued.contains(&pair(d)))
+                .collect())
+        }
+
+        fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError> {
+            if self.fail_delivery == Some(self.deliveries.len()) {
+                self.fail_delivery = None;
+                return Err(SyncError::Store(StoreError::new(
+                    "enqueue dispatches",
+                    "injected",
+                )));
+            }
+            self.queued.extend(found.iter().map(pair));
+            self.deliveries.push(found);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The parallel walk: the root's entries (organisations, typically) are walked on up
+//! to four scoped threads, one per core, and what they find reaches the caller in walk
+//! order, as it is found, on the caller's thread.
+//!
+//! Each entry of the root is one job. Workers take jobs in order; each job has its own
+//! bounded channel, and the caller drains the channels in job order. A worker may run
+//! at most [`window`] jobs ahead of the one the caller is draining, and a channel holds
+//! at most [`JOB_BUFFER`] workspaces, so what waits in memory is bounded by the number
+//! of workers, never by the size of the tree. When the caller stops (an enqueue failed),
+//! every worker stops at its next workspace.
+//!
+//! Each worker reads the rescan cache through its own snapshot, a range scan per job
+//! ([`super::cache::Cursor`]), and writes the rows of what it read in batches of its
+//! own. Rows of terminal workspaces travel with the [`Candidate`] instead: the caller
+//! writes them once the Ledger has said whether they are synced.
+
+use std::ffi::OsString;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::cache::{self, Cursor, DirRow, Known, Seek, Snapshot, WorkspaceRow, WriteLog, Writes};
+use super::read::{read_status, StatusRead};
+use super::rules::{list_children, visit_child, Probe, Visitor, Walk, Workspace};
+use super::sys::{Dir, Resolver, Signature};
+use crate::model::WorkspaceStatus;
+use crate::store::Store;
+
+/// Workspaces a job's channel holds before its worker waits for the caller.
+const JOB_BUFFER: usize = 256;
+
+/// Most workers.
+const MAX_WORKERS: usize = 4;
+
+/// A terminal workspace the cache does not know to be synced: the Ledger is asked.
+#[derive(Debug)]
+pub(crate) struct Candidate {
+    /// Workspace name = dispatch id.
+    pub name: String,
+    /// Its fingerprint now.
+    pub fingerprint: String,
+    /// Its parsed `status.json`; `None` when the cache answered (it is read again
+    /// only if the dispatch is to be queued).
+    pub status: Option<WorkspaceStatus>,
+    /// Its `status.json`'s signature.
+    pub signature: Signature,
+    /// What the caller writes to the cache once the Ledger has answered.
+    pub row: RowPlan,
+}
+
+/// The cache row a [`Candidate`] leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowPlan {
+    /// Read afresh and settled: store it, synced or not.
+    Fresh,
+    /// From the cache, stored as unsynced: rewrite it only if it is synced now.
+    Cached,
+    /// Too recent to store (racy): write nothing.
+    Racy,
+}
+
+/// What a walk counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Workspaces found (any status).
+    pub workspaces: usize,
+    /// Workspaces skipped (corrupt or unreadable `status.json`).
+    pub skipped: usize,
+    /// `status.json` files read.
+    pub status_reads: usize,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        self.workspaces += other.workspaces;
+        self.skipped += other.skipped;
+        self.status_reads += other.status_reads;
+    }
+}
+
+/// What one walk works with.
+#[derive(Clone, Copy)]
+pub(crate) struct Setup<'a> {
+    /// The root as configured, for messages.
+    pub root_path: &'a Path,
+    /// The root, opened.
+    pub root: &'a Dir,
+    /// How multi-component paths are opened.
+    pub resolver: Resolver,
+    /// Where the rescan cache lives (`None`: no cache).
+    pub store: Option<&'a Store>,
+    /// Shared by the scan's cache writers.
+    pub log: &'a Arc<WriteLog>,
+    /// When the scan started (ns since the epoch): the racy rule's reference.
+    pub started: i128,
+}
+
+/// A job's messages to the caller.
+// Nearly every item is `Found`: boxing it would cost an allocation per workspace.
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    /// A candidate, in walk order.
+    Found(Candidate),
+    /// The job is over; its counts.
+    Done(Counts),
+}
+
+/// Job bookkeeping shared by the workers and the caller.
+struct Board {
+    /// Next job to hand out.
+    next: usize,
+    /// Jobs the caller has drained completely.
+    drained: usize,
+}
+
+/// How many jobs may run ahead of the one being drained.
+fn window(workers: usize) -> usize {
+    (workers * 2).max(2)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Walks the tree below `setup.root`, calling `found` for every candidate in walk
+/// order on this thread; `Break` stops the walk. Returns what was counted.
+pub(crate) fn walk(
+    setup: Setup<'_>,
+    found: &mut dyn FnMut(Candidate) -> ControlFlow<()>,
+) -> Counts {
+    let Some(tops) = root_children(setup) else {
+        return Counts::default();
+    };
+    let jobs = tops.len();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WORKERS)
+        .min(jobs);
+    if workers == 0 {
+        return Counts::default();
+    }
+    let window = window(workers);
+    let board = Mutex::new(Board {
+        next: 0,
+        drained: 0,
+    });
+    let changed = Condvar::new();
+    let slots: Vec<Mutex<Option<Receiver<Item>>>> = (0..window).map(|_| Mutex::new(None)).collect();
+    let stop = AtomicBool::new(false);
+    let shared = Shared {
+        setup,
+        tops: &tops,
+        board: &board,
+        changed: &changed,
+        slots: &slots,
+        stop: &stop,
+        window,
+    };
+    let mut counts = Counts::default();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| shared.work());
+        }
+        for index in 0..jobs {
+            let receiver = shared.receiver(index);
+            let mut job_counts = None;
+            if let Some(receiver) = receiver {
+                while let Ok(item) = receiver.recv() {
+                    match item {
+                        Item::Found(candidate) => {
+                            if found(candidate).is_break() {
+                                stop.store(true, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                        Item::Done(done) => {
+                            job_counts = Some(done);
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(done) = job_counts {
+                counts += done;
+            }
+            lock(&board).drained = index + 1;
+            changed.notify_all();
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        // Stopped early: nobody drains any more, so no worker may wait on a channel.
+        stop.store(true, Ordering::Relaxed);
+        for slot in &slots {
+            lock(slot).take();
+        }
+        changed.notify_all();
+    });
+    counts
+}
+
+/// What the workers and the caller share during one walk.
+struct Shared<'a> {
+    setup: Setup<'a>,
+    /// The root's entries, one job each.
+    tops: &'a [OsString],
+    board: &'a Mutex<Board>,
+    /// Signalled when a job is handed out or drained.
+    changed: &'a Condvar,
+    /// The channel of job `i` waits in slot `i % window`.
+    slots: &'a [Mutex<Option<Receiver<Item>>>],
+    /// Set when the caller stopped.
+    stop: &'a AtomicBool,
+    window: usize,
+}
+
+impl Shared<'_> {
+    /// The channel of job `index`, once its worker has it; `None` after a stop.
+    fn receiver(&self, index: usize) -> Option<Receiver<Item>> {
+        let mut board = lock(self.board);
+        loop {
+            if let Some(receiver) = lock(&self.slots[index % self.window]).take() {
+                return Some(receiver);
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            board = self.changed.wait(board).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Hands out the next job, waiting while the window is full; `None` when there is
+    /// none left or the walk stopped.
+    fn claim(&self) -> Option<(usize, SyncSender<Item>)> {
+        let mut board = lock(self.board);
+        loop {
+            if self.stop.load(Ordering::Relaxed) || board.next >= self.tops.len() {
+                return None;
+            }
+            if board.next < board.drained + self.window {
+                let index = board.next;
+                board.next += 1;
+                let (sender, receiver) = sync_channel(JOB_BUFFER);
+                *lock(&self.slots[index % self.window]) = Some(receiver);
+                drop(board);
+                self.changed.notify_all();
+                return Some((index, sender));
+            }
+            board = self.changed.wait(board).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A worker: runs jobs until none is left.
+    fn work(&self) {
+        let setup = self.setup;
+        let snapshot = setup.store.and_then(Snapshot::open);
+        let mut writes = Writes::new(setup.store.cloned(), setup.log.clone());
+        let mut buffer = Vec::with_capacity(4096);
+        while let Some((index, sender)) = self.claim() {
+            let top = &self.tops[index];
+            let (dirs, workspaces) = match (&snapshot, top.to_str()) {
+                (Some(snapshot), Some(top)) => {
+                    let (dirs, workspaces) = snapshot.part(top);
+                    (Some(dirs), Some(workspaces))
+                }
+                _ => (None, None),
+            };
+            // A part seen for the first time is read in full: open beats stat then.
+            let probe = match &workspaces {
+                Some(cursor) if !cursor.is_exhausted() => Probe::Stat,
+                _ => Probe::Open,
+            };
+            let walk = Walk {
+                root: setup.root_path,
+                resolver: setup.resolver,
+                probe,
+            };
+            let mut job = Job {
+                dirs,
+                workspaces,
+                writes: &mut writes,
+                started: setup.started,
+                counts: Counts::default(),
+                buffer: &mut buffer,
+                out: &sender,
+                stop: self.stop,
+            };
+            let flow = visit_child(walk, setup.root, top, "", 1, &mut job);
+            if flow.is_continue() {
+                job.finish();
+            }
+            let counts = job.counts;
+            let _ = sender.send(Item::Done(counts));
+        }
+        writes.flush();
+    }
+}
+
+/// The root's entries: from the cache when the root is unchanged, else listed (and
+/// then the rows of entries that are gone are deleted).
+fn root_children(setup: Setup<'_>) -> Option<Vec<OsString>> {
+    let walk = Walk {
+        root: setup.root_path,
+        resolver: setup.resolver,
+        probe: Probe::Stat,
+    };
+    let signature = setup.root.stat().ok().map(|s| s.signature);
+    let seek = setup.store.and_then(Snapshot::open).map(|s| s.root());
+    if let (Some(row), Some(signature)) = (seek.as_ref().and_then(|s| s.row.as_ref()), signature) {
+        if row.signature == signature && cache::settled(&signature, setup.started) {
+            return Some(row.children.clone());
+        }
+    }
+    let children = list_children(walk, "", setup.root)?;
+    if let Some(store) = setup.store {
+        let mut writes = Writes::new(Some(store.clone()), setup.log.clone());
+        match signature.filter(|s| cache::settled(s, setup.started)) {
+            Some(signature) => writes.put_dir(
+                "",
+                &DirRow {
+                    signature,
+                    children: children.clone(),
+                },
+            ),
+            None if seek.is_some_and(|s| s.existed) => writes.delete_dir(""),
+            None => {}
+        }
+        writes.flush();
+        let tops: Vec<&str> = children.iter().filter_map(|c| c.to_str()).collect();
+        cache::prune_tops(store, &tops, setup.log);
+    }
+    Some(children)
+}
+
+/// One job's walk: the cache cursors of its part, its counts, its channel.
+struct Job<'a> {
+    /// `scan_dirs` rows of the part (`None`: no cache).
+    dirs: Option<Cursor<DirRow>>,
+    /// `scan_workspaces` rows of the part.
+    workspaces: Option<Cursor<WorkspaceRow>>,
+    /// The worker's row writes.
+    writes: &'a mut Writes,
+    /// The racy rule's reference.
+    started: i128,
+    /// What this job counted.
+    counts: Counts,
+    /// The worker's read buffer.
+    buffer: &'a mut Vec<u8>,
+    /// Candidates to the caller.
+    out: &'a SyncSender<Item>,
+    /// Set when the caller stopped.
+    stop: &'a AtomicBool,
+}
+
+impl Job<'_> {
+    /// The walk of the part is complete: rows it did not visit are stale.
+    fn finish(&mut self) {
+        if let Some(cursor) = &mut self.dirs {
+            cursor.finish(self.writes);
+        }
+        if let Some(cursor) = &mut self.workspaces {
+            cursor.finish(self.writes);
+        }
+    }
+
+    fn emit(&mut self, candidate: Candidate) -> ControlFlow<()> {
+        if self.stop.load(Ordering::Relaxed) || self.out.send(Item::Found(candidate)).is_err() {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Stores `known` for this version of the file when it is settled, else removes
+    /// a row that no longer matches.
+    fn remember(&mut self, name: &str, existed: bool, signature: Signature, known: Known) {
+        if cache::settled(&signature, self.started) {
+            self.writes
+                .put_workspace(name, &WorkspaceRow { signature, known });
+        } else if existed {
+            self.writes.delete_workspace(name);
+        }
+    }
+}
+
+impl Visitor for Job<'_> {
+    fn children(&mut self, walk: Walk<'_>, prefix: &str, dir: &Dir) -> Option<Vec<OsString>> {
+        let signature = dir.stat().ok().map(|s| s.signature);
+        let seek = match &mut self.dirs {
+            Some(cursor) => cursor.seek(&cache::key(prefix), self.writes),
+            None => return list_children(walk, prefix, dir),
+        };
+        let hit = matches!(
+            (&seek.row, signature),
+            (Some(row), Some(signature))
+                if row.signature == signature && cache::settled(&signature, self.started)
+        );
+        if hit {
+            return seek.row.map(|row| row.children);
+        }
+        let listed = list_children(walk, prefix, dir);
+        match (
+            &listed,
+            signature.filter(|s| cache::settled(s, self.started)),
+        ) {
+            (Some(children), Some(signature)) => self.writes.put_dir(
+                prefix,
+                &DirRow {
+                    signature,
+                    children: children.clone(),
+                },
+            ),
+            _ if seek.existed => self.writes.delete_dir(prefix),
+            _ => {}
+        }
+        listed
+    }
+
+    fn workspace(&mut self, ws: &Workspace<'_>) -> ControlFlow<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return ControlFlow::Break(());
+        }
+        self.counts.workspaces += 1;
+        let signature = ws.status.signature;
+        let seek = match &mut self.workspaces {
+            Some(cursor) => cursor.seek(&cache::key(ws.name), self.writes),
+            None => Seek::miss(),
+        };
+        let trusted = seek
+            .row
+            .filter(|row| row.signature == signature && cache::settled(&signature, self.started));
+        if let Some(row) = trusted {
+            return match row.known {
+                Known::Corrupt => {
+                    self.counts.skipped += 1;
+                    ControlFlow::Continue(())
+                }
+                Known::NotTerminal | Known::Terminal { synced: true, .. } => {
+                    ControlFlow::Continue(())
+                }
+                Known::Terminal {
+                    fingerprint,
+                    synced: false,
+                } => self.emit(Candidate {
+                    name: ws.name.to_string(),
+                    fingerprint,
+                    status: None,
+                    signature,
+                    row: RowPlan::Cached,
+                }),
+            };
+        }
+        self.counts.status_reads += 1;
+        match read_status(ws, self.buffer) {
+            StatusRead::Unreadable => {
+                self.counts.skipped += 1;
+                if seek.existed {
+                    self.writes.delete_workspace(ws.name);
+                }
+                ControlFlow::Continue(())
+            }
+            StatusRead::Corrupt => {
+                self.counts.skipped += 1;
+                self.remember(ws.name, seek.existed, signature, Known::Corrupt);
+                ControlFlow::Continue(())
+            }
+            StatusRead::Parsed(status) if status.is_terminal() => {
+                let settled = cache::settled(&signature, self.started);
+                if !settled && seek.existed {
+                    self.writes.delete_workspace(ws.name);
+                }
+                self.emit(Candidate {
+                    name: ws.name.to_string(),
+                    fingerprint: status.fingerprint(),
+                    status: Some(status),
+                    signature,
+                    row: if settled {
+                        RowPlan::Fresh
+                    } else {
+                        RowPlan::Racy
+                    },
+                })
+            }
+            StatusRead::Parsed(_) => {
+                self.remember(ws.name, seek.existed, signature, Known::NotTerminal);
+                ControlFlow::Continue(())
+            }
+        }
+    }
+}

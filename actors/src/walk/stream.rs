@@ -1,0 +1,328 @@
+//! The streaming scan: what the walk finds goes through the Ledger (and the Queue) in
+//! chunks, is built into dispatch records only when it is to be queued, and is handed
+//! on chunk by chunk while the walk goes on.
+//!
+//! For each chunk of at most [`WalkOptions::chunk`] candidates (terminal workspaces the
+//! rescan cache does not know to be synced):
+//!
+//! 1. the Queue is asked which (id, fingerprint) it does not hold yet (a scan that only
+//!    reports, [`crate::messages::Scan`], skips this);
+//! 2. of those, the Ledger is asked which it does not hold; the others are synced, and
+//!    the cache learns it (this order, Queue then Ledger, is what keeps a delivery
+//!    that completes meanwhile from being queued twice: see `Pipeline::process`);
+//! 3. only those are built: `status.json` read again when the cache answered for it,
+//!    `.meta/report.json` read and attached;
+//! 4. the records go on ([`Peers::deliver`]: the Queue's `Enqueue`) once
+//!    [`WalkOptions::chunk`] of them or [`WalkOptions::chunk_bytes`] of files are
+//!    built, and at the end, always in walk order.
+//!
+//! So what is held at once is bounded by the chunk size and the walk's buffers, not by
+//! the number of workspaces. A failure part-way (a store error on an enqueue) stops
+//! the walk: what was delivered is durable, the rest is found again by the next scan
+//! (and what was delivered is then filtered out by step 1, and by the Queue's own
+//! (id, fingerprint) dedup).
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Map;
+
+use super::cache::{self, Known, WorkspaceRow, WriteLog, Writes};
+use super::parallel::{self, Candidate, Counts, RowPlan, Setup};
+use super::read::{read_report_below, read_status_below, StatusRead};
+use super::rules;
+use super::sys::{Dir, Resolver};
+use crate::error::SyncError;
+use crate::model::{attach_report, ScannedDispatch};
+use crate::store::Store;
+
+/// Candidates asked about at once (the Ledger, the Queue), and records delivered at
+/// once.
+pub const DEFAULT_CHUNK: usize = 1000;
+
+/// Bytes of `status.json` and `report.json` after which the records built so far are
+/// delivered even if the chunk is not full (reports may be up to 8 MiB each).
+pub const DEFAULT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// How a scan walks, and how much it holds at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkOptions {
+    /// How paths below the root are opened (the portable way can be chosen on Linux).
+    pub resolver: Resolver,
+    /// Candidates per question to the Ledger and the Queue, and records per delivery.
+    pub chunk: usize,
+    /// File bytes after which built records are delivered early.
+    pub chunk_bytes: usize,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        WalkOptions {
+            resolver: Resolver::Native,
+            chunk: DEFAULT_CHUNK,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+        }
+    }
+}
+
+/// What a scan asks and tells the other actors; the Scanner answers with actor
+/// messages, a bare walk with nothing.
+pub(crate) trait Peers {
+    /// The candidates whose (id, fingerprint) the Ledger does not hold, in order.
+    fn unsynced(
+        &mut self,
+        candidates: Vec<ScannedDispatch>,
+    ) -> Result<Vec<ScannedDispatch>, SyncError>;
+
+    /// Of these, the ones the Queue does not hold yet, in order.
+    fn not_queued(
+        &mut self,
+        candidates: Vec<ScannedDispatch>,
+    ) -> Result<Vec<ScannedDispatch>, SyncError>;
+
+    /// The next records, in walk order.
+    fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError>;
+}
+
+/// What a scan did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanTotals {
+    /// Workspaces found (any status).
+    pub workspaces: usize,
+    /// Workspaces skipped with a warning (unreadable or corrupt `status.json`).
+    pub skipped: usize,
+    /// `status.json` files read (a rescan of an unchanged, synced tree reads none).
+    pub status_reads: usize,
+    /// Dispatches built and delivered: unsynced, and not already queued.
+    pub found: usize,
+}
+
+/// Scans `root` (see the module docs), with the rescan cache in `store` if given.
+pub(crate) fn scan(
+    root: &Path,
+    store: Option<&Store>,
+    options: &WalkOptions,
+    peers: &mut dyn Peers,
+) -> Result<ScanTotals, SyncError> {
+    let started = cache::now_ns();
+    let Some(root_dir) = rules::open_root(root) else {
+        return Ok(ScanTotals::default());
+    };
+    let log = Arc::new(WriteLog::default());
+    let mut pipeline = Pipeline {
+        root_path: root,
+        root: &root_dir,
+        resolver: options.resolver,
+        chunk_len: options.chunk.max(1),
+        chunk_bytes: options.chunk_bytes.max(1),
+        peers,
+        writes: Writes::new(store.cloned(), log.clone()),
+        chunk: Vec::new(),
+        records: Vec::new(),
+        record_bytes: 0,
+        buffer: Vec::with_capacity(4096),
+        found: 0,
+        rereads: 0,
+        error: None,
+    };
+    let setup = Setup {
+        root_path: root,
+        root: &root_dir,
+        resolver: options.resolver,
+        store,
+        log: &log,
+        started,
+    };
+    let counts: Counts = parallel::walk(setup, &mut |candidate| pipeline.push(candidate));
+    let result = match pipeline.error.take() {
+        Some(error) => Err(error),
+        None => pipeline.finish(),
+    };
+    pipeline.writes.flush();
+    if let Some(store) = store {
+        log.finish(store);
+    }
+    result.map(|()| ScanTotals {
+        workspaces: counts.workspaces,
+        skipped: counts.skipped,
+        status_reads: counts.status_reads + pipeline.rereads,
+        found: pipeline.found,
+    })
+}
+
+/// The chunk pipeline on the scan's thread.
+struct Pipeline<'a> {
+    /// The root as configured, for messages.
+    root_path: &'a Path,
+    /// The root, opened: records are built below it.
+    root: &'a Dir,
+    /// How paths below the root are opened.
+    resolver: Resolver,
+    /// Candidates per chunk.
+    chunk_len: usize,
+    /// File bytes per delivery.
+    chunk_bytes: usize,
+    /// The Ledger, the Queue.
+    peers: &'a mut dyn Peers,
+    /// The rows of terminal workspaces, written once the Ledger has answered.
+    writes: Writes,
+    /// Candidates not asked about yet.
+    chunk: Vec<Candidate>,
+    /// Records built, not delivered yet.
+    records: Vec<ScannedDispatch>,
+    /// File bytes behind `records`.
+    record_bytes: usize,
+    /// Read buffer for rebuilds and reports.
+    buffer: Vec<u8>,
+    /// Records delivered.
+    found: usize,
+    /// `status.json` read again to build a cached dispatch.
+    rereads: usize,
+    /// Why the walk was stopped.
+    error: Option<SyncError>,
+}
+
+impl Pipeline<'_> {
+    fn push(&mut self, candidate: Candidate) -> ControlFlow<()> {
+        self.chunk.push(candidate);
+        if self.chunk.len() < self.chunk_len {
+            return ControlFlow::Continue(());
+        }
+        match self.process() {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => {
+                self.error = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// The last chunk and the last records.
+    fn finish(&mut self) -> Result<(), SyncError> {
+        self.process()?;
+        self.deliver()
+    }
+
+    /// Asks about one chunk, builds what is to be queued.
+    fn process(&mut self) -> Result<(), SyncError> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(self.chunk_len));
+        let asked = chunk
+            .iter()
+            .map(|c| ScannedDispatch {
+                id: c.name.clone(),
+                fingerprint: c.fingerprint.clone(),
+                record: Map::new(),
+            })
+            .collect();
+        // The Queue first, then the Ledger: a delivery marks the Ledger before it
+        // removes the entry from the Queue (see `store`), so a dispatch delivered
+        // between the two questions is seen by one of them. Asked the other way round,
+        // the Ledger could answer before the mark and the Queue after the removal, and
+        // the dispatch would be queued a second time (a restart's scan runs beside its
+        // first drain).
+        let not_queued = self.peers.not_queued(asked)?;
+        // Every answer keeps the order it was asked in: match them up in one pass each.
+        let same =
+            |c: &Candidate, d: &ScannedDispatch| d.id == c.name && d.fingerprint == c.fingerprint;
+        let mut free = not_queued.iter().peekable();
+        let asked_ledger: Vec<bool> = chunk
+            .iter()
+            .map(|c| free.next_if(|d| same(c, d)).is_some())
+            .collect();
+        let unsynced = self.peers.unsynced(not_queued)?;
+        let mut pending = unsynced.iter().peekable();
+        let mut wanted = Vec::with_capacity(chunk.len());
+        for (candidate, asked_ledger) in chunk.iter().zip(asked_ledger) {
+            // A queued dispatch is not synced: only one that is not queued can be.
+            let is_unsynced = asked_ledger && pending.next_if(|d| same(candidate, d)).is_some();
+            wanted.push(is_unsynced);
+            let synced = asked_ledger && !is_unsynced;
+            if candidate.row == RowPlan::Fresh || (candidate.row == RowPlan::Cached && synced) {
+                self.writes.put_workspace(
+                    &candidate.name,
+                    &WorkspaceRow {
+                        signature: candidate.signature,
+                        known: Known::Terminal {
+                            fingerprint: candidate.fingerprint.clone(),
+                            synced,
+                        },
+                    },
+                );
+            }
+        }
+        for (candidate, unsynced) in chunk.into_iter().zip(wanted) {
+            if !unsynced {
+                continue;
+            }
+            if let Some(record) = self.build(candidate) {
+                self.records.push(record);
+                if self.records.len() >= self.chunk_len || self.record_bytes >= self.chunk_bytes {
+                    self.deliver()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The record of one candidate (design.md §4.2); `None` when its `status.json` changed
+    /// behind a cached signature (the row is dropped: the next scan reads it).
+    fn build(&mut self, candidate: Candidate) -> Option<ScannedDispatch> {
+        let status = match candidate.status {
+            Some(status) => status,
+            None => {
+                self.rereads += 1;
+                match read_status_below(
+                    self.root,
+                    self.root_path,
+                    &candidate.name,
+                    self.resolver,
+                    &mut self.buffer,
+                ) {
+                    StatusRead::Parsed(status)
+                        if status.is_terminal()
+                            && status.fingerprint() == candidate.fingerprint =>
+                    {
+                        status
+                    }
+                    _ => {
+                        self.writes.delete_workspace(&candidate.name);
+                        return None;
+                    }
+                }
+            }
+        };
+        self.record_bytes += usize::try_from(candidate.signature.len).unwrap_or(usize::MAX);
+        let mut record = status.into_dispatch(&candidate.name);
+        if let Some(report) = read_report_below(
+            self.root,
+            self.root_path,
+            &candidate.name,
+            self.resolver,
+            &mut self.buffer,
+        ) {
+            self.record_bytes += self.buffer.len();
+            attach_report(&mut record, report);
+        }
+        Some(ScannedDispatch {
+            id: candidate.name,
+            fingerprint: candidate.fingerprint,
+            record,
+        })
+    }
+
+    fn deliver(&mut self) -> Result<(), SyncError> {
+        self.record_bytes = 0;
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.records);
+        let count = records.len();
+        self.peers.deliver(records)?;
+        self.found += count;
+        Ok(())
+    }
+}

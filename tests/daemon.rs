@@ -1,0 +1,243 @@
+//! `agent-sync run` end to end (design.md §8, §6 R3): the daemon delivers new work,
+//! stops cleanly on SIGTERM (letting the request in flight finish, or timing it out
+//! at the shutdown deadline), stops at once on a second signal, waits for a key file
+//! provisioned later, and reaps ghost workspaces. The harness is `tests/cli.rs`'s:
+//! a [`Sandbox`] per test, a [`LoopbackPlatform`] on the test's System, and a
+//! [`Daemon`] logging at info.
+
+use std::fs;
+use std::time::Duration;
+
+use agent_sync_testkit::*;
+use serde_json::{json, Value};
+
+/// A token distinctive enough that finding it anywhere in output is a leak.
+const SECRET: &str = "daemon-secret-3e8b51a0c7";
+/// The agent id every daemon runs as.
+const AGENT: &str = "daemon-agent";
+/// Bounded waits for things a daemon does on its own.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// One isolated installation of the binary.
+fn sandbox() -> Sandbox {
+    Sandbox::new(agent_sync_bin!(), AGENT, SECRET)
+}
+
+/// A daemon (`args`) holding its push of the workspace `core/go-io/slow`, which
+/// `platform` answers only after `delay`.
+async fn slow_push_in_flight(
+    sandbox: &Sandbox,
+    platform: &LoopbackPlatform,
+    delay: Duration,
+    args: &[&str],
+) -> Daemon {
+    platform.set_default(Scripted::ok().delay(delay));
+    write_done(&sandbox.root(), "core/go-io/slow");
+    let cmd = sandbox.online(&platform.url(), args);
+    let daemon = Daemon::spawn(sandbox, "daemon", Some("info"), cmd);
+    wait_until("the push to be in flight", DEADLINE, || {
+        !platform.pushes().is_empty()
+    })
+    .await;
+    daemon
+}
+
+#[actix_rt::test]
+async fn the_daemon_delivers_new_work_and_stops_cleanly_on_sigterm() {
+    let sandbox = sandbox();
+    let platform = LoopbackPlatform::start().await;
+    let mut daemon = Daemon::spawn(
+        &sandbox,
+        "daemon",
+        Some("info"),
+        sandbox.online(&platform.url(), &["run", "--scan-interval", "1s"]),
+    );
+    daemon.wait_running().await;
+    write_done(&sandbox.root(), "core/go-io/late");
+    wait_until("the new workspace to be delivered", DEADLINE, || {
+        platform
+            .delivered()
+            .iter()
+            .any(|r| r.dispatch_ids() == ["core/go-io/late"])
+    })
+    .await;
+    // The server answering is not the daemon recording it: its log line comes after
+    // the durable commit (stopped in between, the entry would stay queued, correctly).
+    wait_until("the daemon to record the delivery", DEADLINE, || {
+        daemon.log().contains("pushed entry 1: 1 dispatch(es)")
+    })
+    .await;
+    let (status, took) = daemon.terminate().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(took < STOP_WITHIN);
+    // The state was closed: another process can open it.
+    let status = run_async(sandbox.cmd(&["--json", "status"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["ledger_entries"], 1);
+    platform.stop().await;
+}
+
+#[actix_rt::test]
+async fn sigterm_mid_request_waits_for_it_then_nothing_is_sent_twice_after_restart() {
+    let sandbox = sandbox();
+    let platform = LoopbackPlatform::start().await;
+    let mut daemon = slow_push_in_flight(&sandbox, &platform, millis(1500), &["run"]).await;
+    let (status, took) = daemon.terminate().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(took < STOP_WITHIN, "took {took:?}");
+    assert_eq!(
+        platform.delivered().len(),
+        1,
+        "the request in flight completed"
+    );
+    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        queue,
+        json!([]),
+        "its outcome was committed before the exit"
+    );
+
+    // The next process, scanning and draining, finds nothing to send: no dispatch
+    // reaches the platform twice.
+    platform.set_default(Scripted::ok());
+    let out = run_async(sandbox.online(&platform.url(), &["push"]))
+        .await
+        .ok();
+    assert_eq!(out.stdout.trim(), "synced: 0");
+    assert_eq!(platform.pushes().len(), 1, "{:?}", platform.pushes());
+    platform.stop().await;
+}
+
+#[actix_rt::test]
+async fn sigterm_mid_request_times_it_out_at_the_shutdown_deadline_and_keeps_the_entry() {
+    let sandbox = sandbox();
+    let platform = LoopbackPlatform::start().await;
+    let args = ["run", "--shutdown-timeout", "1s"];
+    let mut daemon = slow_push_in_flight(&sandbox, &platform, secs(60), &args).await;
+    let (status, took) = daemon.terminate().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(
+        took >= Duration::from_millis(900),
+        "it waited for the request: {took:?}"
+    );
+    assert!(took < STOP_WITHIN, "took {took:?}");
+    platform.stop().await;
+    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
+    assert_eq!(queue[0]["dispatches"][0]["id"], "core/go-io/slow");
+    assert_eq!(
+        queue[0]["attempts"], 1,
+        "the timeout was committed as an attempt"
+    );
+    assert!(
+        queue[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("shutdown deadline")),
+        "{queue}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_second_signal_stops_at_once_and_the_entry_stays_queued() {
+    let sandbox = sandbox();
+    let platform = LoopbackPlatform::start().await;
+    let args = ["run", "--shutdown-timeout", "60s"];
+    let mut daemon = slow_push_in_flight(&sandbox, &platform, secs(60), &args).await;
+    daemon.signal(libc::SIGTERM);
+    wait_until("the first signal to be seen", DEADLINE, || {
+        daemon
+            .log()
+            .contains("stopping after the request in flight")
+    })
+    .await;
+    let (status, took) = daemon.terminate().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(
+        took < STOP_WITHIN,
+        "the second signal did not stop it at once: {took:?}"
+    );
+    assert!(daemon.log().contains("second SIGTERM"), "{}", daemon.log());
+    platform.stop().await;
+    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
+    assert_eq!(
+        queue[0]["attempts"], 0,
+        "abandoned, not recorded as an attempt"
+    );
+}
+
+#[actix_rt::test]
+async fn the_daemon_without_a_token_waits_then_uses_a_key_file_provisioned_later() {
+    let sandbox = sandbox();
+    let platform = LoopbackPlatform::start().await;
+    write_done(&sandbox.root(), "core/go-io/task-1");
+    let mut cmd = sandbox.cmd(&["run", "--scan-interval", "1s"]);
+    cmd.env("CORE_API_URL", platform.url());
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", Some("info"), cmd);
+    daemon.wait_running().await;
+    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    assert!(platform.requests().is_empty(), "offline: nothing is sent");
+    let key = sandbox.home().join(".claude").join("brain.key");
+    fs::create_dir_all(key.parent().unwrap()).unwrap();
+    fs::write(&key, format!("{SECRET}\n")).unwrap();
+    wait_until("delivery with the new key", DEADLINE, || {
+        platform.delivered().len() == 1
+    })
+    .await;
+    assert_eq!(
+        platform.delivered()[0].header("authorization"),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
+    let (status, _) = daemon.terminate().await;
+    assert_eq!(status.code(), Some(0));
+    assert!(!daemon.log().contains(SECRET));
+    platform.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_daemon_reaps_ghost_workspaces_even_with_scanning_off() {
+    let sandbox = sandbox();
+    let ghost =
+        json!({"status": "running", "pid": 99_999_999, "agent": "codex", "runs": 1}).to_string();
+    let dir = write_workspace(&sandbox.root(), "core/go-io/ghost", &ghost);
+    let status_file = dir.join("status.json");
+
+    // --no-reap leaves it alone.
+    let mut daemon = Daemon::spawn(
+        &sandbox,
+        "daemon",
+        Some("info"),
+        sandbox.cmd(&["run", "--scan-interval", "0", "--no-reap"]),
+    );
+    daemon.wait_running().await;
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(daemon.terminate().await.0.code(), Some(0));
+    assert_eq!(fs::read_to_string(&status_file).unwrap(), ghost);
+
+    let mut daemon = Daemon::spawn(
+        &sandbox,
+        "daemon",
+        Some("info"),
+        sandbox.cmd(&["run", "--scan-interval", "0"]),
+    );
+    wait_until("the ghost to be reaped", DEADLINE, || {
+        fs::read_to_string(&status_file).is_ok_and(|s| s.contains("failed"))
+    })
+    .await;
+    assert_eq!(daemon.terminate().await.0.code(), Some(0));
+    let status: Value = serde_json::from_str(&fs::read_to_string(&status_file).unwrap()).unwrap();
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["question"], "dead worker on restart");
+    assert_eq!(status["pid"], 99_999_999);
+}

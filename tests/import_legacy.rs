@@ -1,0 +1,198 @@
+//! `agent-sync import-legacy` end to end (design.md §8): the Go agent's sync dir is
+//! imported once, its files are left as they were, the imported queue delivers, and
+//! the ledger fingerprints derived at import match what a scan finds; a corrupt file
+//! imports nothing. The harness is `tests/cli.rs`'s.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use agent_sync_testkit::*;
+use serde_json::{json, Value};
+
+/// A token distinctive enough that finding it anywhere in output is a leak.
+const SECRET: &str = "import-secret-94d27be613";
+/// The agent id every command runs as.
+const AGENT: &str = "import-agent";
+
+/// One isolated installation of the binary.
+fn sandbox() -> Sandbox {
+    Sandbox::new(agent_sync_bin!(), AGENT, SECRET)
+}
+
+/// The Go agent's sync dir, as it wrote it (RFC 3339 with nanoseconds and offsets,
+/// zero times, `runs` read back as a float).
+fn write_go_state(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fs::create_dir_all(dir).unwrap();
+    let files = [
+        (
+            "queue.json",
+            json!([{
+                "agent_id": "go-agent",
+                "fleet_node_id": 3,
+                "dispatches": [{
+                    "id": "core/go-io/task-9", "workspace": "core/go-io/task-9",
+                    "status": "completed", "runs": 2.0,
+                    "updated_at": "2026-04-14T13:00:00.123456789+01:00"
+                }],
+                "queued_at": "2026-04-14T12:36:44.987654321+01:00",
+                "attempts": 2,
+                "next_attempt": "0001-01-01T00:00:00Z"
+            }]),
+        ),
+        (
+            "ledger.json",
+            json!({
+                "core/go-io/task-1": "2026-04-10T09:00:00Z#1",
+                "core/go-io/task-2": "2026-04-11T09:00:00.5+02:00#0"
+            }),
+        ),
+        (
+            "records.json",
+            json!([
+                {"agent_id": "go-agent", "direction": "push", "payload_size": 512, "items_count": 3,
+                 "synced_at": "2026-04-13T10:00:00Z"},
+                {"agent_id": "go-agent", "fleet_node_id": 3, "direction": "pull", "payload_size": 100,
+                 "items_count": 1, "synced_at": "2026-04-13T11:00:00Z"}
+            ]),
+        ),
+        (
+            "status.json",
+            json!({
+                "last_push_at": "2026-04-13T11:00:00.5+01:00",
+                "last_pull_at": "0001-01-01T00:00:00Z"
+            }),
+        ),
+        (
+            "context.json",
+            json!([{"id": "m1", "content": "remember this"}]),
+        ),
+    ];
+    files
+        .iter()
+        .map(|(name, value)| {
+            let path = dir.join(name);
+            let bytes = serde_json::to_vec_pretty(value).unwrap();
+            fs::write(&path, &bytes).unwrap();
+            (path, bytes)
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn import_legacy_runs_once_leaves_the_files_and_its_queue_delivers() {
+    let sandbox = sandbox();
+    // Default --from is the state dir, where the Go agent kept its files.
+    let files = write_go_state(&sandbox.state());
+
+    let first = run_async(sandbox.cmd(&["--json", "import-legacy"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(first["already_imported"], false, "{first}");
+    assert_eq!(first["queue_entries"], 1);
+    assert_eq!(first["queued_dispatches"], 1);
+    assert_eq!(first["ledger_entries"], 2);
+    assert_eq!(first["history_records"], 2);
+    assert_eq!(first["context_items"], 1);
+    assert_eq!(first["last_push_at"], "2026-04-13T10:00:00.5Z");
+    assert_eq!(first["last_pull_at"], Value::Null);
+
+    let second = run_async(sandbox.cmd(&["import-legacy"])).await.ok().stdout;
+    assert!(second.contains("already imported: yes"), "{second}");
+    assert!(second.contains("queue entries: 0"), "{second}");
+    for (path, bytes) in &files {
+        assert_eq!(
+            &fs::read(path).unwrap(),
+            bytes,
+            "{} was modified",
+            path.display()
+        );
+    }
+
+    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
+    assert_eq!(queue[0]["agent_id"], "go-agent");
+    assert_eq!(queue[0]["attempts"], 2);
+    assert_eq!(queue[0]["next_attempt"], Value::Null);
+    assert_eq!(queue[0]["queued_at"], "2026-04-14T11:36:44.987Z");
+    assert_eq!(queue[0]["dispatches"][0]["id"], "core/go-io/task-9");
+    let history = run_async(sandbox.cmd(&["--json", "history"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+    assert_eq!(history[0]["direction"], "push");
+    assert_eq!(history[1]["fleet_node_id"], 3);
+    let status = run_async(sandbox.cmd(&["--json", "status"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["ledger_entries"], 2);
+    assert_eq!(status["context_count"], 1);
+    assert_eq!(status["queued_entries"], 1);
+    assert_eq!(status["last_push_at"], "2026-04-13T10:00:00.5Z");
+    assert_eq!(status["head"]["attempts"], 2);
+
+    // Delivering the imported entry marks the ledger with the fingerprint derived at
+    // import, so the same workspace found by a scan is not pushed again.
+    let platform = LoopbackPlatform::start().await;
+    let out = run_async(sandbox.online(&platform.url(), &["push", "--queue-only"]))
+        .await
+        .ok();
+    assert_eq!(out.stdout.trim(), "synced: 1");
+    let delivered = platform.delivered();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].json()["agent_id"], "go-agent");
+    assert_eq!(delivered[0].json()["fleet_node_id"], 3);
+    let status = run_async(sandbox.cmd(&["--json", "status"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["ledger_entries"], 3);
+    assert_eq!(status["queued_entries"], 0);
+    write_workspace(
+        &sandbox.root(),
+        "core/go-io/task-9",
+        &status_json("completed", "2026-04-14T13:00:00+01:00", 2),
+    );
+    let out = run_async(sandbox.online(&platform.url(), &["push"]))
+        .await
+        .ok();
+    assert_eq!(out.stdout.trim(), "synced: 0");
+    assert_eq!(
+        platform.pushes().len(),
+        1,
+        "the imported fingerprint matched the scan"
+    );
+    platform.stop().await;
+}
+
+#[test]
+fn import_legacy_refuses_a_corrupt_file_and_imports_nothing() {
+    let sandbox = sandbox();
+    let go = sandbox.path().join("go-sync");
+    write_go_state(&go);
+    fs::write(go.join("records.json"), "{\"oops\"").unwrap();
+    let out = run(sandbox.cmd(&["import-legacy", "--from", go.to_str().unwrap()]));
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.starts_with("error: ") && out.stderr.contains("records.json"),
+        "{}",
+        out.stderr
+    );
+    let status = run(sandbox.cmd(&["--json", "status"])).ok().json();
+    assert_eq!(
+        (
+            status["queued_entries"].clone(),
+            status["ledger_entries"].clone()
+        ),
+        (json!(0), json!(0))
+    );
+    // Fixed, it imports (no marker was written by the failed run).
+    write_go_state(&go);
+    let out = run(sandbox.cmd(&["import-legacy", "--from", go.to_str().unwrap()])).ok();
+    assert!(out.stdout.contains("queue entries: 1"), "{}", out.stdout);
+}
