@@ -5,7 +5,7 @@
 //! thread they never stall the host's actors; the host only ever awaits messages.
 //!
 //! A started service also serves the control API on `<state-dir>/agent-sync.sock`
-//! (see [`control`](crate::control)) unless [`SyncConfig::control_socket`] is off,
+//! (see [`crate::control`]) unless [`SyncConfig::control_socket`] is off,
 //! and `/metrics` + `/health` over TCP when [`SyncConfig::metrics_addr`] is set. Its
 //! Prometheus series can be merged into a host's registry
 //! ([`SyncService::register_metrics`]).

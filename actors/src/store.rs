@@ -6,11 +6,11 @@
 //! |------------------|----------------|-------------------------------|---------|
 //! | `meta`           | `&str`         | JSON                          | Store   |
 //! | `ledger`         | dispatch id    | fingerprint                   | Ledger  |
-//! | `queue`          | `seq: u64`     | JSON [`QueueEntry`]           | Queue   |
+//! | `queue`          | `seq: u64`     | JSON [`QueueEntry`](crate::model::QueueEntry)           | Queue   |
 //! | `queue_keys`     | `id \x1f fp`   | `seq` holding it              | Queue   |
 //! | `queue_meta`     | `&str`         | `u64` counters                | Queue   |
-//! | `dead_letters`   | `seq: u64`     | JSON [`DeadLetter`]           | Queue   |
-//! | `history`        | `u64`          | JSON [`SyncRecord`]           | History |
+//! | `dead_letters`   | `seq: u64`     | JSON [`DeadLetter`](crate::model::DeadLetter)           | Queue   |
+//! | `history`        | `u64`          | JSON [`SyncRecord`](crate::model::SyncRecord)           | History |
 //! | `sync_state`     | `&str`         | JSON (last push/pull, auth)   | History |
 //! | `context`        | `&str`         | JSON array of context items   | Puller  |
 //! | `scan_dirs`      | dir, `/` as `\0` | binary: signature, children  | Scanner |

@@ -31,7 +31,7 @@ pub struct LegacyState {
     pub last_pull_at: Option<Timestamp>,
     /// Cached context items.
     pub context: Vec<Value>,
-    /// Elements left out (see [`ImportReport::skipped`]).
+    /// Elements left out (counted in the import report).
     pub skipped: usize,
 }
 

@@ -2,8 +2,8 @@
 //! orders, leases, decides backoff, dead-letters and persists.
 //!
 //! - this file: the actor, its state and its message handlers;
-//! - [`tables`]: its redb tables and every change to them;
-//! - [`policy`]: the decisions as pure functions (classify, split, jittered backoff,
+//! - `tables`: its redb tables and every change to them;
+//! - `policy`: the decisions as pure functions (classify, split, jittered backoff,
 //!   coalescing).
 //!
 //! # Invariants
@@ -27,7 +27,7 @@
 //!    while the platform is down never queues the same dispatch twice (P8), and a
 //!    dead-lettered dispatch is not re-queued by the next scan.
 //! 5. **The Queue alone decides.** The Pusher reports a [`DeliveryOutcome`]; the Queue
-//!    classifies it ([`policy::classify`]) and persists the consequence in one commit:
+//!    classifies it (`policy::classify`) and persists the consequence in one commit:
 //!    - 2xx: the part is removed (the entry when it was the last part);
 //!    - network, 408, 429, 5xx but 501, 3xx: `attempts += 1`,
 //!      `next_attempt = now + max(jitter(backoff(attempts)), Retry-After)`;
