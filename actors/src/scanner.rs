@@ -5,7 +5,7 @@
 //! pipeline) is in [`crate::walk`]. It is blocking file I/O, so it runs on tokio's
 //! blocking pool and the arbiter stays free for the Pusher's HTTP and the other actors'
 //! messages. From there it talks to the Ledger and the Queue with ordinary actor
-//! messages, waiting for each answer on its own thread ([`block_on`]): per chunk of
+//! messages, waiting for each answer on its own thread (`block_on`): per chunk of
 //! about a thousand candidates, one [`NotQueued`] to the Queue, then one [`Unsynced`] to
 //! the Ledger (in that order, see `walk::stream`), and one [`Enqueue`] of what is new, the same enqueue path as every other
 //! push (coalescing into the tail entry, (id, fingerprint) dedup). At most one enqueue

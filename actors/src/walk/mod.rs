@@ -5,23 +5,23 @@
 //!
 //! | module       | concern                                                          |
 //! |--------------|------------------------------------------------------------------|
-//! | [`sys`]      | the syscall layer (`openat2` on Linux, portable `openat` elsewhere), the only `unsafe` |
-//! | [`rules`]    | which directories are workspaces, depth, no symlinks (design.md §4.1) |
-//! | [`read`]     | capped reads: the one reader of `status.json` and `report.json`  |
-//! | [`cache`]    | the rescan cache, persisted in redb                              |
-//! | [`parallel`] | the root's entries on up to four threads, results in walk order  |
-//! | [`stream`]   | chunks through the Ledger and the Queue, records built last      |
+//! | `sys`      | the syscall layer (`openat2` on Linux, portable `openat` elsewhere), the only `unsafe` |
+//! | `rules`    | which directories are workspaces, depth, no symlinks (design.md §4.1) |
+//! | `read`     | capped reads: the one reader of `status.json` and `report.json`  |
+//! | `cache`    | the rescan cache, persisted in redb                              |
+//! | `parallel` | the root's entries on up to four threads, results in walk order  |
+//! | `stream`   | chunks through the Ledger and the Queue, records built last      |
 //!
 //! # A scan in one paragraph
 //!
-//! The root's entries are walked in parallel ([`parallel`]); every workspace costs a
+//! The root's entries are walked in parallel (`parallel`); every workspace costs a
 //! `stat` of its `status.json` and a step of a range scan over the rescan cache
-//! ([`cache`]): when size, mtime and ctime are unchanged (and were settled when
+//! (`cache`): when size, mtime and ctime are unchanged (and were settled when
 //! cached) the file is not read again, and a dispatch the Ledger already holds is not
 //! even asked about again. The rest, terminal workspaces not known to be synced, reach
 //! the scan's thread in walk order, where they are asked about in chunks (Ledger, then
 //! Queue); only the dispatches that are unsynced and not queued are built (`status.json`
-//! and `report.json` read) and handed to the Queue, chunk by chunk ([`stream`]).
+//! and `report.json` read) and handed to the Queue, chunk by chunk (`stream`).
 //! Memory is bounded by the chunk size and the workers' buffers, not by the tree
 //! (except the listing of one directory, which is held while it is walked). Anything
 //! unreadable or corrupt is skipped with a `warn!` and the walk goes on (R4).
@@ -29,7 +29,7 @@
 //! # Two ways to open
 //!
 //! Everything below the root is opened relative to an open directory, never through a
-//! symlink ([`sys`]): on Linux with `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH)`,
+//! symlink (`sys`): on Linux with `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH)`,
 //! on any unix with one `openat(O_NOFOLLOW)` per component and an `fstat` of what was
 //! opened. [`Resolver::Portable`] picks the second way on Linux too, which is how the
 //! tests prove both behave the same on hostile trees.
