@@ -517,6 +517,11 @@ fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
         "{}",
         out.stderr
     );
+    assert!(
+        out.stderr.contains("--allow-insecure-http"),
+        "the CLI names its flag: {}",
+        out.stderr
+    );
     assert!(!out.stderr.contains(SECRET));
     assert!(
         !sandbox.state().join("sync.redb").exists(),

@@ -185,7 +185,7 @@ impl Handler<Enqueue> for FailingQueue {
         self.seen += 1;
         if self.seen - 1 == self.fail_at {
             return Box::pin(async {
-                Err(StoreError::new(
+                Err(StoreError::unavailable(
                     "enqueue dispatches",
                     "injected: No space left on device",
                 ))
@@ -239,7 +239,7 @@ async fn a_scan_that_fails_half_way_loses_nothing_and_queues_nothing_twice() {
             .start();
         let failed = scan_to_queue(&scanner).await;
         assert!(
-            matches!(&failed, Err(SyncError::Store(e)) if e.detail.contains("injected")),
+            matches!(&failed, Err(SyncError::Store(e)) if e.cause.to_string().contains("injected")),
             "{failed:?}"
         );
         ids(&list(&queue).await)

@@ -11,7 +11,7 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata, TableDefinition, Wr
 use crate::error::StoreError;
 use crate::messages::{ReadSyncState, RecentRecords, Record, SetAuthFailed, SyncState};
 use crate::model::{Direction, SyncRecord};
-use crate::store::{decode, encode, Store};
+use crate::store::{decode, decode_or_warn, encode, Store};
 
 /// Monotonic id -> JSON [`SyncRecord`].
 pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
@@ -150,13 +150,11 @@ impl Handler<RecentRecords> for History {
                     break;
                 }
                 let (key, value) = row?;
-                match decode::<SyncRecord>(value.value()) {
-                    Ok(record) => newest_first.push(record),
-                    Err(e) => log::warn!(
-                        "history record {} does not decode ({e}); skipped",
-                        key.value()
-                    ),
-                }
+                newest_first.extend(decode_or_warn::<SyncRecord>(
+                    "history record",
+                    key.value(),
+                    value.value(),
+                ));
             }
             newest_first.reverse();
             Ok(newest_first)

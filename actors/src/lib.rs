@@ -56,7 +56,9 @@ pub mod system;
 pub mod time;
 pub mod walk;
 
-pub use error::{DispatchError, OpenError, PlatformConfigError, StoreError, SyncError};
+pub use error::{
+    DispatchError, EncodeError, OpenError, PlatformConfigError, StoreCause, StoreError, SyncError,
+};
 pub use history::History;
 pub use ledger::Ledger;
 pub use metrics::Metrics;

@@ -208,11 +208,16 @@ impl<'de> Deserialize<'de> for StatusKey {
     }
 }
 
-/// The id a dispatch is known by: `id`, else `workspace` (the Go agent's records).
+/// The id a dispatch is known by: `id`, else `workspace` (the Go agent's records). The
+/// one place this is decided, for scan, queue, ledger and legacy import alike: the
+/// string exactly as written (it is a workspace name), and a blank one is no id.
 pub fn dispatch_id(dispatch: &Dispatch) -> Option<&str> {
-    ["id", "workspace"]
-        .iter()
-        .find_map(|key| dispatch.get(*key)?.as_str().filter(|s| !s.is_empty()))
+    ["id", "workspace"].iter().find_map(|key| {
+        dispatch
+            .get(*key)?
+            .as_str()
+            .filter(|s| !s.trim().is_empty())
+    })
 }
 
 /// The fingerprint of DESIGN 4.2 from its two parts.

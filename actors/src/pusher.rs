@@ -23,6 +23,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use actix_rt::time::Instant;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
-use crate::error::{DispatchError, StoreError, SyncError};
+use crate::error::{DispatchError, EncodeError, SyncError};
 use crate::history::History;
 use crate::ledger::Ledger;
 use crate::messages::*;
@@ -490,7 +491,12 @@ impl Drainer {
             fleet_node_id: entry.fleet_node_id,
             dispatches: entry.next_part(),
         })
-        .map_err(|e| SyncError::Store(StoreError::new("encode a push", e)))?;
+        .map_err(|e| {
+            SyncError::Encode(EncodeError {
+                what: "a push body",
+                source: Arc::new(e),
+            })
+        })?;
         let payload_size = body.len() as u64;
         let request = PushRequest {
             body,

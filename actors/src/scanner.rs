@@ -163,7 +163,7 @@ impl Handler<ScanToQueue> for Scanner {
     fn handle(&mut self, msg: ScanToQueue, _: &mut Self::Context) -> Self::Result {
         let Some(queue) = self.queue.clone() else {
             return Box::pin(async {
-                Err(SyncError::Store(StoreError::new(
+                Err(SyncError::Store(StoreError::unavailable(
                     "scan into the queue",
                     "this Scanner was started without a queue (Scanner::with_queue)",
                 )))

@@ -185,7 +185,7 @@ impl Store {
             })
             .map_err(|e| OpenError::Corrupt {
                 path,
-                detail: e.detail,
+                detail: e.cause.to_string(),
             })?;
         // Nothing else holds the database yet: the moment to give space back.
         match store.compact_if_sparse() {
@@ -202,7 +202,7 @@ impl Store {
     pub fn file_bytes(&self) -> Result<u64, StoreError> {
         std::fs::metadata(self.dir.join(DATABASE_FILE))
             .map(|m| m.len())
-            .map_err(|e| StoreError::new("measure the database file", e))
+            .map_err(|e| StoreError::io("measure the database file", e))
     }
 
     /// Bytes of the pages in use (allocated), from redb's statistics.
@@ -261,7 +261,7 @@ impl Store {
                     // The handle may refuse everything now: the next use reopens (and
                     // repairs) the file, as after any I/O error.
                     *cell = None;
-                    return Err(StoreError::new(operation, e));
+                    return Err(StoreError::database(operation, e));
                 }
             }
         }
@@ -322,9 +322,7 @@ impl Store {
             return Ok(db.clone());
         }
         let path = self.dir.join(DATABASE_FILE);
-        let db = Arc::new(open_database(&path).map_err(|e| {
-            StoreError::new(operation, format!("reopening after an I/O error: {e}"))
-        })?);
+        let db = Arc::new(open_database(&path).map_err(|e| StoreError::database(operation, e))?);
         log::info!("reopened the sync database {}", path.display());
         *cell = Some(db.clone());
         Ok(db)
@@ -357,7 +355,7 @@ impl Store {
                 );
             }
         }
-        Err(StoreError::new(operation, error))
+        Err(StoreError::database(operation, error))
     }
 
     /// Reads a one-time marker from `meta` (e.g. that a legacy import ran).
@@ -409,6 +407,22 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a value from a table.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
     serde_json::from_slice(bytes)
+}
+
+/// Decodes the row `key` of a listing; one that does not decode is skipped with a
+/// warning naming it (H1, design.md §12.2): left in place, never blocking the rest.
+pub(crate) fn decode_or_warn<T: DeserializeOwned>(
+    what: &str,
+    key: impl std::fmt::Display,
+    bytes: &[u8],
+) -> Option<T> {
+    match decode(bytes) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            log::warn!("{what} {key} does not decode ({e}); skipped");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use agent_sync::actors::model::json_kind;
 use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::pusher::validate_dispatches;
-use agent_sync::actors::{DispatchError, SyncError};
+use agent_sync::actors::{DispatchError, PlatformConfigError, SyncError};
 use agent_sync::control::{ClientError, ControlClient};
 use agent_sync::legacy::LegacyError;
 use agent_sync::messages::{SyncPull, SyncPush};
@@ -63,7 +63,14 @@ impl fmt::Display for CliError {
 
 impl From<StartError> for CliError {
     fn from(e: StartError) -> Self {
-        CliError(e.to_string())
+        match e {
+            // The library names its config field; the CLI names its flag.
+            StartError::Platform(PlatformConfigError::InsecureUrl { url }) => CliError(format!(
+                "refusing plain http to a non-loopback host ({url}): the token would travel \
+                 unencrypted; use https, or pass --allow-insecure-http if you really mean it"
+            )),
+            other => CliError(other.to_string()),
+        }
     }
 }
 

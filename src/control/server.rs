@@ -184,6 +184,7 @@ fn failure(e: &SyncError) -> HttpResponse {
     let (status, kind) = match e {
         SyncError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
         SyncError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+        SyncError::Encode(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encode"),
         SyncError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
     };
     error(status, kind, e.to_string())

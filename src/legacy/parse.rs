@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use agent_sync_actors::model::{
-    fingerprint, json_kind, lenient_int, lenient_time, Direction, Dispatch, QueueEntry, SyncRecord,
+    dispatch_id, fingerprint, json_kind, lenient_int, lenient_time, Direction, QueueEntry,
+    SyncRecord,
 };
 use agent_sync_actors::time::Timestamp;
 use serde_json::{Map, Value};
@@ -122,14 +123,6 @@ fn fleet_node(value: Option<&Value>) -> Option<i64> {
     Some(lenient_int(value)).filter(|id| *id != 0)
 }
 
-/// The dispatch id the Ledger knows it by: `id`, else `workspace` (as Go did).
-fn dispatch_id(dispatch: &Dispatch) -> Option<String> {
-    [dispatch.get("id"), dispatch.get("workspace")]
-        .into_iter()
-        .map(text)
-        .find(|id| !id.is_empty())
-}
-
 /// `queue.json`: entries with their attempts and times; each dispatch fingerprinted.
 pub fn parse_queue(
     value: Value,
@@ -167,7 +160,7 @@ pub fn parse_queue(
                 skipped += 1;
                 continue;
             }
-            if let Some(id) = dispatch_id(&dispatch) {
+            if let Some(id) = dispatch_id(&dispatch).map(str::to_string) {
                 let runs = lenient_int(dispatch.get("runs"));
                 fingerprints.insert(
                     id,

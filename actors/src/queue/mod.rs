@@ -70,7 +70,7 @@ pub(crate) use tables::{create_tables, DEAD_LETTERS, QUEUE, QUEUE_META};
 use crate::error::StoreError;
 use crate::messages::*;
 use crate::model::{DeadLetter, QueueEntry, ScannedDispatch};
-use crate::store::{decode, Compaction, Store, COMPACT_MIN_FILE_BYTES};
+use crate::store::{decode_or_warn, Compaction, Store, COMPACT_MIN_FILE_BYTES};
 use crate::time::{Clock, Timestamp};
 use policy::{Caps, OpenTail, Spread};
 use tables::{QueueTables, DISPATCHES};
@@ -244,11 +244,8 @@ impl Queue {
             let queue = txn.open_table(QUEUE)?;
             for row in queue.iter()? {
                 let (seq, bytes) = row?;
-                match decode::<QueueEntry>(bytes.value()) {
-                    Ok(entry) => return Ok(Some(entry)),
-                    Err(e) => {
-                        log::warn!("queue entry {} does not decode ({e}); skipped", seq.value())
-                    }
+                if let Some(entry) = decode_or_warn("queue entry", seq.value(), bytes.value()) {
+                    return Ok(Some(entry));
                 }
             }
             Ok(None)
@@ -343,7 +340,7 @@ impl Handler<Enqueue> for Queue {
         self.pending.push((msg, reply));
         Box::pin(async move {
             answer.await.unwrap_or_else(|_| {
-                Err(StoreError::new(
+                Err(StoreError::unavailable(
                     "enqueue dispatches",
                     "the queue stopped before committing",
                 ))
@@ -431,12 +428,7 @@ impl Handler<ListQueue> for Queue {
             let mut entries = Vec::new();
             for row in queue.iter()?.take(msg.limit.unwrap_or(usize::MAX)) {
                 let (seq, bytes) = row?;
-                match decode(bytes.value()) {
-                    Ok(entry) => entries.push(entry),
-                    Err(e) => {
-                        log::warn!("queue entry {} does not decode ({e}); skipped", seq.value())
-                    }
-                }
+                entries.extend(decode_or_warn("queue entry", seq.value(), bytes.value()));
             }
             Ok(entries)
         })
@@ -452,12 +444,7 @@ impl Handler<ListDeadLetters> for Queue {
             let mut letters = Vec::new();
             for row in dead.iter()? {
                 let (seq, bytes) = row?;
-                match decode(bytes.value()) {
-                    Ok(letter) => letters.push(letter),
-                    Err(e) => {
-                        log::warn!("dead letter {} does not decode ({e}); skipped", seq.value())
-                    }
-                }
+                letters.extend(decode_or_warn("dead letter", seq.value(), bytes.value()));
             }
             Ok(letters)
         })

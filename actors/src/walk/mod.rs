@@ -190,7 +190,7 @@ pub(crate) mod testing {
         fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError> {
             if self.fail_delivery == Some(self.deliveries.len()) {
                 self.fail_delivery = None;
-                return Err(SyncError::Store(StoreError::new(
+                return Err(SyncError::Store(StoreError::unavailable(
                     "enqueue dispatches",
                     "injected",
                 )));
