@@ -22,7 +22,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent_sync::actors::model::{WorkspaceStatus, TERMINAL_STATUSES};
@@ -34,7 +34,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
 
-use common::LoopbackPlatform;
+use common::{LoopbackPlatform, Sandbox};
 
 /// Proptest settings: `PROPTEST_CASES` or `default`; no regression files in the tree.
 fn config(default: u32) -> Config {
@@ -432,58 +432,25 @@ fn host_dispatches_are_accepted_only_as_objects_and_the_first_bad_one_is_named()
         .unwrap();
 }
 
-/// One isolated installation, offline (the approach of `tests/cli.rs`).
-struct Sandbox {
-    dir: tempfile::TempDir,
+/// One isolated installation of the binary (the shared testkit's sandbox).
+fn sandbox() -> Sandbox {
+    Sandbox::new(
+        env!("CARGO_BIN_EXE_agent-sync"),
+        "bad-input-agent",
+        "bad-input-token",
+    )
 }
 
-impl Sandbox {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        fs::create_dir_all(dir.path().join("home")).unwrap();
-        fs::create_dir_all(dir.path().join("workspace")).unwrap();
-        Sandbox { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("workspace")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("sync")
-    }
-
-    fn env(&self, cmd: &mut Command) {
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path().join("home"))
-            .env("CORE_WORKSPACE", self.dir.path())
-            .env("AGENT_NAME", "bad-input-agent")
-            .stdin(Stdio::null());
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-sync"));
-        self.env(&mut cmd);
-        cmd.args(args);
-        cmd
-    }
-
-    fn queued(&self) -> usize {
-        let out = self.cmd(&["--json", "status"]).output().unwrap();
-        assert!(out.status.success());
-        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-        status["queued_dispatches"].as_u64().unwrap() as usize
-    }
+/// Dispatches queued in `sandbox`'s state, read through `status`.
+fn queued_in(sandbox: &Sandbox) -> usize {
+    sandbox.status()["queued_dispatches"]
+        .as_u64()
+        .expect("queued_dispatches") as usize
 }
 
 #[test]
 fn the_cli_refuses_generated_bad_dispatch_files_before_queueing_anything() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let file = sandbox.path().join("dispatches.json");
     let input = prop_oneof![
         2 => dispatch_list().prop_map(|v| serde_json::to_vec(&v).unwrap()),
@@ -516,7 +483,7 @@ fn the_cli_refuses_generated_bad_dispatch_files_before_queueing_anything() {
                     prop_assert!(stderr.contains("nothing was queued"), "{}", stderr);
                 }
             }
-            prop_assert_eq!(sandbox.queued(), queued.get());
+            prop_assert_eq!(queued_in(&sandbox), queued.get());
             Ok(())
         })
         .unwrap();
@@ -775,29 +742,10 @@ async fn both_walk_paths_queue_the_same_dispatches_of_a_hostile_tree_through_the
 fn scanner_command(sandbox: &Sandbox, args: &[&str]) -> (Command, bool) {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let bin = env!("CARGO_BIN_EXE_agent-sync");
-    let setpriv = Command::new("setpriv")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let mut cmd = if root && setpriv {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            bin,
-        ]);
-        cmd
-    } else {
-        Command::new(bin)
-    };
-    sandbox.env(&mut cmd);
-    cmd.args(args);
-    (cmd, root && setpriv)
+    match sandbox.as_nobody(args).filter(|_| root) {
+        Some(cmd) => (cmd, true),
+        None => (sandbox.cmd(args), false),
+    }
 }
 
 fn chown_nobody(path: &Path) {
@@ -808,7 +756,7 @@ fn chown_nobody(path: &Path) {
 
 #[actix_rt::test]
 async fn the_binary_pushes_the_good_workspaces_of_a_hostile_tree_and_warns_about_the_rest() {
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let outside = sandbox.path().join("outside");
     let (with_report, without) = hostile_tree(&sandbox.root(), &outside);
     // Traversable by nobody; the state dir is nobody's.
