@@ -3,7 +3,7 @@
 //!
 //! - Property tests (proptest) of the parsers: `status.json` (`WorkspaceStatus::parse`),
 //!   report files (through a scan of a generated workspace), context envelopes
-//!   (`parse_context`, against a model of DESIGN 5), host dispatches
+//!   (`parse_context`, against a model of design.md §5), host dispatches
 //!   (`validate_dispatches`, and the CLI on generated files). `PROPTEST_CASES` scales
 //!   them all (defaults below keep the suite fast).
 //! - A hostile workspace tree scanned by the real binary (as `nobody` when the tests
@@ -308,7 +308,7 @@ fn any_report_bytes_are_attached_only_when_a_non_empty_object_and_the_scan_goes_
 
 // ============================================================ context envelopes
 
-/// DESIGN 5 and 12.4 written out independently: the first candidate holding an array
+/// design.md §5 written out independently: the first candidate holding an array
 /// with at least one object wins; else a recognised key holding an array means "no
 /// context"; else the envelope is unknown.
 fn context_model(body: &[u8]) -> Option<Vec<Value>> {

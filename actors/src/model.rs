@@ -1,4 +1,4 @@
-//! The data of DESIGN section 4: what the host writes, what is pushed, what is queued
+//! The data of design.md §4: what the host writes, what is pushed, what is queued
 //! and what is recorded.
 //!
 //! Dispatches travel as JSON objects ([`Dispatch`]) because the platform owns their
@@ -104,7 +104,7 @@ impl WorkspaceStatus {
         fingerprint(self.updated_at, self.runs)
     }
 
-    /// The dispatch record of DESIGN 4.2 for workspace `name`, without report data;
+    /// The dispatch record of design.md §4.2 for workspace `name`, without report data;
     /// the strings move into it.
     pub fn into_dispatch(self, name: &str) -> Dispatch {
         let time =
@@ -220,7 +220,7 @@ pub fn dispatch_id(dispatch: &Dispatch) -> Option<&str> {
     })
 }
 
-/// The fingerprint of DESIGN 4.2 from its two parts.
+/// The fingerprint of design.md §4.2 from its two parts.
 pub fn fingerprint(updated_at: Option<Timestamp>, runs: i64) -> String {
     let time = updated_at.map_or_else(
         || "0001-01-01T00:00:00Z".to_string(),
@@ -229,7 +229,7 @@ pub fn fingerprint(updated_at: Option<Timestamp>, runs: i64) -> String {
     format!("{time}#{runs}")
 }
 
-/// Adds `report`, `findings` and `changes` of DESIGN 4.2 from a parsed `report.json`.
+/// Adds `report`, `findings` and `changes` of design.md §4.2 from a parsed `report.json`.
 pub fn attach_report(record: &mut Dispatch, report: Map<String, Value>) {
     if report.is_empty() {
         return;
@@ -387,7 +387,7 @@ impl Direction {
     }
 }
 
-/// One line of sync history (DESIGN 4.4).
+/// One line of sync history (design.md §4.4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncRecord {
     /// Agent the sync ran for.

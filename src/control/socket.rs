@@ -246,7 +246,10 @@ pub fn holder_pid(state_dir: &Path) -> Option<u32> {
 /// (lines like `3: FLOCK  ADVISORY  WRITE 27881 fe:00:10036050 0 EOF`, the device as
 /// hex major:minor). Waiters (`->`) and locks without a pid (`-1`) are skipped.
 fn lock_holder(locks: &str, dev: u64, ino: u64) -> Option<u32> {
-    let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    // Linux's encoding of a device number (glibc's gnu_dev_major/minor), written out so
+    // this parser of a Linux file builds on every unix.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     locks.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.get(1) != Some(&"FLOCK") {
@@ -266,6 +269,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn the_lock_holder_is_found_by_device_and_inode_only() {
         let locks = "1: OFDLCK ADVISORY  WRITE -1 fe:00:10036050 0 4611686018427388799\n\
                      2: FLOCK  ADVISORY  WRITE 27561 fe:00:5415000 0 EOF\n\
