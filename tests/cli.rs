@@ -36,17 +36,7 @@ fn write_json(path: &Path, value: &Value) {
 fn help_explains_every_command_with_an_example() {
     let sandbox = sandbox();
     let out = run(sandbox.cmd(&["--help"])).ok();
-    for command in [
-        "push",
-        "pull",
-        "status",
-        "history",
-        "queue",
-        "dead-letters",
-        "requeue",
-        "run",
-        "import-legacy",
-    ] {
+    for &command in SUBCOMMANDS {
         assert!(out.stdout.contains(command), "--help lacks {command}");
         let sub = run(sandbox.cmd(&[command, "--help"])).ok();
         assert!(

@@ -439,21 +439,6 @@ async fn under_type_notify_it_sends_ready_once_serving_then_watchdog_then_stoppi
 
 // ----------------------------------------------------- completions and man page
 
-/// Every subcommand the binary has.
-const SUBCOMMANDS: &[&str] = &[
-    "push",
-    "pull",
-    "status",
-    "history",
-    "queue",
-    "dead-letters",
-    "requeue",
-    "run",
-    "import-legacy",
-    "completions",
-    "man",
-];
-
 #[actix_rt::test]
 async fn completions_for_each_shell_and_the_man_page_name_every_subcommand() {
     let sandbox = sandbox();

@@ -60,6 +60,20 @@ macro_rules! agent_sync_bin {
 
 /// The token of the in-process tests; it must never show up in `Debug` output.
 pub const TOKEN: &str = "test-token";
+/// Every subcommand of the `agent-sync` binary (help, completions and man tests).
+pub const SUBCOMMANDS: &[&str] = &[
+    "push",
+    "pull",
+    "status",
+    "history",
+    "queue",
+    "dead-letters",
+    "requeue",
+    "run",
+    "import-legacy",
+    "completions",
+    "man",
+];
 /// The default agent id of [`Options`].
 pub const AGENT_ID: &str = "test-agent";
 /// The push endpoint.
