@@ -84,7 +84,7 @@ pub struct Target {
 }
 
 /// The targets, in the order they are summarised.
-pub const TARGETS: [Target; 10] = [
+pub const TARGETS: [Target; 14] = [
     Target {
         figure: "scan_ratio",
         bound: Bound::AtMost,
@@ -138,6 +138,30 @@ pub const TARGETS: [Target; 10] = [
         bound: Bound::AtMost,
         limit: 0.0,
         shown: "0",
+    },
+    Target {
+        figure: "push_new_rss",
+        bound: Bound::Below,
+        limit: 64.0,
+        shown: "64",
+    },
+    Target {
+        figure: "push_nothing_new_rss",
+        bound: Bound::Below,
+        limit: 64.0,
+        shown: "64",
+    },
+    Target {
+        figure: "push_nothing_new_ratio",
+        bound: Bound::AtMost,
+        limit: 1.5,
+        shown: "1.5",
+    },
+    Target {
+        figure: "db_delivered",
+        bound: Bound::AtMost,
+        limit: 8.0,
+        shown: "8",
     },
     Target {
         figure: "fleet_recovery",

@@ -24,6 +24,8 @@
 //!   process (`--phase drain-child`).
 //! - [`fleet`]: two fleets of instances recovering from an outage, with and without
 //!   jitter.
+//! - [`scale`]: a 100,000-workspace tree in the actors and through fresh `agent-sync`
+//!   processes, the database before and after a backlog, growth from 10,000.
 //! - [`figures`]: printing figures and targets, machine facts.
 
 mod coalesce;
@@ -36,6 +38,7 @@ mod phases;
 mod platform;
 mod push;
 mod rss;
+mod scale;
 mod scan;
 
 use std::process::ExitCode;
@@ -49,7 +52,8 @@ use crate::platform::Loopback;
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: agent-sync-bench [--workspaces N] [--entries N] [--rss-entries N]
-                        [--fleet N] [--outage-secs N]
+                        [--fleet N] [--outage-secs N] [--scale-workspaces N]
+                        [--agent-sync PATH] [--only A,B]
 
   --workspaces N    workspaces in the generated tree (scan, rescan)     default 10000
   --entries N       host dispatches enqueued, entries drained, POSTs     default 10000
@@ -58,8 +62,13 @@ const USAGE: &str = "usage: agent-sync-bench [--workspaces N] [--entries N] [--r
   --fleet N         agent instances per fleet (fleet_recovery*)          default 100
   --outage-secs N   how long the platform answers 503 (fleet_recovery*)  default 30
                     (the backoff then decides: with 30 s they clear in ~2 min)
+  --scale-workspaces N
+                    the large tree of the scale phase; --workspaces is   default 100000
+                    the small one its growth is shown from
+  --agent-sync PATH the binary the scale phase runs   default: next to this binary
+                    (so `cargo build --release --workspace` first)
   --only A,B        run only these phases (scan, enqueue, drain, coalesced, hung,
-                    rss, kill, fleet); targets of the others print `not measured`
+                    scale, rss, kill, fleet); targets of the others print `not measured`
 
 Exit code: 0 (targets missed included), 1 on an error, 2 on bad flags.";
 
@@ -76,6 +85,10 @@ pub struct Options {
     pub fleet: usize,
     /// Seconds the platform answers 503 in the fleet phase.
     pub outage_secs: u64,
+    /// Workspaces in the scale phase's large tree.
+    pub scale_workspaces: usize,
+    /// The `agent-sync` binary the scale phase runs (default: next to this one).
+    pub agent_sync: Option<std::path::PathBuf>,
     /// Only these phases (all when empty).
     pub only: Vec<String>,
     /// Hidden: `rss` runs the peak RSS child, `drain-child` a draining SyncService.
@@ -89,12 +102,13 @@ pub struct Options {
 }
 
 /// The phases `--only` may name, in the order they run.
-const PHASES: [&str; 8] = [
+const PHASES: [&str; 9] = [
     "scan",
     "enqueue",
     "drain",
     "coalesced",
     "hung",
+    "scale",
     "rss",
     "kill",
     "fleet",
@@ -115,6 +129,8 @@ impl Default for Options {
             rss_entries: 100_000,
             fleet: 100,
             outage_secs: 30,
+            scale_workspaces: 100_000,
+            agent_sync: None,
             only: Vec::new(),
             phase: None,
             platform_url: None,
@@ -158,6 +174,8 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--rss-entries" => opts.rss_entries = count(value()?)?,
             "--fleet" => opts.fleet = count(value()?)?,
             "--outage-secs" => opts.outage_secs = count(value()?)? as u64,
+            "--scale-workspaces" => opts.scale_workspaces = count(value()?)?,
+            "--agent-sync" => opts.agent_sync = Some(value()?.into()),
             "--phase" => match value()?.as_str() {
                 phase @ ("rss" | "drain-child") => opts.phase = Some(phase.into()),
                 other => return Err(format!("unknown phase {other:?}")),
@@ -181,6 +199,16 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(scale::MEASURE_FLAG) {
+        // Before anything else: the helper must stay small (see scale::measure_child).
+        return match scale::measure_child(args.get(2..).unwrap_or_default()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let opts = match parse(args.get(1..).unwrap_or_default()) {
         Ok(Some(opts)) => opts,
         Ok(None) => {
@@ -213,7 +241,8 @@ fn run(args: &[String], opts: &Options) -> BenchResult<()> {
     println!(
         "agent-sync-bench: command `{}`; machine: {}, load average {} at start; date: {}; \
          build: {}; \
-         sizes: {} workspaces, {} entries, {} rss entries, fleets of {}, {} s outage; \
+         sizes: {} workspaces ({} in the scale phase), {} entries, {} rss entries, fleets \
+         of {}, {} s outage; \
          work dir: {}",
         args.join(" "),
         figures::machine(),
@@ -225,6 +254,7 @@ fn run(args: &[String], opts: &Options) -> BenchResult<()> {
             "release"
         },
         opts.workspaces,
+        opts.scale_workspaces,
         opts.entries,
         opts.rss_entries,
         opts.fleet,

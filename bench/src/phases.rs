@@ -4,6 +4,7 @@
 //! - [`crate::push`]: enqueue, post_loop, drain.
 //! - [`crate::coalesce`]: drain_coalesced, drain_coalesced_20ms.
 //! - [`crate::hung`]: durable_while_hung, a push made durable while a drain hangs.
+//! - [`crate::scale`]: the 100,000-workspace figures and their growth from 10,000.
 //!
 //! After this System: peak_rss ([`crate::rss`]) and the kill points ([`crate::kill`])
 //! in child processes, then the fleets ([`crate::fleet`]) on a System of their own.
@@ -22,7 +23,7 @@ use agent_sync_actors::{ActorsConfig, Store, SyncActors};
 
 use crate::figures::Figure;
 use crate::platform::Loopback;
-use crate::{coalesce, hung, push, scan, BenchResult, Options};
+use crate::{coalesce, hung, push, scale, scan, BenchResult, Options};
 
 /// Agent id of every push.
 pub const AGENT_ID: &str = "bench-agent";
@@ -167,6 +168,9 @@ pub async fn run(opts: &Options, work: &Path, server: &Loopback) -> BenchResult<
     }
     if opts.runs("hung") {
         hung::durable_while_hung(work, &mut figures).await?;
+    }
+    if opts.runs("scale") {
+        scale::scale(opts, work, server, &mut figures).await?;
     }
     Ok(figures)
 }

@@ -1,0 +1,597 @@
+//! The scale figures (issue 11): a large tree scanned in the actors and pushed by the
+//! `agent-sync` binary in fresh processes, the database's size before and after a
+//! backlog, and how each figure grows from `--workspaces` (10,000) to
+//! `--scale-workspaces` (100,000).
+//!
+//! For each of the two sizes S:
+//!
+//! - **Tree and floor.** [`fixture::generate`] writes S workspaces (4 in 5 terminal);
+//!   the floor is the best of 3 bare walks reading every `status.json`, after one
+//!   untimed walk that warms the page cache.
+//! - **In the actors.** Fresh actors, offline: `ScanToQueue` with everything new
+//!   (`scan_to_queue_cold`: walk, Ledger and Queue asked chunk by chunk, records built
+//!   and enqueued durably). The key file is then written and the queue drained to the
+//!   loopback platform, one `ScanToQueue` runs (the first after the delivery, which
+//!   rewrites the rescan cache), and one more with nothing changed (`scan_to_queue_rescan`:
+//!   it must read no `status.json`).
+//! - **Through the binary, each a fresh process.** `agent-sync push` on a fresh state
+//!   dir with everything new (`push_new`: wall time and peak RSS, every dispatch
+//!   delivered), then `push` twice more with nothing new; the second is the cron case
+//!   (`push_nothing_new`: wall time and peak RSS, and `push_nothing_new_ratio`, its
+//!   wall time over the floor). `push_new_20ms` is the everything-new push again on a
+//!   fresh state dir against the platform answering each request after 20 ms.
+//!   Peak RSS is the child's `ru_maxrss` from `wait4`, the kernel's own account, read
+//!   by a small helper process ([`measure_child`]) so the bench's own memory is not
+//!   counted in.
+//! - **Database size.** Fresh actors, offline: S host dispatches queued as `Enqueue`
+//!   messages of 10 (`db_queued`), then drained; once the queue is empty the Queue
+//!   compacts the file (`db_delivered`).
+//!
+//! The figures of the large size are printed and checked against their targets; a
+//! growth table then gives every figure at both sizes and the ratio between them.
+//! The binary is looked for next to this one (`target/<profile>/agent-sync`, built by
+//! `cargo build --release --workspace`) unless `--agent-sync PATH` names it; without
+//! it the binary's figures are reported as not measured, never guessed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_sync::messages::{DatabaseSize, Enqueue, EnqueueBatch, QueueStatus, ScanToQueue};
+use agent_sync_actors::platform::TokenSource;
+use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
+use agent_sync_actors::SyncActors;
+
+use crate::figures::{mib, Figure};
+use crate::fixture::{self, Tree};
+use crate::phases::{emit, millis, start_actors, AGENT_ID, TOKEN};
+use crate::platform::Loopback;
+use crate::push::{drain_all, enqueue_all};
+use crate::{BenchResult, Options};
+
+/// Timed repetitions of the floor walk (best is kept).
+const FLOOR_ROUNDS: usize = 3;
+/// Host dispatches per `Enqueue` message in the database-size run.
+const DISPATCHES_PER_MESSAGE: usize = 10;
+/// `Enqueue` messages in flight at once in the database-size run.
+const MESSAGES_PER_ROUND: usize = 100;
+/// How long the database-size run waits for the Queue's compaction to settle.
+const COMPACTION_WAIT: Duration = Duration::from_secs(10);
+
+/// One fresh `agent-sync` process as the kernel saw it.
+#[derive(Debug, Clone, Copy)]
+struct Process {
+    /// Spawn to exit.
+    wall: Duration,
+    /// `ru_maxrss`, KiB.
+    peak_kib: u64,
+    /// The `synced: N` it printed.
+    synced: usize,
+}
+
+/// Everything measured at one size.
+#[derive(Debug, Clone)]
+struct Measured {
+    tree: Tree,
+    floor: Duration,
+    scan_cold: Duration,
+    scan_after_delivery: Duration,
+    rescan: Duration,
+    /// The binary's figures, if the binary was found.
+    push: Option<Pushes>,
+    db_queued: u64,
+    db_delivered: u64,
+}
+
+/// The binary's runs at one size.
+#[derive(Debug, Clone, Copy)]
+struct Pushes {
+    new: Process,
+    after_delivery: Process,
+    nothing_new: Process,
+    new_20ms: Process,
+}
+
+/// Where the `agent-sync` binary is: `--agent-sync`, else next to this binary.
+fn binary(opts: &Options) -> BenchResult<PathBuf> {
+    match &opts.agent_sync {
+        Some(path) => Ok(path.clone()),
+        None => Ok(std::env::current_exe()?.with_file_name("agent-sync")),
+    }
+}
+
+/// The scale phase: both sizes, the large one's figures, then the growth table.
+pub async fn scale(
+    opts: &Options,
+    work: &Path,
+    server: &Loopback,
+    out: &mut Vec<Figure>,
+) -> BenchResult<()> {
+    let bin = binary(opts)?;
+    let bin = bin.is_file().then_some(bin.clone()).ok_or_else(|| {
+        format!(
+            "no agent-sync binary at {}: run `cargo build --release --workspace` first (or pass --agent-sync PATH)",
+            bin.display()
+        )
+    });
+    if let Err(why) = &bin {
+        println!("scale: the binary's figures are not measured: {why}");
+    }
+    let sizes = [opts.workspaces, opts.scale_workspaces];
+    let mut runs = Vec::new();
+    for size in sizes {
+        let dir = work.join(format!("scale-{size}"));
+        runs.push(measure(size, &dir, server, bin.as_ref().ok()).await?);
+    }
+    let (small, large) = (&runs[0], &runs[1]);
+    for figure in figures(large) {
+        emit(out, figure);
+    }
+    print_growth(small, large);
+    Ok(())
+}
+
+async fn measure(
+    size: usize,
+    dir: &Path,
+    server: &Loopback,
+    bin: Option<&PathBuf>,
+) -> BenchResult<Measured> {
+    let root = dir.join("workspaces");
+    let t = Instant::now();
+    let tree = fixture::generate(&root, size)?;
+    log::info!(
+        "scale: {size} workspaces written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    fixture::floor_walk(&root)?;
+    let mut floor = Duration::MAX;
+    for _ in 0..FLOOR_ROUNDS {
+        let t = Instant::now();
+        fixture::floor_walk(&root)?;
+        floor = floor.min(t.elapsed());
+    }
+    let (scan_cold, scan_after_delivery, rescan) = scans(&tree, &root, dir, &server.url).await?;
+    let push = match bin {
+        Some(bin) => Some(pushes(bin, &tree, &root, dir, server)?),
+        None => None,
+    };
+    let (db_queued, db_delivered) = database(size, dir, &server.url).await?;
+    Ok(Measured {
+        tree,
+        floor,
+        scan_cold,
+        scan_after_delivery,
+        rescan,
+        push,
+        db_queued,
+        db_delivered,
+    })
+}
+
+fn scan_to_queue() -> ScanToQueue {
+    ScanToQueue {
+        agent_id: AGENT_ID.into(),
+        fleet_node_id: None,
+    }
+}
+
+/// Cold `ScanToQueue`, then delivery, then the first scan after it and a rescan.
+async fn scans(
+    tree: &Tree,
+    root: &Path,
+    dir: &Path,
+    url: &str,
+) -> BenchResult<(Duration, Duration, Duration)> {
+    let key_file = dir.join("scan.key");
+    let actors = start_actors(
+        &dir.join("state-scan"),
+        root,
+        url,
+        TokenSource::KeyFile(key_file.clone()),
+        DEFAULT_MAX_BATCH,
+    )?;
+    let t = Instant::now();
+    let cold = actors.scanner.send(scan_to_queue()).await??;
+    let scan_cold = t.elapsed();
+    if cold.workspaces != tree.workspaces
+        || cold.found != tree.terminal
+        || cold.receipt.dispatches != tree.terminal
+    {
+        return Err(format!(
+            "scale: the cold scan found {} workspaces and queued {} of {} found; expected {} and {}",
+            cold.workspaces, cold.receipt.dispatches, cold.found, tree.workspaces, tree.terminal
+        )
+        .into());
+    }
+    drain_all(&actors, &key_file, tree.terminal).await?;
+    let t = Instant::now();
+    let first = actors.scanner.send(scan_to_queue()).await??;
+    let after_delivery = t.elapsed();
+    let t = Instant::now();
+    let again = actors.scanner.send(scan_to_queue()).await??;
+    let rescan = t.elapsed();
+    if first.found != 0 || again.found != 0 || again.status_reads != 0 {
+        return Err(format!(
+            "scale: after the delivery the scans found {} and {} (expected 0), the rescan read \
+             {} status.json (expected 0)",
+            first.found, again.found, again.status_reads
+        )
+        .into());
+    }
+    Ok((scan_cold, after_delivery, rescan))
+}
+
+/// The binary's four fresh-process pushes.
+fn pushes(
+    bin: &Path,
+    tree: &Tree,
+    root: &Path,
+    dir: &Path,
+    server: &Loopback,
+) -> BenchResult<Pushes> {
+    let state = dir.join("state-push");
+    let new = push(bin, root, &state, dir, &server.url)?;
+    let after_delivery = push(bin, root, &state, dir, &server.url)?;
+    let nothing_new = push(bin, root, &state, dir, &server.url)?;
+    server.control().set_delay(Duration::from_millis(20));
+    let new_20ms = push(bin, root, &dir.join("state-push-20ms"), dir, &server.url);
+    server.control().set_delay(Duration::ZERO);
+    let new_20ms = new_20ms?;
+    for (what, run, expected) in [
+        ("everything new", new, tree.terminal),
+        ("the first after delivery", after_delivery, 0),
+        ("nothing new", nothing_new, 0),
+        ("everything new, 20 ms platform", new_20ms, tree.terminal),
+    ] {
+        if run.synced != expected {
+            return Err(format!(
+                "scale: push ({what}) printed synced: {}, expected {expected}",
+                run.synced
+            )
+            .into());
+        }
+    }
+    Ok(Pushes {
+        new,
+        after_delivery,
+        nothing_new,
+        new_20ms,
+    })
+}
+
+/// One `agent-sync push` in a fresh process, with a clean environment, through the
+/// measuring helper (see [`measure_child`]).
+fn push(bin: &Path, root: &Path, state: &Path, home: &Path, url: &str) -> BenchResult<Process> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("CORE_AGENT_API_KEY", TOKEN)
+        .arg(MEASURE_FLAG)
+        .arg(bin)
+        .arg("--workspace-root")
+        .arg(root)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--api-url", url, "--agent-id", AGENT_ID, "push"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    let t = Instant::now();
+    let output = cmd.output()?;
+    let wall = t.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| -> BenchResult<u64> {
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(MEASURED_PREFIX))
+            .flat_map(str::split_whitespace)
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("the measuring helper did not report {name}").into())
+    };
+    if !output.status.success() || field("code")? != 0 {
+        return Err(format!("scale: agent-sync push failed ({})", output.status).into());
+    }
+    let synced = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("synced: "))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| format!("scale: agent-sync push printed {stdout:?}, not `synced: N`"))?;
+    Ok(Process {
+        wall,
+        peak_kib: field("maxrss_kib")?,
+        synced,
+    })
+}
+
+/// The hidden first argument that makes this binary the measuring helper.
+pub const MEASURE_FLAG: &str = "--measure-child";
+/// Prefix of the helper's result line.
+const MEASURED_PREFIX: &str = "measured-child ";
+
+/// The measuring helper: runs `args` (a program and its arguments) with this
+/// process's environment, passes its stdout through, then prints its exit code and
+/// peak RSS.
+///
+/// Why a helper: on Linux a child's `ru_maxrss` also counts the memory of the process
+/// it was spawned from (exec records the old address space's high-water mark), so
+/// `wait4` in the bench itself would report the bench's own tens of MiB. This helper
+/// is a fresh process of a few MiB that does nothing before spawning.
+pub fn measure_child(args: &[String]) -> BenchResult<()> {
+    use std::io::Write;
+    let (program, rest) = args
+        .split_first()
+        .ok_or("--measure-child needs a program")?;
+    let child = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let (code, maxrss_kib, stdout) = wait_with_rusage(child)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(stdout.as_bytes())?;
+    writeln!(out, "{MEASURED_PREFIX}code={code} maxrss_kib={maxrss_kib}")?;
+    Ok(())
+}
+
+/// Waits for `child` with `wait4`, which also returns its resource usage; gives the
+/// exit code (or 128 + signal), `ru_maxrss` in KiB and its stdout.
+fn wait_with_rusage(mut child: std::process::Child) -> BenchResult<(i32, u64, String)> {
+    use std::io::Read;
+    let mut stdout = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        // Read to the end first: the child never blocks on a full pipe.
+        pipe.read_to_string(&mut stdout)?;
+    }
+    let pid = libc::pid_t::try_from(child.id())?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain old data the kernel fills in; `status` and `rusage`
+    // outlive the call. `wait4` reaps the child, so `child` is not waited for again.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
+    if reaped != pid {
+        return Err(format!("wait4: {}", std::io::Error::last_os_error()).into());
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    // Linux reports ru_maxrss in KiB.
+    Ok((code, u64::try_from(rusage.ru_maxrss)?, stdout))
+}
+
+/// `sync.redb` with `n` host dispatches queued, and after their delivery.
+async fn database(n: usize, dir: &Path, url: &str) -> BenchResult<(u64, u64)> {
+    let key_file = dir.join("db.key");
+    let actors = start_actors(
+        &dir.join("state-db"),
+        &dir.join("no-workspaces"),
+        url,
+        TokenSource::KeyFile(key_file.clone()),
+        DEFAULT_MAX_BATCH,
+    )?;
+    let mut next = 0;
+    while next < n {
+        let end = n.min(next + DISPATCHES_PER_MESSAGE * MESSAGES_PER_ROUND);
+        let messages = (next..end)
+            .step_by(DISPATCHES_PER_MESSAGE)
+            .map(|first| Enqueue {
+                agent_id: AGENT_ID.into(),
+                fleet_node_id: None,
+                batch: EnqueueBatch::Host(
+                    (first..end.min(first + DISPATCHES_PER_MESSAGE))
+                        .map(fixture::dispatch)
+                        .collect(),
+                ),
+            })
+            .collect();
+        enqueue_all(&actors, messages).await?;
+        next = end;
+    }
+    let queued = actors.queue.send(QueueStatus).await??;
+    if queued.dispatches != n as u64 {
+        return Err(format!(
+            "scale: {} dispatches queued, expected {n}",
+            queued.dispatches
+        )
+        .into());
+    }
+    let db_queued = actors.queue.send(DatabaseSize).await??;
+    drain_all(&actors, &key_file, n).await?;
+    let db_delivered = settled_size(&actors).await?;
+    Ok((db_queued, db_delivered))
+}
+
+/// The file size once the compaction that follows the queue emptying is done: read
+/// every 100 ms until two reads agree (or [`COMPACTION_WAIT`] passes).
+async fn settled_size(actors: &SyncActors) -> BenchResult<u64> {
+    let started = Instant::now();
+    let mut last = actors.queue.send(DatabaseSize).await??;
+    loop {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        let now = actors.queue.send(DatabaseSize).await??;
+        if now == last || started.elapsed() > COMPACTION_WAIT {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+/// The large size's figures, with their targets in [`crate::figures::TARGETS`].
+fn figures(m: &Measured) -> Vec<Figure> {
+    let n = m.tree.workspaces;
+    let mut figures = vec![
+        Figure::new(
+            "scan_to_queue_cold",
+            millis(m.scan_cold),
+            "ms",
+            format!(
+                "{n} workspaces ({} terminal, {} with report.json), fresh actors, offline: \
+                 ScanToQueue streaming everything new into the Queue, durably; floor walk {:.1} ms",
+                m.tree.terminal,
+                m.tree.reports,
+                millis(m.floor)
+            ),
+        ),
+        Figure::new(
+            "scan_to_queue_rescan",
+            millis(m.rescan),
+            "ms",
+            format!(
+                "{n} workspaces, all {} terminal delivered, nothing changed since the previous \
+                 ScanToQueue, 0 status.json read; the first after the delivery took {:.1} ms",
+                m.tree.terminal,
+                millis(m.scan_after_delivery)
+            ),
+        ),
+    ];
+    if let Some(p) = &m.push {
+        figures.extend([
+            Figure::new(
+                "push_new",
+                p.new.wall.as_secs_f64(),
+                "s",
+                format!(
+                    "fresh `agent-sync push` process, fresh state dir, {n} workspaces, {} \
+                     dispatches new and delivered to the loopback platform",
+                    p.new.synced
+                ),
+            ),
+            Figure::new(
+                "push_new_rss",
+                mib(p.new.peak_kib),
+                "MiB",
+                "peak RSS (ru_maxrss) of that push_new process".into(),
+            ),
+            Figure::new(
+                "push_new_20ms",
+                p.new_20ms.wall.as_secs_f64(),
+                "s",
+                format!(
+                    "push_new on another fresh state dir, the platform answering each request \
+                     20 ms after it arrived; peak RSS {:.1} MiB",
+                    mib(p.new_20ms.peak_kib)
+                ),
+            ),
+            Figure::new(
+                "push_nothing_new",
+                p.nothing_new.wall.as_secs_f64(),
+                "s",
+                format!(
+                    "fresh `agent-sync push` process over the same tree, everything synced and \
+                     the rescan cache persisted by the push before it; that one, the first \
+                     after the delivery, took {:.2} s and {:.1} MiB",
+                    p.after_delivery.wall.as_secs_f64(),
+                    mib(p.after_delivery.peak_kib)
+                ),
+            ),
+            Figure::new(
+                "push_nothing_new_rss",
+                mib(p.nothing_new.peak_kib),
+                "MiB",
+                "peak RSS (ru_maxrss) of that push_nothing_new process".into(),
+            ),
+            Figure::new(
+                "push_nothing_new_ratio",
+                p.nothing_new.wall.as_secs_f64() / m.floor.as_secs_f64().max(1e-9),
+                "x",
+                format!(
+                    "push_nothing_new / floor walk ({:.1} ms: a warm bare walk reading all {n} \
+                     status.json)",
+                    millis(m.floor)
+                ),
+            ),
+        ]);
+    }
+    figures.extend([
+        Figure::new(
+            "db_queued",
+            m.db_queued as f64 / (1024.0 * 1024.0),
+            "MiB",
+            format!(
+                "sync.redb with {n} host dispatches queued ({} per Enqueue, coalesced into \
+                 entries of at most {DEFAULT_MAX_BATCH})",
+                DISPATCHES_PER_MESSAGE
+            ),
+        ),
+        Figure::new(
+            "db_delivered",
+            m.db_delivered as f64 / (1024.0 * 1024.0),
+            "MiB",
+            format!(
+                "sync.redb once those {n} were delivered and the queue is empty ({} bytes, after \
+                 the Queue's compaction)",
+                m.db_delivered
+            ),
+        ),
+    ]);
+    figures
+}
+
+/// Prints every figure at both sizes and how it grew.
+fn print_growth(small: &Measured, large: &Measured) {
+    let (a, b) = (small.tree.workspaces, large.tree.workspaces);
+    println!(
+        "growth from {a} to {b} workspaces ({:.1}x; linear time grows by about that, flat \
+         memory by 1.0x):",
+        b as f64 / a.max(1) as f64
+    );
+    let row = |name: &str, unit: &str, x: f64, y: f64| {
+        println!(
+            "  {name:<24} {x:>10.1} {unit:<3} -> {y:>10.1} {unit:<3} {:>6.1}x",
+            y / x.max(1e-9)
+        );
+    };
+    row("floor walk", "ms", millis(small.floor), millis(large.floor));
+    row(
+        "scan_to_queue_cold",
+        "ms",
+        millis(small.scan_cold),
+        millis(large.scan_cold),
+    );
+    row(
+        "scan_to_queue_rescan",
+        "ms",
+        millis(small.rescan),
+        millis(large.rescan),
+    );
+    if let (Some(p), Some(q)) = (&small.push, &large.push) {
+        let ms = millis;
+        row("push_new", "ms", ms(p.new.wall), ms(q.new.wall));
+        row(
+            "push_new_rss",
+            "MiB",
+            mib(p.new.peak_kib),
+            mib(q.new.peak_kib),
+        );
+        row(
+            "push_new_20ms",
+            "ms",
+            ms(p.new_20ms.wall),
+            ms(q.new_20ms.wall),
+        );
+        row(
+            "push_nothing_new",
+            "ms",
+            ms(p.nothing_new.wall),
+            ms(q.nothing_new.wall),
+        );
+        row(
+            "push_nothing_new_rss",
+            "MiB",
+            mib(p.nothing_new.peak_kib),
+            mib(q.nothing_new.peak_kib),
+        );
+    }
+    let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    row("db_queued", "MiB", mb(small.db_queued), mb(large.db_queued));
+    row(
+        "db_delivered",
+        "MiB",
+        mb(small.db_delivered),
+        mb(large.db_delivered),
+    );
+}
