@@ -3,6 +3,7 @@
 //! transient failure so the Queue's decisions keep their order.
 
 use agent_sync_actors::messages::*;
+use agent_sync_actors::model::QueueEntry;
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit::*;
 
@@ -220,4 +221,76 @@ async fn a_token_echoed_in_an_error_body_is_redacted_from_last_error() {
         "{last_error}"
     );
     platform.stop().await;
+}
+
+/// Leases the head and reports `outcome` for it; returns what was leased.
+async fn lease_and_report(actors: &SyncActors, outcome: DeliveryOutcome) -> (QueueEntry, Decision) {
+    let entry = match actors.queue.send(LeaseNext).await.unwrap().unwrap() {
+        Lease::Ready(entry) => entry,
+        other => panic!("expected a lease, got {other:?}"),
+    };
+    let decision = actors
+        .queue
+        .send(Report {
+            seq: entry.seq,
+            outcome,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    (QueueEntry::clone(&entry), decision)
+}
+
+#[actix::test]
+async fn leases_served_from_memory_always_equal_the_stored_rows() {
+    // Offline, so only this test leases. Three entries: two sealed by a change of
+    // agent (kept decoded by the Queue), the last still open.
+    let dirs = Dirs::new();
+    let (actors, _) = start_actors_with(
+        dirs.root(),
+        dirs.state(),
+        "http://127.0.0.1:9",
+        None,
+        &Options::no_drain(),
+    );
+    enqueue_as(&actors, "a", None, &["a1", "a2"]).await;
+    enqueue_as(&actors, "b", None, &["b1"]).await;
+    enqueue_as(&actors, "a", None, &["a3"]).await;
+    let stored = queue(&actors).await;
+    assert_eq!(stored.len(), 3);
+    let delivered = DeliveryOutcome::Delivered { payload_size: 1 };
+    let too_large = DeliveryOutcome::Status {
+        status: 413,
+        retry_after: None,
+        detail: String::new(),
+    };
+
+    // A sealed head, leased from memory, is what the table holds; its 413 splits the
+    // stored row, and the next lease reads that row, not the stale copy.
+    let (first, decision) = lease_and_report(&actors, too_large).await;
+    assert_eq!(first, stored[0]);
+    assert_eq!(decision, Decision::Split);
+    let split = queue(&actors).await;
+    assert_eq!(split[0].parts.len(), 2, "the row records the split");
+    let (half, _) = lease_and_report(&actors, delivered.clone()).await;
+    assert_eq!(
+        half, split[0],
+        "a lease after a change reads the changed row"
+    );
+    assert_eq!(half.next_part_len(), 1);
+    let (rest, decision) = lease_and_report(&actors, delivered.clone()).await;
+    assert_eq!(rest.dispatches.len(), 1);
+    assert_eq!(decision, Decision::Delivered { dispatches: 1 });
+
+    // The second sealed entry and the open tail, each leased and delivered whole.
+    let (second, _) = lease_and_report(&actors, delivered.clone()).await;
+    assert_eq!(second, stored[1]);
+    let (third, _) = lease_and_report(&actors, delivered).await;
+    assert_eq!(third, stored[2]);
+    let summary = summary(&actors).await;
+    assert_eq!((summary.entries, summary.dispatches), (0, 0));
+    assert_eq!(
+        actors.queue.send(LeaseNext).await.unwrap().unwrap(),
+        Lease::Empty
+    );
 }

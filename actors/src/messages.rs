@@ -236,8 +236,9 @@ pub struct LeaseNext;
 /// Reply to [`LeaseNext`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lease {
-    /// Send this entry's next part, then [`Report`] the outcome.
-    Ready(QueueEntry),
+    /// Send this entry's next part, then [`Report`] the outcome. Shared: the Queue
+    /// applies the report to the same copy instead of decoding the entry again.
+    Ready(std::sync::Arc<QueueEntry>),
     /// The head is backing off until then.
     Waiting {
         /// The head's `next_attempt`.

@@ -4,7 +4,9 @@
 //! - this file: the actor, its state and its message handlers;
 //! - `tables`: its redb tables and every change to them;
 //! - `policy`: the decisions as pure functions (classify, split, jittered backoff,
-//!   coalescing).
+//!   coalescing);
+//! - `resident`: decoded copies of sealed entries, so the head is leased and its
+//!   report applied without decoding it again.
 //!
 //! # Invariants
 //!
@@ -56,8 +58,10 @@
 //! outcome first, so it re-sends nothing (R3).
 
 mod policy;
+mod resident;
 mod tables;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -73,6 +77,7 @@ use crate::model::{DeadLetter, QueueEntry, ScannedDispatch};
 use crate::store::{decode_or_warn, Compaction, Store, COMPACT_MIN_FILE_BYTES};
 use crate::time::{Clock, Timestamp};
 use policy::{Caps, OpenTail, Spread};
+use resident::Resident;
 use tables::{QueueTables, DISPATCHES};
 
 /// Default dispatches per entry (P11).
@@ -109,6 +114,25 @@ impl Default for QueueConfig {
 /// An enqueue waiting for the group commit, and where its answer goes.
 type PendingEnqueue = (Enqueue, oneshot::Sender<Result<EnqueueReceipt, StoreError>>);
 
+/// The one lease out.
+#[derive(Debug)]
+struct Leased {
+    /// The entry as handed to the Pusher: its report is applied to this copy.
+    entry: Arc<QueueEntry>,
+    /// When the lease lapses (the Pusher died without reporting).
+    expires: Timestamp,
+}
+
+/// Where [`Queue::head`] found the head.
+enum Head {
+    /// The open tail (kept decoded by the Queue).
+    OpenTail,
+    /// A resident copy.
+    Resident(Arc<QueueEntry>),
+    /// Read from its row.
+    Decoded(QueueEntry),
+}
+
 /// Owns `queue`, `queue_keys`, `queue_meta` and `dead_letters`.
 pub struct Queue {
     /// The shared database.
@@ -122,9 +146,11 @@ pub struct Queue {
     /// Told when work becomes due (the Pusher).
     waker: Option<Recipient<QueueChanged>>,
     /// The leased entry and when the lease lapses.
-    lease: Option<(u64, Timestamp)>,
+    lease: Option<Leased>,
     /// The tail entry new dispatches may still join; `None` once it is leased.
     open_tail: Option<OpenTail>,
+    /// Sealed entries kept decoded for their lease (bounded; see `resident`).
+    resident: Resident,
     /// Enqueues received since the last group commit.
     pending: Vec<PendingEnqueue>,
     /// The file size from which an emptied queue makes the Queue look at free space.
@@ -148,6 +174,7 @@ impl Queue {
             waker: None,
             lease: None,
             open_tail: None,
+            resident: Resident::default(),
             pending: Vec::new(),
             compact_floor: COMPACT_MIN_FILE_BYTES,
             compact_pending: false,
@@ -178,12 +205,15 @@ impl Queue {
         // Work on a copy of the open tail: a failed commit leaves the stored one as it
         // was, so the copy is dropped with it.
         let mut tail = self.open_tail.take();
+        let mut sealed = Vec::new();
+        let (messages, replies): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
         let result = self
             .store
             .write("enqueue dispatches", Durability::Immediate, |txn| {
                 QueueTables::open(txn)?.enqueue_group(
-                    pending.iter().map(|(msg, _)| msg),
+                    messages.into_iter(),
                     &mut tail,
+                    &mut sealed,
                     caps,
                     now,
                 )
@@ -191,8 +221,11 @@ impl Queue {
         match result {
             Ok(receipts) => {
                 self.open_tail = tail;
+                for open in sealed {
+                    self.resident.keep(open.entry, open.body_bytes);
+                }
                 let queued = receipts.iter().any(|r| r.dispatches > 0);
-                for ((_, reply), receipt) in pending.into_iter().zip(receipts) {
+                for (reply, receipt) in replies.into_iter().zip(receipts) {
                     let _ = reply.send(Ok(receipt));
                 }
                 if queued {
@@ -203,7 +236,7 @@ impl Queue {
                 // Every caller gets the error and reports it; logging it too would put
                 // a second copy first on a CLI's stderr.
                 log::debug!("group commit failed: {e}");
-                for (_, reply) in pending {
+                for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
@@ -213,32 +246,81 @@ impl Queue {
     /// Leases the head if it is due and no lease is out; a leased entry is sealed.
     fn lease_next(&mut self) -> Result<Lease, StoreError> {
         let now = self.clock.now();
-        if let Some((_, expires)) = &self.lease {
-            if now < *expires {
+        if let Some(lease) = &self.lease {
+            if now < lease.expires {
                 return Ok(Lease::InFlight);
             }
             log::warn!("a lease on the queue head was never reported; leasing it again");
             self.lease = None;
         }
-        let Some(head) = self.head()? else {
+        let Some(head) = self.head_to_lease()? else {
             return Ok(Lease::Empty);
         };
         if let Some(until) = head.next_attempt.filter(|t| *t > now) {
             return Ok(Lease::Waiting { until });
         }
-        if self
-            .open_tail
-            .as_ref()
-            .is_some_and(|t| t.entry.seq == head.seq)
-        {
-            self.open_tail = None;
-        }
-        self.lease = Some((head.seq, now.saturating_add(self.config.lease_timeout)));
+        self.lease = Some(Leased {
+            entry: Arc::clone(&head),
+            expires: now.saturating_add(self.config.lease_timeout),
+        });
         Ok(Lease::Ready(head))
     }
 
-    /// The first entry that decodes; one that does not is skipped with a warning and
-    /// left in place: never lost, never blocking.
+    /// The head entry, about to be leased: the open tail or a resident copy when it is
+    /// one of those (no read of its row beyond the key), else the first row that
+    /// decodes; one that does not is skipped with a warning and left in place: never
+    /// lost, never blocking. The head leaves the open tail (sealed) or `resident`; a
+    /// head that is backing off is never either, since both hold only fresh entries.
+    fn head_to_lease(&mut self) -> Result<Option<Arc<QueueEntry>>, StoreError> {
+        let first = self.store.read("read the queue head", |txn| {
+            let queue = txn.open_table(QUEUE)?;
+            for row in queue.iter()? {
+                let (seq, bytes) = row?;
+                let seq = seq.value();
+                if self.open_tail.as_ref().is_some_and(|t| t.entry.seq == seq) {
+                    return Ok(Some(Head::OpenTail));
+                }
+                if let Some(entry) = self.resident.take(seq) {
+                    return Ok(Some(Head::Resident(entry)));
+                }
+                if let Some(entry) = decode_or_warn("queue entry", seq, bytes.value()) {
+                    return Ok(Some(Head::Decoded(entry)));
+                }
+            }
+            Ok(None)
+        })?;
+        Ok(first.and_then(|head| match head {
+            Head::OpenTail => self.open_tail.take().map(|t| Arc::new(t.entry)),
+            Head::Resident(entry) => Some(entry),
+            Head::Decoded(entry) => Some(Arc::new(entry)),
+        }))
+    }
+
+    /// Applies one outcome in one durable commit and releases the lease; also says
+    /// whether the queue is empty afterwards.
+    fn report(
+        &mut self,
+        seq: u64,
+        outcome: &DeliveryOutcome,
+    ) -> Result<(Decision, bool), StoreError> {
+        let leased = match self.lease.take() {
+            Some(lease) if lease.entry.seq == seq => Some(lease.entry),
+            other => {
+                self.lease = other;
+                None
+            }
+        };
+        let now = self.clock.now();
+        let spread = &mut self.spread;
+        self.store
+            .write("record a delivery outcome", Durability::Immediate, |txn| {
+                let mut tables = QueueTables::open(txn)?;
+                let decision = tables.apply(seq, leased.as_deref(), outcome, now, spread)?;
+                Ok((decision, tables.is_empty()?))
+            })
+    }
+
+    /// The head entry as stored, for status: changes nothing.
     fn head(&self) -> Result<Option<QueueEntry>, StoreError> {
         self.store.read("read the queue head", |txn| {
             let queue = txn.open_table(QUEUE)?;
@@ -250,26 +332,6 @@ impl Queue {
             }
             Ok(None)
         })
-    }
-
-    /// Applies one outcome in one durable commit and releases the lease; also says
-    /// whether the queue is empty afterwards.
-    fn report(
-        &mut self,
-        seq: u64,
-        outcome: &DeliveryOutcome,
-    ) -> Result<(Decision, bool), StoreError> {
-        if self.lease.is_some_and(|(leased, _)| leased == seq) {
-            self.lease = None;
-        }
-        let now = self.clock.now();
-        let spread = &mut self.spread;
-        self.store
-            .write("record a delivery outcome", Durability::Immediate, |txn| {
-                let mut tables = QueueTables::open(txn)?;
-                let decision = tables.apply(seq, outcome, now, spread)?;
-                Ok((decision, tables.is_empty()?))
-            })
     }
 
     /// Compacts the file if the queue's emptying left it sparse (invariant 7).
@@ -312,7 +374,9 @@ impl Queue {
         body: impl FnOnce(&mut QueueTables) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
         self.commit_pending();
-        self.open_tail = None;
+        if let Some(open) = self.open_tail.take() {
+            self.resident.keep(open.entry, open.body_bytes);
+        }
         self.store.write(operation, Durability::Immediate, |txn| {
             body(&mut QueueTables::open(txn)?)
         })

@@ -77,14 +77,16 @@ impl<'txn> QueueTables<'txn> {
         })
     }
 
-    /// Queues one group commit's enqueues in order. A dispatch joins the open `tail`
-    /// when the policy admits it, else starts a new entry that becomes the tail; the
-    /// tail is written once, at the end. On error the caller discards `tail` (the
-    /// transaction is not committed).
-    pub(super) fn enqueue_group<'m>(
+    /// Queues one group commit's enqueues in order, moving their dispatches in. A
+    /// dispatch joins the open `tail` when the policy admits it, else starts a new
+    /// entry that becomes the tail; a tail so replaced is pushed to `sealed`. The tail
+    /// is written once, at the end. On error the caller discards `tail` and `sealed`
+    /// (the transaction is not committed).
+    pub(super) fn enqueue_group(
         &mut self,
-        messages: impl Iterator<Item = &'m Enqueue>,
+        messages: impl Iterator<Item = Enqueue>,
         tail: &mut Option<OpenTail>,
+        sealed: &mut Vec<OpenTail>,
         caps: Caps,
         now: Timestamp,
     ) -> Result<Vec<EnqueueReceipt>, redb::Error> {
@@ -92,23 +94,31 @@ impl<'txn> QueueTables<'txn> {
         let mut dirty = false;
         let mut added = 0u64;
         for msg in messages {
+            let Enqueue {
+                agent_id,
+                fleet_node_id,
+                batch,
+            } = msg;
             let mut receipt = EnqueueReceipt::default();
             let mut place = |tables: &mut Self, dispatch: Dispatch, key: Option<(&str, &str)>| {
                 let bytes = json_len(&dispatch);
-                let identity = (msg.agent_id.as_str(), msg.fleet_node_id);
                 let seq = match tail
                     .as_mut()
-                    .filter(|t| t.admits(identity.0, identity.1, bytes, caps))
+                    .filter(|t| t.admits(&agent_id, fleet_node_id, bytes, caps))
                 {
                     Some(open) => {
                         open.push(dispatch, bytes);
                         open.entry.seq
                     }
                     None => {
-                        if let (Some(old), true) = (tail.as_ref(), dirty) {
-                            tables.put_entry(&old.entry)?;
+                        if let Some(old) = tail.take() {
+                            if dirty {
+                                tables.put_entry(&old.entry)?;
+                            }
+                            sealed.push(old);
                         }
-                        let mut open = OpenTail::new(tables.new_entry(msg, now)?);
+                        let entry = tables.new_entry(&agent_id, fleet_node_id, now)?;
+                        let mut open = OpenTail::new(entry);
                         open.push(dispatch, bytes);
                         receipt.entries += 1;
                         let seq = open.entry.seq;
@@ -128,10 +138,10 @@ impl<'txn> QueueTables<'txn> {
                 receipt.dispatches += 1;
                 Ok::<_, redb::Error>(())
             };
-            match &msg.batch {
+            match batch {
                 EnqueueBatch::Host(dispatches) => {
                     for dispatch in dispatches {
-                        place(self, dispatch.clone(), None)?;
+                        place(self, dispatch, None)?;
                     }
                 }
                 EnqueueBatch::Scanned(scanned) => {
@@ -146,7 +156,7 @@ impl<'txn> QueueTables<'txn> {
                             receipt.duplicates += 1;
                             continue;
                         }
-                        place(self, d.record.clone(), Some((&d.id, &d.fingerprint)))?;
+                        place(self, d.record, Some((&d.id, &d.fingerprint)))?;
                     }
                 }
             }
@@ -161,11 +171,16 @@ impl<'txn> QueueTables<'txn> {
     }
 
     /// A new, empty entry at the tail: its seq and key minted now.
-    fn new_entry(&mut self, msg: &Enqueue, now: Timestamp) -> Result<QueueEntry, redb::Error> {
+    fn new_entry(
+        &mut self,
+        agent_id: &str,
+        fleet_node_id: Option<i64>,
+        now: Timestamp,
+    ) -> Result<QueueEntry, redb::Error> {
         let mut entry = QueueEntry {
             seq: self.next_seq()?,
-            agent_id: msg.agent_id.clone(),
-            fleet_node_id: msg.fleet_node_id,
+            agent_id: agent_id.to_string(),
+            fleet_node_id,
             dispatches: Vec::new(),
             fingerprints: BTreeMap::new(),
             queued_at: now,
@@ -179,21 +194,30 @@ impl<'txn> QueueTables<'txn> {
         Ok(entry)
     }
 
-    /// What the Queue decides for one outcome, written in this transaction.
+    /// What the Queue decides for one outcome, written in this transaction. `leased`
+    /// is the entry as the Queue leased it, when it still has it: the stored row is
+    /// then not decoded again.
     pub(super) fn apply(
         &mut self,
         seq: u64,
+        leased: Option<&QueueEntry>,
         outcome: &DeliveryOutcome,
         now: Timestamp,
         spread: &mut Spread,
     ) -> Result<Decision, redb::Error> {
-        let Some(mut entry) = self.entry(seq)? else {
-            return Err(redb::Error::Corrupted(format!(
-                "entry {seq} is no longer queued"
-            )));
+        let stored;
+        let entry = match leased.filter(|e| e.seq == seq) {
+            Some(entry) if self.queue.get(seq)?.is_some() => entry,
+            _ => {
+                stored = self.entry(seq)?.ok_or_else(|| {
+                    redb::Error::Corrupted(format!("entry {seq} is no longer queued"))
+                })?;
+                &stored
+            }
         };
         Ok(match policy::classify(outcome, entry.next_part_len()) {
-            Class::Delivered => self.deliver_part(&mut entry)?,
+            Class::Delivered if entry.parts.is_empty() => self.deliver_whole(entry)?,
+            Class::Delivered => self.deliver_part(&mut entry.clone())?,
             Class::Transient { unauthorized } => {
                 let (retry_after, detail) = match outcome {
                     DeliveryOutcome::Status {
@@ -204,6 +228,7 @@ impl<'txn> QueueTables<'txn> {
                     DeliveryOutcome::Network { detail } => (None, detail.clone()),
                     DeliveryOutcome::Delivered { .. } => (None, String::new()),
                 };
+                let mut entry = entry.clone();
                 entry.attempts = entry.attempts.saturating_add(1);
                 let at = policy::retry_at(entry.attempts, retry_after, now, spread);
                 entry.next_attempt = Some(at);
@@ -212,6 +237,7 @@ impl<'txn> QueueTables<'txn> {
                 Decision::RetryAt { at, unauthorized }
             }
             Class::TooLarge => {
+                let mut entry = entry.clone();
                 policy::split_next_part(&mut entry);
                 self.put_entry(&entry)?;
                 Decision::Split
@@ -221,9 +247,20 @@ impl<'txn> QueueTables<'txn> {
                     DeliveryOutcome::Status { detail, .. } => detail.clone(),
                     _ => format!("HTTP {status}"),
                 };
-                self.dead_letter_part(&mut entry, status, detail, now)?
+                self.dead_letter_part(&mut entry.clone(), status, detail, now)?
             }
         })
+    }
+
+    /// Removes a delivered entry sent whole (the common case): no copy of it is made.
+    fn deliver_whole(&mut self, entry: &QueueEntry) -> Result<Decision, redb::Error> {
+        for (id, fingerprint) in &entry.fingerprints {
+            self.keys.remove(dedup_key(id, fingerprint).as_str())?;
+        }
+        self.queue.remove(entry.seq)?;
+        let dispatches = entry.dispatches.len();
+        self.add_dispatches(0, dispatches as u64)?;
+        Ok(Decision::Delivered { dispatches })
     }
 
     /// True when no entry is queued.
