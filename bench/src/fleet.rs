@@ -1,5 +1,5 @@
-//! fleet_recovery, fleet_recovery_no_jitter: how a fleet that failed together comes
-//! back to a recovering platform.
+//! fleet_recovery, fleet_recovery_window and their `_no_jitter` twins: how a fleet that
+//! failed together comes back to a recovering platform.
 //!
 //! Two fleets run at once, each of `--fleet` agent instances (100 by default) on an
 //! arbiter (thread) of its own in this process, each instance with its own state dir
@@ -12,26 +12,32 @@
 //! Queue's backoff (1 s, 5 s, 15 s, 60 s, 300 s; with jitter, each step times a factor
 //! uniform in [0.5, 1.5)) until every queue is empty.
 //!
-//! **The figure.** Arrivals at the platform are counted in 100 ms buckets starting at
-//! the instant the platform recovered (the end of the outage): bucket k holds the
-//! requests that arrived in [recovery + k x 100 ms, recovery + (k+1) x 100 ms). The
-//! window is every bucket from the first after recovery to the one holding the last
-//! request, i.e. the whole time from the platform being able to take the backlog to
-//! the backlog being cleared, empty buckets included. The figure is the busiest
-//! bucket's count over the mean count per bucket in that window (requests after
-//! recovery / buckets in the window).
+//! **The figures.** Arrivals at the platform are counted in 100 ms buckets starting
+//! at the instant the platform recovered (the end of the outage): bucket k holds the
+//! requests that arrived in [recovery + k x 100 ms, recovery + (k+1) x 100 ms). Every
+//! instance sends its backlog as [`BACKLOG`]`/100` = 3 requests back to back once the
+//! platform takes its first retry, so:
 //!
-//! Why from the recovery, not from the first request after it: a fleet that waits and
-//! then sends everything at once would shrink a first-to-last window to its own burst
-//! and score about 1, the same as a perfectly even spread; the platform's point of
-//! view is the time it is up and the backlog is not yet cleared, so that is the window
-//! for both fleets. The detail also gives the first and last request times, so the
-//! first-to-last reading can be recomputed (it is printed too, marked as not the
-//! figure), and a reference: the median ratio when the same bursts (one per instance,
-//! its 3 requests back to back in one bucket) fall in uniformly random buckets of the
-//! same window, which is what independent random retry times give at best. With 100
-//! instances and 100 ms buckets that reference is far above 3 (most buckets hold 0 or
-//! 1 burst, the busiest 2), so the target is reported as it comes out, never bent.
+//! - `fleet_recovery` (the target, at most 3): the busiest bucket's requests over the
+//!   requests each instance sends, i.e. how many instances' retries landed in the
+//!   same 100 ms at worst. In lockstep (jitter off) that is the whole fleet, 100.
+//!   This is the reading under which the issue's own "without jitter it is close to
+//!   100" holds whatever the outage's length.
+//! - `fleet_recovery_window` (printed, no target): the busiest bucket's count over the
+//!   mean count per bucket, the window running from the recovery to the last request,
+//!   empty buckets included. Taken literally as "peak over the mean while the backlog
+//!   clears" this was the first reading, and it cannot reach 3: the mean falls as the
+//!   retries spread, so spreading them wider (what jitter is for) raises it. 100
+//!   bursts of 3 placed at uniformly random buckets of the same window (the best any
+//!   independent jitter does) give a median of about 17 (the detail prints that
+//!   reference for the run's window); without jitter it is the window's length in
+//!   buckets (about 190 with a 30 s outage), not 100. So that reading is reported but
+//!   not judged.
+//!
+//! Why the window starts at the recovery, not at the first request after it: a fleet
+//! that waits and then sends everything at once would shrink a first-to-last window
+//! to its own burst and score about 1, the same as a perfectly even spread (the
+//! first-to-last reading is in the detail too, marked as not a figure).
 //!
 //! The outage starts with no end; once every instance's first attempt has been
 //! refused, its end is set to `--outage-secs` after the start (or now, if the first
@@ -257,7 +263,7 @@ fn shape(arrivals: &[Arrival], recovery: Instant) -> Shape {
     }
 }
 
-/// Reference for the figure: `instances` bursts of `per` requests, each burst in one
+/// Reference for fleet_recovery_window: `instances` bursts of `per` requests, each burst in one
 /// bucket chosen uniformly at random among `buckets`; the median peak-over-mean of
 /// `draws` such placements. What independent random retry times give at best-case
 /// (uniform) density, whatever the jitter's exact shape.
@@ -281,7 +287,8 @@ fn uniform_reference(instances: usize, per: usize, buckets: usize, draws: usize)
     ratios[ratios.len() / 2]
 }
 
-/// fleet_recovery and fleet_recovery_no_jitter, on a System of their own.
+/// fleet_recovery, fleet_recovery_window and their `_no_jitter` twins, on a System of
+/// their own.
 pub fn run(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
     actix::System::new().block_on(fleets(opts, work))
 }
@@ -369,47 +376,68 @@ async fn fleets(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
         }
         let per = BACKLOG.div_ceil(DEFAULT_MAX_BATCH);
         let reference = uniform_reference(n, per, s.buckets, 1_000);
-        let jitter = match fleet.jitter {
-            Jitter::Off => "jitter off (Jitter::Off)",
-            _ => "default jitter (Jitter::Random, [0.5, 1.5) x each step)",
+        let (jitter, herd_name, window_name) = match fleet.jitter {
+            Jitter::Off => (
+                "jitter off (Jitter::Off)",
+                "fleet_recovery_no_jitter",
+                "fleet_recovery_window_no_jitter",
+            ),
+            _ => (
+                "default jitter (Jitter::Random, [0.5, 1.5) x each step)",
+                "fleet_recovery",
+                "fleet_recovery_window",
+            ),
         };
-        let figure = Figure::new(
-            fleet.name,
-            s.ratio,
+        let herd = Figure::new(
+            herd_name,
+            s.peak as f64 / per as f64,
             "x",
             format!(
                 "{n} instances in one process, a thread each ({jitter}), each with its own \
-                 state dir and {BACKLOG} dispatches ({per} entries) queued before a {:.1} s outage \
-                 (503 to everything; every instance refused once {:.2} s into it; {} refused \
-                 requests in all); busiest 100 ms bucket / mean per 100 ms \
-                 bucket over the {} buckets from the recovery to the last request, empty ones \
-                 included: {} / {:.3} (busiest bucket starts {:.1} s after the recovery); {} \
-                 requests after the recovery, the first {:.1} s and the last {:.1} s after it; \
-                 with 1 s buckets: {} / {:.2} = {:.2} x; for reference, {n} bursts of {per} \
-                 requests at uniformly random buckets of the same window give {:.2} x (median \
-                 of 1000 draws); over the first-to-last window instead (not the figure: it \
-                 shrinks to a herd's own burst) {:.2} x; all queues empty {:.0} s after the \
-                 outage began",
+                 state dir and {BACKLOG} dispatches ({per} entries, so {per} requests each) \
+                 queued before a {:.1} s outage (503 to everything; every instance refused \
+                 once {:.2} s into it; {} refused requests in all); the busiest 100 ms after \
+                 the recovery held {} requests, i.e. {:.2} instances' worth of {per} (the \
+                 bucket starting {:.1} s after the recovery); {} requests after the \
+                 recovery, the first {:.1} s and the last {:.1} s after it; busiest second: \
+                 {} requests; all queues empty {:.0} s after the outage began",
                 outage.as_secs_f64(),
                 all_refused.as_secs_f64(),
                 s.refused,
-                s.buckets,
                 s.peak,
-                s.after as f64 / s.buckets.max(1) as f64,
+                s.peak as f64 / per as f64,
                 s.peak_at as f64 * BUCKET.as_secs_f64(),
                 s.after,
                 s.first.as_secs_f64(),
                 s.last.as_secs_f64(),
                 s.peak_1s,
+                cleared.unwrap_or_default().as_secs_f64()
+            ),
+        );
+        let window = Figure::new(
+            window_name,
+            s.ratio,
+            "x",
+            format!(
+                "the same run: busiest 100 ms bucket / mean per 100 ms bucket over the {} \
+                 buckets from the recovery to the last request, empty ones included: {} / \
+                 {:.3}; with 1 s buckets: {} / {:.2} = {:.2} x; for reference, {n} bursts of \
+                 {per} requests at uniformly random buckets of the same window give {:.2} x \
+                 (median of 1000 draws); over the first-to-last window instead (it shrinks to \
+                 a herd's own burst) {:.2} x; no target (see docs/performance.md)",
+                s.buckets,
+                s.peak,
+                s.after as f64 / s.buckets.max(1) as f64,
+                s.peak_1s,
                 s.after as f64 / (s.last.as_secs() + 1) as f64,
                 s.ratio_1s,
                 reference,
                 s.ratio_first_to_last,
-                cleared.unwrap_or_default().as_secs_f64()
             ),
         );
+        emit(&mut figures, herd);
+        emit(&mut figures, window);
         fleet.stop()?;
-        emit(&mut figures, figure);
     }
     Ok(figures)
 }
