@@ -22,7 +22,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::cache::{self, Cursor, DirRow, Known, Seek, Snapshot, WorkspaceRow, WriteLog, Writes};
-use super::read::{read_status, StatusRead};
+use super::read::{read_status, StatusRead, REPORT_FILE};
 use super::rules::{list_children, visit_child, Probe, Visitor, Walk, Workspace};
 use super::sys::{Dir, Resolver, Signature};
 use crate::model::WorkspaceStatus;
@@ -48,6 +48,9 @@ pub(crate) struct Candidate {
     pub status: Option<WorkspaceStatus>,
     /// Its `status.json`'s signature.
     pub signature: Signature,
+    /// `false` when the walk saw no `.meta/report.json` (the builder then does not
+    /// try to open one); `true` when it may be there or was not looked for.
+    pub report: bool,
     /// What the caller writes to the cache once the Ledger has answered.
     pub row: RowPlan,
 }
@@ -450,6 +453,7 @@ impl Visitor for Job<'_> {
                     fingerprint,
                     status: None,
                     signature,
+                    report: true,
                     row: RowPlan::Cached,
                 }),
             };
@@ -478,6 +482,9 @@ impl Visitor for Job<'_> {
                     fingerprint: status.fingerprint(),
                     status: Some(status),
                     signature,
+                    // Looked for here, on a worker, rather than opened on the scan's
+                    // thread for every candidate: most workspaces have no report.
+                    report: ws.may_have(REPORT_FILE),
                     row: if settled {
                         RowPlan::Fresh
                     } else {

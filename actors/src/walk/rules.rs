@@ -87,6 +87,16 @@ impl Workspace<'_> {
         }
     }
 
+    /// Whether `rest` (`.meta/report.json`) may be there: `false` only when a stat
+    /// below the workspace finds nothing. A hint that spares the record builder an
+    /// open on the scan's thread; the open itself applies every rule.
+    pub(crate) fn may_have(&self, rest: &str) -> bool {
+        !matches!(
+            self.parent.stat_at(&join_bytes(self.entry, rest)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound
+        )
+    }
+
     /// Opens `rest` (`status.json`, `.meta/report.json`) below the workspace with no
     /// symlink in any component: a `.meta` linked out of the root is never read through.
     pub(crate) fn open(&self, rest: &str) -> io::Result<File> {

@@ -297,13 +297,18 @@ impl Pipeline<'_> {
         };
         self.record_bytes += usize::try_from(candidate.signature.len).unwrap_or(usize::MAX);
         let mut record = status.into_dispatch(&candidate.name);
-        if let Some(report) = read_report_below(
-            self.root,
-            self.root_path,
-            &candidate.name,
-            self.resolver,
-            &mut self.buffer,
-        ) {
+        let report = if candidate.report {
+            read_report_below(
+                self.root,
+                self.root_path,
+                &candidate.name,
+                self.resolver,
+                &mut self.buffer,
+            )
+        } else {
+            None
+        };
+        if let Some(report) = report {
             self.record_bytes += self.buffer.len();
             attach_report(&mut record, report);
         }
