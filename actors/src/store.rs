@@ -89,7 +89,7 @@ const SCHEMA_VERSION: &str = "1";
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Page cache for an embedded component: small, the working set is the queue head.
-const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+const DEFAULT_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A smaller file is never compacted: too little to give back.
 pub const COMPACT_MIN_FILE_BYTES: u64 = 4 * 1024 * 1024;

@@ -52,6 +52,37 @@ pub async fn enqueue_all(
     Ok(sum)
 }
 
+/// Queues host dispatches `0..n` as `Enqueue` messages of `per_message`, `in_flight`
+/// messages at once (the way a busy host sends them), and sums the receipts.
+pub async fn enqueue_in_rounds(
+    actors: &SyncActors,
+    n: usize,
+    per_message: usize,
+    in_flight: usize,
+) -> BenchResult<EnqueueReceipt> {
+    let mut sum = EnqueueReceipt::default();
+    let mut next = 0;
+    while next < n {
+        let end = n.min(next + per_message * in_flight);
+        let messages = (next..end)
+            .step_by(per_message)
+            .map(|first| {
+                host_enqueue(
+                    (first..end.min(first + per_message))
+                        .map(fixture::dispatch)
+                        .collect(),
+                )
+            })
+            .collect();
+        let receipt = enqueue_all(actors, messages).await?;
+        sum.entries += receipt.entries;
+        sum.dispatches += receipt.dispatches;
+        sum.duplicates += receipt.duplicates;
+        next = end;
+    }
+    Ok(sum)
+}
+
 /// enqueue: one `Enqueue` message per host dispatch, all in flight at once.
 pub async fn enqueue(
     opts: &Options,

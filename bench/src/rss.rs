@@ -13,12 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::figures::{mib, proc_status_kib, Figure};
-use crate::fixture;
-use crate::phases::{start_actors, AGENT_ID};
+use crate::phases::start_actors;
 use crate::platform::Loopback;
-use crate::push::{drain_all, enqueue_all};
+use crate::push::{drain_all, enqueue_in_rounds};
 use crate::{BenchResult, Options};
-use agent_sync::messages::{Enqueue, EnqueueBatch};
 use agent_sync_actors::platform::TokenSource;
 
 /// Dispatches per `Enqueue` message of the child.
@@ -112,26 +110,11 @@ async fn child_phase(n: usize, url: &str) -> BenchResult<()> {
         TokenSource::KeyFile(key_file.clone()),
         1,
     )?;
-    let mut next = 0;
-    while next < n {
-        let end = n.min(next + DISPATCHES_PER_MESSAGE * MESSAGES_PER_ROUND);
-        let messages = (next..end)
-            .step_by(DISPATCHES_PER_MESSAGE)
-            .map(|first| Enqueue {
-                agent_id: AGENT_ID.into(),
-                fleet_node_id: None,
-                batch: EnqueueBatch::Host(
-                    (first..end.min(first + DISPATCHES_PER_MESSAGE))
-                        .map(fixture::dispatch)
-                        .collect(),
-                ),
-            })
-            .collect();
-        let entries = enqueue_all(&actors, messages).await?.entries;
-        if entries != end - next {
-            return Err(format!("queued {entries} entries, expected {}", end - next).into());
-        }
-        next = end;
+    let entries = enqueue_in_rounds(&actors, n, DISPATCHES_PER_MESSAGE, MESSAGES_PER_ROUND)
+        .await?
+        .entries;
+    if entries != n {
+        return Err(format!("queued {entries} entries, expected {n}").into());
     }
     let hwm_queued = proc_status_kib("VmHWM")?;
     let reset = u8::from(std::fs::write("/proc/self/clear_refs", "5").is_ok());

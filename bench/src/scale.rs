@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{DatabaseSize, Enqueue, EnqueueBatch, QueueStatus, ScanToQueue};
+use agent_sync::messages::{DatabaseSize, QueueStatus, ScanToQueue};
 use agent_sync_actors::platform::TokenSource;
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 use agent_sync_actors::SyncActors;
@@ -46,7 +46,7 @@ use crate::figures::{mib, Figure};
 use crate::fixture::{self, Tree};
 use crate::phases::{emit, millis, start_actors, AGENT_ID, TOKEN};
 use crate::platform::Loopback;
-use crate::push::{drain_all, enqueue_all};
+use crate::push::{drain_all, enqueue_in_rounds};
 use crate::{BenchResult, Options};
 
 /// Timed repetitions of the floor walk (best is kept).
@@ -373,24 +373,7 @@ async fn database(n: usize, dir: &Path, url: &str) -> BenchResult<(u64, u64)> {
         TokenSource::KeyFile(key_file.clone()),
         DEFAULT_MAX_BATCH,
     )?;
-    let mut next = 0;
-    while next < n {
-        let end = n.min(next + DISPATCHES_PER_MESSAGE * MESSAGES_PER_ROUND);
-        let messages = (next..end)
-            .step_by(DISPATCHES_PER_MESSAGE)
-            .map(|first| Enqueue {
-                agent_id: AGENT_ID.into(),
-                fleet_node_id: None,
-                batch: EnqueueBatch::Host(
-                    (first..end.min(first + DISPATCHES_PER_MESSAGE))
-                        .map(fixture::dispatch)
-                        .collect(),
-                ),
-            })
-            .collect();
-        enqueue_all(&actors, messages).await?;
-        next = end;
-    }
+    enqueue_in_rounds(&actors, n, DISPATCHES_PER_MESSAGE, MESSAGES_PER_ROUND).await?;
     let queued = actors.queue.send(QueueStatus).await??;
     if queued.dispatches != n as u64 {
         return Err(format!(

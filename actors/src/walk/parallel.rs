@@ -121,9 +121,9 @@ struct Board {
 }
 
 /// How many jobs may run ahead of the one being drained (with [`JOB_BUFFER`], what
-/// waits is at most 8 x 1,024 candidates per worker, a few MiB).
+/// waits is at most 4 x 1,024 candidates per worker, a few MiB).
 fn window(workers: usize) -> usize {
-    (workers * 4).max(2)
+    (workers * 2).max(2)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
