@@ -11,9 +11,9 @@
 //! 2. Entries are in seq order. An entry leaves when it is leased ([`Resident::take`]),
 //!    before anything can change its row (only a report on the leased entry does), or
 //!    when the head has moved past it.
-//! 3. Bounded by [`RESIDENT_BODY_BYTES`] of request body. An entry that does not fit
-//!    is simply not kept and is decoded from the table when its turn comes, so the
-//!    bound costs speed, never correctness.
+//! 3. Bounded by [`RESIDENT_BODY_BYTES`] of request body and [`RESIDENT_ENTRIES`]
+//!    entries. An entry that does not fit is simply not kept and is decoded from the
+//!    table when its turn comes, so the bound costs speed, never correctness.
 //!
 //! Memory only: after a restart it is empty and every entry is read from the table.
 
@@ -23,10 +23,15 @@ use std::sync::Arc;
 use crate::model::QueueEntry;
 
 /// Most request-body bytes kept decoded. In memory a decoded dispatch takes four to
-/// five times its JSON, so this holds 4-5 MiB: 25 full entries of small dispatches,
-/// enough for a drain running behind a burst of enqueues to find most heads here
-/// (2 MiB bought a few percent more speed for 8 MiB more peak RSS).
-pub(super) const RESIDENT_BODY_BYTES: usize = 1024 * 1024;
+/// five times its JSON, so this holds 8-10 MiB at most: 50 full entries of small
+/// dispatches, enough for a drain running behind a burst of enqueues to find its
+/// heads here.
+pub(super) const RESIDENT_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Most entries kept decoded: an entry has its own overhead besides its dispatches,
+/// and a backlog of one-dispatch entries gains little from being kept (without this
+/// bound, 100,000 of them queued kept 16 MiB resident).
+pub(super) const RESIDENT_ENTRIES: usize = 64;
 
 /// Sealed entries, oldest first, with their body sizes.
 #[derive(Debug, Default)]
@@ -45,7 +50,10 @@ impl Resident {
             .entries
             .back()
             .is_none_or(|(last, _)| last.seq < entry.seq);
-        if in_order && self.bytes + body_bytes <= RESIDENT_BODY_BYTES {
+        if in_order
+            && self.entries.len() < RESIDENT_ENTRIES
+            && self.bytes + body_bytes <= RESIDENT_BODY_BYTES
+        {
             self.bytes += body_bytes;
             self.entries.push_back((Arc::new(entry), body_bytes));
         }
@@ -110,6 +118,16 @@ mod tests {
         assert!(resident.take(5).is_none(), "taken once");
         assert!(resident.take(9).is_none());
         assert_eq!((resident.len(), resident.bytes), (0, 0));
+    }
+
+    #[test]
+    fn at_most_resident_entries_are_kept() {
+        let mut resident = Resident::default();
+        for seq in 0..RESIDENT_ENTRIES as u64 + 5 {
+            resident.keep(entry(seq), 1);
+        }
+        assert_eq!(resident.len(), RESIDENT_ENTRIES);
+        assert!(resident.take(RESIDENT_ENTRIES as u64).is_none(), "not kept");
     }
 
     #[test]
