@@ -12,6 +12,7 @@ use agent_sync_actors::model::{Dispatch, QueueEntry};
 use agent_sync_actors::queue::{Queue, QueueConfig};
 use agent_sync_actors::store::{Compaction, Store, DATABASE_FILE};
 use agent_sync_actors::time::Clock;
+use agent_sync_testkit::list_queue;
 use serde_json::json;
 
 /// Set in a child process: the state dir whose store it opens (and so compacts).
@@ -72,14 +73,6 @@ async fn deliver(queue: &Addr<Queue>, entries: usize) -> usize {
     delivered
 }
 
-async fn list(queue: &Addr<Queue>) -> Vec<QueueEntry> {
-    queue
-        .send(ListQueue::default())
-        .await
-        .expect("the queue runs")
-        .expect("list the queue")
-}
-
 fn file_bytes(dir: &Path) -> u64 {
     std::fs::metadata(dir.join(DATABASE_FILE))
         .expect("the database file")
@@ -111,7 +104,7 @@ async fn the_file_shrinks_once_a_drained_backlog_leaves_the_queue_empty() {
     );
     assert!(after < full / 4, "{full} -> {after} bytes");
     assert_eq!(after, file_bytes(dir.path()));
-    assert!(list(&queue).await.is_empty());
+    assert!(list_queue(&queue).await.is_empty());
     // Compacting again finds nothing worth it.
     assert!(matches!(
         store.compact_if_sparse().unwrap(),
@@ -131,7 +124,7 @@ fn queued_in(dir: PathBuf) -> Vec<QueueEntry> {
     in_system(move || {
         System::new().block_on(async move {
             let store = Store::open(&dir).expect("reopen the state");
-            list(&start_queue(store)).await
+            list_queue(&start_queue(store)).await
         })
     })
 }
@@ -187,7 +180,7 @@ fn a_kill_9_in_the_middle_of_a_compaction_loses_nothing_queued() {
                 fill(&queue, "delivered", 6000, 3000).await;
                 fill(&queue, "kept", 1500, 3000).await;
                 assert_eq!(deliver(&queue, 60).await, 60);
-                list(&queue).await
+                list_queue(&queue).await
             })
         })
     };
@@ -266,7 +259,7 @@ async fn enqueues_acknowledged_around_compactions_are_all_still_queued() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let compacted = compactor.join().unwrap();
-    let listed = list(&queue).await;
+    let listed = list_queue(&queue).await;
     let ids: Vec<String> = listed
         .iter()
         .flat_map(|e| {

@@ -13,6 +13,7 @@ use agent_sync_actors::queue::{Queue, QueueConfig};
 use agent_sync_actors::time::Clock;
 use agent_sync_actors::walk::{scan_tree, WalkOptions};
 use agent_sync_actors::{Ledger, Scanner, Store, SyncError};
+use agent_sync_testkit::list_queue;
 
 const AGENT: &str = "streaming-agent";
 
@@ -75,14 +76,6 @@ async fn scan_to_queue(scanner: &Addr<Scanner>) -> Result<ScanSummary, SyncError
         .expect("the scanner runs")
 }
 
-async fn list(queue: &Addr<Queue>) -> Vec<QueueEntry> {
-    queue
-        .send(ListQueue::default())
-        .await
-        .expect("the queue runs")
-        .expect("list the queue")
-}
-
 /// An entry's agent, dispatches and fingerprints.
 type Contents = (String, Vec<serde_json::Value>, Vec<(String, String)>);
 
@@ -136,7 +129,7 @@ async fn a_scan_larger_than_one_chunk_queues_exactly_what_a_whole_tree_scan_woul
             .await
             .unwrap()
             .unwrap();
-        contents(&list(&queue).await)
+        contents(&list_queue(&queue).await)
     };
     assert_eq!(whole.len(), terminal.div_ceil(100));
     for chunk in [1000, 64] {
@@ -158,7 +151,7 @@ async fn a_scan_larger_than_one_chunk_queues_exactly_what_a_whole_tree_scan_woul
         assert_eq!(summary.receipt.dispatches, terminal);
         assert_eq!(summary.receipt.duplicates, 0);
         assert!(
-            contents(&list(&actors.queue).await) == whole,
+            contents(&list_queue(&actors.queue).await) == whole,
             "chunk {chunk}"
         );
     }
@@ -242,19 +235,19 @@ async fn a_scan_that_fails_half_way_loses_nothing_and_queues_nothing_twice() {
             matches!(&failed, Err(SyncError::Store(e)) if e.cause.to_string().contains("injected")),
             "{failed:?}"
         );
-        ids(&list(&queue).await)
+        ids(&list_queue(&queue).await)
     })
     .await;
     assert_eq!(queued, walk_order[..300]);
     // After a restart: still there; the next scan queues the rest, once each.
     let actors = start(root.path(), state.path(), walk);
-    assert_eq!(ids(&list(&actors.queue).await), queued);
+    assert_eq!(ids(&list_queue(&actors.queue).await), queued);
     let again = scan_to_queue(&actors.scanner).await.unwrap();
     assert_eq!(
         (again.found, again.receipt.dispatches),
         (terminal - 300, terminal - 300)
     );
-    assert_eq!(ids(&list(&actors.queue).await), walk_order);
+    assert_eq!(ids(&list_queue(&actors.queue).await), walk_order);
     // And a scan with nothing new queues nothing (and builds nothing).
     let idle = scan_to_queue(&actors.scanner).await.unwrap();
     assert_eq!(
@@ -262,7 +255,7 @@ async fn a_scan_that_fails_half_way_loses_nothing_and_queues_nothing_twice() {
         (0, 0, 0)
     );
     assert_eq!(
-        list(&actors.queue)
+        list_queue(&actors.queue)
             .await
             .iter()
             .map(|e| e.dispatches.len())
@@ -290,7 +283,7 @@ async fn two_scans_at_once_queue_each_dispatch_once() {
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.receipt.dispatches + b.receipt.dispatches, terminal);
-    let queued = ids(&list(&actors.queue).await);
+    let queued = ids(&list_queue(&actors.queue).await);
     let mut unique = queued.clone();
     unique.sort();
     unique.dedup();

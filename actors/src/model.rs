@@ -319,6 +319,29 @@ pub struct EntryPart {
 }
 
 impl QueueEntry {
+    /// An entry of `dispatches` not yet queued and never attempted: the Queue mints
+    /// its seq and idempotency key when it stores it.
+    pub fn new(
+        agent_id: String,
+        fleet_node_id: Option<i64>,
+        dispatches: Vec<Dispatch>,
+        queued_at: Timestamp,
+    ) -> Self {
+        QueueEntry {
+            seq: 0,
+            agent_id,
+            fleet_node_id,
+            dispatches,
+            fingerprints: BTreeMap::new(),
+            queued_at,
+            attempts: 0,
+            next_attempt: None,
+            last_error: None,
+            idempotency_key: String::new(),
+            parts: Vec::new(),
+        }
+    }
+
     /// How many dispatches the next POST carries.
     pub fn next_part_len(&self) -> usize {
         self.parts

@@ -92,12 +92,22 @@ struct Pushes {
     new_20ms: Process,
 }
 
-/// Where the `agent-sync` binary is: `--agent-sync`, else next to this binary.
-fn binary(opts: &Options) -> BenchResult<PathBuf> {
-    match &opts.agent_sync {
-        Some(path) => Ok(path.clone()),
-        None => Ok(std::env::current_exe()?.with_file_name("agent-sync")),
-    }
+/// Where the `agent-sync` binary is: `--agent-sync`, else next to this binary; an
+/// error saying how to get it when it is not there.
+fn binary(opts: &Options) -> BenchResult<Result<PathBuf, String>> {
+    let bin = match &opts.agent_sync {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("agent-sync"),
+    };
+    Ok(if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "no agent-sync binary at {}: run `cargo build --release --workspace` first (or \
+             pass --agent-sync PATH)",
+            bin.display()
+        ))
+    })
 }
 
 /// The scale phase: both sizes, the large one's figures, then the growth table.
@@ -108,12 +118,6 @@ pub async fn scale(
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let bin = binary(opts)?;
-    let bin = bin.is_file().then_some(bin.clone()).ok_or_else(|| {
-        format!(
-            "no agent-sync binary at {}: run `cargo build --release --workspace` first (or pass --agent-sync PATH)",
-            bin.display()
-        )
-    });
     if let Err(why) = &bin {
         println!("scale: the binary's figures are not measured: {why}");
     }
@@ -492,7 +496,7 @@ fn figures(m: &Measured) -> Vec<Figure> {
     figures.extend([
         Figure::new(
             "db_queued",
-            m.db_queued as f64 / (1024.0 * 1024.0),
+            mib_of_bytes(m.db_queued),
             "MiB",
             format!(
                 "sync.redb with {n} host dispatches queued ({} per Enqueue, coalesced into \
@@ -502,7 +506,7 @@ fn figures(m: &Measured) -> Vec<Figure> {
         ),
         Figure::new(
             "db_delivered",
-            m.db_delivered as f64 / (1024.0 * 1024.0),
+            mib_of_bytes(m.db_delivered),
             "MiB",
             format!(
                 "sync.redb once those {n} were delivered and the queue is empty ({} bytes, after \
@@ -514,7 +518,13 @@ fn figures(m: &Measured) -> Vec<Figure> {
     figures
 }
 
-/// Prints every figure at both sizes and how it grew.
+/// Bytes as MiB.
+fn mib_of_bytes(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Prints every figure at both sizes and how it grew (the binary's figures only when
+/// both sizes have them).
 fn print_growth(small: &Measured, large: &Measured) {
     let (a, b) = (small.tree.workspaces, large.tree.workspaces);
     println!(
@@ -522,59 +532,35 @@ fn print_growth(small: &Measured, large: &Measured) {
          memory by 1.0x):",
         b as f64 / a.max(1) as f64
     );
-    let row = |name: &str, unit: &str, x: f64, y: f64| {
-        println!(
-            "  {name:<24} {x:>10.1} {unit:<3} -> {y:>10.1} {unit:<3} {:>6.1}x",
-            y / x.max(1e-9)
-        );
-    };
-    row("floor walk", "ms", millis(small.floor), millis(large.floor));
-    row(
-        "scan_to_queue_cold",
-        "ms",
-        millis(small.scan_cold),
-        millis(large.scan_cold),
-    );
-    row(
-        "scan_to_queue_rescan",
-        "ms",
-        millis(small.rescan),
-        millis(large.rescan),
-    );
-    if let (Some(p), Some(q)) = (&small.push, &large.push) {
-        let ms = millis;
-        row("push_new", "ms", ms(p.new.wall), ms(q.new.wall));
-        row(
-            "push_new_rss",
-            "MiB",
-            mib(p.new.peak_kib),
-            mib(q.new.peak_kib),
-        );
-        row(
-            "push_new_20ms",
-            "ms",
-            ms(p.new_20ms.wall),
-            ms(q.new_20ms.wall),
-        );
-        row(
-            "push_nothing_new",
-            "ms",
-            ms(p.nothing_new.wall),
-            ms(q.nothing_new.wall),
-        );
-        row(
-            "push_nothing_new_rss",
-            "MiB",
-            mib(p.nothing_new.peak_kib),
-            mib(q.nothing_new.peak_kib),
-        );
+    type Of = fn(&Measured) -> Option<f64>;
+    let rows: [(&str, &str, Of); 10] = [
+        ("floor walk", "ms", |m| Some(millis(m.floor))),
+        ("scan_to_queue_cold", "ms", |m| Some(millis(m.scan_cold))),
+        ("scan_to_queue_rescan", "ms", |m| Some(millis(m.rescan))),
+        ("push_new", "ms", |m| m.push.map(|p| millis(p.new.wall))),
+        ("push_new_rss", "MiB", |m| {
+            m.push.map(|p| mib(p.new.peak_kib))
+        }),
+        ("push_new_20ms", "ms", |m| {
+            m.push.map(|p| millis(p.new_20ms.wall))
+        }),
+        ("push_nothing_new", "ms", |m| {
+            m.push.map(|p| millis(p.nothing_new.wall))
+        }),
+        ("push_nothing_new_rss", "MiB", |m| {
+            m.push.map(|p| mib(p.nothing_new.peak_kib))
+        }),
+        ("db_queued", "MiB", |m| Some(mib_of_bytes(m.db_queued))),
+        ("db_delivered", "MiB", |m| {
+            Some(mib_of_bytes(m.db_delivered))
+        }),
+    ];
+    for (name, unit, of) in rows {
+        if let (Some(x), Some(y)) = (of(small), of(large)) {
+            println!(
+                "  {name:<24} {x:>10.1} {unit:<3} -> {y:>10.1} {unit:<3} {:>6.1}x",
+                y / x.max(1e-9)
+            );
+        }
     }
-    let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-    row("db_queued", "MiB", mb(small.db_queued), mb(large.db_queued));
-    row(
-        "db_delivered",
-        "MiB",
-        mb(small.db_delivered),
-        mb(large.db_delivered),
-    );
 }

@@ -176,17 +176,15 @@ pub fn parse_queue(
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| default_agent.to_string());
         entries.push(QueueEntry {
-            seq: 0,
-            agent_id,
-            fleet_node_id: fleet_node(object.get("fleet_node_id")),
-            dispatches,
             fingerprints,
-            queued_at: lenient_time(object.get("queued_at")).unwrap_or(now),
             attempts: u32::try_from(lenient_int(object.get("attempts")).max(0)).unwrap_or(u32::MAX),
             next_attempt: lenient_time(object.get("next_attempt")),
-            last_error: None,
-            idempotency_key: String::new(),
-            parts: Vec::new(),
+            ..QueueEntry::new(
+                agent_id,
+                fleet_node(object.get("fleet_node_id")),
+                dispatches,
+                lenient_time(object.get("queued_at")).unwrap_or(now),
+            )
         });
     }
     Ok((entries, skipped))

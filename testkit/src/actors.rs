@@ -282,8 +282,12 @@ pub async fn enqueue_as(
 
 /// Every queued entry, head first.
 pub async fn queue(actors: &SyncActors) -> Vec<QueueEntry> {
-    actors
-        .queue
+    list_queue(&actors.queue).await
+}
+
+/// Every entry `queue` holds, head first (a Queue started on its own).
+pub async fn list_queue(queue: &actix::Addr<agent_sync_actors::queue::Queue>) -> Vec<QueueEntry> {
+    queue
         .send(ListQueue::default())
         .await
         .expect("the queue is running")

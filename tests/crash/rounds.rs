@@ -126,21 +126,12 @@ pub fn seed_queue(state: &Path, entries: Vec<Vec<Value>>) {
             let now = clock.now();
             let entries: Vec<QueueEntry> = entries
                 .into_iter()
-                .map(|dispatches| QueueEntry {
-                    seq: 0,
-                    agent_id: AGENT.into(),
-                    fleet_node_id: None,
-                    dispatches: dispatches
+                .map(|dispatches| {
+                    let dispatches = dispatches
                         .into_iter()
                         .map(|d| d.as_object().expect("an object").clone())
-                        .collect(),
-                    fingerprints: BTreeMap::new(),
-                    queued_at: now,
-                    attempts: 0,
-                    next_attempt: None,
-                    last_error: None,
-                    idempotency_key: String::new(),
-                    parts: Vec::new(),
+                        .collect();
+                    QueueEntry::new(AGENT.into(), None, dispatches, now)
                 })
                 .collect();
             let count = entries.len();

@@ -287,25 +287,18 @@ mod tests {
     }
 
     fn entry(dispatches: usize) -> QueueEntry {
+        let dispatches = (0..dispatches)
+            .map(|i| {
+                json!({ "id": format!("d{i}") })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
         QueueEntry {
             seq: 1,
-            agent_id: "a".into(),
-            fleet_node_id: None,
-            dispatches: (0..dispatches)
-                .map(|i| {
-                    json!({ "id": format!("d{i}") })
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default()
-                })
-                .collect(),
-            fingerprints: Default::default(),
-            queued_at: Timestamp::from_unix_millis(0),
-            attempts: 0,
-            next_attempt: None,
-            last_error: None,
             idempotency_key: "k".into(),
-            parts: Vec::new(),
+            ..QueueEntry::new("a".into(), None, dispatches, Timestamp::from_unix_millis(0))
         }
     }
 

@@ -92,16 +92,7 @@ mod tests {
     fn entry(seq: u64) -> QueueEntry {
         QueueEntry {
             seq,
-            agent_id: "a".into(),
-            fleet_node_id: None,
-            dispatches: Vec::new(),
-            fingerprints: Default::default(),
-            queued_at: Timestamp::from_unix_millis(0),
-            attempts: 0,
-            next_attempt: None,
-            last_error: None,
-            idempotency_key: format!("k{seq}"),
-            parts: Vec::new(),
+            ..QueueEntry::new("a".into(), None, Vec::new(), Timestamp::from_unix_millis(0))
         }
     }
 

@@ -179,16 +179,7 @@ impl<'txn> QueueTables<'txn> {
     ) -> Result<QueueEntry, redb::Error> {
         let mut entry = QueueEntry {
             seq: self.next_seq()?,
-            agent_id: agent_id.to_string(),
-            fleet_node_id,
-            dispatches: Vec::new(),
-            fingerprints: BTreeMap::new(),
-            queued_at: now,
-            attempts: 0,
-            next_attempt: None,
-            last_error: None,
-            idempotency_key: String::new(),
-            parts: Vec::new(),
+            ..QueueEntry::new(agent_id.to_string(), fleet_node_id, Vec::new(), now)
         };
         entry.idempotency_key = idempotency_key(&entry);
         Ok(entry)
