@@ -280,8 +280,8 @@ fn any_report_bytes_are_attached_only_when_a_non_empty_object_and_the_scan_goes_
                 2,
                 "a bad report never drops the dispatch"
             );
-            let bad = &scan.terminal[0].record;
-            let good = &scan.terminal[1].record;
+            let bad = &scan.terminal[0].record.to_object();
+            let good = &scan.terminal[1].record.to_object();
             prop_assert_eq!(&good["report"], &json!({"summary": "fine"}));
             let parsed = serde_json::from_slice::<Map<String, Value>>(&bytes)
                 .ok()
@@ -418,7 +418,7 @@ fn host_dispatches_are_accepted_only_as_objects_and_the_first_bad_one_is_named()
                 (Ok(objects), None) => {
                     prop_assert_eq!(objects.len(), values.len());
                     for (object, value) in objects.iter().zip(&values) {
-                        prop_assert_eq!(&Value::Object(object.clone()), value);
+                        prop_assert_eq!(&Value::Object(object.to_object()), value);
                     }
                 }
                 (Err(DispatchError::NotAnObject { index, found }), Some(bad)) => {
@@ -635,7 +635,7 @@ fn check_hostile_scan(scan: &TreeScan, with_report: &[&str], expected: &[&str], 
             dispatch.id
         );
         assert_eq!(
-            dispatch.record.contains_key("report"),
+            dispatch.record.to_object().contains_key("report"),
             with_report.contains(&dispatch.id.as_str()),
             "{how}: {}",
             dispatch.id
@@ -719,7 +719,7 @@ async fn both_walk_paths_queue_the_same_dispatches_of_a_hostile_tree_through_the
         let entries = queue.send(ListQueue::default()).await.unwrap().unwrap();
         let dispatches: Vec<Value> = entries
             .iter()
-            .flat_map(|e| e.dispatches.iter().cloned().map(Value::Object))
+            .flat_map(|e| e.dispatches.iter().map(|d| Value::Object(d.to_object())))
             .collect();
         let mut ids: Vec<&str> = dispatches.iter().filter_map(|d| d["id"].as_str()).collect();
         ids.sort_unstable();

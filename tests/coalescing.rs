@@ -3,7 +3,7 @@
 //! `queue` listing is exactly what will be sent.
 
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{QueueEntry, ScannedDispatch};
+use agent_sync_actors::model::{Dispatch, QueueEntry, ScannedDispatch};
 use agent_sync_actors::queue::PushBody;
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit::*;
@@ -199,9 +199,9 @@ async fn both_caps_bound_an_entry_and_an_oversized_dispatch_goes_alone() {
         enqueue(&actors, &[&format!("d{i}")]).await;
     }
     let padded = |id: &str, pad: usize| {
-        let mut d = dispatch(id);
+        let mut d = dispatch(id).to_object();
         d.insert("pad".into(), json!("x".repeat(pad)));
-        d
+        Dispatch::from(d)
     };
     let big = [
         padded("p0", 80),

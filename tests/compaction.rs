@@ -21,7 +21,7 @@ const CHILD_ENV: &str = "AGENT_SYNC_COMPACTION_CHILD";
 /// A host dispatch of about `pad` bytes.
 fn dispatch(id: &str, pad: usize) -> Dispatch {
     let value = json!({"id": id, "status": "completed", "pad": "x".repeat(pad)});
-    value.as_object().cloned().unwrap_or_default()
+    Dispatch::from(value.as_object().cloned().unwrap_or_default())
 }
 
 fn start_queue(store: Store) -> Addr<Queue> {
@@ -262,11 +262,7 @@ async fn enqueues_acknowledged_around_compactions_are_all_still_queued() {
     let listed = list_queue(&queue).await;
     let ids: Vec<String> = listed
         .iter()
-        .flat_map(|e| {
-            e.dispatches
-                .iter()
-                .map(|d| d["id"].as_str().unwrap_or("").to_string())
-        })
+        .flat_map(|e| e.dispatches.iter().map(|d| d.id().unwrap_or_default()))
         .collect();
     // 60 entries of 100 queued, the oldest 48 delivered: FIFO leaves the last 1,200.
     let expected: Vec<String> = (0..6)

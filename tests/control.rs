@@ -567,7 +567,7 @@ async fn an_embedded_service_serves_the_socket_and_the_cli_talks_to_it() {
         .await
         .unwrap()
         .iter()
-        .flat_map(|e| e.dispatches.iter().map(|d| d["id"].clone()))
+        .flat_map(|e| e.dispatches.iter().map(|d| d.to_object()["id"].clone()))
         .collect();
     assert_eq!(
         queued,

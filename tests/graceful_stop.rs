@@ -133,9 +133,9 @@ async fn a_host_push_is_durable_at_once_while_a_drain_hangs_on_a_silent_platform
     // timeout is 30 s), in its own entry: the one in flight is sealed.
     assert!(started.elapsed() < Duration::from_secs(10));
     let entries = service.queue(None).await.unwrap();
-    let ids: Vec<&str> = entries
+    let ids: Vec<String> = entries
         .iter()
-        .map(|e| e.dispatches[0]["id"].as_str().unwrap())
+        .map(|e| e.dispatches[0].id().unwrap())
         .collect();
     assert_eq!(ids, ["first", "second"]);
     assert_eq!(silent.connections(), 1, "one request in flight, ever");

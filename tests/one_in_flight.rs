@@ -79,12 +79,7 @@ async fn a_transient_failure_stops_the_drain_and_leaves_the_rest_untouched() {
     let queue = queue(&actors).await;
     let state: Vec<(String, u32)> = queue
         .iter()
-        .map(|e| {
-            (
-                e.dispatches[0]["id"].as_str().unwrap().to_string(),
-                e.attempts,
-            )
-        })
+        .map(|e| (e.dispatches[0].id().unwrap(), e.attempts))
         .collect();
     assert_eq!(state, [("c".into(), 1), ("d".into(), 0), ("e".into(), 0)]);
     // The lease was given back: the head is now only waiting for its backoff.
@@ -109,7 +104,7 @@ async fn a_rejected_entry_is_dead_lettered_and_the_drain_goes_on_in_order() {
     let dead = dead_letters(&actors).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(
-        (dead[0].status, dead[0].entry.dispatches[0]["id"].as_str()),
+        (dead[0].status, dead[0].entry.dispatches[0].id().as_deref()),
         (422, Some("b"))
     );
     platform.stop().await;

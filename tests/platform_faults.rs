@@ -94,7 +94,7 @@ async fn a_reset_mid_response_body_keeps_the_status_2xx_delivered_5xx_retried() 
     let report = push_host_ids(&actors, &["a", "b"]).await;
     assert_eq!((report.count, report.queued), (1, 1), "a delivered, b kept");
     let entry = queue(&actors).await.remove(0);
-    assert_eq!(entry.dispatches[0]["id"], "b");
+    assert_eq!(entry.dispatches[0].id().as_deref(), Some("b"));
     assert_eq!(entry.attempts, 1);
     assert!(
         entry
@@ -199,7 +199,7 @@ async fn a_5xx_storm_then_recovery_delivers_everything_in_order_with_stable_keys
     for attempt in 1..storm.len() {
         let head = queue(&actors).await.remove(0);
         assert_eq!(head.attempts as usize, attempt);
-        assert_eq!(head.dispatches[0]["id"], "a");
+        assert_eq!(head.dispatches[0].id().as_deref(), Some("a"));
         tokio::time::sleep(backoff(attempt as u32) + millis(500)).await;
         assert_eq!(
             platform.push_times().len(),
@@ -343,11 +343,7 @@ async fn a_413_with_a_reset_connection_is_retried_then_split_and_nothing_is_lost
     let queued: Vec<String> = queue(&actors)
         .await
         .iter()
-        .flat_map(|e| {
-            e.dispatches
-                .iter()
-                .map(|d| d["id"].as_str().unwrap().to_string())
-        })
+        .flat_map(|e| e.dispatches.iter().map(|d| d.id().unwrap()))
         .collect();
     let delivered: Vec<String> = server.delivered().iter().flat_map(Req::ids).collect();
     let mut all: Vec<String> = delivered.iter().chain(&queued).cloned().collect();

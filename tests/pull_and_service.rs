@@ -289,7 +289,7 @@ async fn r3_abort_with_a_request_in_flight_leaves_the_entry_queued() {
     // The database is closed and the entry is still queued, untouched.
     let (queued, _) = reopen(dirs.root(), dirs.state()).await;
     assert_eq!(queued.len(), 1);
-    assert_eq!(queued[0].dispatches[0]["id"], "in-flight");
+    assert_eq!(queued[0].dispatches[0].id().as_deref(), Some("in-flight"));
     assert_eq!(queued[0].attempts, 0);
     platform.stop().await;
 }

@@ -13,7 +13,7 @@ use actix_web::http::header::HttpDate;
 use serde_json::json;
 
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{DeadLetter, Direction, QueueEntry, SyncRecord};
+use agent_sync_actors::model::{DeadLetter, Direction, Dispatch, QueueEntry, SyncRecord};
 use agent_sync_actors::queue::Jitter;
 use agent_sync_actors::time::Timestamp;
 use agent_sync_testkit::*;
@@ -54,7 +54,7 @@ async fn p10_400_dead_letters_head_and_next_entry_still_delivered() {
     );
     assert_eq!(
         letter.entry.dispatches,
-        [host("bad").as_object().unwrap().clone()]
+        [Dispatch::from(host("bad").as_object().unwrap().clone())]
     );
     assert_eq!(letter.entry.idempotency_key, pushes[0].idempotency_key());
     assert_between("dead_at", letter.dead_at, before, after);

@@ -88,8 +88,7 @@ fn contents(entries: &[QueueEntry]) -> Vec<Contents> {
                 e.agent_id.clone(),
                 e.dispatches
                     .iter()
-                    .cloned()
-                    .map(serde_json::Value::Object)
+                    .map(|d| serde_json::Value::Object(d.to_object()))
                     .collect(),
                 e.fingerprints.clone().into_iter().collect(),
             )
@@ -100,11 +99,7 @@ fn contents(entries: &[QueueEntry]) -> Vec<Contents> {
 fn ids(entries: &[QueueEntry]) -> Vec<String> {
     entries
         .iter()
-        .flat_map(|e| {
-            e.dispatches
-                .iter()
-                .map(|d| d["id"].as_str().unwrap_or("").to_string())
-        })
+        .flat_map(|e| e.dispatches.iter().map(|d| d.id().unwrap_or_default()))
         .collect()
 }
 

@@ -96,13 +96,13 @@ impl Handler<LedgerSize> for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
+    use crate::model::Dispatch;
 
     fn candidate(id: &str, fingerprint: &str) -> ScannedDispatch {
         ScannedDispatch {
             id: id.into(),
             fingerprint: fingerprint.into(),
-            record: Map::new(),
+            record: Dispatch::empty(),
         }
     }
 

@@ -16,7 +16,8 @@
 //!
 //! Around them:
 //!
-//! - [`model`]: workspace status, dispatch records, queue entries, sync records.
+//! - [`model`]: workspace status, queue entries, sync records.
+//! - [`dispatch`]: a dispatch as its JSON text, and the record a scan builds.
 //! - [`lenient`]: tolerant reading of host-written JSON.
 //! - [`walk`]: the workspace walk (Linux `openat2` or portable `openat`), its persisted
 //!   rescan cache, the parallel walk and the chunk pipeline of a streaming scan.
@@ -39,6 +40,7 @@
 //! The `agent-sync` crate wires these into a `SyncService` and a CLI.
 
 pub mod backoff;
+pub mod dispatch;
 pub mod error;
 pub mod history;
 pub mod ledger;

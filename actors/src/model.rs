@@ -1,9 +1,9 @@
 //! The data of design.md §4: what the host writes, what is pushed, what is queued
 //! and what is recorded.
 //!
-//! Dispatches travel as JSON objects ([`Dispatch`]) because the platform owns their
-//! schema and host-provided ones are pushed verbatim. Everything agent-sync itself
-//! decides on (fingerprints, attempts, times) is typed.
+//! Dispatches travel as JSON text ([`Dispatch`], in [`crate::dispatch`]) because the
+//! platform owns their schema and host-provided ones are pushed verbatim. Everything
+//! agent-sync itself decides on (fingerprints, attempts, times) is typed.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +14,7 @@ pub use crate::lenient::{json_kind, lenient_int, lenient_time};
 use crate::lenient::{LenientInt, LenientString, LenientTime};
 use crate::time::Timestamp;
 
-/// One dispatch as pushed to the platform: a JSON object.
-pub type Dispatch = Map<String, Value>;
+pub use crate::dispatch::Dispatch;
 
 /// Statuses after which a workspace is finished and worth pushing.
 pub const TERMINAL_STATUSES: [&str; 4] = ["completed", "merged", "failed", "blocked"];
@@ -103,30 +102,6 @@ impl WorkspaceStatus {
     pub fn fingerprint(&self) -> String {
         fingerprint(self.updated_at, self.runs)
     }
-
-    /// The dispatch record of design.md §4.2 for workspace `name`, without report data;
-    /// the strings move into it.
-    pub fn into_dispatch(self, name: &str) -> Dispatch {
-        let time =
-            |t: Option<Timestamp>| t.map_or(Value::Null, |t| Value::String(t.to_rfc3339_seconds()));
-        let mut record = Map::new();
-        record.insert("id".into(), name.into());
-        record.insert("workspace".into(), name.into());
-        record.insert("repo".into(), self.repo.into());
-        record.insert("org".into(), self.org.into());
-        record.insert("task".into(), self.task.into());
-        record.insert("agent".into(), self.agent.into());
-        record.insert("branch".into(), self.branch.into());
-        record.insert("status".into(), self.status.into());
-        record.insert("question".into(), self.question.into());
-        record.insert("issue".into(), self.issue.into());
-        record.insert("runs".into(), self.runs.into());
-        record.insert("process_id".into(), self.process_id.into());
-        record.insert("pr_url".into(), self.pr_url.into());
-        record.insert("started_at".into(), time(self.started_at));
-        record.insert("updated_at".into(), time(self.updated_at));
-        record
-    }
 }
 
 impl<'de> Deserialize<'de> for WorkspaceStatus {
@@ -208,18 +183,6 @@ impl<'de> Deserialize<'de> for StatusKey {
     }
 }
 
-/// The id a dispatch is known by: `id`, else `workspace` (the Go agent's records). The
-/// one place this is decided, for scan, queue, ledger and legacy import alike: the
-/// string exactly as written (it is a workspace name), and a blank one is no id.
-pub fn dispatch_id(dispatch: &Dispatch) -> Option<&str> {
-    ["id", "workspace"].iter().find_map(|key| {
-        dispatch
-            .get(*key)?
-            .as_str()
-            .filter(|s| !s.trim().is_empty())
-    })
-}
-
 /// The fingerprint of design.md §4.2 from its two parts.
 pub fn fingerprint(updated_at: Option<Timestamp>, runs: i64) -> String {
     let time = updated_at.map_or_else(
@@ -227,24 +190,6 @@ pub fn fingerprint(updated_at: Option<Timestamp>, runs: i64) -> String {
         Timestamp::to_rfc3339_seconds,
     );
     format!("{time}#{runs}")
-}
-
-/// Adds `report`, `findings` and `changes` of design.md §4.2 from a parsed `report.json`.
-pub fn attach_report(record: &mut Dispatch, report: Map<String, Value>) {
-    if report.is_empty() {
-        return;
-    }
-    if let Some(Value::Array(findings)) = report.get("findings") {
-        if !findings.is_empty() {
-            record.insert("findings".into(), Value::Array(findings.clone()));
-        }
-    }
-    if let Some(Value::Object(changes)) = report.get("changes") {
-        if !changes.is_empty() {
-            record.insert("changes".into(), Value::Object(changes.clone()));
-        }
-    }
-    record.insert("report".into(), Value::Object(report));
 }
 
 pub(crate) fn str_field(object: &Map<String, Value>, key: &str) -> String {
@@ -365,10 +310,20 @@ impl QueueEntry {
     /// (id, fingerprint) of the scanned dispatches in the next POST: what the Ledger
     /// marks when it is delivered.
     pub fn next_part_fingerprints(&self) -> Vec<(String, String)> {
+        if self.fingerprints.is_empty() {
+            return Vec::new();
+        }
+        if self.next_part_len() == self.dispatches.len() {
+            // The whole entry: every fingerprint, with no dispatch read for its id.
+            return self.fingerprints.clone().into_iter().collect();
+        }
         self.next_part()
             .iter()
-            .filter_map(dispatch_id)
-            .filter_map(|id| Some((id.to_string(), self.fingerprints.get(id)?.clone())))
+            .filter_map(Dispatch::id)
+            .filter_map(|id| {
+                let fingerprint = self.fingerprints.get(&id)?.clone();
+                Some((id, fingerprint))
+            })
             .collect()
     }
 }
@@ -450,16 +405,5 @@ mod tests {
     fn status_that_is_not_an_object_is_an_error() {
         assert!(WorkspaceStatus::parse(b"[1,2]").is_err());
         assert!(WorkspaceStatus::parse(b"{\"status\":").is_err());
-    }
-
-    #[test]
-    fn report_adds_findings_and_changes_only_when_non_empty() {
-        let mut record = Dispatch::new();
-        let report: Map<String, Value> =
-            serde_json::from_str(r#"{"findings":[],"changes":{"a":1},"summary":"ok"}"#).unwrap();
-        attach_report(&mut record, report);
-        assert!(record.contains_key("report"));
-        assert!(!record.contains_key("findings"));
-        assert_eq!(record["changes"]["a"], 1);
     }
 }

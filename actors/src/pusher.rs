@@ -373,17 +373,23 @@ impl Handler<StopPushing> for Pusher {
 }
 
 /// Host dispatches must all be JSON objects; one bad element refuses the whole call.
-pub fn validate_dispatches(values: Vec<Value>) -> Result<Vec<Dispatch>, DispatchError> {
-    if let Some((index, bad)) = values.iter().enumerate().find(|(_, v)| !v.is_object()) {
-        return Err(DispatchError::NotAnObject {
+pub fn check_dispatches(values: &[Value]) -> Result<(), DispatchError> {
+    match values.iter().enumerate().find(|(_, v)| !v.is_object()) {
+        Some((index, bad)) => Err(DispatchError::NotAnObject {
             index,
             found: json_kind(bad),
-        });
+        }),
+        None => Ok(()),
     }
+}
+
+/// [`check_dispatches`], then each object as the [`Dispatch`] that is queued.
+pub fn validate_dispatches(values: Vec<Value>) -> Result<Vec<Dispatch>, DispatchError> {
+    check_dispatches(&values)?;
     Ok(values
         .into_iter()
         .filter_map(|v| match v {
-            Value::Object(object) => Some(object),
+            Value::Object(object) => Some(Dispatch::from(object)),
             _ => None,
         })
         .collect())

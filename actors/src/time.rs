@@ -51,41 +51,25 @@ impl Timestamp {
 
     /// RFC 3339 in UTC, whole seconds: the form of fingerprints and history.
     pub fn to_rfc3339_seconds(self) -> String {
-        self.format(false)
+        self.rfc3339_seconds().to_string()
+    }
+
+    /// [`Timestamp::to_rfc3339_seconds`] as a `Display`, for writing it into a larger
+    /// text without a string of its own (a scan writes two per record).
+    pub fn rfc3339_seconds(self) -> impl fmt::Display {
+        Rfc3339Text {
+            at: self,
+            keep_millis: false,
+        }
     }
 
     /// RFC 3339 in UTC with milliseconds when they are not zero.
     pub fn to_rfc3339(self) -> String {
-        self.format(true)
-    }
-
-    fn format(self, keep_millis: bool) -> String {
-        let seconds = self.0.div_euclid(1000);
-        let millis = self.0.rem_euclid(1000);
-        let (days, time_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-        let (year, month, day) = civil_from_days(days);
-        let (hour, minute, second) = (
-            time_of_day / 3600,
-            time_of_day % 3600 / 60,
-            time_of_day % 60,
-        );
-        if !(0..=9999).contains(&year) {
-            // Outside what RFC 3339 can write in four digits: let `time` say what it can.
-            let nanos = i128::from(if keep_millis { self.0 } else { seconds * 1000 }) * 1_000_000;
-            return OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                .ok()
-                .and_then(|t| t.format(&Rfc3339).ok())
-                .unwrap_or_else(|| format!("@{}ms", self.0));
+        Rfc3339Text {
+            at: self,
+            keep_millis: true,
         }
-        let mut text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
-        if keep_millis && millis != 0 {
-            // As `time` writes it: the fraction without trailing zeros (".5", ".25").
-            let fraction = format!("{millis:03}");
-            text.push('.');
-            text.push_str(fraction.trim_end_matches('0'));
-        }
-        text.push('Z');
-        text
+        .to_string()
     }
 
     /// Truncated to whole seconds: history records are kept at that precision.
@@ -122,6 +106,54 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 /// `0001-01-01T00:00:00Z` in Unix milliseconds.
 const GO_ZERO_MILLIS: i64 = -62_135_596_800_000;
+
+/// A timestamp written as RFC 3339 UTC.
+struct Rfc3339Text {
+    /// The instant.
+    at: Timestamp,
+    /// Whether to write a non-zero millisecond fraction.
+    keep_millis: bool,
+}
+
+impl fmt::Display for Rfc3339Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis_since_epoch = self.at.0;
+        let seconds = millis_since_epoch.div_euclid(1000);
+        let millis = millis_since_epoch.rem_euclid(1000);
+        let (days, time_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+        let (year, month, day) = civil_from_days(days);
+        let (hour, minute, second) = (
+            time_of_day / 3600,
+            time_of_day % 3600 / 60,
+            time_of_day % 60,
+        );
+        if !(0..=9999).contains(&year) {
+            // Outside what RFC 3339 can write in four digits: let `time` say what it can.
+            let nanos = i128::from(if self.keep_millis {
+                millis_since_epoch
+            } else {
+                seconds * 1000
+            }) * 1_000_000;
+            return match OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+            {
+                Some(text) => f.write_str(&text),
+                None => write!(f, "@{millis_since_epoch}ms"),
+            };
+        }
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}"
+        )?;
+        if self.keep_millis && millis != 0 {
+            // As `time` writes it: the fraction without trailing zeros (".5", ".25").
+            let fraction = format!("{millis:03}");
+            write!(f, ".{}", fraction.trim_end_matches('0'))?;
+        }
+        f.write_str("Z")
+    }
+}
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

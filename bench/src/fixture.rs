@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use agent_sync_actors::model::Dispatch;
 use agent_sync_actors::time::Timestamp;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// Workspaces per repo directory.
 const TASKS_PER_REPO: usize = 50;
@@ -134,7 +134,12 @@ fn report(i: usize) -> Value {
 /// A host dispatch shaped like what the Scanner builds for workspace `i` (~450 bytes
 /// of JSON), used by the enqueue, drain and RSS phases.
 pub fn dispatch(i: usize) -> Dispatch {
-    let mut record = Dispatch::new();
+    Dispatch::from(dispatch_object(i))
+}
+
+/// [`dispatch`] as the JSON object a host hands to `SyncPush`.
+pub fn dispatch_object(i: usize) -> Map<String, Value> {
+    let mut record = Map::new();
     let name = format!("host/bench/task-{i:06}");
     record.insert("id".into(), name.clone().into());
     record.insert("workspace".into(), name.into());
@@ -194,7 +199,7 @@ mod tests {
         let with_report = scan
             .terminal
             .iter()
-            .filter(|d| d.record.contains_key("report"))
+            .filter(|d| d.record.to_object().contains_key("report"))
             .count();
         assert_eq!(with_report, 12);
     }

@@ -75,7 +75,11 @@ async fn measure(work: &Path, hung: &Hung) -> BenchResult<Figure> {
     let mut expected = actors.queue.send(QueueStatus).await??.dispatches;
     for round in 0..ROUNDS {
         let dispatches: Vec<Value> = (0..DISPATCHES_PER_PUSH)
-            .map(|i| Value::Object(fixture::dispatch(1 + round * DISPATCHES_PER_PUSH + i)))
+            .map(|i| {
+                Value::Object(fixture::dispatch_object(
+                    1 + round * DISPATCHES_PER_PUSH + i,
+                ))
+            })
             .collect();
         expected += DISPATCHES_PER_PUSH as u64;
         let t = Instant::now();

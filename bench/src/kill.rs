@@ -226,12 +226,7 @@ fn measure_against(work: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
         delivered,
     } = tally(&arrivals, plan.len());
     let expected: HashSet<String> = (0..BACKLOG)
-        .map(|i| {
-            fixture::dispatch(i)["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|i| fixture::dispatch(i).id().unwrap_or_default())
         .collect();
     let lost = expected
         .iter()
@@ -361,7 +356,7 @@ async fn seed(state: &Path, ws: &Path, url: &str, n: usize) -> BenchResult<()> {
     config.drain_on_start = false;
     let service = SyncService::start(config)?;
     let dispatches = (0..n)
-        .map(|i| Value::Object(fixture::dispatch(i)))
+        .map(|i| Value::Object(fixture::dispatch_object(i)))
         .collect();
     service
         .push(SyncPush {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use agent_sync::actors::model::json_kind;
 use agent_sync::actors::platform::TokenSource;
-use agent_sync::actors::pusher::validate_dispatches;
+use agent_sync::actors::pusher::check_dispatches;
 use agent_sync::actors::{DispatchError, PlatformConfigError, SyncError};
 use agent_sync::control::{ClientError, ControlClient};
 use agent_sync::legacy::LegacyError;
@@ -376,6 +376,6 @@ fn read_dispatches(path: &Path) -> Result<Vec<Value>, CliError> {
             detail: format!("found {}", json_kind(&value)),
         }));
     };
-    let objects = validate_dispatches(items).map_err(invalid)?;
-    Ok(objects.into_iter().map(Value::Object).collect())
+    check_dispatches(&items).map_err(invalid)?;
+    Ok(items)
 }

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use agent_sync_actors::model::{
-    dispatch_id, fingerprint, json_kind, lenient_int, lenient_time, Direction, QueueEntry,
-    SyncRecord,
+    fingerprint, json_kind, lenient_int, lenient_time, Direction, Dispatch, QueueEntry, SyncRecord,
 };
 use agent_sync_actors::time::Timestamp;
 use serde_json::{Map, Value};
@@ -156,18 +155,19 @@ pub fn parse_queue(
                 skipped += 1;
                 continue;
             };
-            if !seen.insert(Value::Object(dispatch.clone()).to_string()) {
+            let record = Dispatch::from_object(&dispatch);
+            if !seen.insert(record.as_json().to_string()) {
                 skipped += 1;
                 continue;
             }
-            if let Some(id) = dispatch_id(&dispatch).map(str::to_string) {
+            if let Some(id) = record.id() {
                 let runs = lenient_int(dispatch.get("runs"));
                 fingerprints.insert(
                     id,
                     fingerprint(lenient_time(dispatch.get("updated_at")), runs),
                 );
             }
-            dispatches.push(dispatch);
+            dispatches.push(record);
         }
         if dispatches.is_empty() {
             continue;

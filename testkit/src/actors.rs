@@ -402,7 +402,7 @@ pub fn entry_ids(entry: &QueueEntry) -> Vec<String> {
     entry
         .dispatches
         .iter()
-        .map(|d| d["id"].as_str().expect("dispatch id").to_string())
+        .map(|d| d.id().expect("dispatch id"))
         .collect()
 }
 

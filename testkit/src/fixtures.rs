@@ -97,5 +97,5 @@ pub fn dispatches(ids: &[&str]) -> Vec<Dispatch> {
 /// One dispatch `{"id", "status": "completed"}` as the Queue takes it.
 pub fn dispatch(id: &str) -> Dispatch {
     let value = json!({"id": id, "status": "completed"});
-    value.as_object().cloned().expect("an object")
+    Dispatch::from(value.as_object().cloned().expect("an object"))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix::Actor;
 use agent_sync::actors::messages::ImportEntries;
-use agent_sync::actors::model::QueueEntry;
+use agent_sync::actors::model::{Dispatch, QueueEntry};
 use agent_sync::actors::queue::QueueConfig;
 use agent_sync::actors::time::Clock;
 use agent_sync::actors::{Queue, Store};
@@ -129,7 +129,7 @@ pub fn seed_queue(state: &Path, entries: Vec<Vec<Value>>) {
                 .map(|dispatches| {
                     let dispatches = dispatches
                         .into_iter()
-                        .map(|d| d.as_object().expect("an object").clone())
+                        .map(|d| Dispatch::from(d.as_object().expect("an object").clone()))
                         .collect();
                     QueueEntry::new(AGENT.into(), None, dispatches, now)
                 })

@@ -169,7 +169,7 @@ impl OpenTail {
         let mut tail = OpenTail { entry, body_bytes };
         let dispatches = std::mem::take(&mut tail.entry.dispatches);
         for dispatch in dispatches {
-            let len = json_len(&dispatch);
+            let len = dispatch.json_len();
             tail.push(dispatch, len);
         }
         tail
@@ -214,7 +214,7 @@ pub(crate) fn body_len(
         fleet_node_id,
         dispatches: &[],
     });
-    let items: usize = dispatches.iter().map(json_len).sum();
+    let items: usize = dispatches.iter().map(Dispatch::json_len).sum();
     empty + items + dispatches.len().saturating_sub(1)
 }
 
@@ -289,10 +289,12 @@ mod tests {
     fn entry(dispatches: usize) -> QueueEntry {
         let dispatches = (0..dispatches)
             .map(|i| {
-                json!({ "id": format!("d{i}") })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default()
+                Dispatch::from(
+                    json!({ "id": format!("d{i}") })
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                )
             })
             .collect();
         QueueEntry {
@@ -398,8 +400,8 @@ mod tests {
                     ..e
                 });
                 assert_eq!(tail.body_bytes, body.len());
-                let extra = json!({"id": "x"}).as_object().cloned().unwrap();
-                let len = json_len(&extra);
+                let extra = Dispatch::parse(r#"{"id":"x"}"#).unwrap();
+                let len = extra.json_len();
                 tail.push(extra, len);
                 let body = serde_json::to_vec(&PushBody {
                     agent_id: &tail.entry.agent_id,

@@ -7,11 +7,11 @@ use redb::{
     ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 
-use super::policy::{self, json_len, Caps, Class, OpenTail, Spread};
+use super::policy::{self, Caps, Class, OpenTail, Spread};
 use crate::messages::{
     Decision, DeliveryOutcome, Enqueue, EnqueueBatch, EnqueueReceipt, RequeueReport,
 };
-use crate::model::{dispatch_id, DeadLetter, Dispatch, QueueEntry, ScannedDispatch};
+use crate::model::{DeadLetter, Dispatch, QueueEntry, ScannedDispatch};
 use crate::store::{decode, encode};
 use crate::time::Timestamp;
 
@@ -101,7 +101,7 @@ impl<'txn> QueueTables<'txn> {
             } = msg;
             let mut receipt = EnqueueReceipt::default();
             let mut place = |tables: &mut Self, dispatch: Dispatch, key: Option<(&str, &str)>| {
-                let bytes = json_len(&dispatch);
+                let bytes = dispatch.json_len();
                 let seq = match tail
                     .as_mut()
                     .filter(|t| t.admits(&agent_id, fleet_node_id, bytes, caps))
@@ -370,12 +370,12 @@ impl<'txn> QueueTables<'txn> {
         let key = entry.next_part_key();
         let dispatches: Vec<Dispatch> = entry.dispatches.drain(..len).collect();
         let mut fingerprints = BTreeMap::new();
-        for id in dispatches.iter().filter_map(dispatch_id) {
-            if let Some(fingerprint) = entry.fingerprints.remove(id) {
+        for id in dispatches.iter().filter_map(Dispatch::id) {
+            if let Some(fingerprint) = entry.fingerprints.remove(&id) {
                 if forget_keys {
-                    self.keys.remove(dedup_key(id, &fingerprint).as_str())?;
+                    self.keys.remove(dedup_key(&id, &fingerprint).as_str())?;
                 }
-                fingerprints.insert(id.to_string(), fingerprint);
+                fingerprints.insert(id, fingerprint);
             }
         }
         if !entry.parts.is_empty() {

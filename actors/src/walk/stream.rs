@@ -26,15 +26,13 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::Map;
-
 use super::cache::{self, Known, WorkspaceRow, WriteLog, Writes};
 use super::parallel::{self, Candidate, Counts, RowPlan, Setup};
 use super::read::{read_report_below, read_status_below, StatusRead};
 use super::rules;
 use super::sys::{Dir, Resolver};
 use crate::error::SyncError;
-use crate::model::{attach_report, ScannedDispatch};
+use crate::model::{Dispatch, ScannedDispatch};
 use crate::store::Store;
 
 /// Candidates asked about at once (the Ledger, the Queue), and records delivered at
@@ -215,7 +213,7 @@ impl Pipeline<'_> {
             .map(|c| ScannedDispatch {
                 id: c.name.clone(),
                 fingerprint: c.fingerprint.clone(),
-                record: Map::new(),
+                record: Dispatch::empty(),
             })
             .collect();
         // The Queue first, then the Ledger: a delivery marks the Ledger before it
@@ -296,7 +294,6 @@ impl Pipeline<'_> {
             }
         };
         self.record_bytes += usize::try_from(candidate.signature.len).unwrap_or(usize::MAX);
-        let mut record = status.into_dispatch(&candidate.name);
         let report = if candidate.report {
             read_report_below(
                 self.root,
@@ -308,14 +305,13 @@ impl Pipeline<'_> {
         } else {
             None
         };
-        if let Some(report) = report {
+        if report.is_some() {
             self.record_bytes += self.buffer.len();
-            attach_report(&mut record, report);
         }
         Some(ScannedDispatch {
+            record: status.to_dispatch(&candidate.name, report.as_ref()),
             id: candidate.name,
             fingerprint: candidate.fingerprint,
-            record,
         })
     }
 
