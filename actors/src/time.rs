@@ -142,10 +142,23 @@ impl fmt::Display for Rfc3339Text {
                 None => write!(f, "@{millis_since_epoch}ms"),
             };
         }
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}"
-        )?;
+        // Digits by hand: `write!` with padding cost more than the rest of a scan's
+        // record (a scan writes three of these per dispatch).
+        let mut text = *b"0000-00-00T00:00:00";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for i in (at..at + width).rev() {
+                text[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, hour);
+        put(14, 2, minute);
+        put(17, 2, second);
+        // Only ASCII digits and separators were written.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)?;
         if self.keep_millis && millis != 0 {
             // As `time` writes it: the fraction without trailing zeros (".5", ".25").
             let fraction = format!("{millis:03}");

@@ -50,7 +50,7 @@ pub(crate) fn read_capped(
     what: &dyn Fn() -> String,
     buffer: &mut Vec<u8>,
 ) -> Capped {
-    let file = match opened {
+    let mut file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Capped::Missing,
         Err(e) => {
@@ -81,8 +81,20 @@ pub(crate) fn read_capped(
         return Capped::Refused;
     }
     buffer.clear();
-    match file.take(cap + 1).read_to_end(buffer) {
-        Ok(n) if n as u64 > cap => {
+    // One read of the size fstat gave, plus a byte: a regular file that returns exactly
+    // that size is at its end, so the read that would return 0 is not made (one
+    // syscall in five per workspace). Anything else (shorter, longer, interrupted)
+    // reads on to the end as usual, still stopped one byte past the cap.
+    let expected = stat.signature.len as usize;
+    buffer.resize(expected + 1, 0);
+    // A failed read here fails again, and is reported, in the read below.
+    let first = file.read(buffer).unwrap_or(0);
+    buffer.truncate(first);
+    if first == expected {
+        return Capped::Read;
+    }
+    match file.take(cap + 1 - first as u64).read_to_end(buffer) {
+        Ok(n) if (first + n) as u64 > cap => {
             log::warn!("{} grew over the {cap}-byte cap; skipped", what());
             Capped::Failed
         }
@@ -227,5 +239,54 @@ pub(crate) fn read_report_below(
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::walk::sys::Kind;
+
+    /// `read_capped` of `body` when fstat said the file was `said` bytes long.
+    fn read_as_if(body: &[u8], said: u64, cap: u64) -> (Capped, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        std::fs::write(&path, body).unwrap();
+        let mut stat = FileStat::of_metadata(&std::fs::metadata(&path).unwrap());
+        assert_eq!(stat.kind, Kind::File);
+        stat.signature.len = said;
+        let mut buffer = vec![b'x'; 3];
+        let read = read_capped(
+            File::open(&path),
+            Some(stat),
+            cap,
+            &|| "f".into(),
+            &mut buffer,
+        );
+        (read, buffer)
+    }
+
+    #[test]
+    fn a_file_of_the_size_fstat_gave_is_read_whole() {
+        assert_eq!(
+            read_as_if(b"{\"a\":1}", 7, 64),
+            (Capped::Read, b"{\"a\":1}".to_vec())
+        );
+        assert_eq!(read_as_if(b"", 0, 64), (Capped::Read, Vec::new()));
+    }
+
+    #[test]
+    fn a_file_that_grew_or_shrank_after_its_fstat_is_still_read_to_its_end() {
+        let body = b"{\"grown\":\"after the stat\"}";
+        assert_eq!(read_as_if(body, 3, 64), (Capped::Read, body.to_vec()));
+        assert_eq!(read_as_if(body, 200, 1024), (Capped::Read, body.to_vec()));
+    }
+
+    #[test]
+    fn a_file_that_grew_past_the_cap_after_its_fstat_is_refused() {
+        let body = vec![b' '; 100];
+        assert_eq!(read_as_if(&body, 10, 50).0, Capped::Failed);
+        assert_eq!(read_as_if(&body, 49, 50).0, Capped::Failed);
+        assert_eq!(read_as_if(&body, 100, 100).0, Capped::Read);
     }
 }
