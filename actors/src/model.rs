@@ -185,11 +185,10 @@ impl<'de> Deserialize<'de> for StatusKey {
 
 /// The fingerprint of design.md §4.2 from its two parts.
 pub fn fingerprint(updated_at: Option<Timestamp>, runs: i64) -> String {
-    let time = updated_at.map_or_else(
-        || "0001-01-01T00:00:00Z".to_string(),
-        Timestamp::to_rfc3339_seconds,
-    );
-    format!("{time}#{runs}")
+    match updated_at {
+        Some(time) => format!("{}#{runs}", time.rfc3339_seconds()),
+        None => format!("0001-01-01T00:00:00Z#{runs}"),
+    }
 }
 
 pub(crate) fn str_field(object: &Map<String, Value>, key: &str) -> String {
