@@ -115,7 +115,7 @@ pub(crate) fn scan(
         chunk_len: options.chunk.max(1),
         chunk_bytes: options.chunk_bytes.max(1),
         peers,
-        writes: Writes::new(store.cloned(), log.clone()),
+        writes: Writes::behind(store.cloned(), log.clone()),
         chunk: Vec::new(),
         records: Vec::new(),
         record_bytes: 0,
@@ -137,7 +137,7 @@ pub(crate) fn scan(
         Some(error) => Err(error),
         None => pipeline.finish(),
     };
-    pipeline.writes.flush();
+    pipeline.writes.close();
     if let Some(store) = store {
         log.finish(store);
     }
