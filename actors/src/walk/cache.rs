@@ -534,6 +534,11 @@ impl Writes {
     /// Commits what is gathered and waits for every commit to be done.
     pub(crate) fn close(&mut self) {
         self.flush();
+        self.join_behind();
+    }
+
+    /// Ends the writer thread, if any, once it has committed what it was sent.
+    fn join_behind(&mut self) {
         if let Some(behind) = &mut self.behind {
             behind.batches.take();
             if let Some(thread) = behind.thread.take() {
@@ -602,12 +607,7 @@ impl Writes {
 impl Drop for Writes {
     fn drop(&mut self) {
         // A writer dropped without `close` (an error path) still ends its thread.
-        if let Some(behind) = &mut self.behind {
-            behind.batches.take();
-            if let Some(thread) = behind.thread.take() {
-                let _ = thread.join();
-            }
-        }
+        self.join_behind();
     }
 }
 
