@@ -22,10 +22,9 @@ use std::sync::Arc;
 
 use crate::model::QueueEntry;
 
-/// Most request-body bytes kept decoded. In memory a decoded dispatch takes four to
-/// five times its JSON, so this holds 8-10 MiB at most: 50 full entries of small
-/// dispatches, enough for a drain running behind a burst of enqueues to find its
-/// heads here.
+/// Most request-body bytes kept decoded. A dispatch is held as its JSON text, so this
+/// is about the memory held too: 50 full entries of small dispatches, enough for a
+/// drain running behind a burst of enqueues to find its heads here.
 pub(super) const RESIDENT_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Most entries kept decoded: an entry has its own overhead besides its dispatches,

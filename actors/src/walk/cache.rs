@@ -1115,6 +1115,49 @@ mod tests {
     }
 
     #[test]
+    fn records_are_delivered_once_they_reach_chunk_bytes_whatever_the_chunk_length() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..12 {
+            let dir = write(root.path(), &format!("o/r/t-{i:02}"), DONE);
+            if i % 3 == 0 {
+                // A large report makes its record large.
+                std::fs::create_dir_all(dir.join(".meta")).unwrap();
+                let pad = "x".repeat(2000);
+                std::fs::write(
+                    dir.join(".meta/report.json"),
+                    format!(r#"{{"pad":"{pad}"}}"#),
+                )
+                .unwrap();
+            }
+        }
+        let whole = {
+            let mut peers = FakePeers::default();
+            peers.scan(root.path(), None, WalkOptions::default());
+            peers.deliveries.concat()
+        };
+        let chunk_bytes = 2500;
+        let mut peers = FakePeers::default();
+        let options = WalkOptions {
+            chunk_bytes,
+            ..WalkOptions::default()
+        };
+        peers.scan(root.path(), None, options);
+        assert_eq!(peers.deliveries.concat(), whole);
+        assert!(peers.deliveries.len() > 1, "delivered early");
+        for delivery in &peers.deliveries {
+            let bytes: Vec<usize> = delivery.iter().map(|d| d.record.json_len()).collect();
+            // Only the record that crossed the bound takes a delivery over it.
+            let before_last: usize = bytes[..bytes.len() - 1].iter().sum();
+            assert!(before_last < chunk_bytes, "{bytes:?}");
+        }
+        let last = peers.deliveries.len() - 1;
+        for delivery in &peers.deliveries[..last] {
+            let total: usize = delivery.iter().map(|d| d.record.json_len()).sum();
+            assert!(total >= chunk_bytes, "a delivery before the bound: {total}");
+        }
+    }
+
+    #[test]
     fn a_scan_that_fails_half_way_delivered_a_prefix_and_the_next_scan_the_rest() {
         let mut f = Fixture::new();
         for i in 0..30 {

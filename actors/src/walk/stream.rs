@@ -13,7 +13,7 @@
 //! 3. only those are built: `status.json` read again when the cache answered for it,
 //!    `.meta/report.json` read and attached;
 //! 4. the records go on ([`Peers::deliver`]: the Queue's `Enqueue`) once
-//!    [`WalkOptions::chunk`] of them or [`WalkOptions::chunk_bytes`] of files are
+//!    [`WalkOptions::chunk`] of them or [`WalkOptions::chunk_bytes`] of records are
 //!    built, and at the end, always in walk order.
 //!
 //! So what is held at once is bounded by the chunk size and the walk's buffers, not by
@@ -39,8 +39,8 @@ use crate::store::Store;
 /// once.
 pub const DEFAULT_CHUNK: usize = 1000;
 
-/// Bytes of `status.json` and `report.json` after which the records built so far are
-/// delivered even if the chunk is not full (reports may be up to 8 MiB each).
+/// Bytes of records (their JSON) after which those built so far are delivered even if
+/// the chunk is not full (a report may be up to 8 MiB).
 pub const DEFAULT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// How a scan walks, and how much it holds at once.
@@ -50,7 +50,7 @@ pub struct WalkOptions {
     pub resolver: Resolver,
     /// Candidates per question to the Ledger and the Queue, and records per delivery.
     pub chunk: usize,
-    /// File bytes after which built records are delivered early.
+    /// Record bytes after which built records are delivered early.
     pub chunk_bytes: usize,
 }
 
@@ -159,7 +159,7 @@ struct Pipeline<'a> {
     resolver: Resolver,
     /// Candidates per chunk.
     chunk_len: usize,
-    /// File bytes per delivery.
+    /// Record bytes per delivery.
     chunk_bytes: usize,
     /// The Ledger, the Queue.
     peers: &'a mut dyn Peers,
@@ -169,7 +169,7 @@ struct Pipeline<'a> {
     chunk: Vec<Candidate>,
     /// Records built, not delivered yet.
     records: Vec<ScannedDispatch>,
-    /// File bytes behind `records`.
+    /// Bytes of `records` (their JSON).
     record_bytes: usize,
     /// Read buffer for rebuilds and reports.
     buffer: Vec<u8>,
@@ -293,7 +293,6 @@ impl Pipeline<'_> {
                 }
             }
         };
-        self.record_bytes += usize::try_from(candidate.signature.len).unwrap_or(usize::MAX);
         let report = if candidate.report {
             read_report_below(
                 self.root,
@@ -305,11 +304,10 @@ impl Pipeline<'_> {
         } else {
             None
         };
-        if report.is_some() {
-            self.record_bytes += self.buffer.len();
-        }
+        let record = status.to_dispatch(&candidate.name, report.as_ref());
+        self.record_bytes += record.json_len();
         Some(ScannedDispatch {
-            record: status.to_dispatch(&candidate.name, report.as_ref()),
+            record,
             id: candidate.name,
             fingerprint: candidate.fingerprint,
         })
