@@ -187,7 +187,7 @@ impl SyncService {
             // Nothing to import yet: no marker, so a later import can still run.
             return Ok(report);
         }
-        let held = actors.queue.send(ListQueue { limit: None }).await??;
+        let held = actors.queue.send(ListQueue::default()).await??;
         let entries: Vec<QueueEntry> = state
             .entries
             .into_iter()

@@ -432,12 +432,12 @@ impl SyncService {
 
     /// Queued entries, oldest first.
     pub async fn queue(&self, limit: Option<usize>) -> Result<Vec<QueueEntry>, SyncError> {
-        Ok(self.actors.queue.send(ListQueue { limit }).await??)
+        Ok(self.actors.queue.send(ListQueue { after: None, limit }).await??)
     }
 
     /// Dead letters, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, SyncError> {
-        Ok(self.actors.queue.send(ListDeadLetters).await??)
+        Ok(self.actors.queue.send(ListDeadLetters::default()).await??)
     }
 
     /// Move dead letters (all when `seqs` is `None`) back to the queue.

@@ -310,18 +310,26 @@ pub enum Decision {
     },
 }
 
-/// Queued entries, oldest first.
+/// A page of queued entries, oldest first. A listing decodes only its page, so a
+/// backlog of any size is listed in bounded memory, a page per message.
 #[derive(Message, Debug, Clone, Copy, Default)]
 #[rtype(result = "Result<Vec<QueueEntry>, StoreError>")]
 pub struct ListQueue {
-    /// At most this many (the whole queue when `None`).
+    /// Only entries whose seq is greater (the last seq of the previous page).
+    pub after: Option<u64>,
+    /// At most this many (the whole rest of the queue when `None`).
     pub limit: Option<usize>,
 }
 
-/// Dead letters, oldest first.
-#[derive(Message, Debug, Clone, Copy)]
+/// A page of dead letters, oldest first (paged like [`ListQueue`]).
+#[derive(Message, Debug, Clone, Copy, Default)]
 #[rtype(result = "Result<Vec<DeadLetter>, StoreError>")]
-pub struct ListDeadLetters;
+pub struct ListDeadLetters {
+    /// Only dead letters whose seq is greater.
+    pub after: Option<u64>,
+    /// At most this many (all the rest when `None`).
+    pub limit: Option<usize>,
+}
 
 /// Move dead letters back to the tail of the queue, with a fresh start.
 #[derive(Message, Debug, Clone)]

@@ -85,7 +85,9 @@ impl SyncActors {
     ) -> Self {
         let ledger = Ledger::new(store.clone()).start();
         let history = History::new(store.clone(), config.history_limit).start();
-        let queue = Queue::new(store.clone(), config.queue, clock).start();
+        let queue = Queue::new(store.clone(), config.queue, clock)
+            .with_history_limit(config.history_limit)
+            .start();
         // The Scanner keeps its rescan cache in the store and queues what it finds
         // through the Queue's ordinary enqueue, chunk by chunk.
         let scanner = Scanner::new(config.workspace_root.clone(), ledger.clone().recipient())

@@ -218,12 +218,12 @@ async fn status(state: State) -> HttpResponse {
 }
 
 async fn queue(state: State) -> HttpResponse {
-    let result = state.actors.queue.send(ListQueue { limit: None }).await;
+    let result = state.actors.queue.send(ListQueue::default()).await;
     answer(flatten(result))
 }
 
 async fn dead_letters(state: State) -> HttpResponse {
-    answer(flatten(state.actors.queue.send(ListDeadLetters).await))
+    answer(flatten(state.actors.queue.send(ListDeadLetters::default()).await))
 }
 
 async fn history(state: State, query: web::Query<HistoryQuery>) -> HttpResponse {

@@ -320,7 +320,7 @@ pub async fn summary(actors: &SyncActors) -> QueueSummary {
 pub async fn dead_letters(actors: &SyncActors) -> Vec<DeadLetter> {
     actors
         .queue
-        .send(ListDeadLetters)
+        .send(ListDeadLetters::default())
         .await
         .expect("the queue is running")
         .expect("list dead letters")

@@ -157,6 +157,8 @@ pub struct Queue {
     compact_floor: u64,
     /// A compaction check is scheduled (after a report, or a retry).
     compact_pending: bool,
+    /// Newest history records kept (the History's limit).
+    history_limit: usize,
 }
 
 impl Queue {
@@ -178,6 +180,7 @@ impl Queue {
             pending: Vec::new(),
             compact_floor: COMPACT_MIN_FILE_BYTES,
             compact_pending: false,
+            history_limit: crate::history::DEFAULT_HISTORY_LIMIT,
         }
     }
 
@@ -332,6 +335,13 @@ impl Queue {
             }
             Ok(None)
         })
+    }
+
+    /// Keeps the newest `limit` history records when an outcome is recorded (the
+    /// History's own limit: the Queue writes the record in the outcome's commit).
+    pub fn with_history_limit(mut self, limit: usize) -> Self {
+        self.history_limit = limit.max(1);
+        self
     }
 
     /// Compacts the file if the queue's emptying left it sparse (invariant 7).
@@ -490,7 +500,8 @@ impl Handler<ListQueue> for Queue {
         self.store.read("list the queue", |txn| {
             let queue = txn.open_table(QUEUE)?;
             let mut entries = Vec::new();
-            for row in queue.iter()?.take(msg.limit.unwrap_or(usize::MAX)) {
+            let from = msg.after.map_or(0, |seq| seq.saturating_add(1));
+            for row in queue.range(from..)?.take(msg.limit.unwrap_or(usize::MAX)) {
                 let (seq, bytes) = row?;
                 entries.extend(decode_or_warn("queue entry", seq.value(), bytes.value()));
             }
@@ -502,11 +513,12 @@ impl Handler<ListQueue> for Queue {
 impl Handler<ListDeadLetters> for Queue {
     type Result = Result<Vec<DeadLetter>, StoreError>;
 
-    fn handle(&mut self, _: ListDeadLetters, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ListDeadLetters, _: &mut Self::Context) -> Self::Result {
         self.store.read("list dead letters", |txn| {
             let dead = txn.open_table(DEAD_LETTERS)?;
             let mut letters = Vec::new();
-            for row in dead.iter()? {
+            let from = msg.after.map_or(0, |seq| seq.saturating_add(1));
+            for row in dead.range(from..)?.take(msg.limit.unwrap_or(usize::MAX)) {
                 let (seq, bytes) = row?;
                 letters.extend(decode_or_warn("dead letter", seq.value(), bytes.value()));
             }
