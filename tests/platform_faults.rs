@@ -393,6 +393,98 @@ async fn a_2xx_with_a_garbage_or_lying_body_is_delivered() {
     assert_eq!((report.count, report.queued), (1, 0));
 }
 
+/// A token of its own, so that any 6-character piece of it found is a leak.
+const ECHOED: &str = "Zq7x-echoed-secret-91ad4e";
+
+#[actix::test]
+async fn a_refusal_echoing_the_token_across_the_excerpt_cut_leaves_no_piece_of_it() {
+    // The body is cut at 200 bytes (design.md §7.4); the token starts around there.
+    for at in [180, 190, 194, 195, 196, 198, 200] {
+        let server = Raw::start(move |_, req| {
+            // "Bearer <token>", as a platform echoing the request would show it.
+            let echoed = req
+                .head
+                .headers
+                .get("authorization")
+                .cloned()
+                .unwrap_or_default();
+            let mut body = "e".repeat(at - "Bearer ".len());
+            body.push_str(&echoed);
+            body.push_str(" was not accepted, try again later");
+            Reply::Answer {
+                status: 503,
+                headers: vec![("content-type", "text/plain".into())],
+                body: body.into_bytes(),
+            }
+        });
+        let dirs = Dirs::new();
+        let (actors, _store) = start_actors_with(
+            dirs.root(),
+            dirs.state(),
+            &server.url(),
+            Some(ECHOED),
+            &Options::default(),
+        );
+        let report = push_host_ids(&actors, &["a"]).await;
+        assert_eq!((report.count, report.queued), (0, 1), "token at {at}");
+        let echoed = server.log()[0].0.head.headers["authorization"].clone();
+        assert_eq!(echoed, format!("Bearer {ECHOED}"), "the token was sent");
+        // What `status` shows: the Queue's own head.
+        let head = summary(&actors).await.head.expect("the entry is queued");
+        let error = head.last_error.expect("last_error is set");
+        assert!(error.starts_with("HTTP 503"), "{error}");
+        assert!(error.contains("eeee"), "the body is quoted: {error}");
+        // What `queue` shows.
+        let listed = queue(&actors)
+            .await
+            .remove(0)
+            .last_error
+            .unwrap_or_default();
+        for shown in [&error, &listed] {
+            for piece in ECHOED.as_bytes().windows(6) {
+                let piece = std::str::from_utf8(piece).unwrap();
+                assert!(
+                    !shown.contains(piece),
+                    "token at {at}: {piece:?} of the token is in {shown:?}"
+                );
+            }
+        }
+    }
+}
+
+#[actix::test]
+async fn a_2xx_whose_body_stalls_is_delivered_without_waiting_for_the_body() {
+    // Far beyond any wait of this test: a delivery must not depend on the body.
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    const PROMPTLY: Duration = Duration::from_secs(10);
+    let heads: [&[u8]; 2] = [
+        b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"data\"",
+        b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n",
+    ];
+    for head in heads {
+        let server = Raw::start(move |_, _| Reply::Stall(head.to_vec()));
+        let dirs = Dirs::new();
+        let (actors, _store) = start_online(&dirs, &server.url(), &with_timeout(TIMEOUT));
+        let started = Instant::now();
+        let report = push_host_ids(&actors, &["a", "b"]).await;
+        let took = started.elapsed();
+        assert!(
+            took < PROMPTLY,
+            "the push waited {took:?} for a stalled body"
+        );
+        assert_eq!(
+            (report.count, report.queued),
+            (2, 0),
+            "a 201 head is delivery"
+        );
+        assert_eq!(server.pushes().len(), 1, "sent once");
+        assert_eq!(server.log()[0].1, 201);
+        assert!(queue(&actors).await.is_empty());
+        let history = records(&actors, None).await;
+        assert_eq!(directions(&history), [(Direction::Push, 2)]);
+    }
+}
+
 #[actix::test]
 async fn a_pull_body_over_the_default_16_mib_limit_keeps_the_cache() {
     let server = LoopbackPlatform::start().await;

@@ -185,8 +185,42 @@ pub trait Platform {
     fn pull(&self, token: &Token, agent_id: &str, since: Option<&str>) -> LocalFuture<PullOutcome>;
 }
 
-/// Largest push response body read (it is only used for error messages).
+/// Largest push response body read (only a refusal's is read, for its excerpt).
 const MAX_PUSH_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The most bytes of a platform's answer (or of an error's text) kept where people
+/// read it: `last_error`, a dead letter's reason, `queue`, `status`, log lines.
+pub const EXCERPT_BYTES: usize = 200;
+
+/// What stands where the token was.
+pub const REDACTED: &str = "<redacted>";
+
+/// A bounded excerpt of `body` that cannot hold the token (design.md §7.4): every
+/// occurrence of the token is replaced first, then the trimmed text is cut to at most
+/// `max` bytes at a character boundary. In that order: cutting first could split
+/// the token at the edge and leave its prefix, which no longer matches, in the text.
+/// Invalid UTF-8 is shown as U+FFFD. Use it for every body or error text that is kept
+/// or logged.
+pub fn excerpt(body: &[u8], token: Option<&Token>, max: usize) -> String {
+    let text = String::from_utf8_lossy(body);
+    let redacted = match token {
+        Some(token) => std::borrow::Cow::Owned(text.replace(token.expose(), REDACTED)),
+        None => text,
+    };
+    cut_at_char_boundary(redacted.trim(), max).to_string()
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character.
+fn cut_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// The real platform over awc. Build it on the arbiter that uses it (`awc::Client`
 /// is `!Send`).
@@ -233,14 +267,15 @@ impl Platform for HttpPlatform {
                 Ok(response) => response.timeout(body_timeout),
                 Err(e) => {
                     return DeliveryOutcome::Network {
-                        detail: e.to_string(),
+                        detail: excerpt(e.to_string().as_bytes(), Some(&token), EXCERPT_BYTES),
                     }
                 }
             };
             let status = response.status();
-            let body = response.body().limit(MAX_PUSH_RESPONSE_BYTES).await;
             if status.is_success() {
-                // The platform has it; a garbled acknowledgement body changes nothing.
+                // The status line is the platform's acceptance. The body is not read:
+                // one that stalls must not turn a delivery into a timeout (and a retry
+                // that stores the dispatches twice), and a garbled one changes nothing.
                 return DeliveryOutcome::Delivered { payload_size };
             }
             let retry_after = response
@@ -249,14 +284,14 @@ impl Platform for HttpPlatform {
                 .and_then(|v| v.to_str().ok())
                 .and_then(RetryAfter::parse);
             // A platform echoing the request must not put the token in `last_error`.
-            let excerpt = body
-                .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
-                .unwrap_or_default()
-                .replace(token.expose(), "<redacted>");
+            let said = match response.body().limit(MAX_PUSH_RESPONSE_BYTES).await {
+                Ok(body) => excerpt(&body, Some(&token), EXCERPT_BYTES),
+                Err(_) => String::new(),
+            };
             DeliveryOutcome::Status {
                 status: status.as_u16(),
                 retry_after,
-                detail: format!("HTTP {status}: {}", excerpt.trim()),
+                detail: format!("HTTP {status}: {said}"),
             }
         })
     }
@@ -277,10 +312,15 @@ impl Platform for HttpPlatform {
             .send();
         let limit = self.config.max_context_bytes;
         let body_timeout = self.config.request_timeout;
+        let token = token.clone();
+        // The Puller logs it: the same excerpt rule as a push's `last_error`.
+        let failed = move |detail: String| {
+            PullOutcome::Failed(excerpt(detail.as_bytes(), Some(&token), EXCERPT_BYTES))
+        };
         Box::pin(async move {
             let mut response = match send.await {
                 Ok(response) => response.timeout(body_timeout),
-                Err(e) => return PullOutcome::Failed(e.to_string()),
+                Err(e) => return failed(e.to_string()),
             };
             let status = response.status();
             if !status.is_success() {
@@ -288,7 +328,7 @@ impl Platform for HttpPlatform {
             }
             match response.body().limit(limit).await {
                 Ok(body) => PullOutcome::Body(body.to_vec()),
-                Err(e) => PullOutcome::Failed(format!("reading the context body: {e}")),
+                Err(e) => failed(format!("reading the context body: {e}")),
             }
         })
     }
@@ -377,6 +417,61 @@ mod tests {
         let shown = format!("{:?}", TokenSource::Fixed(Some(token)));
         assert!(!shown.contains("secret"), "{shown}");
         assert!(Token::new("  ").is_none());
+    }
+
+    #[test]
+    fn an_excerpt_is_redacted_before_it_is_cut_wherever_the_token_straddles_the_cut() {
+        let secret = "Zq7-tok-3f9a1c7e5b2d";
+        let token = Token::new(secret).unwrap();
+        let prefix = &secret[..6];
+        let mut straddled = 0;
+        // Single- and multi-byte filler, so the cut also falls inside characters.
+        for filler in ["x", "é", "日"] {
+            for at in 150..=EXCERPT_BYTES + 10 {
+                let mut body = String::new();
+                while body.len() < at {
+                    body.push_str(filler);
+                }
+                body.push_str("Bearer ");
+                let starts = body.len();
+                body.push_str(secret);
+                body.push_str(" and more text after the echoed header");
+                let cut = excerpt(body.as_bytes(), Some(&token), EXCERPT_BYTES);
+                assert!(
+                    !cut.contains(prefix),
+                    "token at {starts}, {filler:?}: {cut}"
+                );
+                assert!(
+                    cut.len() <= EXCERPT_BYTES,
+                    "token at {starts}: {}",
+                    cut.len()
+                );
+                let whole = body.replace(secret, REDACTED);
+                assert!(whole.starts_with(&cut), "token at {starts}: {cut}");
+                assert!(cut.len() + filler.len() > EXCERPT_BYTES.min(whole.len()));
+                if starts + prefix.len() <= EXCERPT_BYTES && starts + secret.len() > EXCERPT_BYTES {
+                    // Cutting first (the old order) leaves a prefix of the token here.
+                    let naive = String::from_utf8_lossy(&body.as_bytes()[..EXCERPT_BYTES])
+                        .replace(secret, REDACTED);
+                    assert!(naive.contains(prefix), "token at {starts}");
+                    straddled += 1;
+                }
+            }
+        }
+        assert!(straddled >= 3 * 10, "the straddling cases ran: {straddled}");
+        // Every occurrence is replaced; invalid UTF-8 is shown; whitespace trimmed.
+        let mut body = b"  ".to_vec();
+        body.extend_from_slice(secret.as_bytes());
+        body.push(0xff);
+        body.extend_from_slice(secret.as_bytes());
+        body.extend_from_slice(b"  ");
+        assert_eq!(
+            excerpt(&body, Some(&token), 100),
+            format!("{REDACTED}\u{fffd}{REDACTED}")
+        );
+        assert_eq!(excerpt(b"ab\xffcd", None, 100), "ab\u{fffd}cd");
+        assert_eq!(excerpt("aé".as_bytes(), None, 2), "a");
+        assert_eq!(excerpt(b"  short  ", None, EXCERPT_BYTES), "short");
     }
 
     #[test]

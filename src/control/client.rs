@@ -15,6 +15,7 @@ use actix_service::fn_service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
 use agent_sync_actors::messages::{PullReport, PushReport, RequeueReport};
 use agent_sync_actors::model::{DeadLetter, QueueEntry, SyncRecord};
+use agent_sync_actors::platform::{excerpt, EXCERPT_BYTES};
 use awc::http::{StatusCode, Uri};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -295,10 +296,8 @@ fn remote_error(status: StatusCode, bytes: &[u8]) -> ClientError {
             message: body.error,
         },
         Err(_) => ClientError::Unexpected {
-            detail: format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            ),
+            // No token crosses the socket, but the one excerpt rule holds everywhere.
+            detail: format!("HTTP {status}: {}", excerpt(bytes, None, EXCERPT_BYTES)),
         },
     }
 }
