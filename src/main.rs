@@ -10,6 +10,10 @@ fn main() {
     let args = cli::Cli::parse();
     // The binary owns logging; the library never initialises a logger.
     cli::logging::init(&args);
-    let code = actix::System::new().block_on(cli::commands::execute(args));
+    let system = actix::System::new();
+    let code = system.block_on(cli::commands::execute(args));
+    // Exit with the System still alive: dropping its runtime would wait for any task
+    // left on its blocking pool, and a stop at once (a second signal) must not wait
+    // for anything. Everything that matters was committed before `execute` returned.
     std::process::exit(code);
 }

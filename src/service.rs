@@ -454,7 +454,8 @@ impl SyncService {
     /// counts as timed out at the shutdown deadline (`SyncConfig::shutdown_timeout`),
     /// and its outcome is committed; then the control servers stop (calls in progress
     /// may finish), the socket file goes, the actors stop and the database closes, so
-    /// another process may open it. Nothing is sent twice after a graceful stop.
+    /// another process may open it. Nothing is sent twice after a graceful stop. A scan
+    /// or ghost reap in progress ends early (what it queued stays queued).
     pub async fn stop(mut self) {
         self.finish_in_flight().await;
         if let Some(control) = self.control.take() {
@@ -463,7 +464,8 @@ impl SyncService {
         self.shutdown();
     }
 
-    /// Stops at once: a request in flight is abandoned and its entry stays queued (it
+    /// Stops at once: a scan or ghost reap in progress ends at its next batch or
+    /// workspace; a request in flight is abandoned and its entry stays queued (it
     /// is sent again, with the same idempotency key, after the next start).
     pub fn abort(mut self) {
         self.shutdown();
@@ -474,6 +476,10 @@ impl SyncService {
     /// waits for the one in flight and any enqueue still being committed.
     pub async fn finish_in_flight(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // A scan or ghost reap on the blocking pool ends at its next batch or
+        // workspace (what it queued stays; the next start finds the rest): the
+        // arbiter's shutdown waits for the blocking pool.
+        self.actors.scan_stop.stop();
         let deadline = self.shutdown_timeout;
         let stopped = self.actors.pusher.send(StopPushing { deadline });
         // The Pusher ends the request itself at the deadline; the margin covers the
@@ -490,6 +496,9 @@ impl SyncService {
 
     fn shutdown(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // Before the arbiter stops: its runtime waits for the blocking pool when it
+        // is dropped, so a walk or reap still running would hold up even an abort.
+        self.actors.scan_stop.stop();
         if let Some(arbiter) = self.arbiter.take() {
             // The servers first: nothing may answer on the socket once the state is
             // free for another process.

@@ -1,12 +1,13 @@
 //! `agent-sync run` end to end (design.md §8, §6 R3): the daemon delivers new work,
 //! stops cleanly on SIGTERM (letting the request in flight finish, or timing it out
 //! at the shutdown deadline), stops at once on a second signal, waits for a key file
-//! provisioned later, and reaps ghost workspaces. The harness is `tests/cli.rs`'s:
+//! provisioned later, and reaps ghost workspaces (one summary line, and a stop does
+//! not wait for the reap to end). The harness is `tests/cli.rs`'s:
 //! a [`Sandbox`] per test, a [`LoopbackPlatform`] on the test's System, and a
 //! [`Daemon`] logging at info.
 
 use std::fs;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_sync_testkit::*;
 use serde_json::{json, Value};
@@ -240,4 +241,45 @@ async fn the_daemon_reaps_ghost_workspaces_even_with_scanning_off() {
     assert_eq!(status["status"], "failed");
     assert_eq!(status["question"], "dead worker on restart");
     assert_eq!(status["pid"], 99_999_999);
+}
+
+/// Ghost workspaces for the prompt-stop test: a full reap of them takes seconds (one
+/// fsync each), so the stop surely lands in the middle of it.
+const GHOSTS: usize = 20_000;
+
+#[test]
+fn two_sigterms_mid_reap_of_20000_ghosts_exit_at_once_and_the_reap_logs_one_line_at_info() {
+    let sandbox = sandbox();
+    let writing = Instant::now();
+    let first = sandbox.write_ghosts(GHOSTS);
+    eprintln!("wrote {GHOSTS} ghost workspaces in {:?}", writing.elapsed());
+    // Default flags: reaping is on, at start.
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", Some("info"), sandbox.cmd(&["run"]));
+    daemon.wait_until("the reap to begin", || {
+        fs::read_to_string(&first).is_ok_and(|s| s.contains("failed"))
+    });
+    let (status, took) = daemon.terminate_twice(millis(50));
+    eprintln!("exited {took:?} after the first of two SIGTERMs 50 ms apart");
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    // The goal is 1 s; 3 s keeps a loaded 2-core machine from failing it. Before the
+    // stop flag the reap ran to its end: 10 s.
+    assert!(took < secs(3), "took {took:?}; log:\n{log}");
+    let per_workspace = log
+        .lines()
+        .filter(|l| l.contains("reaped ghost workspace"))
+        .count();
+    assert_eq!(
+        per_workspace,
+        0,
+        "per-workspace reap lines at info; the first lines:\n{}",
+        log.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let summaries: Vec<&str> = log.lines().filter(|l| l.contains("ghost reap:")).collect();
+    assert_eq!(summaries.len(), 1, "log:\n{log}");
+    assert!(
+        summaries[0].contains("stopped early"),
+        "the stop did not end the reap: {}",
+        summaries[0]
+    );
 }

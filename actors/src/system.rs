@@ -18,7 +18,7 @@ use crate::platform::{Platform, TokenSource};
 use crate::puller::Puller;
 use crate::pusher::{PushPeers, Pusher, PusherConfig};
 use crate::queue::{Queue, QueueConfig};
-use crate::scanner::Scanner;
+use crate::scanner::{ScanStop, Scanner};
 use crate::store::Store;
 use crate::time::Clock;
 
@@ -60,6 +60,9 @@ pub struct SyncActors {
     pub history: Addr<History>,
     /// The series the Pusher and Puller move; register them to export them.
     pub metrics: Metrics,
+    /// Ends the Scanner's blocking walk or reap early: set it when stopping, since a
+    /// runtime's shutdown waits for the blocking pool (see [`ScanStop`]).
+    pub scan_stop: ScanStop,
 }
 
 impl SyncActors {
@@ -90,9 +93,11 @@ impl SyncActors {
             .start();
         // The Scanner keeps its rescan cache in the store and queues what it finds
         // through the Queue's ordinary enqueue, chunk by chunk.
+        let scan_stop = ScanStop::default();
         let scanner = Scanner::new(config.workspace_root.clone(), ledger.clone().recipient())
             .with_store(store.clone())
             .with_queue(queue.clone().recipient(), queue.clone().recipient())
+            .with_stop(scan_stop.clone())
             .start();
         let puller = Puller::new(
             config.agent_id.clone(),
@@ -133,6 +138,7 @@ impl SyncActors {
             puller,
             history,
             metrics,
+            scan_stop,
         }
     }
 }

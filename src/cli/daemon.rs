@@ -7,9 +7,11 @@
 //! polls the queue.
 //!
 //! SIGINT or SIGTERM ends the loop wherever it is; then the service stops gracefully
-//! (R3): no new request starts, the one in flight runs until `--shutdown-timeout`, its
-//! outcome is committed, and the process exits 0 with nothing to send twice. A second
-//! signal meanwhile stops at once: the request is abandoned and its entry stays queued.
+//! (R3): a ghost reap or scan in progress ends at its next workspace or batch (what it
+//! queued stays), no new request starts, the one in flight runs until
+//! `--shutdown-timeout`, its outcome is committed, and the process exits 0 with nothing
+//! to send twice. A second signal meanwhile stops at once: the request is abandoned
+//! and its entry stays queued.
 //!
 //! Without a token every cycle still runs (a scan finds nothing to queue and nothing
 //! is sent); the Pusher and Puller read the token source again each time, so a key
@@ -278,14 +280,10 @@ async fn scan_cycle(
     queue_only: bool,
 ) -> Result<(), CliError> {
     if !args.no_reap {
-        match service.reap_ghosts().await {
-            Ok(report) if !report.reaped.is_empty() => log::info!(
-                "reaped {} ghost workspace(s): {}",
-                report.reaped.len(),
-                report.reaped.join(", ")
-            ),
-            Ok(_) => {}
-            Err(e) => return survivable(e),
+        // The Scanner logs the reap: one summary line, each workspace at debug (a
+        // host with 20,000 ghosts gets one line, not 20,000 names).
+        if let Err(e) = service.reap_ghosts().await {
+            return survivable(e);
         }
     }
     let push = SyncPush {

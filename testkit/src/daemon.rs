@@ -111,6 +111,16 @@ impl Daemon {
         }
     }
 
+    /// Blocks until `condition` holds (of files it writes, say), polling every 2 ms.
+    #[track_caller]
+    pub fn wait_until(&mut self, what: &str, mut condition: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !condition() {
+            self.check(what, started);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Waits, on the System, until its log contains `needle`.
     pub async fn wait_log(&mut self, what: &str, needle: &str) {
         let started = Instant::now();
@@ -158,6 +168,24 @@ impl Daemon {
             }
             self.assert_stopping(sent);
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Two SIGTERMs `gap` apart (the second one stops at once, R3), blocking; its exit
+    /// status and how long the exit took from the first. Fails after [`STOP_WITHIN`].
+    pub fn terminate_twice(&mut self, gap: Duration) -> (ExitStatus, Duration) {
+        self.signal(libc::SIGTERM);
+        let sent = Instant::now();
+        std::thread::sleep(gap);
+        // Not reaped yet (no `try_wait` since), so the pid is still ours even if it
+        // has exited: a zombie takes the signal harmlessly.
+        self.signal(libc::SIGTERM);
+        loop {
+            if let Some(status) = self.try_wait() {
+                return (status, sent.elapsed());
+            }
+            self.assert_stopping(sent);
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

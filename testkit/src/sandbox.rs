@@ -160,6 +160,40 @@ impl Sandbox {
         (path, ids)
     }
 
+    /// Writes `count` ghost workspaces (`running`, their worker's pid gone) under the
+    /// workspace root, as `org-NN/repo-N/task-NNNNN`, on four threads (20,000 take about
+    /// a second); returns the `status.json` a reap rewrites first (walk order is
+    /// sorted).
+    pub fn write_ghosts(&self, count: usize) -> PathBuf {
+        /// pid_max on Linux is at most 2^22: no process can have this pid.
+        const DEAD_PID: u64 = 99_999_999;
+        const REPOS: usize = 10;
+        const TASKS: usize = 100;
+        let root = self.root();
+        let status = json!({"status": "running", "pid": DEAD_PID, "agent": "codex"}).to_string();
+        let name = |i: usize| {
+            let (org, rest) = (i / (REPOS * TASKS), i % (REPOS * TASKS));
+            format!(
+                "org-{org:02}/repo-{}/task-{:05}",
+                rest / TASKS,
+                rest % TASKS
+            )
+        };
+        std::thread::scope(|scope| {
+            for part in 0..4 {
+                let (root, status, name) = (&root, &status, &name);
+                scope.spawn(move || {
+                    for i in (part..count).step_by(4) {
+                        let dir = root.join(name(i));
+                        fs::create_dir_all(&dir).expect("create a ghost workspace");
+                        fs::write(dir.join("status.json"), status).expect("write status.json");
+                    }
+                });
+            }
+        });
+        root.join(name(0)).join("status.json")
+    }
+
     /// `--json queue`, offline; panics unless the state opens.
     pub fn queue(&self) -> Vec<Value> {
         let out = run(self.cmd(&["--json", "queue"]));

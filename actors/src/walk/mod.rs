@@ -24,7 +24,9 @@
 //! and `report.json` read) and handed to the Queue, chunk by chunk (`stream`).
 //! Memory is bounded by the chunk size and the workers' buffers, not by the tree
 //! (except the listing of one directory, which is held while it is walked). Anything
-//! unreadable or corrupt is skipped with a `warn!` and the walk goes on (R4).
+//! unreadable or corrupt is skipped with a `warn!` and the walk goes on (R4). A scan
+//! whose [`Peers::halt`] flag is set (the service is stopping) ends early with
+//! `SyncError::Stopped`, between batches of candidates, keeping what it delivered.
 //!
 //! # Two ways to open
 //!
@@ -111,6 +113,8 @@ pub fn scan_tree_with(root: &Path, resolver: Resolver) -> TreeScan {
 pub(crate) mod testing {
     use std::collections::HashSet;
     use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
 
     use super::{scan, Peers, ScanTotals, WalkOptions};
     use crate::error::{StoreError, SyncError};
@@ -130,6 +134,10 @@ pub(crate) mod testing {
         pub deliveries: Vec<Vec<ScannedDispatch>>,
         /// Fail the delivery with this index (0-based), once.
         pub fail_delivery: Option<usize>,
+        /// The scan's stop flag ([`Peers::halt`]).
+        pub halt: Option<Arc<AtomicBool>>,
+        /// Set `halt` once this many deliveries were taken (a stop mid-scan).
+        pub halt_after: Option<usize>,
     }
 
     fn pair(d: &ScannedDispatch) -> (String, String) {
@@ -197,7 +205,96 @@ pub(crate) mod testing {
             }
             self.queued.extend(found.iter().map(pair));
             self.deliveries.push(found);
+            if self.halt_after == Some(self.deliveries.len()) {
+                if let Some(halt) = &self.halt {
+                    halt.store(true, Ordering::SeqCst);
+                }
+            }
             Ok(())
         }
+
+        fn halt(&self) -> Option<Arc<AtomicBool>> {
+            self.halt.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::testing::FakePeers;
+    use super::{scan, WalkOptions};
+    use crate::error::SyncError;
+    use crate::store::Store;
+
+    const DONE: &str = r#"{"status":"completed","updated_at":"2026-01-01T00:00:00Z","runs":1}"#;
+
+    /// Writes `<root>/<name>/status.json`, backdated (with its directories) so the
+    /// rescan cache trusts it.
+    fn write_aged(root: &Path, name: &str) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("status.json"), DONE).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let mut path = dir.join("status.json");
+        loop {
+            std::fs::File::open(&path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+            if path == root {
+                break;
+            }
+            path = path.parent().unwrap().to_path_buf();
+        }
+    }
+
+    #[test]
+    fn a_scan_stopped_half_way_answers_stopped_and_the_next_scan_finds_the_rest_once() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        for i in 0..30 {
+            write_aged(root.path(), &format!("o-{}/r/t-{i:02}", i % 4));
+        }
+        let options = WalkOptions {
+            chunk: 4,
+            ..WalkOptions::default()
+        };
+        let halt = Arc::new(AtomicBool::new(false));
+        let mut peers = FakePeers {
+            halt: Some(halt.clone()),
+            halt_after: Some(3),
+            ..FakePeers::default()
+        };
+        let stopped = scan(root.path(), Some(&store), &options, &mut peers);
+        assert!(matches!(stopped, Err(SyncError::Stopped)), "{stopped:?}");
+        assert_eq!(
+            peers.delivered_ids().len(),
+            12,
+            "no chunk is asked about once the stop is seen"
+        );
+
+        // A stopped flag stops a scan before it starts.
+        assert!(matches!(
+            scan(root.path(), Some(&store), &options, &mut peers),
+            Err(SyncError::Stopped)
+        ));
+        assert_eq!(peers.delivered_ids().len(), 12);
+
+        halt.store(false, Ordering::SeqCst);
+        peers.halt_after = None;
+        let again = peers.scan(root.path(), Some(&store), options);
+        assert_eq!(again.found, 18);
+        let in_order = peers.delivered_ids();
+        let mut all = in_order.clone();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 30, "nothing lost, nothing twice");
+        assert_eq!(in_order[..12], all[..12]);
     }
 }

@@ -7,7 +7,9 @@
 //! at most [`window`] jobs ahead of the one the caller is draining, and a channel holds
 //! at most [`JOB_BUFFER`] workspaces (in batches of [`BATCH`]), so what waits in memory
 //! is bounded by the number of workers, never by the size of the tree. When the caller
-//! stops (an enqueue failed), every worker stops at its next workspace.
+//! stops (an enqueue failed), every worker stops at its next workspace; so does it when
+//! [`Setup::halt`] is set (the service is stopping), and the caller before its next
+//! batch.
 //!
 //! Each worker reads the rescan cache through its own snapshot, a range scan per job
 //! ([`super::cache::Cursor`]), and writes the rows of what it read in batches of its
@@ -105,6 +107,15 @@ pub(crate) struct Setup<'a> {
     pub log: &'a Arc<WriteLog>,
     /// When the scan started (ns since the epoch): the racy rule's reference.
     pub started: i128,
+    /// Set from outside when the service stops: the walk ends early (`None`: never).
+    pub halt: Option<&'a AtomicBool>,
+}
+
+impl Setup<'_> {
+    /// Whether [`Setup::halt`] is set.
+    fn halted(&self) -> bool {
+        self.halt.is_some_and(|h| h.load(Ordering::SeqCst))
+    }
 }
 
 /// A job's messages to the caller.
@@ -179,7 +190,7 @@ pub(crate) fn walk(
                 while let Ok(item) = receiver.recv() {
                     match item {
                         Item::Found(batch) => {
-                            if batch.into_iter().any(|c| found(c).is_break()) {
+                            if setup.halted() || batch.into_iter().any(|c| found(c).is_break()) {
                                 stop.store(true, Ordering::Relaxed);
                                 break;
                             }
@@ -196,12 +207,17 @@ pub(crate) fn walk(
             }
             lock(&board).drained = index + 1;
             changed.notify_all();
-            if stop.load(Ordering::Relaxed) {
+            if shared.stopped() {
                 break;
             }
         }
         // Stopped early: nobody drains any more, so no worker may wait on a channel.
-        stop.store(true, Ordering::Relaxed);
+        // Set under the board's lock: a worker between its check of `stop` and its
+        // wait holds that lock, so the notification below cannot slip in between.
+        {
+            let _board = lock(&board);
+            stop.store(true, Ordering::Relaxed);
+        }
         for slot in &slots {
             lock(slot).take();
         }
@@ -226,6 +242,11 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
+    /// Whether the caller stopped or the service is stopping.
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.setup.halted()
+    }
+
     /// The channel of job `index`, once its worker has it; `None` after a stop.
     fn receiver(&self, index: usize) -> Option<Receiver<Item>> {
         let mut board = lock(self.board);
@@ -233,7 +254,7 @@ impl Shared<'_> {
             if let Some(receiver) = lock(&self.slots[index % self.window]).take() {
                 return Some(receiver);
             }
-            if self.stop.load(Ordering::Relaxed) {
+            if self.stopped() {
                 return None;
             }
             board = self.changed.wait(board).unwrap_or_else(|e| e.into_inner());
@@ -245,6 +266,13 @@ impl Shared<'_> {
     fn claim(&self) -> Option<(usize, SyncSender<Item>)> {
         let mut board = lock(self.board);
         loop {
+            if self.setup.halted() {
+                // The caller may be waiting for this job's channel: it is not coming.
+                // (Seen under the lock the caller checks under, so it cannot miss it.)
+                drop(board);
+                self.changed.notify_all();
+                return None;
+            }
             if self.stop.load(Ordering::Relaxed) || board.next >= self.tops.len() {
                 return None;
             }
@@ -296,6 +324,7 @@ impl Shared<'_> {
                 out: &sender,
                 batch: Vec::new(),
                 stop: self.stop,
+                halt: setup.halt,
             };
             let flow = visit_child(walk, setup.root, top, "", 1, &mut job);
             if flow.is_continue() && job.send_batch().is_continue() {
@@ -364,9 +393,16 @@ struct Job<'a> {
     batch: Vec<Candidate>,
     /// Set when the caller stopped.
     stop: &'a AtomicBool,
+    /// Set when the service stops ([`Setup::halt`]).
+    halt: Option<&'a AtomicBool>,
 }
 
 impl Job<'_> {
+    /// Whether the caller stopped or the service is stopping: the job ends here.
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.halt.is_some_and(|h| h.load(Ordering::SeqCst))
+    }
+
     /// The walk of the part is complete: rows it did not visit are stale.
     fn finish(&mut self) {
         if let Some(cursor) = &mut self.dirs {
@@ -378,7 +414,7 @@ impl Job<'_> {
     }
 
     fn emit(&mut self, candidate: Candidate) -> ControlFlow<()> {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stopped() {
             return ControlFlow::Break(());
         }
         self.batch.push(candidate);
@@ -394,7 +430,7 @@ impl Job<'_> {
             return ControlFlow::Continue(());
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        if self.stop.load(Ordering::Relaxed) || self.out.send(Item::Found(batch)).is_err() {
+        if self.stopped() || self.out.send(Item::Found(batch)).is_err() {
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
@@ -446,7 +482,7 @@ impl Visitor for Job<'_> {
     }
 
     fn workspace(&mut self, ws: &Workspace<'_>) -> ControlFlow<()> {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stopped() {
             return ControlFlow::Break(());
         }
         self.counts.workspaces += 1;

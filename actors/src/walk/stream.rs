@@ -21,9 +21,16 @@
 //! the walk: what was delivered is durable, the rest is found again by the next scan
 //! (and what was delivered is then filtered out by step 1, and by the Queue's own
 //! (id, fingerprint) dedup).
+//!
+//! A stop ([`Peers::halt`], set when the service stops) ends the scan the same way:
+//! the walk's workers stop at their next workspace, the pipeline before its next
+//! chunk or batch of candidates, and the scan answers [`SyncError::Stopped`]. What was
+//! delivered stays queued; the chunk not asked about yet is dropped with its cache
+//! rows unwritten, so the next scan finds it again.
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::cache::{self, Known, WorkspaceRow, WriteLog, Writes};
@@ -81,6 +88,17 @@ pub(crate) trait Peers {
 
     /// The next records, in walk order.
     fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError>;
+
+    /// A flag that, once set, ends the scan early with [`SyncError::Stopped`] (the
+    /// Scanner's `ScanStop`); `None`: the scan always runs to the end.
+    fn halt(&self) -> Option<Arc<AtomicBool>> {
+        None
+    }
+}
+
+/// Whether `halt` is set.
+fn halted(halt: Option<&AtomicBool>) -> bool {
+    halt.is_some_and(|h| h.load(Ordering::SeqCst))
 }
 
 /// What a scan did.
@@ -104,6 +122,10 @@ pub(crate) fn scan(
     peers: &mut dyn Peers,
 ) -> Result<ScanTotals, SyncError> {
     let started = cache::now_ns();
+    let halt = peers.halt();
+    if halted(halt.as_deref()) {
+        return Err(SyncError::Stopped);
+    }
     let Some(root_dir) = rules::open_root(root) else {
         return Ok(ScanTotals::default());
     };
@@ -123,6 +145,7 @@ pub(crate) fn scan(
         found: 0,
         rereads: 0,
         error: None,
+        halt: halt.clone(),
     };
     let setup = Setup {
         root_path: root,
@@ -131,10 +154,13 @@ pub(crate) fn scan(
         store,
         log: &log,
         started,
+        halt: halt.as_deref(),
     };
     let counts: Counts = parallel::walk(setup, &mut |candidate| pipeline.push(candidate));
     let result = match pipeline.error.take() {
         Some(error) => Err(error),
+        // Stopped: the last chunk is not asked about (the next scan finds it).
+        None if halted(halt.as_deref()) => Err(SyncError::Stopped),
         None => pipeline.finish(),
     };
     pipeline.writes.close();
@@ -179,6 +205,8 @@ struct Pipeline<'a> {
     rereads: usize,
     /// Why the walk was stopped.
     error: Option<SyncError>,
+    /// Set when the service stops: no chunk is asked about from then on.
+    halt: Option<Arc<AtomicBool>>,
 }
 
 impl Pipeline<'_> {
@@ -206,6 +234,9 @@ impl Pipeline<'_> {
     fn process(&mut self) -> Result<(), SyncError> {
         if self.chunk.is_empty() {
             return Ok(());
+        }
+        if halted(self.halt.as_deref()) {
+            return Err(SyncError::Stopped);
         }
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(self.chunk_len));
         let asked = chunk
