@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use agent_sync_actors::history::DEFAULT_HISTORY_LIMIT;
 use agent_sync_actors::platform::{PlatformConfig, Token, TokenSource};
+use agent_sync_actors::puller::DEFAULT_MAX_CONTEXT_ITEMS;
 use agent_sync_actors::queue::{Jitter, QueueConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES};
 use agent_sync_actors::ActorsConfig;
 
@@ -42,6 +43,10 @@ pub struct SyncConfig {
     pub max_request_bytes: usize,
     /// Newest history records kept (H1).
     pub history_limit: usize,
+    /// Most context items cached (design.md §5, pull): a `since` pull merges into
+    /// the cache, so without a cap new ids would grow it for ever; the oldest go
+    /// first, with a warning naming how many.
+    pub max_context_items: usize,
     /// How long a graceful [`stop`](crate::SyncService::stop) lets the request in
     /// flight run before it counts as timed out (R3).
     pub shutdown_timeout: Duration,
@@ -78,6 +83,7 @@ impl SyncConfig {
             max_batch: DEFAULT_MAX_BATCH,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             history_limit: DEFAULT_HISTORY_LIMIT,
+            max_context_items: DEFAULT_MAX_CONTEXT_ITEMS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             jitter: Jitter::Random,
             flush_interval: Some(Duration::from_secs(60)),
@@ -143,6 +149,7 @@ impl SyncConfig {
                 jitter: self.jitter,
             },
             history_limit: self.history_limit,
+            max_context_items: self.max_context_items,
             flush_interval: self.flush_interval,
             drain_on_start: self.drain_on_start,
         }

@@ -121,6 +121,112 @@ async fn l1_since_merges_into_the_cache_by_id() {
 }
 
 #[actix::test]
+async fn l1_a_large_since_merge_replaces_in_place_and_appends_in_order() {
+    let platform = LoopbackPlatform::start().await;
+    let dirs = Dirs::new();
+    let actors = actors_with_limit(&dirs, &platform.url(), Some(TOKEN), 1 << 20);
+    // 3,000 cached: ids 0..3000, every 500th item without an id.
+    let first: Vec<Value> = (0..3000)
+        .map(|i| match i % 500 {
+            0 => json!({"note": i}),
+            _ => json!({"id": i, "v": "old"}),
+        })
+        .collect();
+    platform.respond(Scripted::ok().json(json!({"items": first.clone()})));
+    assert_eq!(pull(&actors, None).await.count, 3000);
+    // Since: every third cached id replaced, 1,500 new ids, items without an id, the
+    // string "7" (not the number 7), and one new id twice (the last one wins).
+    let mut since: Vec<Value> = Vec::new();
+    for i in (1..3000).step_by(3).filter(|i| i % 500 != 0) {
+        since.push(json!({"id": i, "v": "new"}));
+        if i % 300 == 1 {
+            since.push(json!({"id": 3000 + i, "v": "fresh"}));
+        }
+    }
+    since.extend((4000..5490).map(|i| json!({"id": i, "v": "fresh"})));
+    since.push(json!({"note": "no id"}));
+    since.push(json!({"id": "7", "v": "a string id"}));
+    since.push(json!({"id": 4001, "v": "twice"}));
+    platform.respond(Scripted::ok().json(json!({"items": since.clone()})));
+    let report = pull(&actors, Some("2026-01-01T00:00:00Z")).await;
+    assert_eq!(report.count, since.len(), "the reply is what was received");
+
+    // The model: existing order kept, replaced in place, new ones appended in order.
+    let mut expected = first;
+    let mut appended: Vec<Value> = Vec::new();
+    for item in &since {
+        let id = item.get("id");
+        let cached = id.and_then(|id| expected.iter().position(|c| c.get("id") == Some(id)));
+        let fresh = id.and_then(|id| appended.iter().position(|c| c.get("id") == Some(id)));
+        match (cached, fresh) {
+            (Some(i), _) => expected[i] = item.clone(),
+            (None, Some(i)) => appended[i] = item.clone(),
+            (None, None) => appended.push(item.clone()),
+        }
+    }
+    expected.extend(appended);
+    let cached = cached_context(&actors).await;
+    assert_eq!(cached.len(), expected.len());
+    assert_eq!(cached, expected);
+    // Spot checks that do not lean on the model.
+    assert_eq!(cached[1], json!({"id": 1, "v": "new"}));
+    assert_eq!(cached[2], json!({"id": 2, "v": "old"}));
+    assert_eq!(cached[500], json!({"note": 500}));
+    assert_eq!(cached[3000], json!({"id": 3001, "v": "fresh"}));
+    let twice: Vec<&Value> = cached.iter().filter(|c| c["id"] == 4001).collect();
+    assert_eq!(twice, [&json!({"id": 4001, "v": "twice"})]);
+    assert_eq!(cached.iter().filter(|c| c["id"] == json!("7")).count(), 1);
+    assert_eq!(cached[7], json!({"id": 7, "v": "new"}));
+    assert_eq!(cached.last(), Some(&json!({"id": "7", "v": "a string id"})));
+    platform.stop().await;
+}
+
+#[actix::test]
+async fn l1_the_context_cache_keeps_its_cap_dropping_the_oldest() {
+    let platform = LoopbackPlatform::start().await;
+    let dirs = Dirs::new();
+    let mut config = service_config(&dirs, &platform.url(), Some(TOKEN));
+    config.max_context_items = 3;
+    config.drain_on_start = false;
+    let service = SyncService::start(config).unwrap();
+    let since = || SyncPull {
+        since: Some("2026-01-01T00:00:00Z".into()),
+        ..SyncPull::default()
+    };
+
+    platform.respond(Scripted::ok().json(json!({"items": [{"id": 1}, {"id": 2}]})));
+    assert_eq!(service.pull(SyncPull::default()).await.unwrap().count, 2);
+    // One replaced in place, two new: four items, the oldest (1) goes.
+    platform.respond(
+        Scripted::ok().json(json!({"items": [{"id": 2, "v": "new"}, {"id": 3}, {"id": 4}]})),
+    );
+    let report = service.pull(since()).await.unwrap();
+    assert_eq!(report.count, 3, "the reply counts what was received");
+    assert_eq!(
+        service.context().await.unwrap(),
+        [
+            json!({"id": 2, "v": "new"}),
+            json!({"id": 3}),
+            json!({"id": 4})
+        ]
+    );
+    // A full pull over the cap keeps its newest (last) items.
+    platform.respond(
+        Scripted::ok()
+            .json(json!({"items": (10..15).map(|i| json!({"id": i})).collect::<Vec<_>>()})),
+    );
+    let report = service.pull(SyncPull::default()).await.unwrap();
+    assert_eq!(report.count, 5);
+    assert_eq!(
+        service.context().await.unwrap(),
+        [json!({"id": 12}), json!({"id": 13}), json!({"id": 14})]
+    );
+    assert_eq!(service.status().await.unwrap().context_count, 3);
+    service.stop().await;
+    platform.stop().await;
+}
+
+#[actix::test]
 async fn l1_recognised_empty_array_empties_the_cache() {
     let platform = LoopbackPlatform::start().await;
     let dirs = Dirs::new();

@@ -6,7 +6,13 @@
 //! nothing is written. Only a recognised envelope replaces the cache (or merges into
 //! it by `id` when `since` was given); a recognised key holding `[]` means "no
 //! context" (Go defect 7 wrote `null` over the cache instead).
+//!
+//! The cache is bounded: at most `max_context_items` items
+//! ([`DEFAULT_MAX_CONTEXT_ITEMS`]), the oldest (first) dropped when a pull would
+//! leave more, so a platform that keeps sending new ids with `since` cannot grow it
+//! (and the one row it lives in) without end.
 
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use actix::prelude::*;
@@ -26,6 +32,10 @@ use crate::time::Clock;
 pub(crate) const CONTEXT: TableDefinition<&str, &[u8]> = TableDefinition::new("context");
 
 const ITEMS_KEY: &str = "items";
+
+/// Most context items cached by default: far more than a fleet's context holds, small
+/// enough that the row rewritten by every pull stays a few MiB.
+pub const DEFAULT_MAX_CONTEXT_ITEMS: usize = 10_000;
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(CONTEXT)?;
@@ -50,6 +60,9 @@ pub struct Puller {
     clock: Clock,
     /// Counts pulls by outcome (`/metrics`).
     metrics: Metrics,
+    /// Most items the cache keeps; the oldest go first (the cache would otherwise
+    /// grow with every `since` pull that brings new ids).
+    max_items: usize,
 }
 
 impl Puller {
@@ -72,7 +85,14 @@ impl Puller {
             history,
             clock,
             metrics: Metrics::new(),
+            max_items: DEFAULT_MAX_CONTEXT_ITEMS,
         }
+    }
+
+    /// Keeps at most `max` context items (at least one), the oldest dropped first.
+    pub fn with_max_context_items(mut self, max: usize) -> Self {
+        self.max_items = max.max(1);
+        self
     }
 
     /// Counts pulls into `metrics` (shared with whoever exports them).
@@ -94,19 +114,29 @@ impl Puller {
         })
     }
 
-    /// Replaces the cache, or merges `items` into it by `id` when `merge`.
-    fn store_context(&self, items: &[Value], merge: bool) -> Result<(), StoreError> {
-        let cache = if merge {
+    /// Replaces the cache, or merges `items` into it by `id` when `merge`; then
+    /// drops the oldest items over the cap. Answers how many items the cache holds.
+    fn store_context(&self, items: &[Value], merge: bool) -> Result<usize, StoreError> {
+        let mut cache = if merge {
             merge_by_id(self.cached()?, items)
         } else {
             items.to_vec()
         };
+        let over = cache.len().saturating_sub(self.max_items);
+        if over > 0 {
+            log::warn!(
+                "context cache over its cap of {} items: dropped the {over} oldest",
+                self.max_items
+            );
+            cache.drain(..over);
+        }
         self.store
             .write("write the context cache", Durability::Immediate, |txn| {
                 txn.open_table(CONTEXT)?
                     .insert(ITEMS_KEY, encode(&cache).as_slice())?;
                 Ok(())
-            })
+            })?;
+        Ok(cache.len())
     }
 }
 
@@ -239,18 +269,38 @@ pub fn parse_context(body: &[u8]) -> Option<Vec<Value>> {
     )
 }
 
-/// Items with an `id` replace the cached item with the same `id`; others are appended.
+/// Items with an `id` replace the cached item with the same `id` in place (the first
+/// one, when the cache holds several); new ones and those without an `id` are
+/// appended, in order. One pass over each side through a map: linear, whatever the
+/// sizes.
 fn merge_by_id(mut cache: Vec<Value>, items: &[Value]) -> Vec<Value> {
-    let id_of = |v: &Value| v.get("id").filter(|id| !id.is_null()).cloned();
+    let mut position: HashMap<String, usize> = HashMap::with_capacity(cache.len());
+    for (index, item) in cache.iter().enumerate() {
+        if let Some(key) = id_key(item) {
+            position.entry(key).or_insert(index);
+        }
+    }
     for item in items {
-        let existing =
-            id_of(item).and_then(|id| cache.iter().position(|c| id_of(c) == Some(id.clone())));
-        match existing {
-            Some(index) => cache[index] = item.clone(),
+        match id_key(item) {
+            Some(key) => match position.get(&key) {
+                Some(&index) => cache[index] = item.clone(),
+                None => {
+                    position.insert(key, cache.len());
+                    cache.push(item.clone());
+                }
+            },
             None => cache.push(item.clone()),
         }
     }
     cache
+}
+
+/// An item's `id` as a map key: its JSON text, so `1` and `"1"` stay different ids,
+/// as they are for `Value`'s equality. `None` without an `id` (or a null one).
+fn id_key(item: &Value) -> Option<String> {
+    item.get("id")
+        .filter(|id| !id.is_null())
+        .map(Value::to_string)
 }
 
 // -------------------------------------------------------------------- legacy import
@@ -266,17 +316,20 @@ impl Handler<crate::messages::ImportContext> for Puller {
         _: &mut Self::Context,
     ) -> Self::Result {
         let cached = self.cached()?;
+        // By their JSON text: a set, not a scan of the cache per item.
+        let known: HashSet<String> = cached.iter().map(Value::to_string).collect();
         let fresh: Vec<Value> = items
             .into_iter()
-            .filter(|item| item.is_object() && !cached.contains(item))
+            .filter(|item| item.is_object() && !known.contains(&item.to_string()))
             .collect();
         if fresh.is_empty() {
             return Ok(0);
         }
         let merged = merge_by_id(fresh, &cached);
-        self.store_context(&merged, false)?;
-        // Imported items shadowed by a cached one with the same id were not added.
-        Ok(merged.len().saturating_sub(cached.len()))
+        let kept = self.store_context(&merged, false)?;
+        // Imported items shadowed by a cached one with the same id were not added,
+        // and, being the oldest, they are the first the cap drops.
+        Ok(kept.saturating_sub(cached.len()))
     }
 }
 
@@ -316,6 +369,32 @@ mod tests {
         assert_eq!(parse(json!({"other": [1]})), None);
         assert_eq!(parse(json!("text")), None);
         assert_eq!(parse_context(b"<html>"), None);
+    }
+
+    #[test]
+    fn merge_keys_ids_by_their_json_and_keeps_the_first_of_duplicates() {
+        let cache = vec![
+            json!({"id": 1}),
+            json!({"id": "1"}),
+            json!({"id": 1, "dup": true}),
+        ];
+        let merged = merge_by_id(
+            cache,
+            &[
+                json!({"id": "1", "v": 2}),
+                json!({"id": 1, "v": 3}),
+                json!({"id": null}),
+            ],
+        );
+        assert_eq!(
+            merged,
+            vec![
+                json!({"id": 1, "v": 3}),
+                json!({"id": "1", "v": 2}),
+                json!({"id": 1, "dup": true}),
+                json!({"id": null})
+            ]
+        );
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct ActorsConfig {
     pub queue: QueueConfig,
     /// Newest history records kept.
     pub history_limit: usize,
+    /// Most context items the Puller caches, the oldest dropped first, so that
+    /// `since` pulls bringing new ids cannot grow the cache without end
+    /// ([`DEFAULT_MAX_CONTEXT_ITEMS`](crate::puller::DEFAULT_MAX_CONTEXT_ITEMS)).
+    pub max_context_items: usize,
     /// Safety-net drain interval.
     pub flush_interval: Option<Duration>,
     /// Drain what is queued as soon as the Pusher starts.
@@ -109,6 +113,7 @@ impl SyncActors {
             clock,
         )
         .with_metrics(metrics.clone())
+        .with_max_context_items(config.max_context_items)
         .start();
         let peers = PushPeers {
             scanner: scanner.clone(),

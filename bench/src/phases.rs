@@ -66,6 +66,7 @@ pub fn start_actors_with(
         tokens,
         queue,
         history_limit: agent_sync_actors::history::DEFAULT_HISTORY_LIMIT,
+        max_context_items: agent_sync_actors::puller::DEFAULT_MAX_CONTEXT_ITEMS,
         flush_interval: None,
         // Only the bench decides when a drain runs.
         drain_on_start: false,

@@ -106,6 +106,7 @@ pub fn actors_config(root: &Path, token: Option<&str>, opts: &Options) -> Actors
             ..QueueConfig::default()
         },
         history_limit: opts.history_limit,
+        max_context_items: agent_sync_actors::puller::DEFAULT_MAX_CONTEXT_ITEMS,
         flush_interval: None,
         drain_on_start: opts.drain_on_start,
     }
