@@ -1,5 +1,10 @@
 //! The one redb database that holds all durable state: `<state-dir>/sync.redb`.
 //!
+//! [`Store::open`] opens it over redb's file backend. [`Store::open_with_backend`]
+//! opens it over any redb `StorageBackend` a factory builds for the file's path (the
+//! storage-fault tests wrap the file backend to fail or cut power on demand); the
+//! store keeps the factory and builds every reopen after an I/O error with it too.
+//!
 //! # On-disk layout
 //!
 //! | table            | key            | value                         | owner   |
@@ -72,7 +77,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{
     CompactionError, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase,
-    StorageError, TableDefinition, WriteTransaction,
+    StorageBackend, StorageError, TableDefinition, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -120,6 +125,11 @@ pub enum Compaction {
     Busy,
 }
 
+/// Opens the database file at a path: redb's file backend, or a backend a caller's
+/// factory builds ([`Store::open_with_backend`]). Kept by the store, since a reopen
+/// after an I/O error must use the same backend as the first open.
+type Opener = Arc<dyn Fn(&Path) -> Result<Database, DatabaseError> + Send + Sync>;
+
 /// A handle on the open database, cheap to clone and shared by the actors.
 #[derive(Clone)]
 pub struct Store {
@@ -128,6 +138,8 @@ pub struct Store {
     db: Arc<Mutex<Option<Arc<Database>>>>,
     /// The state dir, for messages.
     dir: PathBuf,
+    /// How the file is opened, at first and on every reopen after an I/O error.
+    opener: Opener,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,12 +152,32 @@ impl Store {
     /// Opens (creating if missing) `<state_dir>/sync.redb` and makes sure every table
     /// exists.
     pub fn open(state_dir: &Path) -> Result<Store, OpenError> {
+        Self::open_with(state_dir, Arc::new(open_database))
+    }
+
+    /// [`open`](Self::open) over the storage backend `factory` builds for the file's
+    /// path, at this open and at every reopen after an I/O error (the same cache size,
+    /// the same errors: a lock the backend finds held is [`OpenError::InUse`]). A
+    /// factory's error is reported like the failed open of a file.
+    pub fn open_with_backend<B, F>(state_dir: &Path, factory: F) -> Result<Store, OpenError>
+    where
+        B: StorageBackend,
+        F: Fn(&Path) -> Result<B, DatabaseError> + Send + Sync + 'static,
+    {
+        Self::open_with(
+            state_dir,
+            Arc::new(move |path: &Path| open_database_over(|| factory(path))),
+        )
+    }
+
+    /// [`open`](Self::open) with `opener`, kept for reopens.
+    fn open_with(state_dir: &Path, opener: Opener) -> Result<Store, OpenError> {
         std::fs::create_dir_all(state_dir).map_err(|source| OpenError::Io {
             path: state_dir.to_path_buf(),
             source,
         })?;
         let path = state_dir.join(DATABASE_FILE);
-        let db = open_database(&path).map_err(|e| match e {
+        let db = opener(&path).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
                 dir: state_dir.to_path_buf(),
             },
@@ -170,6 +202,7 @@ impl Store {
         let store = Store {
             db: Arc::new(Mutex::new(Some(Arc::new(db)))),
             dir: state_dir.to_path_buf(),
+            opener,
         };
         store
             .write("create the tables", Durability::Immediate, |txn| {
@@ -322,7 +355,7 @@ impl Store {
             return Ok(db.clone());
         }
         let path = self.dir.join(DATABASE_FILE);
-        let db = Arc::new(open_database(&path).map_err(|e| StoreError::database(operation, e))?);
+        let db = Arc::new((self.opener)(&path).map_err(|e| StoreError::database(operation, e))?);
         log::info!("reopened the sync database {}", path.display());
         *cell = Some(db.clone());
         Ok(db)
@@ -389,6 +422,23 @@ fn open_database(path: &Path) -> Result<Database, DatabaseError> {
     )
 }
 
+/// [`open_database`] over the backend `backend` builds: the same cache size, and a
+/// panic (a file altered behind redb's back) as a corrupt file.
+fn open_database_over<B: StorageBackend>(
+    backend: impl FnOnce() -> Result<B, DatabaseError>,
+) -> Result<Database, DatabaseError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(DEFAULT_CACHE_BYTES);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        builder.create_with_backend(backend()?)
+    }))
+    .unwrap_or_else(|_| {
+        Err(DatabaseError::Storage(StorageError::Corrupted(
+            "redb could not read the file".into(),
+        )))
+    })
+}
+
 /// redb's compaction, with a panic (a file altered behind its back) as a storage error.
 fn catch_compact(db: &mut Database) -> Result<bool, CompactionError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.compact())).unwrap_or_else(|_| {
@@ -441,6 +491,36 @@ mod tests {
             }
             other => panic!("expected InUse, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_store_over_a_backend_is_locked_and_reopened_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = built.clone();
+        let file_backend = move |path: &Path| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            redb::backends::FileBackend::new(file)
+        };
+        let store = Store::open_with_backend(dir.path(), file_backend).unwrap();
+        store.set_marker("m", b"1").unwrap();
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(OpenError::InUse { .. })
+        ));
+        // A reopen (as after an I/O error) goes through the factory again.
+        *store.cell() = None;
+        assert_eq!(store.marker("m").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(built.load(std::sync::atomic::Ordering::SeqCst), 2);
+        drop(store);
+        let plain = Store::open(dir.path()).unwrap();
+        assert_eq!(plain.marker("m").unwrap().as_deref(), Some(&b"1"[..]));
     }
 
     #[test]
