@@ -162,6 +162,29 @@ pub fn start_actors_on(
     (actors, store)
 }
 
+/// Starts the actors over a store the test opened (e.g. over a [`crate::Faults`]
+/// backend: `faults.open_store(state_dir)`) against the HTTP platform at `url`, on the
+/// system clock. The actors hold clones of `store`: the file stays open until they
+/// stop (their System ends) and every clone is dropped.
+pub fn start_actors_over(
+    store: &Store,
+    root: &Path,
+    url: &str,
+    token: Option<&str>,
+    opts: &Options,
+) -> SyncActors {
+    let config = PlatformConfig {
+        base_url: url.to_string(),
+        request_timeout: opts.request_timeout,
+        max_context_bytes: opts.max_context_bytes,
+        ..PlatformConfig::default()
+    };
+    config.validate().expect("a loopback URL is accepted");
+    let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(config));
+    let config = actors_config(root, token, opts);
+    SyncActors::start(store.clone(), config, platform, Clock::system())
+}
+
 /// Runs `f` in an actix System of its own on a fresh thread and waits for it without
 /// blocking the caller's System (which may be serving a platform). When it returns,
 /// that System is gone: every actor started in it is dropped, and with them their

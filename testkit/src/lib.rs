@@ -12,6 +12,7 @@
 //! | [`fixtures`]    | temp dirs, workspaces (`status.json`, reports), dispatches      |
 //! | [`exposition`]  | a strict parser of the Prometheus text exposition              |
 //! | [`control`]     | plain HTTP/1.1 `GET` over the control socket or TCP             |
+//! | [`faults`]      | [`Faults`], [`FaultyBackend`]: fsyncs counted, disk full, power cut |
 //!
 //! Everything a test commonly needs is also at the crate root, so a test file starts
 //! with `use agent_sync_testkit::*;`. The binary under test is only known inside the
@@ -24,6 +25,7 @@ pub mod actors;
 pub mod control;
 pub mod daemon;
 pub mod exposition;
+pub mod faults;
 pub mod fixtures;
 pub mod platform;
 pub mod raw;
@@ -38,6 +40,7 @@ pub use actors::*;
 pub use control::{get_tcp, get_unix, http_get_on, http_get_tcp, http_get_unix};
 pub use daemon::{pushed_seqs, recorded_dispatches, Daemon, STOP_WITHIN};
 pub use exposition::{parse_exposition, sample, Sample};
+pub use faults::{Cut, Faults, FaultyBackend};
 pub use fixtures::*;
 pub use platform::{
     dead_url, free_addr, free_port, parse_push_body, LoopbackPlatform, Recorded, Scripted,
