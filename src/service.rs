@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::SyncConfig;
+use crate::control::wire::next_page;
 use crate::control::{self, BindError, ControlServers, ControlState, Listeners, Probe};
 
 /// How often the metrics gauges are refreshed for a host that scrapes its own
@@ -430,14 +431,62 @@ impl SyncService {
         Ok(self.actors.history.send(RecentRecords { limit }).await??)
     }
 
-    /// Queued entries, oldest first.
+    /// Queued entries, oldest first: the first `limit` (all when `None`), asked of
+    /// the Queue a page ([`LIST_PAGE`](crate::control::wire::LIST_PAGE)) per
+    /// message, so that no message decodes the whole backlog and the Queue's mailbox
+    /// is never held for long.
     pub async fn queue(&self, limit: Option<usize>) -> Result<Vec<QueueEntry>, SyncError> {
-        Ok(self.actors.queue.send(ListQueue { after: None, limit }).await??)
+        let mut entries: Vec<QueueEntry> = Vec::new();
+        while let Some(want) = next_page(limit, entries.len()) {
+            let page = self.queue_page(entries.last().map(|e| e.seq), want).await?;
+            if page.is_empty() {
+                break;
+            }
+            entries.extend(page);
+        }
+        Ok(entries)
     }
 
-    /// Dead letters, oldest first.
+    /// One page of queued entries, oldest first: seqs after `after`, at most `limit`.
+    /// The next page is after the last seq of this one; an empty page is the end.
+    pub async fn queue_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<QueueEntry>, SyncError> {
+        let list = ListQueue {
+            after,
+            limit: Some(limit),
+        };
+        Ok(self.actors.queue.send(list).await??)
+    }
+
+    /// Dead letters, oldest first, a page
+    /// ([`LIST_PAGE`](crate::control::wire::LIST_PAGE)) per message.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, SyncError> {
-        Ok(self.actors.queue.send(ListDeadLetters::default()).await??)
+        let mut letters: Vec<DeadLetter> = Vec::new();
+        while let Some(want) = next_page(None, letters.len()) {
+            let after = letters.last().map(|l| l.entry.seq);
+            let page = self.dead_letters_page(after, want).await?;
+            if page.is_empty() {
+                break;
+            }
+            letters.extend(page);
+        }
+        Ok(letters)
+    }
+
+    /// One page of dead letters, oldest first, paged like [`queue_page`](Self::queue_page).
+    pub async fn dead_letters_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, SyncError> {
+        let list = ListDeadLetters {
+            after,
+            limit: Some(limit),
+        };
+        Ok(self.actors.queue.send(list).await??)
     }
 
     /// Move dead letters (all when `seqs` is `None`) back to the queue.

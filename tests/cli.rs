@@ -449,6 +449,89 @@ async fn refused_entries_are_listed_and_requeued_by_seq_or_all() {
     platform.stop().await;
 }
 
+#[actix_rt::test]
+async fn queue_and_dead_letters_limit_lists_the_first_n_oldest_first() {
+    let sandbox = sandbox();
+    // Five offline pushes, five entries (each process seals what it found).
+    for i in 1..=5 {
+        let file = sandbox.dispatch_file(&format!("d{i}"), &[&format!("host-{i}")]);
+        run_async(sandbox.cmd(&["push", "--dispatches", &file]))
+            .await
+            .ok();
+    }
+    let text = run_async(sandbox.cmd(&["queue", "--limit", "2"]))
+        .await
+        .ok()
+        .stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("seq 1  "), "{text}");
+    assert!(lines[1].starts_with("seq 2  "), "{text}");
+    let json = run_async(sandbox.cmd(&["--json", "queue", "--limit", "2"]))
+        .await
+        .ok()
+        .json();
+    let ids: Vec<Value> = json
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| e["dispatches"][0]["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("host-1"), json!("host-2")]);
+    // Without a limit, or with one past the end: all five, in order.
+    for args in [
+        &["--json", "queue"][..],
+        &["--json", "queue", "--limit", "9"],
+    ] {
+        let all = run_async(sandbox.cmd(args)).await.ok().json();
+        let seqs: Vec<Value> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].clone())
+            .collect();
+        assert_eq!(
+            seqs,
+            [json!(1), json!(2), json!(3), json!(4), json!(5)],
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        run_async(sandbox.cmd(&["queue", "--limit", "0"]))
+            .await
+            .code,
+        2
+    );
+
+    // Dead letters page the same way.
+    let platform = LoopbackPlatform::start().await;
+    platform.set_default(Scripted::status(422).body("bad dispatch"));
+    let out = run_async(sandbox.online(&platform.url(), &["push", "--queue-only"]))
+        .await
+        .ok();
+    assert_eq!(out.stdout.trim(), "synced: 0");
+    let text = run_async(sandbox.cmd(&["dead-letters", "--limit", "3"]))
+        .await
+        .ok()
+        .stdout;
+    let seqs: Vec<&str> = text
+        .lines()
+        .map(|l| l.split("  ").next().unwrap())
+        .collect();
+    assert_eq!(seqs, ["seq 1", "seq 2", "seq 3"], "{text}");
+    let all = run_async(sandbox.cmd(&["--json", "dead-letters"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(all.as_array().map(Vec::len), Some(5), "{all}");
+    let text = run_async(sandbox.cmd(&["queue", "--limit", "2"]))
+        .await
+        .ok()
+        .stdout;
+    assert_eq!(text.trim(), "queue is empty");
+    platform.stop().await;
+}
+
 // ------------------------------------------------------- local failures (exit 1)
 
 #[test]

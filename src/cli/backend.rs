@@ -36,19 +36,27 @@ impl Backend<'_> {
         })
     }
 
-    /// `queue`.
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, CliError> {
+    /// One page of `queue`: entries after seq `after`, at most `limit`.
+    pub async fn queue_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<QueueEntry>, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.queue(None).await?,
-            Backend::Remote { client, .. } => client.queue().await?,
+            Backend::Local(service) => service.queue_page(after, limit).await?,
+            Backend::Remote { client, .. } => client.queue_page(after, limit).await?,
         })
     }
 
-    /// `dead-letters`.
-    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, CliError> {
+    /// One page of `dead-letters`: dead letters after seq `after`, at most `limit`.
+    pub async fn dead_letters_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.dead_letters().await?,
-            Backend::Remote { client, .. } => client.dead_letters().await?,
+            Backend::Local(service) => service.dead_letters_page(after, limit).await?,
+            Backend::Remote { client, .. } => client.dead_letters_page(after, limit).await?,
         })
     }
 

@@ -16,7 +16,7 @@
 //! platform; no token ever crosses the socket.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use agent_sync::actors::model::json_kind;
 use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::pusher::check_dispatches;
 use agent_sync::actors::{DispatchError, PlatformConfigError, SyncError};
+use agent_sync::control::wire::next_page;
 use agent_sync::control::{ClientError, ControlClient};
 use agent_sync::legacy::LegacyError;
 use agent_sync::messages::{SyncPull, SyncPush};
@@ -32,7 +33,7 @@ use serde_json::Value;
 
 use super::backend::Backend;
 use super::daemon::{self, Settings};
-use super::output::{self, Format};
+use super::output::{self, Format, Listed, Listing};
 use super::{generate, Cli, Command, GlobalArgs};
 
 /// Exit code of a success (offline and platform-down pushes included).
@@ -308,8 +309,10 @@ async fn run_on(
         Command::History(args) => {
             print(output::history(format, &backend.history(args.limit).await?))
         }
-        Command::Queue => print(output::queue(format, &backend.queue().await?)),
-        Command::DeadLetters => print(output::dead_letters(format, &backend.dead_letters().await?)),
+        Command::Queue(args) => list(backend, format, Listed::Queue, args.limit).await?,
+        Command::DeadLetters(args) => {
+            list(backend, format, Listed::DeadLetters, args.limit).await?
+        }
         Command::Requeue(args) => {
             let seqs = (!args.all).then_some(args.seqs);
             let report = backend.requeue(seqs).await?;
@@ -345,6 +348,55 @@ async fn run_on(
         Command::Completions(_) | Command::Man(_) => {}
     }
     Ok(Close::Gracefully)
+}
+
+/// `queue` and `dead-letters`: the first `limit` (all when `None`), asked for a page
+/// ([`LIST_PAGE`](agent_sync::control::wire::LIST_PAGE)) at a time, locally or through
+/// the socket, and each page printed as it comes: a backlog of any size starts
+/// printing at once, and neither process ever holds more than a page of it.
+async fn list(
+    backend: &Backend<'_>,
+    format: Format,
+    listed: Listed,
+    limit: Option<usize>,
+) -> Result<(), CliError> {
+    let mut listing = Listing::new(format, listed);
+    let mut after = None;
+    while let Some(want) = next_page(limit, listing.written()) {
+        let (text, last) = match listed {
+            Listed::Queue => {
+                let page = backend.queue_page(after, want).await?;
+                (listing.queue_page(&page), page.last().map(|e| e.seq))
+            }
+            Listed::DeadLetters => {
+                let page = backend.dead_letters_page(after, want).await?;
+                let last = page.last().map(|l| l.entry.seq);
+                (listing.dead_letter_page(&page), last)
+            }
+        };
+        // An empty page is the end (a short one may not be: see `next_page`).
+        let Some(last) = last else { break };
+        after = Some(last);
+        if !write_out(&text)? {
+            return Ok(());
+        }
+    }
+    write_out(&listing.finish())?;
+    Ok(())
+}
+
+/// Writes `text` to stdout at once; `false` when the reader has gone (a closed pipe,
+/// as with `agent-sync queue | head`): the listing stops there, quietly.
+fn write_out(text: &str) -> Result<bool, CliError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(CliError::new(format!("cannot write to stdout: {e}"))),
+    }
 }
 
 /// Reads `--dispatches FILE|-`: a JSON array of objects, or an error naming the

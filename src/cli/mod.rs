@@ -204,12 +204,18 @@ pub enum Command {
     )]
     History(HistoryArgs),
     /// List queued entries in delivery order.
-    #[command(after_help = "Example:\n  agent-sync --json queue")]
-    Queue,
+    #[command(after_help = "Examples:\n  \
+        agent-sync --json queue\n  \
+        agent-sync queue --limit 10   the next ten to be sent\n\n\
+        Entries are read and printed a page (1,000) at a time, so a large backlog \
+        starts printing at once.")]
+    Queue(ListArgs),
     /// List entries the platform refused for good.
-    #[command(after_help = "Example:\n  agent-sync dead-letters\n\n\
+    #[command(after_help = "Examples:\n  \
+        agent-sync dead-letters\n  \
+        agent-sync dead-letters --limit 10   the oldest ten\n\n\
         Move them back with `agent-sync requeue SEQ...` or `agent-sync requeue --all`.")]
-    DeadLetters,
+    DeadLetters(ListArgs),
     /// Move dead letters back to the queue.
     #[command(
         after_help = "Examples:\n  agent-sync requeue 12 15\n  agent-sync requeue --all\n\n\
@@ -268,8 +274,8 @@ impl Command {
                 | Command::Pull(_)
                 | Command::Status
                 | Command::History(_)
-                | Command::Queue
-                | Command::DeadLetters
+                | Command::Queue(_)
+                | Command::DeadLetters(_)
                 | Command::Requeue(_)
         )
     }
@@ -318,6 +324,19 @@ pub struct HistoryArgs {
         long,
         value_name = "N",
         help = "Show only the newest N records (still oldest first)"
+    )]
+    pub limit: Option<usize>,
+}
+
+/// Arguments of `queue` and `dead-letters`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Why: a backlog can be large; usually the head (what goes next) matters.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        help = "Show only the first N, oldest first (default: all, read a page at a time)"
     )]
     pub limit: Option<usize>,
 }
@@ -450,5 +469,14 @@ mod tests {
         assert!(Cli::try_parse_from(["agent-sync", "requeue"]).is_err());
         assert!(Cli::try_parse_from(["agent-sync", "requeue", "1", "--all"]).is_err());
         assert!(Cli::try_parse_from(["agent-sync", "history", "--limit", "many"]).is_err());
+        for listing in ["queue", "dead-letters"] {
+            assert!(Cli::try_parse_from(["agent-sync", listing, "--limit", "0"]).is_err());
+            let cli = Cli::try_parse_from(["agent-sync", listing, "--limit", "2"]).unwrap();
+            assert!(matches!(
+                cli.command,
+                Command::Queue(ListArgs { limit: Some(2) })
+                    | Command::DeadLetters(ListArgs { limit: Some(2) })
+            ));
+        }
     }
 }

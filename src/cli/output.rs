@@ -2,9 +2,10 @@
 //! (design.md §8).
 //!
 //! Each function returns the whole output (without the final newline) so it can be
-//! tested without a process. JSON is one compact line; times are RFC 3339 UTC strings
-//! and an unset time is `null`. Text is one `label: value` line per fact, or one line
-//! per listed item.
+//! tested without a process; `queue` and `dead-letters` are a [`Listing`], written a
+//! page at a time. JSON is one compact line; times are RFC 3339 UTC strings and an
+//! unset time is `null`. Text is one `label: value` line per fact, or one line per
+//! listed item.
 
 use agent_sync::actors::model::{DeadLetter, Dispatch, QueueEntry, SyncRecord};
 use agent_sync::actors::time::Timestamp;
@@ -198,19 +199,6 @@ fn entry_line(e: &QueueEntry) -> String {
     line
 }
 
-/// `queue`: one line per entry, or the array of [`QueueView`]s.
-pub fn queue(format: Format, entries: &[QueueEntry]) -> String {
-    match format {
-        Format::Json => to_json(&entries.iter().map(QueueView::from).collect::<Vec<_>>()),
-        Format::Text if entries.is_empty() => "queue is empty".into(),
-        Format::Text => entries
-            .iter()
-            .map(entry_line)
-            .collect::<Vec<_>>()
-            .join("\n"),
-    }
-}
-
 /// A dead letter as `dead-letters --json` shows it: the entry's fields plus why.
 #[derive(Serialize)]
 struct DeadView<'a> {
@@ -225,36 +213,110 @@ struct DeadView<'a> {
     dead_at: Timestamp,
 }
 
-/// `dead-letters`: one line per dead letter, or an array of objects.
-pub fn dead_letters(format: Format, letters: &[DeadLetter]) -> String {
-    match format {
-        Format::Json => to_json(
-            &letters
-                .iter()
-                .map(|l| DeadView {
-                    entry: QueueView::from(&l.entry),
-                    status: l.status,
-                    reason: &l.reason,
-                    dead_at: l.dead_at,
-                })
-                .collect::<Vec<_>>(),
-        ),
-        Format::Text if letters.is_empty() => "no dead letters".into(),
-        Format::Text => letters
-            .iter()
-            .map(|l| {
-                format!(
-                    "seq {}  HTTP {}  agent {}  dispatches {}  dead at {}  reason: {}",
-                    l.entry.seq,
-                    l.status,
-                    l.entry.agent_id,
-                    l.entry.dispatches.len(),
-                    l.dead_at,
-                    l.reason
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
+fn dead_letter_line(l: &DeadLetter) -> String {
+    format!(
+        "seq {}  HTTP {}  agent {}  dispatches {}  dead at {}  reason: {}",
+        l.entry.seq,
+        l.status,
+        l.entry.agent_id,
+        l.entry.dispatches.len(),
+        l.dead_at,
+        l.reason
+    )
+}
+
+/// What a paged listing lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// `queue`.
+    Queue,
+    /// `dead-letters`.
+    DeadLetters,
+}
+
+/// `queue` and `dead-letters`, written page by page as the pages come, so a long
+/// listing neither waits for nor holds the whole backlog: one line per item, or one
+/// JSON array written in pieces (exactly the bytes of the whole array). Each call
+/// answers the text to write as it is (newlines included).
+#[derive(Debug)]
+pub struct Listing {
+    /// Text or JSON.
+    format: Format,
+    /// Which listing (its text when empty).
+    listed: Listed,
+    /// Items written so far: the first one opens the JSON array, none at all is
+    /// "queue is empty" / "no dead letters".
+    written: usize,
+}
+
+impl Listing {
+    /// A listing of nothing yet.
+    pub fn new(format: Format, listed: Listed) -> Self {
+        Listing {
+            format,
+            listed,
+            written: 0,
+        }
+    }
+
+    /// Items written so far.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// One page of `queue`: a line per entry, or the array's next [`QueueView`]s.
+    pub fn queue_page(&mut self, entries: &[QueueEntry]) -> String {
+        let format = self.format;
+        self.page(entries.iter().map(|e| match format {
+            Format::Text => entry_line(e),
+            Format::Json => to_json(&QueueView::from(e)),
+        }))
+    }
+
+    /// One page of `dead-letters`: a line per dead letter, or the array's next
+    /// [`DeadView`]s.
+    pub fn dead_letter_page(&mut self, letters: &[DeadLetter]) -> String {
+        let format = self.format;
+        self.page(letters.iter().map(|l| match format {
+            Format::Text => dead_letter_line(l),
+            Format::Json => to_json(&DeadView {
+                entry: QueueView::from(&l.entry),
+                status: l.status,
+                reason: &l.reason,
+                dead_at: l.dead_at,
+            }),
+        }))
+    }
+
+    fn page(&mut self, items: impl Iterator<Item = String>) -> String {
+        let mut out = String::new();
+        for item in items {
+            match self.format {
+                Format::Text => {
+                    out.push_str(&item);
+                    out.push('\n');
+                }
+                Format::Json => {
+                    out.push(if self.written == 0 { '[' } else { ',' });
+                    out.push_str(&item);
+                }
+            }
+            self.written += 1;
+        }
+        out
+    }
+
+    /// What ends the listing: `]` (or `[]`), or the text of an empty one.
+    pub fn finish(&self) -> String {
+        match (self.format, self.written) {
+            (Format::Json, 0) => "[]\n".into(),
+            (Format::Json, _) => "]\n".into(),
+            (Format::Text, 0) => match self.listed {
+                Listed::Queue => "queue is empty\n".into(),
+                Listed::DeadLetters => "no dead letters\n".into(),
+            },
+            (Format::Text, _) => String::new(),
+        }
     }
 }
 
@@ -314,6 +376,72 @@ pub fn import(format: Format, report: &ImportReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(seq: u64) -> QueueEntry {
+        serde_json::from_value(json!({
+            "seq": seq,
+            "agent_id": "agent",
+            "dispatches": [{"id": format!("d{seq}"), "status": "completed"}],
+            "queued_at": "2026-01-02T03:04:05Z",
+            "attempts": seq % 3,
+            "last_error": (seq % 2 == 0).then_some("HTTP 503: down"),
+            "idempotency_key": format!("key-{seq}"),
+        }))
+        .expect("an entry")
+    }
+
+    /// Written page by page, with every split of the items into pages.
+    fn streamed(format: Format, listed: Listed, entries: &[QueueEntry], page: usize) -> String {
+        let letters: Vec<DeadLetter> = entries
+            .iter()
+            .map(|e| DeadLetter {
+                entry: e.clone(),
+                status: 400,
+                reason: "HTTP 400: bad".into(),
+                dead_at: e.queued_at,
+            })
+            .collect();
+        let mut listing = Listing::new(format, listed);
+        let mut out = String::new();
+        for (chunk, letters) in entries.chunks(page).zip(letters.chunks(page)) {
+            out.push_str(&match listed {
+                Listed::Queue => listing.queue_page(chunk),
+                Listed::DeadLetters => listing.dead_letter_page(letters),
+            });
+        }
+        out.push_str(&listing.finish());
+        assert_eq!(listing.written(), entries.len());
+        out
+    }
+
+    #[test]
+    fn a_listing_written_page_by_page_is_one_json_array_or_a_line_per_item() {
+        let entries: Vec<QueueEntry> = (1..=7).map(entry).collect();
+        let views: Vec<QueueView> = entries.iter().map(QueueView::from).collect();
+        let whole = format!("{}\n", to_json(&views));
+        for page in 1..=8 {
+            assert_eq!(streamed(Format::Json, Listed::Queue, &entries, page), whole);
+            let text = streamed(Format::Text, Listed::Queue, &entries, page);
+            assert_eq!(text.lines().count(), 7, "{text}");
+            assert!(text.starts_with("seq 1  agent agent  dispatches 1  attempts 1"));
+            assert!(text.contains("seq 2  agent agent  dispatches 1  attempts 2"));
+            assert!(text.contains("last error: HTTP 503: down"));
+            let dead = streamed(Format::Json, Listed::DeadLetters, &entries, page);
+            let dead: Vec<Value> = serde_json::from_str(&dead).expect("one JSON array");
+            assert_eq!(dead.len(), 7);
+            assert_eq!(dead[6]["seq"], 7);
+            assert_eq!(dead[6]["status"], 400);
+        }
+        assert_eq!(streamed(Format::Json, Listed::Queue, &[], 1), "[]\n");
+        assert_eq!(
+            streamed(Format::Text, Listed::Queue, &[], 1),
+            "queue is empty\n"
+        );
+        assert_eq!(
+            streamed(Format::Text, Listed::DeadLetters, &[], 1),
+            "no dead letters\n"
+        );
+    }
 
     #[test]
     fn push_and_requeue_render_both_ways() {

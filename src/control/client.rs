@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::socket::{peer_pid, socket_path};
 use super::wire::{
-    ErrorBody, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer, RequeueBody,
+    next_page, ErrorBody, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer, RequeueBody,
 };
 use crate::service::SyncStatus;
 
@@ -149,14 +149,53 @@ impl ControlClient {
         self.get("/v1/status").await
     }
 
-    /// `queue`.
+    /// Every queued entry, oldest first, a page
+    /// ([`LIST_PAGE`](super::wire::LIST_PAGE)) per request.
     pub async fn queue(&self) -> Result<Vec<QueueEntry>, ClientError> {
-        self.get("/v1/queue").await
+        let mut entries: Vec<QueueEntry> = Vec::new();
+        while let Some(want) = next_page(None, entries.len()) {
+            let page = self.queue_page(entries.last().map(|e| e.seq), want).await?;
+            if page.is_empty() {
+                break;
+            }
+            entries.extend(page);
+        }
+        Ok(entries)
     }
 
-    /// `dead-letters`.
+    /// One page of `queue`: entries after seq `after`, at most `limit` (up to
+    /// [`LIST_PAGE`](super::wire::LIST_PAGE)). The next page is after the last seq
+    /// of this one; an empty page is the end.
+    pub async fn queue_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<QueueEntry>, ClientError> {
+        self.get(&list_path("/v1/queue", after, limit)).await
+    }
+
+    /// Every dead letter, oldest first, a page
+    /// ([`LIST_PAGE`](super::wire::LIST_PAGE)) per request.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, ClientError> {
-        self.get("/v1/dead-letters").await
+        let mut letters: Vec<DeadLetter> = Vec::new();
+        while let Some(want) = next_page(None, letters.len()) {
+            let after = letters.last().map(|l| l.entry.seq);
+            let page = self.dead_letters_page(after, want).await?;
+            if page.is_empty() {
+                break;
+            }
+            letters.extend(page);
+        }
+        Ok(letters)
+    }
+
+    /// One page of `dead-letters`, paged like [`queue_page`](Self::queue_page).
+    pub async fn dead_letters_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, ClientError> {
+        self.get(&list_path("/v1/dead-letters", after, limit)).await
     }
 
     /// `history [--limit N]`.
@@ -277,6 +316,14 @@ impl ControlClient {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         Ok((status, bytes.to_vec()))
+    }
+}
+
+/// `route?limit=N[&after=SEQ]`.
+fn list_path(route: &str, after: Option<u64>, limit: usize) -> String {
+    match after {
+        Some(after) => format!("{route}?after={after}&limit={limit}"),
+        None => format!("{route}?limit={limit}"),
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix::Addr;
 use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use agent_sync_actors::messages::{
     ListDeadLetters, ListQueue, QueueStatus, ReadSyncState, RecentRecords, Requeue, SyncPull,
     SyncPush,
@@ -27,7 +27,8 @@ use serde::Serialize;
 
 use super::health::{self, Findings, Probe, ProbeStore};
 use super::wire::{
-    ErrorBody, HistoryQuery, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer, RequeueBody,
+    ErrorBody, HistoryQuery, ListQuery, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer,
+    RequeueBody, LIST_PAGE,
 };
 use crate::service::{refresh_metrics, status_of};
 
@@ -217,13 +218,39 @@ async fn status(state: State) -> HttpResponse {
     answer(status_of(&state.actors, &state.agent_id).await)
 }
 
-async fn queue(state: State) -> HttpResponse {
-    let result = state.actors.queue.send(ListQueue::default()).await;
-    answer(flatten(result))
+/// The page a listing asks for, `(after, limit)`, or why the query is malformed: at
+/// most [`LIST_PAGE`] items (the default), so one request never decodes more than a
+/// page.
+fn page_of(query: &str) -> Result<(Option<u64>, usize), String> {
+    let query = web::Query::<ListQuery>::from_query(query).map_err(|e| e.to_string())?;
+    match query.limit.unwrap_or(LIST_PAGE) {
+        limit if limit > LIST_PAGE => Err(format!(
+            "limit {limit} is over the page size {LIST_PAGE}; \
+             ask for the next page with after=<the last seq>"
+        )),
+        limit => Ok((query.after, limit)),
+    }
 }
 
-async fn dead_letters(state: State) -> HttpResponse {
-    answer(flatten(state.actors.queue.send(ListDeadLetters::default()).await))
+async fn queue(state: State, request: HttpRequest) -> HttpResponse {
+    let (after, limit) = match page_of(request.query_string()) {
+        Ok(page) => page,
+        Err(e) => return bad_request("queue", e),
+    };
+    let limit = Some(limit);
+    answer(flatten(
+        state.actors.queue.send(ListQueue { after, limit }).await,
+    ))
+}
+
+async fn dead_letters(state: State, request: HttpRequest) -> HttpResponse {
+    let (after, limit) = match page_of(request.query_string()) {
+        Ok(page) => page,
+        Err(e) => return bad_request("dead-letters", e),
+    };
+    let limit = Some(limit);
+    let list = ListDeadLetters { after, limit };
+    answer(flatten(state.actors.queue.send(list).await))
 }
 
 async fn history(state: State, query: web::Query<HistoryQuery>) -> HttpResponse {

@@ -5,8 +5,8 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /v1/status` | | [`SyncStatus`](crate::SyncStatus) |
-//! | `GET /v1/queue` | | `[QueueEntry]` |
-//! | `GET /v1/dead-letters` | | `[DeadLetter]` |
+//! | `GET /v1/queue?after=SEQ&limit=N` | | `[QueueEntry]`, a page ([`ListQuery`]) |
+//! | `GET /v1/dead-letters?after=SEQ&limit=N` | | `[DeadLetter]`, a page |
 //! | `POST /v1/requeue` | [`RequeueBody`] | [`RequeueAnswer`] |
 //! | `GET /v1/history?limit=N` | | `[SyncRecord]` |
 //! | `POST /v1/push` | [`PushBody`] | [`PushAnswer`] |
@@ -141,6 +141,35 @@ impl From<RequeueAnswer> for RequeueReport {
             missing: a.missing,
         }
     }
+}
+
+/// Entries (or dead letters) per listing page: the socket's default and largest
+/// `limit`, and what the CLI and [`SyncService`](crate::SyncService) ask for per
+/// message. A listing decodes one page at a time, so a backlog of any size is listed
+/// in bounded memory and never holds the Queue's mailbox for long.
+pub const LIST_PAGE: usize = 1_000;
+
+/// The size of the next page of a listing that wants `limit` items (all when
+/// `None`) and has `listed` so far; `None` once it has them all. The listing ends
+/// earlier at the first empty page (not at a short one: rows that do not decode are
+/// skipped, so a page may be short before the end).
+pub fn next_page(limit: Option<usize>, listed: usize) -> Option<usize> {
+    let left = limit.map_or(LIST_PAGE, |limit| limit.saturating_sub(listed));
+    (left > 0).then_some(left.min(LIST_PAGE))
+}
+
+/// `GET /v1/queue` and `GET /v1/dead-letters` query: one page, oldest first. The
+/// next page is `after` = the last seq of this one; an empty page is the end.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Only seqs greater than this (absent: from the start).
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// At most this many, up to [`LIST_PAGE`] (absent: [`LIST_PAGE`]); a larger one
+    /// is refused rather than cut silently, so a client paging by "a short page is
+    /// the last" cannot stop early.
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 /// `GET /v1/history` query.
