@@ -273,9 +273,15 @@ impl Platform for HttpPlatform {
             };
             let status = response.status();
             if status.is_success() {
-                // The status line is the platform's acceptance. The body is not read:
-                // one that stalls must not turn a delivery into a timeout (and a retry
-                // that stores the dispatches twice), and a garbled one changes nothing.
+                // The status line is the platform's acceptance. The outcome does not
+                // wait for the body: one that stalls must not turn a delivery into a
+                // timeout (and a retry that stores the dispatches twice), and a garbled
+                // one changes nothing. It is drained on the side (bounded by the
+                // request timeout and the size limit) so that the connection can go
+                // back to the pool instead of a new TLS handshake per push.
+                actix_rt::spawn(async move {
+                    let _ = response.body().limit(MAX_PUSH_RESPONSE_BYTES).await;
+                });
                 return DeliveryOutcome::Delivered { payload_size };
             }
             let retry_after = response
