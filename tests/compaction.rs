@@ -1,4 +1,4 @@
-//! Giving space back (issue 11): the sync database shrinks once a backlog is delivered,
+//! Giving space back: the sync database shrinks once a backlog is delivered,
 //! and nothing queued is lost across a compaction, not even to a `kill -9` in the
 //! middle of one.
 

@@ -1,4 +1,4 @@
-//! The persisted rescan cache (issue 11): a fresh process rescans an unchanged,
+//! The persisted rescan cache: a fresh process rescans an unchanged,
 //! synced tree at about one `stat` per workspace, reading no `status.json`; anything
 //! changed (size, mtime) or too recent to trust (racy) is read again. A corrupt row is
 //! ignored and rebuilt (`walk::cache` unit tests, which can write one).

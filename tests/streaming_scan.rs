@@ -1,4 +1,4 @@
-//! The streaming scan (issue 11): the Scanner walks, asks the Ledger and the Queue in
+//! The streaming scan: the Scanner walks, asks the Ledger and the Queue in
 //! chunks, builds only what is new and queues it chunk by chunk through the Queue's
 //! ordinary `Enqueue` (coalescing, (id, fingerprint) dedup). These tests drive the
 //! Scanner, Ledger and Queue directly.

@@ -1,4 +1,4 @@
-//! The scale figures (issue 11): a large tree scanned in the actors and pushed by the
+//! The scale figures: a large tree scanned in the actors and pushed by the
 //! `agent-sync` binary in fresh processes, the database's size before and after a
 //! backlog, and how each figure grows from `--workspaces` (10,000) to
 //! `--scale-workspaces` (100,000).
