@@ -25,7 +25,7 @@
 //! Memory is bounded by the chunk size and the workers' buffers, not by the tree
 //! (except the listing of one directory, which is held while it is walked). Anything
 //! unreadable or corrupt is skipped with a `warn!` and the walk goes on (R4). A scan
-//! whose [`Peers::halt`] flag is set (the service is stopping) ends early with
+//! whose `Peers::halt` flag is set (the service is stopping) ends early with
 //! `SyncError::Stopped`, between batches of candidates, keeping what it delivered.
 //!
 //! # Two ways to open
