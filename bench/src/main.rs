@@ -26,9 +26,15 @@
 //!   jitter.
 //! - [`scale`]: a 100,000-workspace tree in the actors and through fresh `agent-sync`
 //!   processes, the database before and after a backlog, growth from 10,000.
+//! - [`cli_drain`]: a backlog queued by many short `agent-sync` processes, drained by
+//!   one; the database after such a drain; fsyncs per delivered request ([`commits`]);
+//!   [`cli_run`] runs the binary.
 //! - [`figures`]: printing figures and targets, machine facts.
 
+mod cli_drain;
+mod cli_run;
 mod coalesce;
+mod commits;
 mod figures;
 mod fixture;
 mod fleet;
@@ -53,6 +59,7 @@ pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: agent-sync-bench [--workspaces N] [--entries N] [--rss-entries N]
                         [--fleet N] [--outage-secs N] [--scale-workspaces N]
+                        [--cli-calls N] [--cli-drain-dispatches N]
                         [--agent-sync PATH] [--only A,B]
 
   --workspaces N    workspaces in the generated tree (scan, rescan)     default 10000
@@ -65,10 +72,16 @@ const USAGE: &str = "usage: agent-sync-bench [--workspaces N] [--entries N] [--r
   --scale-workspaces N
                     the large tree of the scale phase; --workspaces is   default 100000
                     the small one its growth is shown from
-  --agent-sync PATH the binary the scale phase runs   default: next to this binary
-                    (so `cargo build --release --workspace` first)
+  --cli-calls N     one-dispatch offline `agent-sync push` processes     default 2000
+                    drained by one (cli_calls_coalesced*)
+  --cli-drain-dispatches N
+                    dispatches queued through the CLI, then drained     default 100000
+                    (db_after_cli_drain)
+  --agent-sync PATH the binary the scale and cli phases run   default: next to this
+                    binary (so `cargo build --release --workspace` first)
   --only A,B        run only these phases (scan, enqueue, drain, coalesced, hung,
-                    scale, rss, kill, fleet); targets of the others print `not measured`
+                    scale, cli, rss, kill, fleet); targets of the others print
+                    `not measured`
 
 Exit code: 0 (targets missed included), 1 on an error, 2 on bad flags.";
 
@@ -87,6 +100,11 @@ pub struct Options {
     pub outage_secs: u64,
     /// Workspaces in the scale phase's large tree.
     pub scale_workspaces: usize,
+    /// One-dispatch offline CLI calls drained by one (cli phase).
+    pub cli_calls: usize,
+    /// Dispatches queued through the CLI and drained before the database is measured
+    /// (cli phase).
+    pub cli_drain_dispatches: usize,
     /// The `agent-sync` binary the scale phase runs (default: next to this one).
     pub agent_sync: Option<std::path::PathBuf>,
     /// Only these phases (all when empty).
@@ -102,13 +120,14 @@ pub struct Options {
 }
 
 /// The phases `--only` may name, in the order they run.
-const PHASES: [&str; 9] = [
+const PHASES: [&str; 10] = [
     "scan",
     "enqueue",
     "drain",
     "coalesced",
     "hung",
     "scale",
+    "cli",
     "rss",
     "kill",
     "fleet",
@@ -130,6 +149,8 @@ impl Default for Options {
             fleet: 100,
             outage_secs: 30,
             scale_workspaces: 100_000,
+            cli_calls: 2_000,
+            cli_drain_dispatches: 100_000,
             agent_sync: None,
             only: Vec::new(),
             phase: None,
@@ -175,6 +196,8 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--fleet" => opts.fleet = count(value()?)?,
             "--outage-secs" => opts.outage_secs = count(value()?)? as u64,
             "--scale-workspaces" => opts.scale_workspaces = count(value()?)?,
+            "--cli-calls" => opts.cli_calls = count(value()?)?,
+            "--cli-drain-dispatches" => opts.cli_drain_dispatches = count(value()?)?,
             "--agent-sync" => opts.agent_sync = Some(value()?.into()),
             "--phase" => match value()?.as_str() {
                 phase @ ("rss" | "drain-child") => opts.phase = Some(phase.into()),
@@ -267,11 +290,15 @@ fn run(args: &[String], opts: &Options) -> BenchResult<()> {
     let figures = result?;
     stopped?;
     print_summary(&figures);
+    cli_drain::print_summary(opts, &figures);
     Ok(())
 }
 
 fn measure(opts: &Options, work: &std::path::Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
     let mut figures = actix::System::new().block_on(phases::run(opts, work, server))?;
+    if opts.runs("cli") {
+        figures.extend(cli_drain::run(opts, work)?);
+    }
     if opts.runs("rss") {
         let rss = rss::measure(opts, server)?;
         rss.print();
