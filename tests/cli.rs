@@ -452,10 +452,12 @@ async fn refused_entries_are_listed_and_requeued_by_seq_or_all() {
 #[actix_rt::test]
 async fn queue_and_dead_letters_limit_lists_the_first_n_oldest_first() {
     let sandbox = sandbox();
-    // Five offline pushes, five entries (each process seals what it found).
+    // Five offline pushes under five agent ids: five entries (one agent's would
+    // share one).
     for i in 1..=5 {
         let file = sandbox.dispatch_file(&format!("d{i}"), &[&format!("host-{i}")]);
-        run_async(sandbox.cmd(&["push", "--dispatches", &file]))
+        let agent = format!("agent-{i}");
+        run_async(sandbox.cmd(&["--agent-id", &agent, "push", "--dispatches", &file]))
             .await
             .ok();
     }

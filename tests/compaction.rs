@@ -64,6 +64,7 @@ async fn deliver(queue: &Addr<Queue>, entries: usize) -> usize {
             .send(Report {
                 seq: entry.seq,
                 outcome: DeliveryOutcome::Delivered { payload_size: 1 },
+                payload_size: 1,
             })
             .await
             .expect("the queue runs")

@@ -229,6 +229,7 @@ async fn lease_and_report(actors: &SyncActors, outcome: DeliveryOutcome) -> (Que
         .send(Report {
             seq: entry.seq,
             outcome,
+            payload_size: 1,
         })
         .await
         .unwrap()

@@ -227,8 +227,9 @@ async fn p4_platform_down_keeps_entry_with_one_attempt_and_1s_backoff() {
     assert_eq!(
         entry
             .fingerprints
-            .get("core/go-io/task-1")
-            .map(String::as_str),
+            .iter()
+            .find(|k| k.id == "core/go-io/task-1")
+            .map(|k| k.fingerprint.as_str()),
         Some("2026-04-14T12:00:00Z#1")
     );
     assert_eq!(entry.attempts, 1);

@@ -76,16 +76,12 @@ async fn session(root: PathBuf, state: PathBuf, deliver: bool) -> ScanSummary {
             .expect("the scan");
         if deliver {
             while let Lease::Ready(entry) = queue.send(LeaseNext).await.unwrap().unwrap() {
-                let fingerprints = entry.next_part_fingerprints();
-                ledger
-                    .send(MarkSynced { fingerprints })
-                    .await
-                    .unwrap()
-                    .unwrap();
+                // The Queue marks the ledger in the commit of the outcome.
                 queue
                     .send(Report {
                         seq: entry.seq,
                         outcome: DeliveryOutcome::Delivered { payload_size: 1 },
+                        payload_size: 1,
                     })
                     .await
                     .unwrap()

@@ -310,8 +310,13 @@ async fn p10_413_on_a_single_dispatch_part_dead_letters_only_that_part() {
     assert_eq!(entry_ids(&letters[0].entry), ["o/r/t1"]);
     assert_eq!(letters[0].entry.idempotency_key, format!("{key}.1.1"));
     assert_eq!(
-        letters[0].entry.fingerprints.keys().collect::<Vec<_>>(),
-        ["o/r/t1"]
+        letters[0]
+            .entry
+            .fingerprints
+            .iter()
+            .map(|k| (k.index, k.id.as_str()))
+            .collect::<Vec<_>>(),
+        [(0, "o/r/t1")]
     );
     assert_eq!(
         directions(&records(&actors, None).await),

@@ -90,7 +90,10 @@ fn contents(entries: &[QueueEntry]) -> Vec<Contents> {
                     .iter()
                     .map(|d| serde_json::Value::Object(d.to_object()))
                     .collect(),
-                e.fingerprints.clone().into_iter().collect(),
+                e.fingerprints
+                    .iter()
+                    .map(|k| (k.id.clone(), k.fingerprint.clone()))
+                    .collect(),
             )
         })
         .collect()

@@ -78,43 +78,65 @@ impl Actor for History {
 }
 
 impl History {
-    /// Appends `records` in one transaction, trims to the newest N, and moves the last
-    /// push/pull times. Non-durable: made durable by the Queue's next immediate commit
-    /// (a push) or the Puller's cache commit (a pull).
+    /// Appends `records` in one transaction (see [`append_in`]). Non-durable: a pull's
+    /// record is made durable by the Puller's cache commit; a push's is written by the
+    /// Queue in the commit of its outcome, not here.
     fn append(&self, records: &[SyncRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
-        let limit = self.limit as u64;
         self.store.write("record a sync", Durability::None, |txn| {
-            let mut history = txn.open_table(HISTORY)?;
-            let next = history.last()?.map_or(0, |(k, _)| k.value() + 1);
-            for (key, record) in (next..).zip(records) {
-                history.insert(key, encode(record).as_slice())?;
-            }
-            while history.len()? > limit {
-                history.pop_first()?;
-            }
-            drop(history);
-            let mut table = txn.open_table(SYNC_STATE)?;
-            let mut state = read_state(&table)?;
-            for record in records {
-                match record.direction {
-                    Direction::Push => {
-                        state.last_push_at = Some(record.synced_at);
-                        state.auth_failed = false;
-                    }
-                    Direction::Pull => {
-                        state.last_pull_at = Some(record.synced_at);
-                        state.auth_failed = false;
-                    }
-                    Direction::DeadLetter => {}
-                }
-            }
-            table.insert(STATE_KEY, encode(&state).as_slice())?;
-            Ok(())
+            append_in(txn, records, self.limit)
         })
     }
+}
+
+/// Appends `records` inside `txn`, trims to the newest `limit`, and moves the last
+/// push/pull times (a push or pull also clears `auth_failed`). The Queue calls this in
+/// the commit of a delivery outcome.
+pub(crate) fn append_in(
+    txn: &WriteTransaction,
+    records: &[SyncRecord],
+    limit: usize,
+) -> Result<(), redb::Error> {
+    let limit = limit.max(1) as u64;
+    let mut history = txn.open_table(HISTORY)?;
+    let next = history.last()?.map_or(0, |(k, _)| k.value() + 1);
+    for (key, record) in (next..).zip(records) {
+        history.insert(key, encode(record).as_slice())?;
+    }
+    while history.len()? > limit {
+        history.pop_first()?;
+    }
+    drop(history);
+    let mut table = txn.open_table(SYNC_STATE)?;
+    let mut state = read_state(&table)?;
+    for record in records {
+        match record.direction {
+            Direction::Push => {
+                state.last_push_at = Some(record.synced_at);
+                state.auth_failed = false;
+            }
+            Direction::Pull => {
+                state.last_pull_at = Some(record.synced_at);
+                state.auth_failed = false;
+            }
+            Direction::DeadLetter => {}
+        }
+    }
+    table.insert(STATE_KEY, encode(&state).as_slice())?;
+    Ok(())
+}
+
+/// Sets `auth_failed` inside `txn` (a 401/403 outcome, in its commit).
+pub(crate) fn set_auth_failed_in(txn: &WriteTransaction, failed: bool) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(SYNC_STATE)?;
+    let mut state = read_state(&table)?;
+    if state.auth_failed != failed {
+        state.auth_failed = failed;
+        table.insert(STATE_KEY, encode(&state).as_slice())?;
+    }
+    Ok(())
 }
 
 impl Handler<Record> for History {

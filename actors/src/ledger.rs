@@ -4,9 +4,22 @@
 //! (P7). Fingerprints are written exactly as the Scanner computed them, never
 //! re-derived from pushed JSON, so a queue round trip cannot defeat the match
 //! (Go defect 1).
+//!
+//! The Ledger answers questions; it does not record deliveries. A delivery's ledger
+//! marks are written by the Queue, in the same commit that removes the delivered
+//! part ([`mark`]), and the Queue's enqueue reads the ledger in the commit that
+//! inserts ([`covers`]): "delivered" is one fact, changed in one transaction.
+//!
+//! The ledger never moves backwards: a fingerprint is newer when its `updated_at` is
+//! later, or equal with more `runs` ([`fingerprint_order`]). Delivering an older
+//! version (a requeued dead letter) leaves the newer mark in place.
+
+use std::cmp::Ordering;
 
 use actix::prelude::*;
-use redb::{Durability, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Durability, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+};
 
 use crate::error::StoreError;
 use crate::messages::{LedgerSize, MarkSynced, Unsynced};
@@ -18,6 +31,47 @@ pub(crate) const LEDGER: TableDefinition<&str, &str> = TableDefinition::new("led
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(LEDGER)?;
+    Ok(())
+}
+
+/// Orders two fingerprints of one dispatch (`<RFC 3339 UTC seconds>#<runs>`): by
+/// time (fixed-width UTC text, so text order is time order), then by runs as a
+/// number; text order breaks what is left (a malformed fingerprint).
+pub fn fingerprint_order(a: &str, b: &str) -> Ordering {
+    fn parts(fingerprint: &str) -> (&str, Option<i64>) {
+        match fingerprint.rsplit_once('#') {
+            Some((time, runs)) => (time, runs.parse().ok()),
+            None => (fingerprint, None),
+        }
+    }
+    let (time_a, runs_a) = parts(a);
+    let (time_b, runs_b) = parts(b);
+    time_a
+        .cmp(time_b)
+        .then(runs_a.cmp(&runs_b))
+        .then_with(|| a.cmp(b))
+}
+
+/// Whether the platform already has `id` at `fingerprint` or a newer version of it.
+pub(crate) fn covers(
+    ledger: &impl ReadableTable<&'static str, &'static str>,
+    id: &str,
+    fingerprint: &str,
+) -> Result<bool, redb::Error> {
+    Ok(ledger
+        .get(id)?
+        .is_some_and(|known| fingerprint_order(known.value(), fingerprint).is_ge()))
+}
+
+/// Records `id` at `fingerprint` as delivered, unless a newer version already is.
+pub(crate) fn mark(
+    ledger: &mut Table<'_, &'static str, &'static str>,
+    id: &str,
+    fingerprint: &str,
+) -> Result<(), redb::Error> {
+    if !covers(ledger, id, fingerprint)? {
+        ledger.insert(id, fingerprint)?;
+    }
     Ok(())
 }
 
@@ -41,8 +95,7 @@ impl Ledger {
             let ledger = txn.open_table(LEDGER)?;
             let mut fresh = Vec::with_capacity(candidates.len());
             for candidate in candidates {
-                let known = ledger.get(candidate.id.as_str())?;
-                if known.is_none_or(|fp| fp.value() != candidate.fingerprint) {
+                if !covers(&ledger, &candidate.id, &candidate.fingerprint)? {
                     fresh.push(candidate);
                 }
             }
@@ -66,17 +119,17 @@ impl Handler<Unsynced> for Ledger {
 impl Handler<MarkSynced> for Ledger {
     type Result = Result<(), StoreError>;
 
-    /// Non-durable on purpose: the Queue's immediate commit that removes the delivered
-    /// entry follows and makes this durable with it (see `store` crash semantics).
+    /// Durable: only imports and tools mark the ledger this way; a delivery's marks
+    /// are written by the Queue in the commit that records it.
     fn handle(&mut self, msg: MarkSynced, _: &mut Self::Context) -> Self::Result {
         if msg.fingerprints.is_empty() {
             return Ok(());
         }
         self.store
-            .write("mark dispatches synced", Durability::None, |txn| {
+            .write("mark dispatches synced", Durability::Immediate, |txn| {
                 let mut ledger = txn.open_table(LEDGER)?;
                 for (id, fingerprint) in &msg.fingerprints {
-                    ledger.insert(id.as_str(), fingerprint.as_str())?;
+                    mark(&mut ledger, id, fingerprint)?;
                 }
                 Ok(())
             })
@@ -134,5 +187,46 @@ mod tests {
             .collect();
         assert_eq!(ids, [("a2", "t#1"), ("a", "t#2")]);
         assert_eq!(ledger.send(LedgerSize).await.unwrap().unwrap(), 1);
+    }
+
+    #[test]
+    fn fingerprints_order_by_time_then_runs_as_numbers() {
+        use std::cmp::Ordering::*;
+        let table = [
+            ("2026-01-01T00:00:00Z#1", "2026-01-01T00:00:00Z#1", Equal),
+            ("2026-01-01T00:00:00Z#2", "2026-01-01T00:00:00Z#10", Less),
+            ("2026-01-01T00:00:01Z#1", "2026-01-01T00:00:00Z#9", Greater),
+            ("0001-01-01T00:00:00Z#3", "2026-01-01T00:00:00Z#0", Less),
+        ];
+        for (a, b, expected) in table {
+            assert_eq!(fingerprint_order(a, b), expected, "{a} vs {b}");
+        }
+    }
+
+    #[actix::test]
+    async fn the_ledger_never_moves_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(Store::open(dir.path()).unwrap()).start();
+        for fingerprint in ["2026-01-02T00:00:00Z#1", "2026-01-01T00:00:00Z#5"] {
+            ledger
+                .send(MarkSynced {
+                    fingerprints: vec![("a".into(), fingerprint.into())],
+                })
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let old = candidate("a", "2026-01-01T00:00:00Z#5");
+        let unsynced = ledger
+            .send(Unsynced {
+                candidates: vec![old],
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            unsynced.is_empty(),
+            "an older version is covered: {unsynced:?}"
+        );
     }
 }

@@ -258,6 +258,17 @@ pub struct Report {
     pub seq: u64,
     /// The platform's answer.
     pub outcome: DeliveryOutcome,
+    /// Bytes of the request body, for the history record.
+    pub payload_size: u64,
+}
+
+/// Gives a lease back without sending it: a stop was asked while it was being leased.
+/// The entry stays the head, unsent, for the next start.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ReleaseLease {
+    /// The leased entry.
+    pub seq: u64,
 }
 
 /// The platform's answer to one POST, as the Pusher saw it.

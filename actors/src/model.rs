@@ -222,6 +222,7 @@ pub struct ScannedDispatch {
 
 /// One durable unit of work in the Queue: a batch of dispatches pushed in one POST.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "QueueEntryRow")]
 pub struct QueueEntry {
     /// Monotonic, FIFO order; the key in the `queue` table.
     pub seq: u64,
@@ -232,9 +233,12 @@ pub struct QueueEntry {
     pub fleet_node_id: Option<i64>,
     /// The dispatches, in order.
     pub dispatches: Vec<Dispatch>,
-    /// id -> fingerprint of scanned dispatches, marked in the Ledger on delivery.
+    /// The scanned dispatches among `dispatches`, by position, each with the
+    /// fingerprint the Ledger marks when that position is delivered. By position, not
+    /// by id: one entry may hold X@F1 and X@F2, and a split part marks only what it
+    /// carried.
     #[serde(default)]
-    pub fingerprints: BTreeMap<String, String>,
+    pub fingerprints: Vec<ScannedKey>,
     /// When the entry was first queued.
     pub queued_at: Timestamp,
     /// Failed delivery attempts so far (drives the backoff).
@@ -251,6 +255,89 @@ pub struct QueueEntry {
     /// After a 413, the entry is sent in parts, in order; empty means "all at once".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<EntryPart>,
+}
+
+/// Where a scanned dispatch sits in its entry and which version of it it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannedKey {
+    /// Index in the entry's `dispatches`.
+    pub index: usize,
+    /// Dispatch id (workspace name).
+    pub id: String,
+    /// Fingerprint at scan time (`updated_at#runs`).
+    pub fingerprint: String,
+}
+
+/// A stored [`QueueEntry`], read from either layout of its fingerprints.
+#[derive(Deserialize)]
+struct QueueEntryRow {
+    seq: u64,
+    agent_id: String,
+    #[serde(default)]
+    fleet_node_id: Option<i64>,
+    dispatches: Vec<Dispatch>,
+    #[serde(default)]
+    fingerprints: StoredFingerprints,
+    queued_at: Timestamp,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(default)]
+    next_attempt: Option<Timestamp>,
+    #[serde(default)]
+    last_error: Option<String>,
+    idempotency_key: String,
+    #[serde(default)]
+    parts: Vec<EntryPart>,
+}
+
+/// Rows written before fingerprints were kept by position hold an id -> fingerprint
+/// map: each id is placed at its first position among the dispatches.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredFingerprints {
+    ByPosition(Vec<ScannedKey>),
+    ById(BTreeMap<String, String>),
+}
+
+impl Default for StoredFingerprints {
+    fn default() -> Self {
+        StoredFingerprints::ByPosition(Vec::new())
+    }
+}
+
+impl From<QueueEntryRow> for QueueEntry {
+    fn from(row: QueueEntryRow) -> Self {
+        let fingerprints = match row.fingerprints {
+            StoredFingerprints::ByPosition(keys) => keys,
+            StoredFingerprints::ById(mut by_id) => row
+                .dispatches
+                .iter()
+                .enumerate()
+                .filter_map(|(index, dispatch)| {
+                    let id = dispatch.id()?;
+                    let fingerprint = by_id.remove(&id)?;
+                    Some(ScannedKey {
+                        index,
+                        id,
+                        fingerprint,
+                    })
+                })
+                .collect(),
+        };
+        QueueEntry {
+            seq: row.seq,
+            agent_id: row.agent_id,
+            fleet_node_id: row.fleet_node_id,
+            dispatches: row.dispatches,
+            fingerprints,
+            queued_at: row.queued_at,
+            attempts: row.attempts,
+            next_attempt: row.next_attempt,
+            last_error: row.last_error,
+            idempotency_key: row.idempotency_key,
+            parts: row.parts,
+        }
+    }
 }
 
 /// A leading slice of an entry's dispatches that is sent on its own after a 413.
@@ -276,7 +363,7 @@ impl QueueEntry {
             agent_id,
             fleet_node_id,
             dispatches,
-            fingerprints: BTreeMap::new(),
+            fingerprints: Vec::new(),
             queued_at,
             attempts: 0,
             next_attempt: None,
@@ -306,24 +393,11 @@ impl QueueEntry {
         &self.dispatches[..self.next_part_len()]
     }
 
-    /// (id, fingerprint) of the scanned dispatches in the next POST: what the Ledger
-    /// marks when it is delivered.
-    pub fn next_part_fingerprints(&self) -> Vec<(String, String)> {
-        if self.fingerprints.is_empty() {
-            return Vec::new();
-        }
-        if self.next_part_len() == self.dispatches.len() {
-            // The whole entry: every fingerprint, with no dispatch read for its id.
-            return self.fingerprints.clone().into_iter().collect();
-        }
-        self.next_part()
-            .iter()
-            .filter_map(Dispatch::id)
-            .filter_map(|id| {
-                let fingerprint = self.fingerprints.get(&id)?.clone();
-                Some((id, fingerprint))
-            })
-            .collect()
+    /// The scanned dispatches in the next POST: what the Ledger marks when it is
+    /// delivered.
+    pub fn next_part_fingerprints(&self) -> impl Iterator<Item = &ScannedKey> {
+        let len = self.next_part_len();
+        self.fingerprints.iter().filter(move |k| k.index < len)
     }
 }
 

@@ -1,10 +1,11 @@
 //! The Pusher: drains the Queue to the platform, one request at a time.
 //!
 //! A drain is a loop: lease the head ([`LeaseNext`]), POST its next part with the
-//! Bearer token and the entry's `Idempotency-Key`, then on a 2xx write Ledger and
-//! History (non-durable) and [`Report`] the outcome to the Queue, whose durable
-//! commit carries all three (see `store`). Only then is the next entry leased: one
-//! request in flight, each outcome on disk before the next request starts (R1).
+//! Bearer token and the entry's `Idempotency-Key`, then [`Report`] the outcome to the
+//! Queue, which writes every consequence (queue rows, ledger marks, the history
+//! record) in one durable commit and answers only once it is on disk. Only then is
+//! the next entry leased: one request in flight, each outcome on disk before the next
+//! request starts (R1).
 //!
 //! The drain runs as a spawned future under a small state machine (`DrainState`),
 //! not as an atomic handler: the Pusher's mailbox stays open while a POST waits, so a
@@ -15,9 +16,11 @@
 //! until that head's `next_attempt`; the Queue wakes it at once on a new enqueue
 //! ([`QueueChanged`]). The flush interval is only a safety net.
 //!
-//! Graceful stop ([`StopPushing`]): no new request starts; the one in flight may run
-//! until the deadline, after which it counts as timed out; either way its outcome is
-//! committed before the reply, so nothing is sent twice after the restart (R3).
+//! Graceful stop ([`StopPushing`]): no new request starts (a lease taken while the stop
+//! arrived is given back unsent, [`ReleaseLease`]); the one in flight may run until
+//! the deadline, after which it counts as timed out; either way its outcome is
+//! committed before the reply, so nothing is sent twice after the restart (R3). A 2xx
+//! counts on its status line, so a body that stalls past the deadline is delivered.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -33,11 +36,9 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{DispatchError, EncodeError, SyncError};
-use crate::history::History;
-use crate::ledger::Ledger;
 use crate::messages::*;
 use crate::metrics::{Metrics, RequestOutcome};
-use crate::model::{json_kind, Direction, Dispatch, QueueEntry, SyncRecord};
+use crate::model::{json_kind, Dispatch, QueueEntry};
 use crate::platform::{Platform, PushRequest, Token, TokenSource};
 use crate::queue::{PushBody, Queue};
 use crate::scanner::Scanner;
@@ -62,12 +63,8 @@ pub struct PusherConfig {
 pub struct PushPeers {
     /// Finds dispatches.
     pub scanner: Addr<Scanner>,
-    /// Marks delivered fingerprints.
-    pub ledger: Addr<Ledger>,
-    /// Owns what is queued.
+    /// Owns what is queued, and records each outcome.
     pub queue: Addr<Queue>,
-    /// Records syncs.
-    pub history: Addr<History>,
 }
 
 /// Who waits for a drain to end.
@@ -417,34 +414,29 @@ impl Drainer {
     /// Sends until the queue is empty, the head backs off, or a stop is asked for;
     /// returns when to wake up next.
     async fn run(mut self) -> Result<Option<Timestamp>, SyncError> {
-        let peers = self.peers.clone();
+        let queue = self.peers.queue.clone();
         loop {
             if self.stop.borrow().is_some() {
                 return Ok(None);
             }
-            let entry = match peers.queue.send(LeaseNext).await?? {
+            let entry = match queue.send(LeaseNext).await?? {
                 Lease::Ready(entry) => entry,
                 Lease::Waiting { until } => return Ok(Some(until)),
                 Lease::Empty | Lease::InFlight => return Ok(None),
             };
+            if self.stop.borrow().is_some() {
+                // The stop came while the lease was being taken: no request starts.
+                queue.send(ReleaseLease { seq: entry.seq }).await?;
+                return Ok(None);
+            }
             let started = std::time::Instant::now();
             let (outcome, payload_size) = self.send(&entry).await?;
             let took = started.elapsed();
-            let delivered = matches!(outcome, DeliveryOutcome::Delivered { .. });
-            if delivered {
-                // Ledger and History first (non-durable), then the Queue's durable
-                // commit carries all three: see `store` crash semantics.
-                let fingerprints = entry.next_part_fingerprints();
-                peers.ledger.send(MarkSynced { fingerprints }).await??;
-                let record =
-                    self.record(&entry, Direction::Push, entry.next_part_len(), payload_size);
-                peers.history.send(Record(record)).await??;
-            }
-            let decision = peers
-                .queue
+            let decision = queue
                 .send(Report {
                     seq: entry.seq,
                     outcome: outcome.clone(),
+                    payload_size,
                 })
                 .await??;
             self.metrics
@@ -464,14 +456,8 @@ impl Drainer {
                         "entry {} refused with HTTP {status}; {dispatches} dispatch(es) moved to dead letters",
                         entry.seq
                     );
-                    let record =
-                        self.record(&entry, Direction::DeadLetter, dispatches, payload_size);
-                    peers.history.send(Record(record)).await??;
                 }
                 Decision::RetryAt { at, unauthorized } => {
-                    if unauthorized {
-                        peers.history.send(SetAuthFailed(true)).await??;
-                    }
                     log::info!(
                         "push of entry {} failed ({}); retry at {at} (in {:.1}s){}",
                         entry.seq,
@@ -523,23 +509,6 @@ impl Drainer {
         })
         .await;
         Ok((outcome, payload_size))
-    }
-
-    fn record(
-        &self,
-        entry: &QueueEntry,
-        direction: Direction,
-        items: usize,
-        payload_size: u64,
-    ) -> SyncRecord {
-        SyncRecord {
-            agent_id: entry.agent_id.clone(),
-            fleet_node_id: entry.fleet_node_id,
-            direction,
-            payload_size,
-            items_count: items as u64,
-            synced_at: self.clock.now().whole_seconds(),
-        }
     }
 }
 

@@ -117,9 +117,7 @@ impl SyncActors {
         .start();
         let peers = PushPeers {
             scanner: scanner.clone(),
-            ledger: ledger.clone(),
             queue: queue.clone(),
-            history: history.clone(),
         };
         let pusher_config = PusherConfig {
             agent_id: config.agent_id,

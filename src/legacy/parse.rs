@@ -3,11 +3,11 @@
 //! means unset), numbers read back through `map[string]any` as floats, `null` for an
 //! empty slice. Nothing here writes anything; [`super`] does, once everything parsed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use agent_sync_actors::model::{
-    fingerprint, json_kind, lenient_int, lenient_time, Direction, Dispatch, QueueEntry, SyncRecord,
+    fingerprint, json_kind, lenient_int, lenient_time, Direction, Dispatch, QueueEntry, ScannedKey,
+    SyncRecord,
 };
 use agent_sync_actors::time::Timestamp;
 use serde_json::{Map, Value};
@@ -142,7 +142,7 @@ pub fn parse_queue(
             continue;
         };
         let mut dispatches = Vec::new();
-        let mut fingerprints = BTreeMap::new();
+        let mut fingerprints = Vec::new();
         let listed = match object.remove("dispatches") {
             Some(Value::Array(listed)) => listed,
             _ => Vec::new(),
@@ -162,10 +162,11 @@ pub fn parse_queue(
             }
             if let Some(id) = record.id() {
                 let runs = lenient_int(dispatch.get("runs"));
-                fingerprints.insert(
+                fingerprints.push(ScannedKey {
+                    index: dispatches.len(),
                     id,
-                    fingerprint(lenient_time(dispatch.get("updated_at")), runs),
-                );
+                    fingerprint: fingerprint(lenient_time(dispatch.get("updated_at")), runs),
+                });
             }
             dispatches.push(record);
         }
@@ -327,9 +328,18 @@ mod tests {
         assert_eq!(entry.attempts, 3);
         assert_eq!(entry.next_attempt, None);
         assert_eq!(entry.queued_at.to_rfc3339(), "2026-04-14T11:36:44.5Z");
-        assert_eq!(entry.fingerprints["core/a/t1"], "2026-04-14T12:00:00Z#2");
-        assert_eq!(entry.fingerprints["core/a/t2"], "0001-01-01T00:00:00Z#1");
-        assert_eq!(entry.fingerprints.len(), 2);
+        let keys: Vec<(usize, &str, &str)> = entry
+            .fingerprints
+            .iter()
+            .map(|k| (k.index, k.id.as_str(), k.fingerprint.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (0, "core/a/t1", "2026-04-14T12:00:00Z#2"),
+                (1, "core/a/t2", "0001-01-01T00:00:00Z#1"),
+            ]
+        );
     }
 
     #[test]

@@ -78,13 +78,21 @@ use crate::store::{decode_or_warn, Compaction, Store, COMPACT_MIN_FILE_BYTES};
 use crate::time::{Clock, Timestamp};
 use policy::{Caps, OpenTail, Spread};
 use resident::Resident;
-use tables::{QueueTables, DISPATCHES};
+use tables::{OutcomeContext, QueueTables, DISPATCHES};
 
 /// Default dispatches per entry (P11).
 pub const DEFAULT_MAX_BATCH: usize = 100;
 
 /// How long a compaction that found a transaction open waits before trying again.
 const COMPACT_RETRY: Duration = Duration::from_secs(1);
+
+/// First wait before an outcome whose commit failed is committed again; it doubles
+/// up to [`HELD_RETRY_MAX`].
+const HELD_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// Longest wait between two tries of a held outcome's commit (a full disk frees up
+/// on an operator's time, not ours).
+const HELD_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How the Queue batches, leases and spreads retries.
 #[derive(Clone, Copy, Debug)]
@@ -123,6 +131,17 @@ struct Leased {
     expires: Timestamp,
 }
 
+/// An outcome the platform gave whose commit failed: held, with the lease, until it
+/// commits. Meanwhile nothing is leased, so nothing is sent again.
+struct Held {
+    /// The report as the Pusher sent it.
+    report: Report,
+    /// Who waits for its decision (the Pusher's drain).
+    replies: Vec<oneshot::Sender<Result<Decision, StoreError>>>,
+    /// Failed commits so far (drives the wait before the next try).
+    failures: u32,
+}
+
 /// Where [`Queue::head`] found the head.
 enum Head {
     /// The open tail (kept decoded by the Queue).
@@ -147,6 +166,9 @@ pub struct Queue {
     waker: Option<Recipient<QueueChanged>>,
     /// The leased entry and when the lease lapses.
     lease: Option<Leased>,
+    /// The leased entry's outcome, known but not yet committed: the lease stays out
+    /// (and never lapses) until it is.
+    held: Option<Held>,
     /// The tail entry new dispatches may still join; `None` once it is leased.
     open_tail: Option<OpenTail>,
     /// Sealed entries kept decoded for their lease (bounded; see `resident`).
@@ -175,6 +197,7 @@ impl Queue {
             spread: Spread::new(config.jitter),
             waker: None,
             lease: None,
+            held: None,
             open_tail: None,
             resident: Resident::default(),
             pending: Vec::new(),
@@ -249,6 +272,9 @@ impl Queue {
     /// Leases the head if it is due and no lease is out; a leased entry is sealed.
     fn lease_next(&mut self) -> Result<Lease, StoreError> {
         let now = self.clock.now();
+        if self.held.is_some() {
+            return Ok(Lease::InFlight);
+        }
         if let Some(lease) = &self.lease {
             if now < lease.expires {
                 return Ok(Lease::InFlight);
@@ -299,28 +325,77 @@ impl Queue {
         }))
     }
 
-    /// Applies one outcome in one durable commit and releases the lease; also says
-    /// whether the queue is empty afterwards.
-    fn report(
-        &mut self,
-        seq: u64,
-        outcome: &DeliveryOutcome,
-    ) -> Result<(Decision, bool), StoreError> {
-        let leased = match self.lease.take() {
-            Some(lease) if lease.entry.seq == seq => Some(lease.entry),
-            other => {
-                self.lease = other;
-                None
-            }
+    /// Applies one outcome and all its consequences in one durable commit, then
+    /// releases the lease; also says whether the queue is empty afterwards. On error
+    /// the lease stays out. `recheck`: an earlier commit of this outcome failed and
+    /// may have landed (see `tables::OutcomeContext`).
+    fn report(&mut self, msg: &Report, recheck: bool) -> Result<(Decision, bool), StoreError> {
+        let leased = self
+            .lease
+            .as_ref()
+            .filter(|lease| lease.entry.seq == msg.seq)
+            .map(|lease| Arc::clone(&lease.entry));
+        let cx = OutcomeContext {
+            now: self.clock.now(),
+            spread: &mut self.spread,
+            history_limit: self.history_limit,
+            payload_size: msg.payload_size,
+            recheck,
         };
-        let now = self.clock.now();
-        let spread = &mut self.spread;
-        self.store
-            .write("record a delivery outcome", Durability::Immediate, |txn| {
-                let mut tables = QueueTables::open(txn)?;
-                let decision = tables.apply(seq, leased.as_deref(), outcome, now, spread)?;
-                Ok((decision, tables.is_empty()?))
-            })
+        let result =
+            self.store
+                .write("record a delivery outcome", Durability::Immediate, |txn| {
+                    let mut tables = QueueTables::open(txn)?;
+                    let decision = tables.apply(msg.seq, leased.as_deref(), &msg.outcome, cx)?;
+                    Ok((decision, tables.is_empty()?))
+                })?;
+        if leased.is_some() {
+            self.lease = None;
+        }
+        Ok(result)
+    }
+
+    /// After a committed outcome: an emptied queue may give space back.
+    fn after_outcome(&mut self, empty: bool, ctx: &mut Context<Self>) {
+        if empty && !self.compact_pending {
+            // After this reply and whatever is already in the mailbox.
+            self.compact_pending = true;
+            ctx.notify(MaybeCompact);
+        }
+    }
+
+    /// Tries the held outcome's commit again; on success its waiters get the decision
+    /// and leasing resumes, else the next try is scheduled further out.
+    fn retry_held(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        match self.report(&held.report, true) {
+            Ok((decision, empty)) => {
+                log::info!(
+                    "recorded the outcome of entry {} after {} failed commit(s)",
+                    held.report.seq,
+                    held.failures
+                );
+                for reply in held.replies {
+                    let _ = reply.send(Ok(decision.clone()));
+                }
+                self.after_outcome(empty, ctx);
+                self.wake();
+            }
+            Err(e) => {
+                held.failures = held.failures.saturating_add(1);
+                let wait = held_retry_wait(held.failures);
+                log::warn!(
+                    "could not record the outcome of entry {} ({e}); holding it and trying \
+                     again in {:.1}s: nothing is sent meanwhile",
+                    held.report.seq,
+                    wait.as_secs_f64()
+                );
+                self.held = Some(held);
+                ctx.run_later(wait, |act, ctx| act.retry_held(ctx));
+            }
+        }
     }
 
     /// The head entry as stored, for status: changes nothing.
@@ -393,12 +468,63 @@ impl Queue {
     }
 }
 
+/// The wait before the `failures`-th retry of a held outcome's commit.
+fn held_retry_wait(failures: u32) -> Duration {
+    HELD_RETRY_FIRST
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(HELD_RETRY_MAX)
+}
+
+impl Queue {
+    /// The tail entry as stored, reopened when it can never have been sent (invariant
+    /// 2): it is not the head (only the head is ever leased, and an entry becomes the
+    /// head only once everything before it is gone), and it was never attempted or
+    /// split. Separate processes queueing one dispatch each then share entries.
+    fn reopen_tail(&mut self) -> Result<(), StoreError> {
+        let tail = self.store.read("read the queue tail", |txn| {
+            let queue = txn.open_table(QUEUE)?;
+            let head = queue.first()?.map(|(seq, _)| seq.value());
+            let Some((seq, bytes)) = queue.last()? else {
+                return Ok(None);
+            };
+            let seq = seq.value();
+            if head == Some(seq) {
+                return Ok(None);
+            }
+            Ok(decode_or_warn::<QueueEntry>(
+                "queue entry",
+                seq,
+                bytes.value(),
+            ))
+        })?;
+        self.open_tail = tail
+            .filter(|e| e.attempts == 0 && e.parts.is_empty() && e.next_attempt.is_none())
+            .map(OpenTail::new);
+        Ok(())
+    }
+}
+
 impl Actor for Queue {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // A deep mailbox lets many concurrent enqueues share one group commit.
         ctx.set_mailbox_capacity(1024);
+        if let Err(e) = self.reopen_tail() {
+            // Only coalescing is lost: new dispatches start an entry of their own.
+            log::debug!("the queue tail stays sealed: {e}");
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(held) = &self.held {
+            log::error!(
+                "stopped before the outcome of entry {} could be recorded (the disk \
+                 refused it {} time(s)); it will be sent again after the restart",
+                held.report.seq,
+                held.failures
+            );
+        }
     }
 }
 
@@ -447,16 +573,64 @@ impl Handler<LeaseNext> for Queue {
 }
 
 impl Handler<Report> for Queue {
-    type Result = Result<Decision, StoreError>;
+    type Result = ResponseFuture<Result<Decision, StoreError>>;
 
     fn handle(&mut self, msg: Report, ctx: &mut Self::Context) -> Self::Result {
-        let (decision, empty) = self.report(msg.seq, &msg.outcome)?;
-        if empty && !self.compact_pending {
-            // After this reply and whatever is already in the mailbox.
-            self.compact_pending = true;
-            ctx.notify(MaybeCompact);
+        if let Some(held) = self.held.as_mut().filter(|h| h.report.seq == msg.seq) {
+            // The same outcome again (a caller that gave up waiting): wait with it.
+            let (reply, answer) = oneshot::channel();
+            held.replies.push(reply);
+            return Box::pin(held_answer(answer));
         }
-        Ok(decision)
+        let leased = self.lease.as_ref().is_some_and(|l| l.entry.seq == msg.seq);
+        let result = match self.report(&msg, false) {
+            Ok((decision, empty)) => {
+                self.after_outcome(empty, ctx);
+                Ok(decision)
+            }
+            Err(e) if leased && self.held.is_none() => {
+                let wait = held_retry_wait(1);
+                log::warn!(
+                    "could not record the outcome of entry {} ({e}); holding it and trying \
+                     again in {:.1}s: nothing is sent meanwhile",
+                    msg.seq,
+                    wait.as_secs_f64()
+                );
+                let (reply, answer) = oneshot::channel();
+                self.held = Some(Held {
+                    report: msg,
+                    replies: vec![reply],
+                    failures: 1,
+                });
+                ctx.run_later(wait, |act, ctx| act.retry_held(ctx));
+                return Box::pin(held_answer(answer));
+            }
+            Err(e) => Err(e),
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// The decision of a held outcome, once committed.
+async fn held_answer(
+    answer: oneshot::Receiver<Result<Decision, StoreError>>,
+) -> Result<Decision, StoreError> {
+    answer.await.unwrap_or_else(|_| {
+        Err(StoreError::unavailable(
+            "record a delivery outcome",
+            "the queue stopped before the outcome could be recorded",
+        ))
+    })
+}
+
+/// Gives the lease back unsent: the Pusher was told to stop after it leased.
+impl Handler<ReleaseLease> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReleaseLease, _: &mut Self::Context) {
+        if self.held.is_none() && self.lease.as_ref().is_some_and(|l| l.entry.seq == msg.seq) {
+            self.lease = None;
+        }
     }
 }
 

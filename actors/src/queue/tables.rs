@@ -1,17 +1,21 @@
 //! The Queue's redb tables and every change to them, each made inside the caller's
-//! write transaction (the Queue commits).
-
-use std::collections::BTreeMap;
+//! write transaction (the Queue commits). A delivery outcome's consequences in the
+//! Ledger's and History's tables are written here too, through their table
+//! functions, so one outcome is one commit.
 
 use redb::{
     ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 
 use super::policy::{self, Caps, Class, OpenTail, Spread};
+use crate::history;
+use crate::ledger::{self, LEDGER};
 use crate::messages::{
     Decision, DeliveryOutcome, Enqueue, EnqueueBatch, EnqueueReceipt, RequeueReport,
 };
-use crate::model::{DeadLetter, Dispatch, QueueEntry, ScannedDispatch};
+use crate::model::{
+    DeadLetter, Direction, Dispatch, QueueEntry, ScannedDispatch, ScannedKey, SyncRecord,
+};
 use crate::store::{decode, encode};
 use crate::time::Timestamp;
 
@@ -57,6 +61,8 @@ pub(super) fn not_held(
 
 /// The Queue's tables open in one write transaction.
 pub(super) struct QueueTables<'txn> {
+    /// The transaction, for the History's tables (opened only when a record is made).
+    txn: &'txn WriteTransaction,
     /// Queued entries by seq.
     queue: Table<'txn, u64, &'static [u8]>,
     /// Refused entries by seq.
@@ -65,11 +71,31 @@ pub(super) struct QueueTables<'txn> {
     keys: Table<'txn, &'static str, u64>,
     /// Counters.
     meta: Table<'txn, &'static str, u64>,
+    /// The Ledger's table: read by enqueue's dedup, marked by a delivery.
+    ledger: Table<'txn, &'static str, &'static str>,
+}
+
+/// What one outcome's commit needs besides the entry: when, how retries spread, and
+/// the History's size.
+pub(super) struct OutcomeContext<'a> {
+    /// Now, for backoff and the history record.
+    pub now: Timestamp,
+    /// Jitter for the retry delay.
+    pub spread: &'a mut Spread,
+    /// Newest history records kept.
+    pub history_limit: usize,
+    /// Bytes of the request body, for the history record.
+    pub payload_size: u64,
+    /// The commit of this outcome failed before and may have landed anyway: check the
+    /// stored entry and write nothing when it already shows the outcome.
+    pub recheck: bool,
 }
 
 impl<'txn> QueueTables<'txn> {
     pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
         Ok(QueueTables {
+            txn,
+            ledger: txn.open_table(LEDGER)?,
             queue: txn.open_table(QUEUE)?,
             dead: txn.open_table(DEAD_LETTERS)?,
             keys: txn.open_table(QUEUE_KEYS)?,
@@ -130,9 +156,11 @@ impl<'txn> QueueTables<'txn> {
                     tables
                         .keys
                         .insert(dedup_key(id, fingerprint).as_str(), seq)?;
-                    open.entry
-                        .fingerprints
-                        .insert(id.to_string(), fingerprint.to_string());
+                    open.entry.fingerprints.push(ScannedKey {
+                        index: open.entry.dispatches.len() - 1,
+                        id: id.to_string(),
+                        fingerprint: fingerprint.to_string(),
+                    });
                 }
                 dirty = true;
                 receipt.dispatches += 1;
@@ -146,12 +174,15 @@ impl<'txn> QueueTables<'txn> {
                 }
                 EnqueueBatch::Scanned(scanned) => {
                     for d in scanned {
-                        // The key is inserted as the dispatch is placed, so a duplicate
-                        // later in the same group is caught too (P8).
+                        // Read in the transaction that inserts: whatever was queued,
+                        // dead-lettered or delivered before this commit is seen, by
+                        // whichever path (P8). The key is inserted as the dispatch is
+                        // placed, so a duplicate later in the same group is caught too.
                         if self
                             .keys
                             .get(dedup_key(&d.id, &d.fingerprint).as_str())?
                             .is_some()
+                            || ledger::covers(&self.ledger, &d.id, &d.fingerprint)?
                         {
                             receipt.duplicates += 1;
                             continue;
@@ -185,20 +216,28 @@ impl<'txn> QueueTables<'txn> {
         Ok(entry)
     }
 
-    /// What the Queue decides for one outcome, written in this transaction. `leased`
-    /// is the entry as the Queue leased it, when it still has it: the stored row is
-    /// then not decoded again.
+    /// What the Queue decides for one outcome, and all its consequences, written in
+    /// this transaction: queue rows and counters, ledger marks, dead letters, the
+    /// history record and `auth_failed`. `leased` is the entry as the Queue leased it,
+    /// when it still has it: the stored row is then not decoded again (unless
+    /// `recheck`).
     pub(super) fn apply(
         &mut self,
         seq: u64,
         leased: Option<&QueueEntry>,
         outcome: &DeliveryOutcome,
-        now: Timestamp,
-        spread: &mut Spread,
+        cx: OutcomeContext<'_>,
     ) -> Result<Decision, redb::Error> {
         let stored;
         let entry = match leased.filter(|e| e.seq == seq) {
-            Some(entry) if self.queue.get(seq)?.is_some() => entry,
+            Some(entry) if !cx.recheck && self.queue.get(seq)?.is_some() => entry,
+            Some(entry) if cx.recheck => {
+                if self.entry(seq)?.as_ref() != Some(entry) {
+                    // The failed commit landed after all: its outcome is on disk.
+                    return Ok(already_applied(entry, outcome, cx.now));
+                }
+                entry
+            }
             _ => {
                 stored = self.entry(seq)?.ok_or_else(|| {
                     redb::Error::Corrupted(format!("entry {seq} is no longer queued"))
@@ -206,7 +245,8 @@ impl<'txn> QueueTables<'txn> {
                 &stored
             }
         };
-        Ok(match policy::classify(outcome, entry.next_part_len()) {
+        let now = cx.now;
+        let decision = match policy::classify(outcome, entry.next_part_len()) {
             Class::Delivered if entry.parts.is_empty() => self.deliver_whole(entry)?,
             Class::Delivered => self.deliver_part(&mut entry.clone())?,
             Class::Transient { unauthorized } => {
@@ -221,10 +261,13 @@ impl<'txn> QueueTables<'txn> {
                 };
                 let mut entry = entry.clone();
                 entry.attempts = entry.attempts.saturating_add(1);
-                let at = policy::retry_at(entry.attempts, retry_after, now, spread);
+                let at = policy::retry_at(entry.attempts, retry_after, now, cx.spread);
                 entry.next_attempt = Some(at);
                 entry.last_error = Some(detail);
                 self.put_entry(&entry)?;
+                if unauthorized {
+                    history::set_auth_failed_in(self.txn, true)?;
+                }
                 Decision::RetryAt { at, unauthorized }
             }
             Class::TooLarge => {
@@ -240,18 +283,43 @@ impl<'txn> QueueTables<'txn> {
                 };
                 self.dead_letter_part(&mut entry.clone(), status, detail, now)?
             }
-        })
+        };
+        let recorded = match decision {
+            Decision::Delivered { dispatches } => Some((Direction::Push, dispatches)),
+            Decision::DeadLettered { dispatches, .. } => Some((Direction::DeadLetter, dispatches)),
+            Decision::RetryAt { .. } | Decision::Split => None,
+        };
+        if let Some((direction, items)) = recorded {
+            let record = SyncRecord {
+                agent_id: entry.agent_id.clone(),
+                fleet_node_id: entry.fleet_node_id,
+                direction,
+                payload_size: cx.payload_size,
+                items_count: items as u64,
+                synced_at: now.whole_seconds(),
+            };
+            history::append_in(self.txn, std::slice::from_ref(&record), cx.history_limit)?;
+        }
+        Ok(decision)
     }
 
     /// Removes a delivered entry sent whole (the common case): no copy of it is made.
     fn deliver_whole(&mut self, entry: &QueueEntry) -> Result<Decision, redb::Error> {
-        for (id, fingerprint) in &entry.fingerprints {
-            self.keys.remove(dedup_key(id, fingerprint).as_str())?;
-        }
+        self.forget_delivered(&entry.fingerprints)?;
         self.queue.remove(entry.seq)?;
         let dispatches = entry.dispatches.len();
         self.add_dispatches(0, dispatches as u64)?;
         Ok(Decision::Delivered { dispatches })
+    }
+
+    /// A delivered part's scanned dispatches leave the dedup index and enter the ledger.
+    fn forget_delivered(&mut self, keys: &[ScannedKey]) -> Result<(), redb::Error> {
+        for key in keys {
+            self.keys
+                .remove(dedup_key(&key.id, &key.fingerprint).as_str())?;
+            ledger::mark(&mut self.ledger, &key.id, &key.fingerprint)?;
+        }
+        Ok(())
     }
 
     /// True when no entry is queued.
@@ -300,9 +368,9 @@ impl<'txn> QueueTables<'txn> {
     pub(super) fn push_entry(&mut self, mut entry: QueueEntry) -> Result<u64, redb::Error> {
         entry.seq = self.next_seq()?;
         entry.idempotency_key = idempotency_key(&entry);
-        for (id, fingerprint) in &entry.fingerprints {
+        for key in &entry.fingerprints {
             self.keys
-                .insert(dedup_key(id, fingerprint).as_str(), entry.seq)?;
+                .insert(dedup_key(&key.id, &key.fingerprint).as_str(), entry.seq)?;
         }
         self.add_dispatches(entry.dispatches.len() as u64, 0)?;
         self.put_entry(&entry)?;
@@ -343,9 +411,9 @@ impl<'txn> QueueTables<'txn> {
             dead.seq = self.next_seq()?;
             self.put_entry(entry)?;
         }
-        for (id, fingerprint) in &dead.fingerprints {
+        for key in &dead.fingerprints {
             self.keys
-                .insert(dedup_key(id, fingerprint).as_str(), dead.seq)?;
+                .insert(dedup_key(&key.id, &key.fingerprint).as_str(), dead.seq)?;
         }
         let dispatches = dead.dispatches.len();
         let letter = DeadLetter {
@@ -360,23 +428,29 @@ impl<'txn> QueueTables<'txn> {
     }
 
     /// Splits the next part off `entry` as an entry of its own (same agent, its own
-    /// key); `forget_keys` drops its dedup keys (delivered) instead of keeping them.
+    /// key); `delivered` drops its dedup keys and marks the ledger instead of keeping
+    /// the keys. Positions are kept by index, so a part carries exactly its own keys.
     fn take_part(
         &mut self,
         entry: &mut QueueEntry,
-        forget_keys: bool,
+        delivered: bool,
     ) -> Result<QueueEntry, redb::Error> {
         let len = entry.next_part_len();
         let key = entry.next_part_key();
         let dispatches: Vec<Dispatch> = entry.dispatches.drain(..len).collect();
-        let mut fingerprints = BTreeMap::new();
-        for id in dispatches.iter().filter_map(Dispatch::id) {
-            if let Some(fingerprint) = entry.fingerprints.remove(&id) {
-                if forget_keys {
-                    self.keys.remove(dedup_key(&id, &fingerprint).as_str())?;
-                }
-                fingerprints.insert(id, fingerprint);
-            }
+        let (part, rest): (Vec<ScannedKey>, Vec<ScannedKey>) =
+            std::mem::take(&mut entry.fingerprints)
+                .into_iter()
+                .partition(|k| k.index < len);
+        entry.fingerprints = rest
+            .into_iter()
+            .map(|k| ScannedKey {
+                index: k.index - len,
+                ..k
+            })
+            .collect();
+        if delivered {
+            self.forget_delivered(&part)?;
         }
         if !entry.parts.is_empty() {
             entry.parts.remove(0);
@@ -384,7 +458,7 @@ impl<'txn> QueueTables<'txn> {
         self.add_dispatches(0, dispatches.len() as u64)?;
         Ok(QueueEntry {
             dispatches,
-            fingerprints,
+            fingerprints: part,
             idempotency_key: key,
             parts: Vec::new(),
             ..entry.clone()
@@ -421,6 +495,21 @@ impl<'txn> QueueTables<'txn> {
             report.requeued.push((seq, new_seq));
         }
         Ok(report)
+    }
+}
+
+/// The decision an outcome already on disk stands for (its commit failed but landed);
+/// nothing is written again.
+fn already_applied(entry: &QueueEntry, outcome: &DeliveryOutcome, now: Timestamp) -> Decision {
+    let dispatches = entry.next_part_len();
+    match policy::classify(outcome, dispatches) {
+        Class::Delivered => Decision::Delivered { dispatches },
+        Class::Transient { unauthorized } => Decision::RetryAt {
+            at: now,
+            unauthorized,
+        },
+        Class::TooLarge => Decision::Split,
+        Class::Rejected { status } => Decision::DeadLettered { dispatches, status },
     }
 }
 
