@@ -7,8 +7,8 @@
 //!
 //! The Ledger answers questions; it does not record deliveries. A delivery's ledger
 //! marks are written by the Queue, in the same commit that removes the delivered
-//! part ([`mark`]), and the Queue's enqueue reads the ledger in the commit that
-//! inserts ([`covers`]): "delivered" is one fact, changed in one transaction.
+//! part (`mark`), and the Queue's enqueue reads the ledger in the commit that
+//! inserts (`covers`): "delivered" is one fact, changed in one transaction.
 //!
 //! The ledger never moves backwards: a fingerprint is newer when its `updated_at` is
 //! later, or equal with more `runs` ([`fingerprint_order`]). Delivering an older

@@ -33,9 +33,10 @@
 //! A push: host -> [`messages::SyncPush`] -> Pusher -> Scanner (`ScanToQueue`), which per
 //! chunk of the walk asks the Ledger (`Unsynced`) and the Queue (`NotQueued`) and sends
 //! the Queue what is new (`Enqueue`, coalescing into the tail entry), then the Pusher
-//! drains, one request at a time: Queue `LeaseNext` -> POST -> Ledger `MarkSynced` +
-//! History `Record` -> Queue `Report(outcome)`, durable before the next lease. The
-//! Queue alone decides what an outcome means (backoff with jitter, split, dead letter).
+//! drains, one request at a time: Queue `LeaseNext` -> POST -> Queue `Report(outcome)`,
+//! which writes everything the outcome changes (queue, ledger, history) in one durable
+//! commit before the next lease. The Queue alone decides what an outcome means
+//! (backoff with jitter, split, dead letter).
 //!
 //! The `agent-sync` crate wires these into a `SyncService` and a CLI.
 

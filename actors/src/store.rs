@@ -10,13 +10,13 @@
 //! | table            | key            | value                         | owner   |
 //! |------------------|----------------|-------------------------------|---------|
 //! | `meta`           | `&str`         | JSON                          | Store   |
-//! | `ledger`         | dispatch id    | fingerprint                   | Ledger  |
+//! | `ledger`         | dispatch id    | newest fingerprint delivered  | Ledger (read), Queue (write) |
 //! | `queue`          | `seq: u64`     | JSON [`QueueEntry`](crate::model::QueueEntry)           | Queue   |
 //! | `queue_keys`     | `id \x1f fp`   | `seq` holding it              | Queue   |
 //! | `queue_meta`     | `&str`         | `u64` counters                | Queue   |
 //! | `dead_letters`   | `seq: u64`     | JSON [`DeadLetter`](crate::model::DeadLetter)           | Queue   |
-//! | `history`        | `u64`          | JSON [`SyncRecord`](crate::model::SyncRecord)           | History |
-//! | `sync_state`     | `&str`         | JSON (last push/pull, auth)   | History |
+//! | `history`        | `u64`          | JSON [`SyncRecord`](crate::model::SyncRecord)           | History (pushes: Queue) |
+//! | `sync_state`     | `&str`         | JSON (last push/pull, auth)   | History (pushes: Queue) |
 //! | `context`        | `&str`         | JSON array of context items   | Puller  |
 //! | `scan_dirs`      | dir, `/` as `\0` | binary: signature, children  | Scanner |
 //! | `scan_workspaces`| name, `/` as `\0`| binary: signature, known state | Scanner |
@@ -29,20 +29,28 @@
 //!
 //! # Ownership
 //!
-//! Each table is opened only by the actor that owns it. The actors share one
-//! `Arc<Database>` because redb allows one writer per file; write transactions are
-//! short (one batch each) so they never wait on each other for long.
+//! Each table is opened only by the actor that owns it, with one exception made on
+//! purpose: the consequences of a delivery outcome are written by the Queue, in the
+//! one commit that records the outcome, through the Ledger's and History's table
+//! functions (`ledger::mark`, `history::append_in`), and the Queue's enqueue reads
+//! the ledger in the commit that inserts (`ledger::covers`). "Delivered" is then one
+//! fact changed in one transaction, not three copies kept in step by message order.
+//! The actors share one `Arc<Database>` because redb allows one writer per file;
+//! write transactions are short (one batch each) so they never wait on each other for
+//! long.
 //!
 //! # Crash semantics
 //!
 //! - A commit with `Durability::Immediate` (the default) is on disk when `commit`
 //!   returns. Every commit that acknowledges an enqueue to a caller is immediate.
-//! - The Ledger and History commit with `Durability::None`; their writes become
-//!   durable with the next immediate commit to the same file. The Pusher records a
-//!   delivery as Ledger -> History -> Queue(remove, immediate), so after a crash
-//!   either all three are on disk, or none is and the entry is still queued (it is
-//!   sent again with the same idempotency key: the only duplicate is the request in
-//!   flight, R1; see `queue`).
+//! - A delivery outcome is one immediate commit (queue rows and counters, ledger
+//!   marks, dead letters, the history record): after a crash it is on disk whole, or
+//!   not at all and the entry is still queued (sent again with the same idempotency
+//!   key: the only duplicate is the request in flight, R1; see `queue`). A commit
+//!   that fails is held and retried, never followed by a new request.
+//! - History records of pulls and the `sync_state` flags the History sets itself
+//!   commit with `Durability::None`: they become durable with the next immediate
+//!   commit (losing one costs a line of history, never a dispatch).
 //! - After a crash redb repairs the file on the next open. A file redb cannot open at
 //!   all is reported ([`OpenError::Corrupt`]) and never wiped.
 //! - After an I/O error (a full disk), redb refuses every later transaction of that

@@ -15,21 +15,27 @@
 //!    enqueue waiting in the mailbox when the first one arrived is committed in the
 //!    same transaction, so 10,000 messages cost a handful of fsyncs, not 10,000.
 //! 2. **Entries are requests.** A new dispatch joins the tail entry while that entry
-//!    has the same agent and fleet node, was created by this Queue and never leased
-//!    (so never sent), and stays within `max_batch` dispatches and `max_request_bytes`
-//!    of body (P11). Otherwise it starts a new entry. An entry is sealed when first
-//!    leased, and every entry is sealed after a restart. So `queue` lists exactly the
-//!    requests that will be sent, each with the idempotency key minted with it.
+//!    has the same agent and fleet node, was never leased (so never sent), and stays
+//!    within `max_batch` dispatches and `max_request_bytes` of body (P11). Otherwise
+//!    it starts a new entry. An entry is sealed when first leased. At start the last
+//!    entry is reopened when it is not the head and was never attempted or split
+//!    (`reopen_tail`, argued in design.md §4.3), so one-dispatch CLI calls share
+//!    entries. So `queue` lists exactly the requests that will be sent, each with the
+//!    idempotency key minted with it.
 //! 3. **FIFO by `seq`, one lease at a time.** Entries are keyed by a monotonic `seq`
 //!    (`queue_meta.next_seq`, never reused). Only the head is leased, and only while no
 //!    other lease is out; the Pusher sends it and [`Report`]s the outcome, which is
 //!    durable before the next lease. So one request is in flight, ever.
 //! 4. **One copy per (id, fingerprint).** `queue_keys` maps `id \x1f fingerprint` of
-//!    every scanned dispatch held in `queue` or `dead_letters` to its seq, so scanning
-//!    while the platform is down never queues the same dispatch twice (P8), and a
-//!    dead-lettered dispatch is not re-queued by the next scan.
-//! 5. **The Queue alone decides.** The Pusher reports a [`DeliveryOutcome`]; the Queue
-//!    classifies it (`policy::classify`) and persists the consequence in one commit:
+//!    every scanned dispatch held in `queue` or `dead_letters` to its seq. The enqueue
+//!    drops a scanned dispatch held there or covered by the ledger, read in the
+//!    transaction that inserts (P8), so no overlap of scans, host pushes and
+//!    deliveries can queue a delivered or refused dispatch again. Entries keep their
+//!    scanned keys by position ([`crate::model::ScannedKey`]).
+//! 5. **The Queue alone decides, in one commit.** The Pusher reports a
+//!    [`DeliveryOutcome`]; the Queue classifies it (`policy::classify`) and writes
+//!    every consequence in one durable commit: queue rows and counters, the ledger
+//!    marks of what was delivered, dead letters, the history record, `auth_failed`:
 //!    - 2xx: the part is removed (the entry when it was the last part);
 //!    - network, 408, 429, 5xx but 501, 3xx: `attempts += 1`,
 //!      `next_attempt = now + max(jitter(backoff(attempts)), Retry-After)`;
@@ -37,6 +43,10 @@
 //!    - 413 on more than one dispatch: the part splits in two halves in place
 //!      (keys `<key>.1`, `<key>.2`), so FIFO position is kept;
 //!    - any other 4xx: the part moves to `dead_letters`, the drain goes on.
+//!
+//!    A commit that fails holds the outcome with its lease (`Held`): nothing is
+//!    leased or sent until it commits (retried with backoff; a retry first checks
+//!    whether the failed commit landed after all).
 //! 6. **Counters are transactional.** `queue_meta.dispatches` changes in the same
 //!    transaction as the rows it counts, so status never scans the queue.
 //!
@@ -51,11 +61,13 @@
 //!
 //! # Crash semantics
 //!
-//! A lease is memory only: after a crash the leased entry is simply still queued and
-//! is sent again, with the same idempotency key. Because each outcome is durable
-//! before the next lease, that one request is the only one a `kill -9` can make us
-//! send twice (R1). A graceful stop lets the request in flight finish and commits its
-//! outcome first, so it re-sends nothing (R3).
+//! A lease is memory only: after a crash the leased entry is simply still queued (the
+//! head, sealed) and is sent again, with the same idempotency key. Because each
+//! outcome is durable before the next lease, that one request is the only one a
+//! `kill -9` or a power cut can make us send twice (R1). A graceful stop lets the
+//! request in flight finish and commits its outcome first, so it re-sends nothing
+//! (R3); only an outcome still held when the process stops (the disk refused every
+//! try until the shutdown deadline) is sent again, and that is logged at error.
 
 mod policy;
 mod resident;

@@ -151,9 +151,9 @@ pub(crate) struct Caps {
     pub max_request_bytes: usize,
 }
 
-/// The tail entry while it may still take dispatches: created by this Queue and never
-/// leased, so never sent (after a restart no entry is open: any of them may have been
-/// in flight when the process died).
+/// The tail entry while it may still take dispatches: never leased, so never sent
+/// (after a restart only a last entry that is not the head and was never attempted
+/// is reopened: the head may have been in flight when the process died).
 #[derive(Debug, Clone)]
 pub(crate) struct OpenTail {
     /// The entry as stored, kept decoded so a join costs no read.

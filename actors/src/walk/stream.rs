@@ -8,8 +8,10 @@
 //! 1. the Queue is asked which (id, fingerprint) it does not hold yet (a scan that only
 //!    reports, [`crate::messages::Scan`], skips this);
 //! 2. of those, the Ledger is asked which it does not hold; the others are synced, and
-//!    the cache learns it (this order, Queue then Ledger, is what keeps a delivery
-//!    that completes meanwhile from being queued twice: see `Pipeline::process`);
+//!    the cache learns it. Both questions only save reading files: the Queue's
+//!    enqueue checks queue, dead letters and ledger again in the transaction that
+//!    inserts, so a delivery that completes between the questions and the enqueue
+//!    (another scan, a host push, the daemon) is never queued twice;
 //! 3. only those are built: `status.json` read again when the cache answered for it,
 //!    `.meta/report.json` read and attached;
 //! 4. the records go on ([`Peers::deliver`]: the Queue's `Enqueue`) once
@@ -247,12 +249,8 @@ impl Pipeline<'_> {
                 record: Dispatch::empty(),
             })
             .collect();
-        // The Queue first, then the Ledger: a delivery marks the Ledger before it
-        // removes the entry from the Queue (see `store`), so a dispatch delivered
-        // between the two questions is seen by one of them. Asked the other way round,
-        // the Ledger could answer before the mark and the Queue after the removal, and
-        // the dispatch would be queued a second time (a restart's scan runs beside its
-        // first drain).
+        // The Queue first, then the Ledger, so only what neither holds is built. A
+        // delivery between the questions is harmless: the enqueue checks again.
         let not_queued = self.peers.not_queued(asked)?;
         // Every answer keeps the order it was asked in: match them up in one pass each.
         let same =
