@@ -4,8 +4,10 @@
 //! - **cli_calls_coalesced** (`--cli-calls N`, 2,000): N sequential fresh
 //!   `agent-sync push --dispatches -` processes, each given one host dispatch on stdin,
 //!   offline (no token), all on one state dir; then one `agent-sync push --queue-only`
-//!   online. Figures: the requests the loopback platform received (target N/100 + 1:
-//!   one per full entry of 100, and the tail), that process's wall time (target
+//!   online. Figures: the requests the loopback platform received (target
+//!   1 + ceil((N-1)/100): the first call's entry is the head, which the next process
+//!   keeps sealed since it may have been in flight, and the other calls fill entries
+//!   of 100), that process's wall time (target
 //!   0.25 s), the offline calls' time each, and the dispatch ids the platform got:
 //!   exactly the N queued, none twice.
 //! - **db_after_cli_drain** (`--cli-drain-dispatches M`, 100,000): M host dispatches
@@ -148,7 +150,7 @@ fn calls_coalesced(
             format!(
             "requests the loopback platform received for those {n} calls' dispatches, all from \
              one `agent-sync push --queue-only` online, which printed synced: {}; target <= \
-             {} (N/100 + 1)",
+             {} (1 + ceil((N-1)/100))",
             drain.synced,
             requests_limit(n)
         ),
@@ -258,10 +260,10 @@ fn db_after_drain(
     Ok(())
 }
 
-/// cli_calls_coalesced_requests' target for `n` calls: one request per full entry of
-/// 100 dispatches, and one for the tail.
+/// cli_calls_coalesced_requests' target for `n` calls: the first call's entry alone
+/// (the head is never reopened: it may have been in flight), then entries of 100.
 fn requests_limit(n: usize) -> usize {
-    n / 100 + 1
+    1 + n.saturating_sub(1).div_ceil(100)
 }
 
 /// Bytes as MiB.
@@ -361,7 +363,9 @@ mod tests {
         let opts = crate::parse(&args).unwrap().unwrap();
         assert_eq!((opts.cli_calls, opts.cli_drain_dispatches), (50, 5_000));
         assert_eq!(requests_limit(2_000), 21);
-        assert_eq!(requests_limit(50), 1);
+        assert_eq!(requests_limit(50), 2);
+        assert_eq!(requests_limit(1), 1);
+        assert_eq!(requests_limit(101), 2);
         let defaults = Options::default();
         assert_eq!(checks(&defaults)[0].limit, 21.0);
         assert_eq!(checks(&defaults)[2].limit, 2_000.0);
