@@ -147,6 +147,40 @@ async fn sigterm_mid_request_times_it_out_at_the_shutdown_deadline_and_keeps_the
 }
 
 #[actix_rt::test]
+async fn a_2xx_head_whose_body_stalls_past_the_stop_deadline_is_delivered_and_never_resent() {
+    let head: &[u8] =
+        b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{";
+    let server = Raw::start(move |_, _| Reply::Stall(head.to_vec()));
+    let sandbox = sandbox();
+    write_done(&sandbox.root(), "core/go-io/stalled");
+    let args = ["run", "--shutdown-timeout", "1s"];
+    let mut daemon = Daemon::spawn(
+        &sandbox,
+        "daemon",
+        Some("info"),
+        sandbox.online(&server.url(), &args),
+    );
+    // The Queue committed the delivery: the Pusher logs it after the commit.
+    daemon.wait_log("the delivery", "pushed entry").await;
+    let (status, took) = daemon.terminate().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(took < STOP_WITHIN, "took {took:?}");
+    // A restart online finds nothing to send.
+    let mut again = Daemon::spawn(
+        &sandbox,
+        "again",
+        Some("info"),
+        sandbox.online(&server.url(), &args),
+    );
+    again.wait_running().await;
+    let status = run_async(sandbox.cmd(&["--json", "status"])).await.ok().json();
+    assert_eq!(status["queued_dispatches"], 0, "{status}");
+    again.terminate().await;
+    assert_eq!(server.pushes().len(), 1, "a 201 head is a delivery: sent once");
+    assert_eq!(server.log()[0].1, 201);
+}
+
+#[actix_rt::test]
 async fn a_second_signal_stops_at_once_and_the_entry_stays_queued() {
     let sandbox = sandbox();
     let platform = LoopbackPlatform::start().await;
