@@ -173,10 +173,17 @@ async fn a_2xx_head_whose_body_stalls_past_the_stop_deadline_is_delivered_and_ne
         sandbox.online(&server.url(), &args),
     );
     again.wait_running().await;
-    let status = run_async(sandbox.cmd(&["--json", "status"])).await.ok().json();
+    let status = run_async(sandbox.cmd(&["--json", "status"]))
+        .await
+        .ok()
+        .json();
     assert_eq!(status["queued_dispatches"], 0, "{status}");
     again.terminate().await;
-    assert_eq!(server.pushes().len(), 1, "a 201 head is a delivery: sent once");
+    assert_eq!(
+        server.pushes().len(),
+        1,
+        "a 201 head is a delivery: sent once"
+    );
     assert_eq!(server.log()[0].1, 201);
 }
 
