@@ -14,20 +14,18 @@
 //! the figure leaves out.
 
 use std::path::Path;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_sync::messages::Drain;
-use agent_sync_actors::platform::{HttpPlatform, PlatformConfig, TokenSource};
+use agent_sync_actors::platform::{PlatformConfig, TokenSource};
 use agent_sync_actors::queue::QueueConfig;
-use agent_sync_actors::time::Clock;
-use agent_sync_actors::{ActorsConfig, SyncActors};
+use agent_sync_actors::SyncActors;
 use agent_sync_testkit::faults::Faults;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{write_key_file, AGENT_ID};
+use crate::phases::write_key_file;
 use crate::platform::Loopback;
 use crate::push::{enqueue_all, host_enqueue};
 use crate::BenchResult;
@@ -70,32 +68,16 @@ fn start(
     url: &str,
     key_file: &Path,
 ) -> BenchResult<SyncActors> {
-    let store = faults.open_store(state)?;
     let platform = PlatformConfig {
         base_url: url.to_string(),
         ..Default::default()
     };
-    platform.validate()?;
-    let config = ActorsConfig {
-        workspace_root: root.to_path_buf(),
-        agent_id: AGENT_ID.into(),
-        fleet_node_id: None,
-        tokens: TokenSource::KeyFile(key_file.to_path_buf()),
-        queue: QueueConfig {
-            max_batch: 1,
-            ..Default::default()
-        },
-        history_limit: agent_sync_actors::history::DEFAULT_HISTORY_LIMIT,
-        max_context_items: agent_sync_actors::puller::DEFAULT_MAX_CONTEXT_ITEMS,
-        flush_interval: None,
-        drain_on_start: false,
+    let queue = QueueConfig {
+        max_batch: 1,
+        ..Default::default()
     };
-    Ok(SyncActors::start(
-        store,
-        config,
-        Rc::new(HttpPlatform::new(platform)),
-        Clock::system(),
-    ))
+    let tokens = TokenSource::KeyFile(key_file.to_path_buf());
+    crate::phases::start_actors_over(faults.open_store(state)?, root, platform, tokens, queue)
 }
 
 async fn delivery_commits(dir: &Path, server: &Loopback) -> BenchResult<Figure> {

@@ -57,7 +57,17 @@ pub fn start_actors_with(
     tokens: TokenSource,
     queue: QueueConfig,
 ) -> BenchResult<SyncActors> {
-    let store = Store::open(state)?;
+    start_actors_over(Store::open(state)?, workspace_root, platform, tokens, queue)
+}
+
+/// [`start_actors_with`] over a store the caller opened (e.g. over a counting backend).
+pub fn start_actors_over(
+    store: Store,
+    workspace_root: &Path,
+    platform: PlatformConfig,
+    tokens: TokenSource,
+    queue: QueueConfig,
+) -> BenchResult<SyncActors> {
     platform.validate()?;
     let config = ActorsConfig {
         workspace_root: workspace_root.to_path_buf(),

@@ -92,24 +92,6 @@ struct Pushes {
     new_20ms: Process,
 }
 
-/// Where the `agent-sync` binary is: `--agent-sync`, else next to this binary; an
-/// error saying how to get it when it is not there.
-fn binary(opts: &Options) -> BenchResult<Result<PathBuf, String>> {
-    let bin = match &opts.agent_sync {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("agent-sync"),
-    };
-    Ok(if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "no agent-sync binary at {}: run `cargo build --release --workspace` first (or \
-             pass --agent-sync PATH)",
-            bin.display()
-        ))
-    })
-}
-
 /// The scale phase: both sizes, the large one's figures, then the growth table.
 pub async fn scale(
     opts: &Options,
@@ -117,7 +99,7 @@ pub async fn scale(
     server: &Loopback,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
-    let bin = binary(opts)?;
+    let bin = crate::cli_run::binary(opts)?;
     if let Err(why) = &bin {
         println!("scale: the binary's figures are not measured: {why}");
     }
