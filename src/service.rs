@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::SyncConfig;
-use crate::control::wire::next_page;
+use crate::control::wire::collect_pages;
 use crate::control::{self, BindError, ControlServers, ControlState, Listeners, Probe};
 
 /// How often the metrics gauges are refreshed for a host that scrapes its own
@@ -436,15 +436,12 @@ impl SyncService {
     /// message, so that no message decodes the whole backlog and the Queue's mailbox
     /// is never held for long.
     pub async fn queue(&self, limit: Option<usize>) -> Result<Vec<QueueEntry>, SyncError> {
-        let mut entries: Vec<QueueEntry> = Vec::new();
-        while let Some(want) = next_page(limit, entries.len()) {
-            let page = self.queue_page(entries.last().map(|e| e.seq), want).await?;
-            if page.is_empty() {
-                break;
-            }
-            entries.extend(page);
-        }
-        Ok(entries)
+        collect_pages(
+            limit,
+            |e: &QueueEntry| e.seq,
+            |after, want| self.queue_page(after, want),
+        )
+        .await
     }
 
     /// One page of queued entries, oldest first: seqs after `after`, at most `limit`.
@@ -464,16 +461,12 @@ impl SyncService {
     /// Dead letters, oldest first, a page
     /// ([`LIST_PAGE`](crate::control::wire::LIST_PAGE)) per message.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, SyncError> {
-        let mut letters: Vec<DeadLetter> = Vec::new();
-        while let Some(want) = next_page(None, letters.len()) {
-            let after = letters.last().map(|l| l.entry.seq);
-            let page = self.dead_letters_page(after, want).await?;
-            if page.is_empty() {
-                break;
-            }
-            letters.extend(page);
-        }
-        Ok(letters)
+        collect_pages(
+            None,
+            |l: &DeadLetter| l.entry.seq,
+            |after, want| self.dead_letters_page(after, want),
+        )
+        .await
     }
 
     /// One page of dead letters, oldest first, paged like [`queue_page`](Self::queue_page).

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::socket::{peer_pid, socket_path};
 use super::wire::{
-    next_page, ErrorBody, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer, RequeueBody,
+    collect_pages, ErrorBody, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer, RequeueBody,
 };
 use crate::service::SyncStatus;
 
@@ -152,15 +152,12 @@ impl ControlClient {
     /// Every queued entry, oldest first, a page
     /// ([`LIST_PAGE`](super::wire::LIST_PAGE)) per request.
     pub async fn queue(&self) -> Result<Vec<QueueEntry>, ClientError> {
-        let mut entries: Vec<QueueEntry> = Vec::new();
-        while let Some(want) = next_page(None, entries.len()) {
-            let page = self.queue_page(entries.last().map(|e| e.seq), want).await?;
-            if page.is_empty() {
-                break;
-            }
-            entries.extend(page);
-        }
-        Ok(entries)
+        collect_pages(
+            None,
+            |e: &QueueEntry| e.seq,
+            |after, want| self.queue_page(after, want),
+        )
+        .await
     }
 
     /// One page of `queue`: entries after seq `after`, at most `limit` (up to
@@ -177,16 +174,12 @@ impl ControlClient {
     /// Every dead letter, oldest first, a page
     /// ([`LIST_PAGE`](super::wire::LIST_PAGE)) per request.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, ClientError> {
-        let mut letters: Vec<DeadLetter> = Vec::new();
-        while let Some(want) = next_page(None, letters.len()) {
-            let after = letters.last().map(|l| l.entry.seq);
-            let page = self.dead_letters_page(after, want).await?;
-            if page.is_empty() {
-                break;
-            }
-            letters.extend(page);
-        }
-        Ok(letters)
+        collect_pages(
+            None,
+            |l: &DeadLetter| l.entry.seq,
+            |after, want| self.dead_letters_page(after, want),
+        )
+        .await
     }
 
     /// One page of `dead-letters`, paged like [`queue_page`](Self::queue_page).

@@ -158,6 +158,28 @@ pub fn next_page(limit: Option<usize>, listed: usize) -> Option<usize> {
     (left > 0).then_some(left.min(LIST_PAGE))
 }
 
+/// Lists the first `limit` items (all when `None`), oldest first, asking `page(after,
+/// want)` for one page at a time: `after` is the `seq` of the last item so far, `want`
+/// at most [`LIST_PAGE`]. Used locally (Queue messages) and over the socket alike.
+pub async fn collect_pages<T, E, Fut>(
+    limit: Option<usize>,
+    seq: impl Fn(&T) -> u64,
+    mut page: impl FnMut(Option<u64>, usize) -> Fut,
+) -> Result<Vec<T>, E>
+where
+    Fut: std::future::Future<Output = Result<Vec<T>, E>>,
+{
+    let mut items: Vec<T> = Vec::new();
+    while let Some(want) = next_page(limit, items.len()) {
+        let got = page(items.last().map(&seq), want).await?;
+        if got.is_empty() {
+            break;
+        }
+        items.extend(got);
+    }
+    Ok(items)
+}
+
 /// `GET /v1/queue` and `GET /v1/dead-letters` query: one page, oldest first. The
 /// next page is `after` = the last seq of this one; an empty page is the end.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
