@@ -23,7 +23,8 @@ use serde_json::Value;
 
 use super::socket::{peer_pid, socket_path};
 use super::wire::{
-    collect_pages, ErrorBody, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer, RequeueBody,
+    collect_pages, ErrorBody, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer,
+    RequeueBody,
 };
 use crate::service::SyncStatus;
 
