@@ -27,6 +27,8 @@
 //!   jitter).
 //! - [`time`]: timestamps and the clock that tests can pause.
 //! - [`error`]: one error type per kind of operation.
+//! - [`reap`]: the ghost reap, of the whole tree or of the workspaces known running.
+//! - [`watch`]: event-driven pickup: what is watched, bursts into targeted scans.
 //! - [`system`]: starts and connects the six actors.
 //! - [`metrics`]: the Prometheus series the Pusher and Puller move.
 //!
@@ -53,11 +55,13 @@ pub mod platform;
 pub mod puller;
 pub mod pusher;
 pub mod queue;
+pub mod reap;
 pub mod scanner;
 pub mod store;
 pub mod system;
 pub mod time;
 pub mod walk;
+pub mod watch;
 
 pub use error::{
     DispatchError, EncodeError, OpenError, PlatformConfigError, StoreCause, StoreError, SyncError,

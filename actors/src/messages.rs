@@ -138,6 +138,38 @@ pub struct ScanSummary {
 #[rtype(result = "ReapReport")]
 pub struct ReapGhosts;
 
+/// Reap only the workspaces the rescan cache knows to be running whose pid is gone
+/// (design.md §7.3): pid liveness first, a `status.json` read only for a dead pid.
+/// What the watcher's events and the daemon's fallback rescan trigger.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "ReapReport")]
+pub struct ReapRunning;
+
+/// Scan exactly these workspaces (the host knows which finished), with the walk's
+/// rules (no symlink followed, the size caps) and the same path into the Queue as
+/// [`ScanToQueue`]: an embedding host gets its pickup without any watcher. A name is
+/// relative to the workspace root (`core/go-io/task-5`) or an absolute path below it;
+/// anything else (outside the root, `..`) is refused and reported, never read.
+#[derive(Message, Debug, Clone, Default)]
+#[rtype(result = "Result<NamedScanSummary, SyncError>")]
+pub struct ScanWorkspaces {
+    /// The workspaces to scan.
+    pub names: Vec<String>,
+    /// Agent the entries are pushed as.
+    pub agent_id: String,
+    /// Fleet node the entries are pushed as.
+    pub fleet_node_id: Option<i64>,
+}
+
+/// Reply to [`ScanWorkspaces`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamedScanSummary {
+    /// What the scan of the accepted names did.
+    pub summary: ScanSummary,
+    /// Names refused, each with why (outside the root, not a plain relative name).
+    pub refused: Vec<String>,
+}
+
 /// Reply to [`ReapGhosts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReapReport {

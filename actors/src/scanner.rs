@@ -27,33 +27,25 @@
 //! their next workspace) with [`SyncError::Stopped`], keeping what it queued; a reap
 //! ends before its next workspace. What was not reached is found by the next run.
 
-use std::fs::File;
 use std::future::Future;
-use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
-use actix::dev::RecipientRequest;
-use actix::prelude::*;
-use serde_json::{Map, Value};
-
 use crate::error::{StoreError, SyncError};
 use crate::messages::{
-    Enqueue, EnqueueBatch, EnqueueReceipt, NotQueued, ReapGhosts, ReapReport, Scan, ScanReport,
-    ScanSummary, ScanToQueue, Unsynced,
+    Enqueue, EnqueueBatch, EnqueueReceipt, NamedScanSummary, NotQueued, ReapGhosts, ReapReport,
+    ReapRunning, Scan, ScanReport, ScanSummary, ScanToQueue, ScanWorkspaces, Unsynced,
 };
 use crate::model::ScannedDispatch;
 use crate::store::Store;
-use crate::walk::{
-    list_children, read_status_object, scan, visit_tree, Peers, Probe, Resolver, ScanTotals,
-    Visitor, Walk, WalkOptions, Workspace,
-};
+use crate::walk::{relative_name, scan, scan_named, Peers, ScanTotals, WalkOptions};
+use actix::dev::RecipientRequest;
+use actix::prelude::*;
 
-/// Question written into a reaped ghost.
-pub const GHOST_QUESTION: &str = "dead worker on restart";
+pub use crate::reap::GHOST_QUESTION;
 
 /// Ends the Scanner's blocking work early: a scan's walk (between candidate batches,
 /// and on the walk's workers at each workspace) and a ghost reap (before each
@@ -163,6 +155,16 @@ impl Scanner {
         &self,
         queue: Option<(ScanQueue, ScanToQueue)>,
     ) -> impl Future<Output = Result<(ScanTotals, ActorPeers), SyncError>> + 'static {
+        self.run_over(queue, None)
+    }
+
+    /// [`run`](Self::run) over the whole tree (`names: None`) or exactly the named
+    /// workspaces (checked already).
+    fn run_over(
+        &self,
+        queue: Option<(ScanQueue, ScanToQueue)>,
+        names: Option<Vec<String>>,
+    ) -> impl Future<Output = Result<(ScanTotals, ActorPeers), SyncError>> + 'static {
         let root = self.root.clone();
         let store = self.store.clone();
         let options = self.walk;
@@ -176,7 +178,10 @@ impl Scanner {
         };
         async move {
             actix_rt::task::spawn_blocking(move || {
-                let scanned = scan(&root, store.as_ref(), &options, &mut peers);
+                let scanned = match &names {
+                    None => scan(&root, store.as_ref(), &options, &mut peers),
+                    Some(names) => scan_named(&root, store.as_ref(), &options, names, &mut peers),
+                };
                 // The enqueue still in flight is answered either way.
                 let waited = peers.wait();
                 scanned.and_then(|totals| waited.map(|()| (totals, peers)))
@@ -229,6 +234,86 @@ impl Handler<ScanToQueue> for Scanner {
                 found: totals.found,
                 receipt: peers.receipt,
             })
+        })
+    }
+}
+
+impl Handler<ScanWorkspaces> for Scanner {
+    type Result = ResponseFuture<Result<NamedScanSummary, SyncError>>;
+
+    fn handle(&mut self, msg: ScanWorkspaces, _: &mut Self::Context) -> Self::Result {
+        let Some(queue) = self.queue.clone() else {
+            return Box::pin(async {
+                Err(SyncError::Store(StoreError::unavailable(
+                    "scan workspaces into the queue",
+                    "this Scanner was started without a queue (Scanner::with_queue)",
+                )))
+            });
+        };
+        let mut names = Vec::with_capacity(msg.names.len());
+        let mut refused = Vec::new();
+        for given in &msg.names {
+            match relative_name(&self.root, given) {
+                Ok(name) => names.push(name),
+                Err(why) => {
+                    log::warn!("not scanning {why}");
+                    refused.push(why);
+                }
+            }
+        }
+        // Walk order, once each: what a scan of the tree would queue, in its order.
+        names.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+        names.dedup();
+        let who = ScanToQueue {
+            agent_id: msg.agent_id,
+            fleet_node_id: msg.fleet_node_id,
+        };
+        let scan = (!names.is_empty()).then(|| self.run_over(Some((queue, who)), Some(names)));
+        Box::pin(async move {
+            let Some(scan) = scan else {
+                return Ok(NamedScanSummary {
+                    summary: ScanSummary::default(),
+                    refused,
+                });
+            };
+            let (totals, peers) = scan.await?;
+            Ok(NamedScanSummary {
+                summary: ScanSummary {
+                    workspaces: totals.workspaces,
+                    skipped: totals.skipped,
+                    status_reads: totals.status_reads,
+                    found: totals.found,
+                    receipt: peers.receipt,
+                },
+                refused,
+            })
+        })
+    }
+}
+
+impl Handler<ReapRunning> for Scanner {
+    type Result = ResponseFuture<ReapReport>;
+
+    fn handle(&mut self, _: ReapRunning, _: &mut Self::Context) -> Self::Result {
+        let root = self.root.clone();
+        let resolver = self.walk.resolver;
+        let stop = self.stop.clone();
+        let Some(store) = self.store.clone() else {
+            // Without the cache nothing is known to be running: the tree's reap.
+            return Box::pin(async move {
+                actix_rt::task::spawn_blocking(move || {
+                    crate::reap::reap(&root, resolver, &|| stop.is_stopped())
+                })
+                .await
+                .unwrap_or_default()
+            });
+        };
+        Box::pin(async move {
+            actix_rt::task::spawn_blocking(move || {
+                crate::reap::reap_running(&root, &store, resolver, &|| stop.is_stopped())
+            })
+            .await
+            .unwrap_or_default()
         })
     }
 }
@@ -334,219 +419,19 @@ impl Handler<ReapGhosts> for Scanner {
         let resolver = self.walk.resolver;
         let stop = self.stop.clone();
         Box::pin(async move {
-            actix_rt::task::spawn_blocking(move || reap(&root, resolver, &|| stop.is_stopped()))
-                .await
-                .unwrap_or_default()
+            actix_rt::task::spawn_blocking(move || {
+                crate::reap::reap(&root, resolver, &|| stop.is_stopped())
+            })
+            .await
+            .unwrap_or_default()
         })
     }
-}
-
-/// Rewrites every `running` workspace whose `pid` is gone to `failed`.
-pub fn reap_tree(root: &Path) -> ReapReport {
-    reap_tree_with(root, Resolver::Native)
-}
-
-/// [`reap_tree`], opening files the way `resolver` says.
-pub fn reap_tree_with(root: &Path, resolver: Resolver) -> ReapReport {
-    reap(root, resolver, &|| false)
-}
-
-/// What became of one workspace the reap visited.
-enum Reaped {
-    /// Not a ghost (or unreadable: the scan warns about that).
-    No,
-    /// Rewritten to `failed`.
-    Yes,
-    /// A ghost that could not be rewritten, and why.
-    Failed(std::io::Error),
-}
-
-/// The reap: [`reap_tree_with`], asking `stopped` before each workspace and ending
-/// there when it says so. Logs one summary line (each workspace at debug), so a tree of
-/// 20,000 ghosts is one line at info, not 20,000.
-fn reap(root: &Path, resolver: Resolver, stopped: &dyn Fn() -> bool) -> ReapReport {
-    /// Reaps as it walks.
-    struct Reap<'a> {
-        /// What was rewritten.
-        report: ReapReport,
-        /// Ghosts that could not be rewritten.
-        failed: usize,
-        /// The first of those, for the summary line: its name and why.
-        first_failure: Option<(String, std::io::Error)>,
-        /// Asked before each workspace: the service is stopping.
-        stopped: &'a dyn Fn() -> bool,
-        /// The walk ended because `stopped` said so.
-        ended_early: bool,
-    }
-    impl Visitor for Reap<'_> {
-        fn children(
-            &mut self,
-            walk: Walk<'_>,
-            prefix: &str,
-            dir: &crate::walk::sys::Dir,
-        ) -> Option<Vec<std::ffi::OsString>> {
-            list_children(walk, prefix, dir)
-        }
-
-        fn workspace(&mut self, ws: &Workspace<'_>) -> ControlFlow<()> {
-            if (self.stopped)() {
-                self.ended_early = true;
-                return ControlFlow::Break(());
-            }
-            match reap_one(ws) {
-                Reaped::No => {}
-                Reaped::Yes => self.report.reaped.push(ws.name.to_string()),
-                Reaped::Failed(e) => {
-                    self.failed += 1;
-                    self.first_failure
-                        .get_or_insert_with(|| (ws.name.to_string(), e));
-                }
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut reap = Reap {
-        report: ReapReport::default(),
-        failed: 0,
-        first_failure: None,
-        stopped,
-        ended_early: false,
-    };
-    let walk = Walk {
-        root,
-        resolver,
-        probe: Probe::Stat,
-    };
-    visit_tree(walk, &mut reap);
-    log_summary(
-        &reap.report,
-        reap.failed,
-        reap.first_failure,
-        reap.ended_early,
-    );
-    reap.report
-}
-
-/// The reap's one line: at info when it rewrote anything or ended early, at warn when
-/// a ghost could not be rewritten (naming the first), else at debug.
-fn log_summary(
-    report: &ReapReport,
-    failed: usize,
-    first_failure: Option<(String, std::io::Error)>,
-    ended_early: bool,
-) {
-    let reaped = report.reaped.len();
-    let ended = if ended_early {
-        "; stopped early (the service is stopping), the rest is reaped at the next start"
-    } else {
-        ""
-    };
-    match first_failure {
-        Some((name, e)) => log::warn!(
-            "ghost reap: {reaped} ghost workspace(s) rewritten to failed, {failed} could \
-             not be rewritten (first: {name}: {e}; each one at debug){ended}"
-        ),
-        None if reaped > 0 || ended_early => log::info!(
-            "ghost reap: {reaped} ghost workspace(s) rewritten to failed, 0 could not be \
-             rewritten{ended}"
-        ),
-        None => log::debug!("ghost reap: no ghost workspace"),
-    }
-}
-
-fn reap_one(ws: &Workspace<'_>) -> Reaped {
-    let Some((status, mut object)) = read_status_object(ws) else {
-        return Reaped::No;
-    };
-    if status.status != "running" || status.pid <= 0 || crate::walk::sys::process_exists(status.pid)
-    {
-        return Reaped::No;
-    }
-    object.insert("status".into(), "failed".into());
-    object.insert("question".into(), GHOST_QUESTION.into());
-    match write_atomically(&ws.path().join("status.json"), &object) {
-        Ok(()) => {
-            log::debug!(
-                "reaped ghost workspace {} (pid {} is gone)",
-                ws.name,
-                status.pid
-            );
-            Reaped::Yes
-        }
-        Err(e) => {
-            log::debug!("cannot reap ghost workspace {}: {e}", ws.name);
-            Reaped::Failed(e)
-        }
-    }
-}
-
-/// Temp file in the same directory, fsync, rename: a reader sees old or new, never half.
-fn write_atomically(path: &Path, object: &Map<String, Value>) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    let mut file = File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(object).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn workspace(root: &Path, name: &str, status: &str) -> PathBuf {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("status.json"), status).unwrap();
-        dir
-    }
-
-    #[test]
-    fn ghost_with_dead_pid_is_reaped_to_failed_keeping_other_fields() {
-        for resolver in [Resolver::Native, Resolver::Portable] {
-            let root = tempfile::tempdir().unwrap();
-            // pid_max on Linux is at most 2^22; this pid cannot exist.
-            let dir = workspace(
-                root.path(),
-                "o/r/t",
-                r#"{"status":"running","pid":99999999,"agent":"codex"}"#,
-            );
-            let alive = format!(r#"{{"status":"running","pid":{}}}"#, std::process::id());
-            workspace(root.path(), "o/r/alive", &alive);
-            let report = reap_tree_with(root.path(), resolver);
-            assert_eq!(report.reaped, ["o/r/t"]);
-            let status: Map<String, Value> =
-                serde_json::from_slice(&std::fs::read(dir.join("status.json")).unwrap()).unwrap();
-            assert_eq!(status["status"], "failed");
-            assert_eq!(status["question"], GHOST_QUESTION);
-            assert_eq!(status["agent"], "codex");
-        }
-    }
-
-    /// A dead worker's status: pid_max on Linux is at most 2^22, so this pid cannot exist.
-    const GHOST: &str = r#"{"status":"running","pid":99999999}"#;
-
-    fn is_reaped(dir: &Path) -> bool {
-        std::fs::read_to_string(dir.join("status.json")).is_ok_and(|s| s.contains("failed"))
-    }
-
-    #[test]
-    fn a_reap_ends_at_the_first_workspace_after_the_stop_is_seen() {
-        let root = tempfile::tempdir().unwrap();
-        let dirs: Vec<PathBuf> = (0..10)
-            .map(|i| workspace(root.path(), &format!("o/r/t-{i}"), GHOST))
-            .collect();
-        let asked = std::cell::Cell::new(0);
-        // Stopped from the fourth question on: three workspaces are rewritten.
-        let report = reap(root.path(), Resolver::Native, &|| {
-            asked.set(asked.get() + 1);
-            asked.get() > 3
-        });
-        assert_eq!(report.reaped, ["o/r/t-0", "o/r/t-1", "o/r/t-2"]);
-        assert_eq!(asked.get(), 4, "nothing is visited after the stop");
-        let rewritten: Vec<bool> = dirs.iter().map(|d| is_reaped(d)).collect();
-        assert_eq!(rewritten, [[true; 3].as_slice(), &[false; 7]].concat());
-    }
+    use crate::reap::testing::{is_reaped, workspace, GHOST};
 
     /// A Ledger that sets the Scanner's stop when it is first asked, and counts.
     struct StoppingLedger {

@@ -74,8 +74,9 @@ pub(crate) const SCAN_DIRS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(crate) const SCAN_WORKSPACES: TableDefinition<&str, &[u8]> =
     TableDefinition::new("scan_workspaces");
 
-/// First byte of every row; a row of another version is ignored.
-const ROW_VERSION: u8 = 1;
+/// First byte of every row; a row of another version is ignored (version 1 rows,
+/// without the pid of a running workspace, are misses and rebuilt).
+const ROW_VERSION: u8 = 2;
 
 /// Row writes gathered before one commit.
 const FLUSH_OPS: usize = 2048;
@@ -110,8 +111,13 @@ pub(crate) enum Known {
     /// Not a status (not JSON, not an object, over its cap): skipped and counted,
     /// without a new warning.
     Corrupt,
-    /// Not a terminal status: nothing to push.
-    NotTerminal,
+    /// Not a terminal status: nothing to push. `pid` is the worker's when the status
+    /// is `running` with a pid (0 otherwise): the cheap ghost reap checks only these
+    /// pids and reads no file of a workspace whose worker is alive.
+    NotTerminal {
+        /// The worker's pid while `running`, else 0.
+        pid: i64,
+    },
     /// Terminal with this fingerprint; `synced` once the Ledger holds it.
     Terminal {
         /// `updated_at#runs`, as computed when it was read.
@@ -173,7 +179,10 @@ impl WorkspaceRow {
         put_signature(&mut out, &self.signature);
         match &self.known {
             Known::Corrupt => out.push(0),
-            Known::NotTerminal => out.push(1),
+            Known::NotTerminal { pid } => {
+                out.push(1);
+                out.extend_from_slice(&pid.to_le_bytes());
+            }
             Known::Terminal {
                 fingerprint,
                 synced,
@@ -190,9 +199,11 @@ impl WorkspaceRow {
         let (signature, rest) = take_signature(bytes)?;
         let (&kind, fingerprint) = rest.split_first()?;
         let known = match kind {
-            0 | 1 if !fingerprint.is_empty() => return None,
+            0 if !fingerprint.is_empty() => return None,
             0 => Known::Corrupt,
-            1 => Known::NotTerminal,
+            1 => Known::NotTerminal {
+                pid: i64::from_le_bytes(fingerprint.try_into().ok()?),
+            },
             2 | 3 => Known::Terminal {
                 fingerprint: std::str::from_utf8(fingerprint)
                     .ok()
@@ -727,7 +738,7 @@ mod tests {
         let mut writes = Writes::behind(Some(store.clone()), log.clone());
         let row = |n| WorkspaceRow {
             signature: signature(n),
-            known: Known::NotTerminal,
+            known: Known::NotTerminal { pid: 0 },
         };
         // More than one batch, so several commits queue on the thread; every name is
         // written, then half of them removed and the rest rewritten, in that order.
@@ -816,7 +827,8 @@ mod tests {
     fn rows_round_trip_and_anything_else_is_ignored() {
         for known in [
             Known::Corrupt,
-            Known::NotTerminal,
+            Known::NotTerminal { pid: 0 },
+            Known::NotTerminal { pid: 4242 },
             Known::Terminal {
                 fingerprint: "2026-01-01T00:00:00Z#1".into(),
                 synced: false,

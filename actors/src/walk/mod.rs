@@ -11,6 +11,7 @@
 //! | `cache`    | the rescan cache, persisted in redb                              |
 //! | `parallel` | the root's entries on up to four threads, results in walk order  |
 //! | `stream`   | chunks through the Ledger and the Queue, records built last      |
+//! | `named`    | named workspaces: the targeted scan and the running list of the reap |
 //!
 //! # A scan in one paragraph
 //!
@@ -37,6 +38,7 @@
 //! tests prove both behave the same on hostile trees.
 
 pub(crate) mod cache;
+mod named;
 mod parallel;
 mod read;
 mod rules;
@@ -49,7 +51,9 @@ pub use cache::RACY_WINDOW;
 pub(crate) use read::read_status_object;
 pub use read::{MAX_REPORT_BYTES, MAX_STATUS_BYTES};
 pub(crate) use rules::{list_children, visit_tree, Probe, Visitor, Walk, Workspace};
-pub(crate) use stream::{scan, Peers};
+pub use named::relative_name;
+pub(crate) use named::{not_terminal_rows, running, visit_named};
+pub(crate) use stream::{scan, scan_named, Peers};
 pub use stream::{ScanTotals, WalkOptions, DEFAULT_CHUNK, DEFAULT_CHUNK_BYTES};
 pub use sys::Resolver;
 

@@ -500,7 +500,7 @@ impl Visitor for Job<'_> {
                     self.counts.skipped += 1;
                     ControlFlow::Continue(())
                 }
-                Known::NotTerminal | Known::Terminal { synced: true, .. } => {
+                Known::NotTerminal { .. } | Known::Terminal { synced: true, .. } => {
                     ControlFlow::Continue(())
                 }
                 Known::Terminal {
@@ -550,8 +550,24 @@ impl Visitor for Job<'_> {
                     },
                 })
             }
-            StatusRead::Parsed(_) => {
-                self.remember(ws.name, seek.existed, signature, Known::NotTerminal);
+            StatusRead::Parsed(status) => {
+                let known = super::named::not_terminal(&status);
+                match known {
+                    // A running workspace is always recorded, so the cheap reap knows
+                    // it even while its file is too recent to be trusted.
+                    Known::NotTerminal { pid }
+                        if pid > 0 && !cache::settled(&signature, self.started) =>
+                    {
+                        self.writes.put_workspace(
+                            ws.name,
+                            &WorkspaceRow {
+                                signature: super::named::unsettled(signature),
+                                known,
+                            },
+                        );
+                    }
+                    known => self.remember(ws.name, seek.existed, signature, known),
+                }
                 ControlFlow::Continue(())
             }
         }

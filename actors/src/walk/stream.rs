@@ -123,6 +123,52 @@ pub(crate) fn scan(
     options: &WalkOptions,
     peers: &mut dyn Peers,
 ) -> Result<ScanTotals, SyncError> {
+    run(root, store, options, peers, &mut |setup, found| {
+        parallel::walk(setup, found)
+    })
+}
+
+/// Scans exactly the workspaces `names` (relative to `root`, checked by
+/// `named::relative_name`), each read afresh by the walk's rules, through the same
+/// chunk pipeline as a scan of the tree: a name that is not a workspace is nothing.
+pub(crate) fn scan_named(
+    root: &Path,
+    store: Option<&Store>,
+    options: &WalkOptions,
+    names: &[String],
+    peers: &mut dyn Peers,
+) -> Result<ScanTotals, SyncError> {
+    run(root, store, options, peers, &mut |setup, found| {
+        let mut writes = Writes::new(setup.store.cloned(), setup.log.clone());
+        let (candidates, counts) = super::named::candidates(
+            setup.root_path,
+            setup.root,
+            setup.resolver,
+            names,
+            &mut writes,
+            setup.started,
+        );
+        writes.flush();
+        for candidate in candidates {
+            if found(candidate).is_break() {
+                break;
+            }
+        }
+        counts
+    })
+}
+
+/// Where a scan's candidates come from: the parallel walk, or named workspaces.
+type Feed<'f> = dyn FnMut(Setup<'_>, &mut dyn FnMut(Candidate) -> ControlFlow<()>) -> Counts + 'f;
+
+/// The pipeline of one scan over what `feed` finds.
+fn run(
+    root: &Path,
+    store: Option<&Store>,
+    options: &WalkOptions,
+    peers: &mut dyn Peers,
+    feed: &mut Feed<'_>,
+) -> Result<ScanTotals, SyncError> {
     let started = cache::now_ns();
     let halt = peers.halt();
     if halted(halt.as_deref()) {
@@ -158,7 +204,7 @@ pub(crate) fn scan(
         started,
         halt: halt.as_deref(),
     };
-    let counts: Counts = parallel::walk(setup, &mut |candidate| pipeline.push(candidate));
+    let counts: Counts = feed(setup, &mut |candidate| pipeline.push(candidate));
     let result = match pipeline.error.take() {
         Some(error) => Err(error),
         // Stopped: the last chunk is not asked about (the next scan finds it).

@@ -1,0 +1,1 @@
+//! Tests of the watcher with a fake backend.
