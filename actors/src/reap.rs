@@ -266,6 +266,7 @@ mod tests {
 
     use super::testing::{is_reaped, workspace, GHOST};
     use super::*;
+    use crate::walk::running;
 
     #[test]
     fn ghost_with_dead_pid_is_reaped_to_failed_keeping_other_fields() {
@@ -305,5 +306,36 @@ mod tests {
         assert_eq!(asked.get(), 4, "nothing is visited after the stop");
         let rewritten: Vec<bool> = dirs.iter().map(|d| is_reaped(d)).collect();
         assert_eq!(rewritten, [[true; 3].as_slice(), &[false; 7]].concat());
+    }
+
+    #[test]
+    fn the_cheap_reap_reads_no_status_json_of_a_workspace_not_known_running_with_a_dead_pid() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        let done = r#"{"status":"completed","updated_at":"2026-01-01T00:00:00Z","runs":1}"#;
+        let alive = format!(r#"{{"status":"running","pid":{}}}"#, std::process::id());
+        let ghost = workspace(root.path(), "o/r/ghost", GHOST);
+        let live = workspace(root.path(), "o/r/live", &alive);
+        let finished = workspace(root.path(), "o/r/done", done);
+        let waiting = workspace(root.path(), "o/r/waiting", r#"{"status":"queued"}"#);
+        // The scan teaches the cache who is running (fresh files included).
+        let mut peers = crate::walk::testing::FakePeers::default();
+        peers.scan(
+            root.path(),
+            Some(&store),
+            crate::walk::WalkOptions::default(),
+        );
+        assert_eq!(running(&store).len(), 2);
+        // Were any of these read, it would be reaped: none may be.
+        std::fs::write(live.join("status.json"), GHOST).unwrap();
+        std::fs::write(finished.join("status.json"), GHOST).unwrap();
+        std::fs::write(waiting.join("status.json"), GHOST).unwrap();
+        let report = reap_running(root.path(), &store, Resolver::Native, &|| false);
+        assert_eq!(report.reaped, ["o/r/ghost"]);
+        assert!(is_reaped(&ghost));
+        for untouched in [&live, &finished, &waiting] {
+            assert!(!is_reaped(untouched), "{}", untouched.display());
+        }
     }
 }

@@ -120,6 +120,11 @@ pub(crate) fn visit_named(walk: Walk<'_>, root: &Dir, name: &str, visitor: &mut 
         }
     }
     let parent = opened.as_ref().unwrap_or(root);
+    // Only a real directory, as a listing would have it: a symlink is never entered.
+    match parent.stat_at(entry.as_bytes()) {
+        Ok(stat) if stat.is_dir() => {}
+        _ => return,
+    }
     let prefix = above.join("/");
     let _ = visit_child(
         walk,

@@ -271,8 +271,8 @@ impl Visitor for Planner<'_> {
     }
 
     fn workspace(&mut self, ws: &Workspace<'_>) -> ControlFlow<()> {
-        let recent = ws.status.signature.mtime_ns > self.recent
-            || ws.status.signature.ctime_ns > self.recent;
+        // The mtime (a host that backdates a finished file means it is old).
+        let recent = ws.status.signature.mtime_ns > self.recent;
         if self.not_terminal.contains(ws.name) {
             self.first.push(ws.name.to_string());
         } else if recent {
