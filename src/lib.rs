@@ -34,6 +34,7 @@ pub mod config;
 pub mod control;
 pub mod legacy;
 pub mod service;
+pub mod watching;
 
 pub use agent_sync_actors as actors;
 pub use agent_sync_actors::messages;

@@ -130,6 +130,12 @@ pub struct SyncStatus {
     /// The next entry to send, `null` when the queue is empty.
     #[serde(deserialize_with = "control::wire::deserialize_head")]
     pub head: Option<HeadSummary>,
+    /// Kernel watches held by the tree watcher; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watches: Option<u64>,
+    /// Most watches it may hold; absent without a watcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_budget: Option<u64>,
 }
 
 /// The status of the actors behind `actors` (H2): what [`SyncService::status`] and
@@ -155,6 +161,8 @@ pub(crate) async fn status_of(
         last_push_at: state.last_push_at,
         last_pull_at: state.last_pull_at,
         head: queue.head,
+        watches: actors.watch.active().then(|| actors.watch.watches() as u64),
+        watch_budget: actors.watch.active().then(|| actors.watch.budget() as u64),
     })
 }
 
@@ -164,6 +172,7 @@ pub(crate) async fn refresh_metrics(actors: &SyncActors) -> Result<(), SyncError
     let state = actors.history.send(ReadSyncState).await??;
     actors.metrics.set_queue(&queue, Clock::system().now());
     actors.metrics.set_sync_state(&state);
+    actors.metrics.set_watch(&actors.watch);
     Ok(())
 }
 
@@ -190,6 +199,22 @@ pub struct SyncService {
     registry: Arc<Registry>,
     /// Set when a stop begins (`/health` answers 503 from then on).
     stopping: Arc<AtomicBool>,
+    /// What [`watch`](Self::watch) needs: root, cache, token source, fleet node.
+    watch_context: WatchContext,
+    /// The tree watcher, while one runs.
+    watcher: Option<agent_sync_actors::watch::TreeWatcher>,
+}
+
+/// What [`SyncService::watch`] starts a watcher with.
+struct WatchContext {
+    /// The workspace root.
+    root: PathBuf,
+    /// The store (its rescan cache says what is not terminal).
+    store: Store,
+    /// Online or not, read at each burst.
+    tokens: agent_sync_actors::platform::TokenSource,
+    /// Pushed as.
+    fleet_node_id: Option<i64>,
 }
 
 impl SyncService {
@@ -211,6 +236,12 @@ impl SyncService {
     ) -> Result<SyncService, StartError> {
         config.platform.validate()?;
         let store = Store::open(&config.state_dir)?;
+        let watch_context = WatchContext {
+            root: config.workspace_root.clone(),
+            store: store.clone(),
+            tokens: config.tokens.clone(),
+            fleet_node_id: config.fleet_node_id,
+        };
         let bound = if config.control_socket {
             match control::socket::bind(&config.state_dir) {
                 Ok(bound) => Some(bound),
@@ -339,7 +370,57 @@ impl SyncService {
             metrics_addr,
             registry,
             stopping,
+            watch_context,
+            watcher: None,
         })
+    }
+
+    /// Starts event-driven pickup (see [`crate::watching`]): what changes under the
+    /// workspace root is scanned at once, alone. `Ok(false)` when `options` say off;
+    /// `Err` (why) when wanted but impossible here, in which case only the caller's
+    /// own scans pick work up. Calling it again replaces the watcher.
+    pub fn watch(&mut self, options: crate::watching::WatchOptions) -> Result<bool, String> {
+        self.watcher = None;
+        let Some(arbiter) = self.arbiter.as_ref() else {
+            return Err("the service is stopped".into());
+        };
+        let context = crate::watching::Context {
+            root: self.watch_context.root.clone(),
+            store: self.watch_context.store.clone(),
+            actors: self.actors.clone(),
+            arbiter: arbiter.handle(),
+            tokens: self.watch_context.tokens.clone(),
+            agent_id: self.agent_id.clone(),
+            fleet_node_id: self.watch_context.fleet_node_id,
+        };
+        self.watcher = crate::watching::start(context, options)?;
+        Ok(self.watcher.is_some())
+    }
+
+    /// The watcher's figures: `(watches, budget)` while one runs.
+    pub fn watches(&self) -> Option<(usize, usize)> {
+        let stats = &self.actors.watch;
+        stats.active().then(|| (stats.watches(), stats.budget()))
+    }
+
+    /// Plans the watches again (after a scan of the whole tree taught the rescan
+    /// cache what is not terminal); nothing without a watcher.
+    pub fn replan_watches(&self) {
+        if let Some(watcher) = &self.watcher {
+            watcher.replan();
+        }
+    }
+
+    /// Scans exactly the named workspaces (a host that knows which finished) and
+    /// queues what is new; the Pusher drains at once. Names outside the root are
+    /// refused, reported in the answer.
+    pub async fn scan_workspaces(&self, names: Vec<String>) -> Result<NamedScanSummary, SyncError> {
+        let scan = ScanWorkspaces {
+            names,
+            agent_id: self.agent_id.clone(),
+            fleet_node_id: self.watch_context.fleet_node_id,
+        };
+        self.actors.scanner.send(scan).await?
     }
 
     /// The actors, for hosts that prefer sending messages.
@@ -538,6 +619,7 @@ impl SyncService {
 
     fn shutdown(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.watcher = None;
         // Before the arbiter stops: its runtime waits for the blocking pool when it
         // is dropped, so a walk or reap still running would hold up even an abort.
         self.actors.scan_stop.stop();

@@ -177,6 +177,10 @@ pub struct Metrics {
     pulls: Family<Outcome, Counter>,
     /// `agent_sync_scan_duration_seconds`: one scan, observed by the Pusher.
     scan_duration: Histogram,
+    /// `agent_sync_watches`: kernel watches the tree watcher holds (0 without one).
+    watches: Gauge,
+    /// `agent_sync_watch_budget`: most watches it may hold (0 without a watcher).
+    watch_budget: Gauge,
 }
 
 impl Default for Metrics {
@@ -199,6 +203,8 @@ impl Metrics {
             last_push: FloatGauge::default(),
             last_pull: FloatGauge::default(),
             auth_failed: Gauge::default(),
+            watches: Gauge::default(),
+            watch_budget: Gauge::default(),
             pulls: Family::default(),
             scan_duration: Histogram::new(BUCKETS),
         };
@@ -274,12 +280,31 @@ impl Metrics {
             self.auth_failed.clone(),
         );
         registry.register("pull", "Context pulls, by outcome", self.pulls.clone());
+        registry.register(
+            "watches",
+            "Kernel watches held by the workspace tree watcher (0 without one)",
+            self.watches.clone(),
+        );
+        registry.register(
+            "watch_budget",
+            "Most kernel watches the tree watcher may hold (0 without one)",
+            self.watch_budget.clone(),
+        );
         registry.register_with_unit(
             "scan_duration",
             "Time of one scan of the workspace root",
             Unit::Seconds,
             self.scan_duration.clone(),
         );
+    }
+
+    /// Sets the watch gauges from the tree watcher's figures (0 when none runs).
+    pub fn set_watch(&self, stats: &crate::watch::Stats) {
+        let active = stats.active();
+        self.watches
+            .set(if active { stats.watches() as i64 } else { 0 });
+        self.watch_budget
+            .set(if active { stats.budget() as i64 } else { 0 });
     }
 
     /// One push request ended with `outcome` after `duration`.

@@ -67,6 +67,9 @@ pub struct SyncActors {
     /// Ends the Scanner's blocking walk or reap early: set it when stopping, since a
     /// runtime's shutdown waits for the blocking pool (see [`ScanStop`]).
     pub scan_stop: ScanStop,
+    /// The tree watcher's figures (watches, budget), shared with the watcher a
+    /// service starts; inactive until then.
+    pub watch: crate::watch::Stats,
 }
 
 impl SyncActors {
@@ -142,6 +145,7 @@ impl SyncActors {
             history,
             metrics,
             scan_stop,
+            watch: crate::watch::Stats::default(),
         }
     }
 }

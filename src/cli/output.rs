@@ -114,6 +114,14 @@ pub fn status(format: Format, status: &SyncStatus) -> String {
         format!("last pull: {}", time(status.last_pull_at)),
         format!("head: {head}"),
     ]
+    .into_iter()
+    .chain(
+        status
+            .watches
+            .zip(status.watch_budget)
+            .map(|(n, budget)| format!("watches: {n} of {budget}")),
+    )
+    .collect::<Vec<_>>()
     .join("\n")
 }
 

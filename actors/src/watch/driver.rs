@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Signal};
 use super::plan::Tree;
-use super::{Stats, WatchConfig, Work};
+use super::{Replan, Stats, WatchConfig, Work};
 use crate::store::Store;
 
 /// Longest a burst is gathered before it is handled.
@@ -33,8 +33,10 @@ pub(crate) struct Driver {
     pub config: WatchConfig,
     /// What `status` and `/metrics` read.
     pub stats: Stats,
+    /// Handed to the sink, to plan again once a rescan is done.
+    pub replan: Replan,
     /// Where the work goes.
-    pub sink: Box<dyn FnMut(Work) + Send>,
+    pub sink: Box<dyn FnMut(Work, &Replan) + Send>,
 }
 
 impl Driver {
@@ -94,7 +96,7 @@ impl Driver {
         }
         if let Some(why) = lost {
             log::warn!("watcher: {why}; rescanning the whole tree");
-            (self.sink)(Work::Rescan("events were lost"));
+            self.emit(Work::Rescan("events were lost"));
             self.plan();
             return;
         }
@@ -107,13 +109,18 @@ impl Driver {
         let names = self.tree.changed(self.backend.as_mut(), &paths);
         self.stats.set_watches(self.tree.watched());
         if !names.is_empty() {
-            (self.sink)(Work::Workspaces(names));
+            self.emit(Work::Workspaces(names));
         }
         if self.tree.partial && !was_partial {
             // A new directory could not be watched: what is below it is found by a
             // scan of the whole tree now, and by the fallback rescan later.
-            (self.sink)(Work::Rescan("a watch could not be added"));
+            self.emit(Work::Rescan("a watch could not be added"));
         }
+    }
+
+    /// Hands `work` to the sink.
+    fn emit(&mut self, work: Work) {
+        (self.sink)(work, &self.replan);
     }
 
     /// Plans the watches again (at start, after a lost event, after a full scan).
@@ -128,7 +135,7 @@ impl Driver {
                 self.tree.watched(),
                 self.config.budget
             );
-            (self.sink)(Work::Rescan("a watch could not be added"));
+            self.emit(Work::Rescan("a watch could not be added"));
         }
     }
 }

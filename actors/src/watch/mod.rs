@@ -152,6 +152,18 @@ impl Stats {
     }
 }
 
+/// Asks the watcher to plan its watches again (see [`TreeWatcher::replan`]); handed
+/// to the sink with each piece of work, so the owner can ask once a rescan is done.
+#[derive(Clone, Debug)]
+pub struct Replan(Sender<Signal>);
+
+impl Replan {
+    /// Plans again, on the watcher's thread.
+    pub fn request(&self) {
+        let _ = self.0.send(Signal::Replan);
+    }
+}
+
 /// A running watcher of one workspace tree; stops when dropped.
 pub struct TreeWatcher {
     /// Orders to its thread.
@@ -167,7 +179,8 @@ impl TreeWatcher {
         root: PathBuf,
         store: Option<Store>,
         config: WatchConfig,
-        sink: impl FnMut(Work) + Send + 'static,
+        stats: Stats,
+        sink: impl FnMut(Work, &Replan) + Send + 'static,
     ) -> Result<TreeWatcher, String> {
         let (signals, receiver) = channel();
         let backend = NotifyBackend::start(signals.clone())?;
@@ -175,6 +188,7 @@ impl TreeWatcher {
             root,
             store,
             config,
+            stats,
             Box::new(backend),
             (signals, receiver),
             sink,
@@ -187,11 +201,11 @@ impl TreeWatcher {
         root: PathBuf,
         store: Option<Store>,
         config: WatchConfig,
+        stats: Stats,
         backend: Box<dyn Backend>,
         channel: (Sender<Signal>, std::sync::mpsc::Receiver<Signal>),
-        sink: impl FnMut(Work) + Send + 'static,
+        sink: impl FnMut(Work, &Replan) + Send + 'static,
     ) -> TreeWatcher {
-        let stats = Stats::default();
         stats.0.budget.store(config.budget, Ordering::Relaxed);
         stats.set_active(true);
         let (orders, signals) = channel;
@@ -202,6 +216,7 @@ impl TreeWatcher {
             store,
             config,
             stats: stats.clone(),
+            replan: Replan(orders.clone()),
             sink: Box::new(sink),
         };
         let spawned = std::thread::Builder::new()
@@ -220,6 +235,11 @@ impl TreeWatcher {
     /// rescan cache what is not terminal.
     pub fn replan(&self) {
         let _ = self.orders.send(Signal::Replan);
+    }
+
+    /// A handle that asks for a new plan from anywhere.
+    pub fn replanner(&self) -> Replan {
+        Replan(self.orders.clone())
     }
 
     /// Its figures (shared).

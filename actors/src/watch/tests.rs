@@ -58,9 +58,10 @@ fn rig(root: &Path, limit: usize) -> Rig {
         root.to_path_buf(),
         None,
         config,
+        Stats::default(),
         Box::new(backend),
         (signals.clone(), receiver),
-        move |w| sink_work.lock().unwrap().push(w),
+        move |w, _: &Replan| sink_work.lock().unwrap().push(w),
     );
     Rig {
         watched,
