@@ -201,8 +201,9 @@ pub struct SyncService {
     stopping: Arc<AtomicBool>,
     /// What [`watch`](Self::watch) needs: root, cache, token source, fleet node.
     watch_context: WatchContext,
-    /// The tree watcher, while one runs.
-    watcher: Option<agent_sync_actors::watch::TreeWatcher>,
+    /// The tree watcher, while one runs (behind a lock: `watch` takes `&self`, so
+    /// the daemon and a host holding a shared reference can start one).
+    watcher: std::sync::Mutex<Option<agent_sync_actors::watch::TreeWatcher>>,
 }
 
 /// What [`SyncService::watch`] starts a watcher with.
@@ -371,7 +372,7 @@ impl SyncService {
             registry,
             stopping,
             watch_context,
-            watcher: None,
+            watcher: std::sync::Mutex::new(None),
         })
     }
 
@@ -379,8 +380,9 @@ impl SyncService {
     /// workspace root is scanned at once, alone. `Ok(false)` when `options` say off;
     /// `Err` (why) when wanted but impossible here, in which case only the caller's
     /// own scans pick work up. Calling it again replaces the watcher.
-    pub fn watch(&mut self, options: crate::watching::WatchOptions) -> Result<bool, String> {
-        self.watcher = None;
+    pub fn watch(&self, options: crate::watching::WatchOptions) -> Result<bool, String> {
+        let mut watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        *watcher = None;
         let Some(arbiter) = self.arbiter.as_ref() else {
             return Err("the service is stopped".into());
         };
@@ -393,8 +395,8 @@ impl SyncService {
             agent_id: self.agent_id.clone(),
             fleet_node_id: self.watch_context.fleet_node_id,
         };
-        self.watcher = crate::watching::start(context, options)?;
-        Ok(self.watcher.is_some())
+        *watcher = crate::watching::start(context, options)?;
+        Ok(watcher.is_some())
     }
 
     /// The watcher's figures: `(watches, budget)` while one runs.
@@ -406,7 +408,8 @@ impl SyncService {
     /// Plans the watches again (after a scan of the whole tree taught the rescan
     /// cache what is not terminal); nothing without a watcher.
     pub fn replan_watches(&self) {
-        if let Some(watcher) = &self.watcher {
+        let watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(watcher) = watcher.as_ref() {
             watcher.replan();
         }
     }
@@ -500,6 +503,12 @@ impl SyncService {
     /// Rewrite ghost workspaces to `failed` (design.md §7.3).
     pub async fn reap_ghosts(&self) -> Result<ReapReport, SyncError> {
         Ok(self.actors.scanner.send(ReapGhosts).await?)
+    }
+
+    /// Reap ghosts among the workspaces the rescan cache knows to be running only:
+    /// pid liveness first, no file read unless a pid is gone (design.md §7.3).
+    pub async fn reap_running(&self) -> Result<ReapReport, SyncError> {
+        Ok(self.actors.scanner.send(ReapRunning).await?)
     }
 
     /// Local status, without touching the network (H2).
@@ -619,7 +628,7 @@ impl SyncService {
 
     fn shutdown(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.watcher = None;
+        *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         // Before the arbiter stops: its runtime waits for the blocking pool when it
         // is dropped, so a walk or reap still running would hold up even an abort.
         self.actors.scan_stop.stop();

@@ -68,7 +68,7 @@ async fn a_workspace_that_appears_or_turns_terminal_is_pushed_without_any_scan_c
         "core/go-io/task-1",
         r#"{"status":"running","pid":1}"#,
     );
-    let mut service = SyncService::start(config(&dirs, &platform.url())).unwrap();
+    let service = SyncService::start(config(&dirs, &platform.url())).unwrap();
     // The one scan a daemon makes at start; everything after comes from events.
     service
         .push(agent_sync::messages::SyncPush::default())
@@ -105,7 +105,7 @@ async fn a_watch_that_cannot_be_added_falls_back_to_a_rescan_and_nothing_is_miss
     let platform = LoopbackPlatform::start().await;
     let dirs = Dirs::new();
     write_done(dirs.root(), "o/r/old");
-    let mut service = SyncService::start(config(&dirs, &platform.url())).unwrap();
+    let service = SyncService::start(config(&dirs, &platform.url())).unwrap();
     // A budget of two: the root and one org; everything else is beyond it.
     assert!(service.watch(watching(2)).unwrap());
     // Nothing was pushed by hand: the rescan the refused watches cause finds it.
@@ -160,5 +160,60 @@ async fn the_host_message_scans_only_the_named_workspaces_and_refuses_a_path_out
         "only the named one"
     );
     service.stop().await;
+    platform.stop().await;
+}
+
+/// One isolated installation of the binary.
+fn sandbox() -> Sandbox {
+    Sandbox::new(agent_sync_bin!(), "watch-agent", "watch-secret-5d1f0e9a")
+}
+
+#[actix_rt::test]
+async fn run_with_defaults_picks_up_a_new_finished_workspace_long_before_the_scan_interval() {
+    let sandbox = sandbox();
+    let platform = LoopbackPlatform::start().await;
+    write_workspace(
+        &sandbox.root(),
+        "core/go-io/running",
+        r#"{"status":"running","pid":1}"#,
+    );
+    // Default flags: watching, and a fallback rescan every 10 minutes.
+    let mut daemon = Daemon::spawn(
+        &sandbox,
+        "daemon",
+        Some("info"),
+        sandbox.online(&platform.url(), &["run"]),
+    );
+    daemon.wait_running().await;
+    wait_until("the watches to be planned", DEADLINE, || {
+        daemon.log().contains("watching ")
+    })
+    .await;
+    let log = daemon.log();
+    assert!(log.contains("watch on (budget"), "log:\n{log}");
+    assert!(log.contains("scan every 600s"), "log:\n{log}");
+    finish(&sandbox.root().join("core/go-io/late"), &done());
+    // Well inside the ten minutes: only an event can have picked it up.
+    wait_until("the new workspace to be delivered", DEADLINE, || {
+        platform
+            .delivered()
+            .iter()
+            .any(|r| r.dispatch_ids() == ["core/go-io/late"])
+    })
+    .await;
+    let status = run_async(sandbox.cmd(&["--json", "status"]))
+        .await
+        .ok()
+        .json();
+    assert!(
+        status["watches"].as_u64().is_some_and(|n| n >= 4),
+        "{status}"
+    );
+    assert!(
+        status["watch_budget"].as_u64().is_some_and(|n| n > 0),
+        "{status}"
+    );
+    let (status, _) = daemon.terminate().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     platform.stop().await;
 }

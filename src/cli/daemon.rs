@@ -1,10 +1,14 @@
 //! `agent-sync run`: the daemon loop (design.md §8 and §12.6).
 //!
-//! At start: reap ghosts (unless `--no-reap`), scan and push (a queue-only drain when
-//! `--scan-interval 0`), pull (when `--pull-interval` is set). Then, on every scan
-//! interval, reap and scan and push again; on every pull interval, pull. Between
-//! cycles the Queue's own timers drain entries whose backoff ends, so the loop never
-//! polls the queue.
+//! At start: watch the tree (`--watch`, see [`agent_sync::watching`]), reap ghosts
+//! (unless `--no-reap`: the whole tree, once), scan and push (a queue-only drain when
+//! `--scan-interval 0`), pull (when `--pull-interval` is set). Then what changes is
+//! scanned at once by the watcher's events; on every scan interval (the fallback
+//! rescan: 10 minutes while watching, 60 s without a watcher) the workspaces known
+//! running are reaped (pid liveness first, no file read unless a pid is gone), the tree
+//! is scanned and pushed, and the watches are planned again; on every pull interval,
+//! pull. Between cycles the Queue's own timers drain entries whose backoff ends, so
+//! the loop never polls the queue, and an idle daemon does nothing at all.
 //!
 //! SIGINT or SIGTERM ends the loop wherever it is; then the service stops gracefully
 //! (R3): a ghost reap or scan in progress ends at its next workspace or batch (what it
@@ -32,8 +36,10 @@ use std::time::Duration;
 use actix_rt::signal::unix::{signal, Signal, SignalKind};
 use actix_rt::time::{sleep_until, Instant};
 use agent_sync::actors::platform::TokenSource;
+use agent_sync::actors::watch::{WatchConfig, WatchMode};
 use agent_sync::actors::SyncError;
 use agent_sync::messages::{ReadSyncState, SyncPull, SyncPush};
+use agent_sync::watching::WatchOptions;
 use agent_sync::{SyncConfig, SyncService};
 use sd_notify::NotifyState;
 
@@ -141,9 +147,11 @@ pub async fn run(
     settings: &Settings,
     mut signals: StopSignals,
 ) -> Result<Close, CliError> {
+    let watch = start_watching(service, args);
+    let scan_every = scan_interval(args, watch.is_some());
     log::info!(
         "agent-sync running: pid {}, state dir {}, workspace root {}, platform {}, agent id {}, \
-         token {}, scan every {}, pull every {}, ghost reap {}, shutdown deadline {:?}, \
+         token {}, watch {}, scan every {}, pull every {}, ghost reap {}, shutdown deadline {:?}, \
          control socket {}, metrics {}",
         std::process::id(),
         service.state_dir().display(),
@@ -151,7 +159,11 @@ pub async fn run(
         settings.api_url,
         settings.agent_id,
         settings.token,
-        describe(args.scan_interval),
+        watch.map_or_else(
+            || "off".to_string(),
+            |budget| format!("on (budget {budget} watches)")
+        ),
+        describe(scan_every),
         describe(args.pull_interval),
         if args.no_reap { "off" } else { "on" },
         args.shutdown_timeout,
@@ -165,7 +177,7 @@ pub async fn run(
     );
     notify(&[NotifyState::Ready, NotifyState::Status("syncing")]);
     let watchdog = start_watchdog(service);
-    let close = stop_on_signal(service, args, tokens, &mut signals).await;
+    let close = stop_on_signal(service, args, scan_every, tokens, &mut signals).await;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
@@ -177,12 +189,13 @@ pub async fn run(
 async fn stop_on_signal(
     service: &SyncService,
     args: &RunArgs,
+    scan_every: Duration,
     tokens: TokenSource,
     signals: &mut StopSignals,
 ) -> Result<Close, CliError> {
     let name = {
         let mut stop = pin!(signals.recv());
-        let mut work = pin!(cycles(service, args, tokens));
+        let mut work = pin!(cycles(service, args, scan_every, tokens));
         // Whichever comes first; dropping `work` ends the cycle in progress (a drain
         // runs on in the Pusher until the graceful stop below).
         std::future::poll_fn(|cx| {
@@ -214,6 +227,46 @@ async fn stop_on_signal(
     Ok(close)
 }
 
+/// The fallback rescan when watching, unless `--scan-interval` says otherwise.
+const WATCHED_SCAN_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The scan interval without a watcher, unless `--scan-interval` says otherwise.
+const UNWATCHED_SCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// `--scan-interval`, else the default for whether a watcher runs.
+fn scan_interval(args: &RunArgs, watching: bool) -> Duration {
+    args.scan_interval.unwrap_or(if watching {
+        WATCHED_SCAN_INTERVAL
+    } else {
+        UNWATCHED_SCAN_INTERVAL
+    })
+}
+
+/// Starts the watcher `--watch` asks for; its budget while one runs. A watcher that
+/// cannot start leaves the scan interval to pick work up (a warning when `on` asked
+/// for it).
+fn start_watching(service: &SyncService, args: &RunArgs) -> Option<usize> {
+    let options = WatchOptions {
+        mode: args.watch,
+        config: WatchConfig::default(),
+        reap: !args.no_reap,
+    };
+    match service.watch(options) {
+        Ok(true) => Some(options.config.budget),
+        Ok(false) => None,
+        Err(e) if args.watch == WatchMode::On => {
+            log::warn!(
+                "cannot watch the workspace tree ({e}); only the scan interval picks work up"
+            );
+            None
+        }
+        Err(e) => {
+            log::info!("not watching the workspace tree ({e}); the scan interval picks work up");
+            None
+        }
+    }
+}
+
 fn describe(interval: Duration) -> String {
     if interval.is_zero() {
         "never".into()
@@ -226,9 +279,10 @@ fn describe(interval: Duration) -> String {
 async fn cycles(
     service: &SyncService,
     args: &RunArgs,
+    scan_every: Duration,
     tokens: TokenSource,
 ) -> Result<(), CliError> {
-    let scan_every = Some(args.scan_interval).filter(|d| !d.is_zero());
+    let scan_every = Some(scan_every).filter(|d| !d.is_zero());
     let pull_every = Some(args.pull_interval).filter(|d| !d.is_zero());
     let mut online = None;
     let mut check_token = || {
@@ -244,7 +298,7 @@ async fn cycles(
     };
 
     check_token();
-    scan_cycle(service, args, scan_every.is_none()).await?;
+    scan_cycle(service, args, scan_every.is_none(), Reap::Tree).await?;
     if pull_every.is_some() {
         pull_cycle(service).await?;
     }
@@ -260,7 +314,7 @@ async fn cycles(
         check_token();
         if let (Some(at), Some(every)) = (next_scan, scan_every) {
             if at <= now {
-                scan_cycle(service, args, false).await?;
+                scan_cycle(service, args, false, Reap::Running).await?;
                 next_scan = Some(Instant::now() + every);
             }
         }
@@ -273,16 +327,31 @@ async fn cycles(
     }
 }
 
-/// Reap (unless disabled), then scan and push (or only drain when `queue_only`).
+/// Which reap a cycle runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reap {
+    /// Every workspace of the tree (at start: the host may have restarted).
+    Tree,
+    /// The workspaces the rescan cache knows to be running, pid liveness first.
+    Running,
+}
+
+/// Reap (unless disabled), then scan and push (or only drain when `queue_only`), then
+/// plan the watches again (the scan taught the cache what is not terminal).
 async fn scan_cycle(
     service: &SyncService,
     args: &RunArgs,
     queue_only: bool,
+    reap: Reap,
 ) -> Result<(), CliError> {
     if !args.no_reap {
         // The Scanner logs the reap: one summary line, each workspace at debug (a
         // host with 20,000 ghosts gets one line, not 20,000 names).
-        if let Err(e) = service.reap_ghosts().await {
+        let reaped = match reap {
+            Reap::Tree => service.reap_ghosts().await,
+            Reap::Running => service.reap_running().await,
+        };
+        if let Err(e) = reaped {
             return survivable(e);
         }
     }
@@ -297,6 +366,9 @@ async fn scan_cycle(
             report.queued
         ),
         Err(e) => return survivable(e),
+    }
+    if !queue_only {
+        service.replan_watches();
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use agent_sync::actors::watch::WatchMode;
 use agent_sync::SyncConfig;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
@@ -356,10 +357,16 @@ pub struct RequeueArgs {
 /// Arguments of `run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Why: how quickly new finished work is noticed.
-    #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_duration,
-          help = "Scan and push this often (0 = never scan, only drain the queue)")]
-    pub scan_interval: Duration,
+    /// Why: correctness never rests on the watcher; a rescan of the whole tree (cheap
+    /// thanks to the rescan cache) catches whatever events could not. Unset: 10m while
+    /// watching, 60s without a watcher.
+    #[arg(long, value_name = "D", value_parser = parse_duration,
+          help = "Rescan the whole tree and push this often, the fallback behind the watcher (0 = never scan, only drain the queue) [default: 10m while watching, else 60s]")]
+    pub scan_interval: Option<Duration>,
+    /// Why: sub-second pickup, and a daemon that spends nothing while nothing changes.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = parse_watch,
+          help = "Watch the workspace tree and scan what changes at once: auto (where the platform has a watcher), on, off")]
+    pub watch: WatchMode,
     /// Why: context changes slowly and pulls cost the platform.
     #[arg(long, value_name = "D", default_value = "0", value_parser = parse_duration,
           help = "Pull context this often (0 = never)")]
@@ -396,6 +403,16 @@ pub struct ImportArgs {
         help = "Directory holding the Go agent's sync files [default: the state dir]"
     )]
     pub from: Option<PathBuf>,
+}
+
+/// Parses `--watch`: `auto`, `on` or `off`.
+pub fn parse_watch(text: &str) -> Result<WatchMode, String> {
+    match text {
+        "auto" => Ok(WatchMode::Auto),
+        "on" => Ok(WatchMode::On),
+        "off" => Ok(WatchMode::Off),
+        other => Err(format!("`{other}` is not one of auto, on, off")),
+    }
 }
 
 /// Parses `90s`, `5m`, `1h`, `250ms`, or a plain number of seconds (`0` = off).

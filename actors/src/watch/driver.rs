@@ -126,8 +126,19 @@ impl Driver {
     /// Plans the watches again (at start, after a lost event, after a full scan).
     fn plan(&mut self) {
         let was_partial = self.tree.partial;
+        let first = self.stats.watches() == 0;
         self.tree.plan(self.backend.as_mut(), self.store.as_ref());
         self.stats.set_watches(self.tree.watched());
+        let line = format!(
+            "watching {} directories of the workspace tree (budget {})",
+            self.tree.watched(),
+            self.config.budget
+        );
+        if first {
+            log::info!("{line}");
+        } else {
+            log::debug!("{line}");
+        }
         if self.tree.partial && !was_partial {
             log::warn!(
                 "watching {} directories, the budget ({}) or the kernel's limit did not allow \
