@@ -19,6 +19,9 @@ use crate::store::Store;
 /// Longest a burst is gathered before it is handled.
 pub const MAX_BURST: Duration = Duration::from_secs(1);
 
+/// Where the work goes, with a handle to ask for a new plan.
+pub(crate) type Sink = Box<dyn FnMut(Work, &Replan) + Send>;
+
 /// Everything the thread owns.
 pub(crate) struct Driver {
     /// The watches.
@@ -36,7 +39,7 @@ pub(crate) struct Driver {
     /// Handed to the sink, to plan again once a rescan is done.
     pub replan: Replan,
     /// Where the work goes.
-    pub sink: Box<dyn FnMut(Work, &Replan) + Send>,
+    pub sink: Sink,
 }
 
 impl Driver {
