@@ -673,3 +673,51 @@ async fn after_a_restart_an_attempted_tail_is_not_reopened() {
     );
     assert_eq!(after[1].attempts, 2);
 }
+
+#[actix::test]
+async fn after_a_restart_a_requeued_or_imported_tail_is_not_reopened() {
+    let dirs = Dirs::new();
+    let (root, state) = (dirs.root().to_path_buf(), dirs.state().to_path_buf());
+    in_own_system(move || async move {
+        let actors = start_offline(&root, &state);
+        enqueue(&actors, &["refused"]).await;
+        let entry = lease(&actors).await;
+        let decision = report(&actors, entry.seq, status_outcome(422)).await;
+        assert!(matches!(decision, Decision::DeadLettered { .. }), "{decision:?}");
+        enqueue(&actors, &["h"]).await;
+        let requeued = actors
+            .queue
+            .send(Requeue { seqs: None })
+            .await
+            .expect("the queue is running")
+            .expect("requeue");
+        assert_eq!(requeued.requeued.len(), 1);
+    })
+    .await;
+    let after = life(&dirs, &["n"]).await;
+    assert_eq!(
+        ids_of(&after),
+        [vec!["h"], vec!["refused"], vec!["n"]],
+        "a requeued entry had a life before this queue: it takes no new dispatches"
+    );
+    // An import with no attempts is sealed the same way.
+    let (root, state) = (dirs.root().to_path_buf(), dirs.state().to_path_buf());
+    in_own_system(move || async move {
+        let actors = start_offline(&root, &state);
+        let imported = QueueEntry::new(AGENT_ID.into(), None, dispatches(&["imported"]), now());
+        let entries = vec![imported];
+        let count = actors
+            .queue
+            .send(ImportEntries { entries })
+            .await
+            .expect("the queue is running")
+            .expect("import");
+        assert_eq!(count, 1);
+    })
+    .await;
+    let after = life(&dirs, &["m"]).await;
+    assert_eq!(
+        ids_of(&after),
+        [vec!["h"], vec!["refused"], vec!["n"], vec!["imported"], vec!["m"]]
+    );
+}

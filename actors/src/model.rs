@@ -255,6 +255,11 @@ pub struct QueueEntry {
     /// After a 413, the entry is sent in parts, in order; empty means "all at once".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<EntryPart>,
+    /// Takes no more dispatches, even after a restart: an entry that came from
+    /// elsewhere (a requeued dead letter, an import) had a life this queue did not
+    /// see, so it is never reopened as the tail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
 }
 
 /// Where a scanned dispatch sits in its entry and which version of it it is.
@@ -288,6 +293,8 @@ struct QueueEntryRow {
     idempotency_key: String,
     #[serde(default)]
     parts: Vec<EntryPart>,
+    #[serde(default)]
+    sealed: bool,
 }
 
 /// Rows written before fingerprints were kept by position hold an id -> fingerprint
@@ -336,6 +343,7 @@ impl From<QueueEntryRow> for QueueEntry {
             last_error: row.last_error,
             idempotency_key: row.idempotency_key,
             parts: row.parts,
+            sealed: row.sealed,
         }
     }
 }
@@ -370,6 +378,7 @@ impl QueueEntry {
             last_error: None,
             idempotency_key: String::new(),
             parts: Vec::new(),
+            sealed: false,
         }
     }
 

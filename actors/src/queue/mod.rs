@@ -86,7 +86,7 @@ pub(crate) use tables::{create_tables, DEAD_LETTERS, QUEUE, QUEUE_META};
 use crate::error::StoreError;
 use crate::messages::*;
 use crate::model::{DeadLetter, QueueEntry, ScannedDispatch};
-use crate::store::{decode_or_warn, Compaction, Store, COMPACT_MIN_FILE_BYTES};
+use crate::store::{decode, decode_or_warn, Compaction, Store, COMPACT_MIN_FILE_BYTES};
 use crate::time::{Clock, Timestamp};
 use policy::{Caps, OpenTail, Spread};
 use resident::Resident;
@@ -490,27 +490,34 @@ fn held_retry_wait(failures: u32) -> Duration {
 impl Queue {
     /// The tail entry as stored, reopened when it can never have been sent (invariant
     /// 2): it is not the head (only the head is ever leased, and an entry becomes the
-    /// head only once everything before it is gone), and it was never attempted or
-    /// split. Separate processes queueing one dispatch each then share entries.
+    /// head only once everything before it is gone), it was never attempted or split,
+    /// and it was queued here, not requeued or imported. Separate processes queueing
+    /// one dispatch each then share entries.
     fn reopen_tail(&mut self) -> Result<(), StoreError> {
         let tail = self.store.read("read the queue tail", |txn| {
             let queue = txn.open_table(QUEUE)?;
-            let head = queue.first()?.map(|(seq, _)| seq.value());
+            // The head is the first entry that decodes, as leasing finds it.
+            let mut head = None;
+            for row in queue.iter()? {
+                let (seq, bytes) = row?;
+                if decode::<QueueEntry>(bytes.value()).is_ok() {
+                    head = Some(seq.value());
+                    break;
+                }
+            }
             let Some((seq, bytes)) = queue.last()? else {
                 return Ok(None);
             };
             let seq = seq.value();
-            if head == Some(seq) {
+            if head.is_none_or(|head| head >= seq) {
                 return Ok(None);
             }
-            Ok(decode_or_warn::<QueueEntry>(
-                "queue entry",
-                seq,
-                bytes.value(),
-            ))
+            Ok(decode_or_warn::<QueueEntry>("queue entry", seq, bytes.value()))
         })?;
         self.open_tail = tail
-            .filter(|e| e.attempts == 0 && e.parts.is_empty() && e.next_attempt.is_none())
+            .filter(|e| {
+                !e.sealed && e.attempts == 0 && e.parts.is_empty() && e.next_attempt.is_none()
+            })
             .map(OpenTail::new);
         Ok(())
     }

@@ -363,10 +363,12 @@ impl<'txn> QueueTables<'txn> {
         Ok(())
     }
 
-    /// Inserts a whole entry at the tail under a fresh seq and key; its dedup keys
-    /// point at it. Returns the seq.
+    /// Inserts a whole entry at the tail under a fresh seq and key, sealed for good
+    /// (it came from elsewhere: a requeue, an import); its dedup keys point at it.
+    /// Returns the seq.
     pub(super) fn push_entry(&mut self, mut entry: QueueEntry) -> Result<u64, redb::Error> {
         entry.seq = self.next_seq()?;
+        entry.sealed = true;
         entry.idempotency_key = idempotency_key(&entry);
         for key in &entry.fingerprints {
             self.keys
