@@ -512,7 +512,11 @@ impl Queue {
             if head.is_none_or(|head| head >= seq) {
                 return Ok(None);
             }
-            Ok(decode_or_warn::<QueueEntry>("queue entry", seq, bytes.value()))
+            Ok(decode_or_warn::<QueueEntry>(
+                "queue entry",
+                seq,
+                bytes.value(),
+            ))
         })?;
         self.open_tail = tail
             .filter(|e| {
