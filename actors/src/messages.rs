@@ -490,7 +490,7 @@ pub struct SyncState {
 pub struct ReadMarker(pub String);
 
 /// Set a one-time marker in `meta`, durably; the immediate commit also makes earlier
-/// non-durable writes (Ledger, History) durable with it.
+/// non-durable writes (History's own) durable with it.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct WriteMarker {
