@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use agent_sync_actors::history::DEFAULT_HISTORY_LIMIT;
 use agent_sync_actors::platform::{PlatformConfig, Token, TokenSource};
+use agent_sync_actors::proxy::ProxyConfig;
 use agent_sync_actors::puller::DEFAULT_MAX_CONTEXT_ITEMS;
 use agent_sync_actors::queue::{Jitter, QueueConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES};
 use agent_sync_actors::ActorsConfig;
@@ -106,6 +107,8 @@ impl SyncConfig {
     /// - Workspace root / state dir: `$CORE_WORKSPACE/workspace` and
     ///   `$CORE_WORKSPACE/sync`, else `~/Lethean/workspace` and `~/Lethean/data/sync`.
     /// - Agent id: `AGENT_NAME`, else the host name.
+    /// - Proxies: `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`, each else its lower-case
+    ///   form, as Go reads them ([`proxy_from_lookup`]).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
         let home = var("HOME").map(PathBuf::from).unwrap_or_else(account_home);
@@ -131,6 +134,7 @@ impl SyncConfig {
             }
         };
         config.agent_id = var("AGENT_NAME").unwrap_or_else(host_name);
+        config.platform.proxy = proxy_from_lookup(var);
         config
     }
 
@@ -153,6 +157,20 @@ impl SyncConfig {
             flush_interval: self.flush_interval,
             drain_on_start: self.drain_on_start,
         }
+    }
+}
+
+/// The proxy settings from the environment as Go's `http.ProxyFromEnvironment` reads
+/// them: each variable in upper case, else in lower case, blank as unset. Under CGI
+/// (`REQUEST_METHOD` set) `HTTP_PROXY` can come from a client's `Proxy:` header
+/// ("httpoxy"), so it is ignored there, as Go refuses it.
+pub fn proxy_from_lookup(var: impl Fn(&str) -> Option<String>) -> ProxyConfig {
+    let either = |upper: &str, lower: &str| var(upper).or_else(|| var(lower));
+    let cgi = var("REQUEST_METHOD").is_some();
+    ProxyConfig {
+        https_proxy: either("HTTPS_PROXY", "https_proxy"),
+        http_proxy: either("HTTP_PROXY", "http_proxy").filter(|_| !cgi),
+        no_proxy: either("NO_PROXY", "no_proxy"),
     }
 }
 
@@ -228,6 +246,25 @@ mod tests {
         assert_eq!(c.workspace_root, PathBuf::from("/w/workspace"));
         assert_eq!(c.state_dir, PathBuf::from("/w/sync"));
         assert!(!c.agent_id.is_empty());
+    }
+
+    #[test]
+    fn proxies_come_from_upper_then_lower_case_variables() {
+        let c = resolve(&[
+            ("HTTPS_PROXY", "http://upper:3128"),
+            ("https_proxy", "http://lower:3128"),
+            ("http_proxy", "http://plain:3128"),
+            ("no_proxy", ".corp, 10.0.0.0/8"),
+        ]);
+        let proxy = &c.platform.proxy;
+        assert_eq!(proxy.https_proxy.as_deref(), Some("http://upper:3128"));
+        assert_eq!(proxy.http_proxy.as_deref(), Some("http://plain:3128"));
+        assert_eq!(proxy.no_proxy.as_deref(), Some(".corp, 10.0.0.0/8"));
+        let c = resolve(&[("HTTPS_PROXY", " "), ("https_proxy", "lower:1")]);
+        assert_eq!(c.platform.proxy.https_proxy.as_deref(), Some("lower:1"));
+        assert_eq!(resolve(&[]).platform.proxy, ProxyConfig::default());
+        let cgi = resolve(&[("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "evil:1")]);
+        assert_eq!(cgi.platform.proxy.http_proxy, None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! - [`EncodeError`]: a value of ours would not encode as JSON (a bug).
 //! - [`DispatchError`]: the host handed in dispatches we refuse to queue.
 //! - [`SyncError`]: what a push or pull request can fail with, as a whole.
-//! - [`PlatformConfigError`]: an API URL we will not talk to.
+//! - [`PlatformConfigError`]: an API URL we will not talk to, or a proxy we cannot use.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -277,6 +277,13 @@ pub enum PlatformConfigError {
         /// The URL as given.
         url: String,
     },
+    /// A proxy setting (`HTTPS_PROXY`, `HTTP_PROXY`) agent-sync cannot use.
+    InvalidProxy {
+        /// The setting without its credentials (`user:password@` is `<redacted>@`).
+        proxy: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for PlatformConfigError {
@@ -291,6 +298,9 @@ impl fmt::Display for PlatformConfigError {
                 "refusing plain http to a non-loopback host ({url}): the token would travel \
                  unencrypted; use https, or set `allow_insecure_http` if you really mean it"
             ),
+            PlatformConfigError::InvalidProxy { proxy, reason } => {
+                write!(f, "the proxy {proxy:?} cannot be used: {reason}")
+            }
         }
     }
 }

@@ -23,6 +23,8 @@
 //!   rescan cache, the parallel walk and the chunk pipeline of a streaming scan.
 //! - [`store`]: the one redb file, its layout and crash semantics.
 //! - [`platform`]: the token, the URL policy and the awc client (design.md §5).
+//! - [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` routing and the `CONNECT` tunnel in awc's
+//!   connector.
 //! - [`backoff`]: the seed retry schedule and `Retry-After` (the Queue's policy adds
 //!   jitter).
 //! - [`time`]: timestamps and the clock that tests can pause.
@@ -52,6 +54,7 @@ pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod platform;
+pub mod proxy;
 pub mod puller;
 pub mod pusher;
 pub mod queue;

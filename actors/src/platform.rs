@@ -14,6 +14,8 @@ use std::time::Duration;
 use crate::backoff::RetryAfter;
 use crate::error::PlatformConfigError;
 use crate::messages::DeliveryOutcome;
+use crate::proxy::tunnel::ProxyConnector;
+use crate::proxy::ProxyConfig;
 
 /// A boxed future on the current arbiter (awc is `!Send`).
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -103,6 +105,9 @@ pub struct PlatformConfig {
     pub max_context_bytes: usize,
     /// Allow plain `http://` to non-loopback hosts (the token travels in clear).
     pub allow_insecure_http: bool,
+    /// The proxies requests go through (`HTTPS_PROXY`, ...); none by default, since the
+    /// library reads no environment of its own (`crate::proxy`).
+    pub proxy: ProxyConfig,
 }
 
 impl Default for PlatformConfig {
@@ -113,13 +118,16 @@ impl Default for PlatformConfig {
             request_timeout: Duration::from_secs(30),
             max_context_bytes: 16 * 1024 * 1024,
             allow_insecure_http: false,
+            proxy: ProxyConfig::default(),
         }
     }
 }
 
 impl PlatformConfig {
-    /// Checks the URL: http(s) with a host; plain http only to loopback unless allowed.
+    /// Checks the URL: http(s) with a host; plain http only to loopback unless allowed;
+    /// and that the proxies can be used.
     pub fn validate(&self) -> Result<(), PlatformConfigError> {
+        self.proxy.validate()?;
         let url = self.base_url.trim();
         let invalid = || PlatformConfigError::InvalidUrl {
             url: url.to_string(),
@@ -234,7 +242,12 @@ pub struct HttpPlatform {
 impl HttpPlatform {
     /// Builds the client. Call [`PlatformConfig::validate`] first.
     pub fn new(config: PlatformConfig) -> Self {
-        let mut connector = awc::Connector::new().timeout(config.connect_timeout);
+        log::debug!("platform {}: {}", config.base_url, config.route());
+        // Direct or through a CONNECT tunnel (`crate::proxy`); the connect timeout
+        // covers reaching the proxy and its answer.
+        let mut connector = awc::Connector::new()
+            .connector(ProxyConnector::new(config.proxy.routes()))
+            .timeout(config.connect_timeout);
         if let Some(tls) = tls_config() {
             connector = connector.rustls_0_23(tls);
         }

@@ -92,6 +92,9 @@ pub struct Settings {
     pub agent_id: String,
     /// Where the token comes from.
     pub token: String,
+    /// How the platform is reached: directly or through which proxy (never its
+    /// credentials).
+    pub proxy: String,
 }
 
 impl Settings {
@@ -107,6 +110,7 @@ impl Settings {
             api_url: config.platform.base_url.clone(),
             agent_id: config.agent_id.clone(),
             token,
+            proxy: config.platform.route().to_string(),
         }
     }
 }
@@ -150,13 +154,14 @@ pub async fn run(
     let watch = start_watching(service, args);
     let scan_every = scan_interval(args, watch.is_some());
     log::info!(
-        "agent-sync running: pid {}, state dir {}, workspace root {}, platform {}, agent id {}, \
+        "agent-sync running: pid {}, state dir {}, workspace root {}, platform {} ({}), agent id {}, \
          token {}, watch {}, scan every {}, pull every {}, ghost reap {}, shutdown deadline {:?}, \
          control socket {}, metrics {}",
         std::process::id(),
         service.state_dir().display(),
         settings.workspace_root.display(),
         settings.api_url,
+        settings.proxy,
         settings.agent_id,
         settings.token,
         watch.map_or_else(

@@ -13,6 +13,7 @@
 //! | [`exposition`]  | a strict parser of the Prometheus text exposition              |
 //! | [`control`]     | plain HTTP/1.1 `GET` over the control socket or TCP             |
 //! | [`faults`]      | [`Faults`], [`FaultyBackend`]: fsyncs counted, disk full, power cut |
+//! | [`proxy`]       | [`ConnectProxy`]: a recording `CONNECT` proxy on 127.0.0.1      |
 //!
 //! Everything a test commonly needs is also at the crate root, so a test file starts
 //! with `use agent_sync_testkit::*;`. The binary under test is only known inside the
@@ -28,6 +29,7 @@ pub mod exposition;
 pub mod faults;
 pub mod fixtures;
 pub mod platform;
+pub mod proxy;
 pub mod raw;
 pub mod sandbox;
 pub mod scripted;
@@ -45,6 +47,7 @@ pub use fixtures::*;
 pub use platform::{
     dead_url, free_addr, free_port, parse_push_body, LoopbackPlatform, Recorded, Scripted,
 };
+pub use proxy::{basic_auth, ConnectProxy, Tunnel};
 pub use raw::{Early, Head, Raw, Reply, Req};
 pub use sandbox::{
     assert_error, run, run_async, run_with_stdin, run_with_stdin_async, Out, Sandbox,
