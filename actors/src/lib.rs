@@ -25,6 +25,7 @@
 //! - [`platform`]: the token, the URL policy and the awc client (design.md §5).
 //! - [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` routing and the `CONNECT` tunnel in awc's
 //!   connector.
+//! - [`private_state`]: the state dir and its files, private to their user.
 //! - [`backoff`]: the seed retry schedule and `Retry-After` (the Queue's policy adds
 //!   jitter).
 //! - [`time`]: timestamps and the clock that tests can pause.
@@ -54,6 +55,7 @@ pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod platform;
+pub mod private_state;
 pub mod proxy;
 pub mod puller;
 pub mod pusher;

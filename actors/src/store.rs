@@ -180,10 +180,8 @@ impl Store {
 
     /// [`open`](Self::open) with `opener`, kept for reopens.
     fn open_with(state_dir: &Path, opener: Opener) -> Result<Store, OpenError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| OpenError::Io {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
+        // A new dir 0700 and file 0600 whatever the umask; existing ones are left.
+        crate::private_state::prepare(state_dir, &[DATABASE_FILE])?;
         let path = state_dir.join(DATABASE_FILE);
         let db = opener(&path).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
@@ -228,6 +226,8 @@ impl Store {
                 path,
                 detail: e.cause.to_string(),
             })?;
+        // Open: existing ones open to group or others are warned about, once.
+        crate::private_state::warn_exposed(state_dir);
         // Nothing else holds the database yet: the moment to give space back.
         match store.compact_if_sparse() {
             Ok(Compaction::Compacted { before, after }) => {
