@@ -249,10 +249,16 @@ fn scan_interval(args: &RunArgs, watching: bool) -> Duration {
 
 /// Starts the watcher `--watch` asks for; its budget while one runs. A watcher that
 /// cannot start leaves the scan interval to pick work up (a warning when `on` asked
-/// for it).
+/// for it). `auto` does not watch a daemon that only drains (`--scan-interval 0`):
+/// that one never scans on its own.
 fn start_watching(service: &SyncService, args: &RunArgs) -> Option<usize> {
+    let drain_only = args.scan_interval.is_some_and(|every| every.is_zero());
+    let mode = match args.watch {
+        WatchMode::Auto if drain_only => WatchMode::Off,
+        mode => mode,
+    };
     let options = WatchOptions {
-        mode: args.watch,
+        mode,
         config: WatchConfig::default(),
         reap: !args.no_reap,
     };

@@ -365,7 +365,7 @@ pub struct RunArgs {
     pub scan_interval: Option<Duration>,
     /// Why: sub-second pickup, and a daemon that spends nothing while nothing changes.
     #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = parse_watch,
-          help = "Watch the workspace tree and scan what changes at once: auto (where the platform has a watcher), on, off")]
+          help = "Watch the workspace tree and scan what changes at once: auto (where the platform has a watcher, unless --scan-interval 0 asks to only drain), on, off")]
     pub watch: WatchMode,
     /// Why: context changes slowly and pulls cost the platform.
     #[arg(long, value_name = "D", default_value = "0", value_parser = parse_duration,
