@@ -8,7 +8,7 @@
 //! (see [`crate::control`]) unless [`SyncConfig::control_socket`] is off,
 //! and `/metrics` + `/health` over TCP when [`SyncConfig::metrics_addr`] is set. Its
 //! Prometheus series can be merged into a host's registry
-//! ([`SyncService::register_metrics`]).
+//! ([`SyncService::register_metrics`]); the gauges are computed when scraped.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -31,10 +31,6 @@ use serde_json::Value;
 use crate::config::SyncConfig;
 use crate::control::wire::collect_pages;
 use crate::control::{self, BindError, ControlServers, ControlState, Listeners, Probe};
-
-/// How often the metrics gauges are refreshed for a host that scrapes its own
-/// registry (a scrape of the service's `/metrics` refreshes them itself).
-const METRICS_REFRESH: Duration = Duration::from_secs(10);
 
 /// How long past the shutdown deadline a stop waits for the outcome's commit.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
@@ -166,16 +162,6 @@ pub(crate) async fn status_of(
     })
 }
 
-/// Sets the metrics gauges from the actors' state, as `status` reads it.
-pub(crate) async fn refresh_metrics(actors: &SyncActors) -> Result<(), SyncError> {
-    let queue = actors.queue.send(QueueStatus).await??;
-    let state = actors.history.send(ReadSyncState).await??;
-    actors.metrics.set_queue(&queue, Clock::system().now());
-    actors.metrics.set_sync_state(&state);
-    actors.metrics.set_watch(&actors.watch);
-    Ok(())
-}
-
 /// A running agent-sync: start it inside an actix `System`, talk to it with its
 /// methods or its actors' addresses, [`stop`](SyncService::stop) it when done.
 pub struct SyncService {
@@ -304,16 +290,6 @@ impl SyncService {
                 Clock::system(),
                 metrics,
             );
-            let refreshed = actors.clone();
-            actix_rt::spawn(async move {
-                let mut every = actix_rt::time::interval(METRICS_REFRESH);
-                loop {
-                    every.tick().await;
-                    if let Err(e) = refresh_metrics(&refreshed).await {
-                        log::debug!("metrics refresh: {e}");
-                    }
-                }
-            });
             let servers = if socket_listener.is_some() || tcp.is_some() {
                 let state = ControlState {
                     actors: actors.clone(),
@@ -468,26 +444,22 @@ impl SyncService {
     }
 
     /// Registers every agent-sync series (prefixed `agent_sync_`) into a host's own
-    /// `prometheus-client` registry, so one exposition carries both. The gauges
-    /// (queue, dead letters, last push/pull, auth) are refreshed every 10 s; call
-    /// [`refresh_metrics`](Self::refresh_metrics) just before encoding for exact ones.
+    /// registry (of the [`prometheus_client`](crate::prometheus_client) this crate
+    /// re-exports, so the versions match), so one exposition carries both. The gauges
+    /// (queue, dead letters, last push/pull, auth, watches) are computed from the
+    /// committed state each time the registry is encoded: right after a push they
+    /// show it, with nothing to refresh. Once the service stops they are left out.
     pub fn register_metrics(&self, registry: &mut Registry) {
         self.actors.metrics.register(registry);
     }
 
-    /// Sets the gauges from the actors' current state (what `status` reads).
-    pub async fn refresh_metrics(&self) -> Result<(), SyncError> {
-        refresh_metrics(&self.actors).await
-    }
-
-    /// The service's own exposition, as `/metrics` serves it (gauges refreshed first).
-    pub async fn encode_metrics(&self) -> Result<String, SyncError> {
-        self.refresh_metrics().await?;
+    /// The service's own exposition, as `/metrics` serves it.
+    pub fn encode_metrics(&self) -> String {
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             log::warn!("encoding the metrics failed");
         }
-        Ok(text)
+        text
     }
 
     /// Scan (unless told otherwise), enqueue, drain once (P1-P6).

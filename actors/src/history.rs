@@ -188,10 +188,16 @@ impl Handler<ReadSyncState> for History {
     type Result = Result<SyncState, StoreError>;
 
     fn handle(&mut self, _: ReadSyncState, _: &mut Self::Context) -> Self::Result {
-        self.store.read("read sync state", |txn| {
-            read_state(&txn.open_table(SYNC_STATE)?)
-        })
+        read_sync_state(&self.store)
     }
+}
+
+/// The last push/pull times and `auth_failed` as committed: what [`ReadSyncState`]
+/// answers, and what the metrics collector reads at each scrape.
+pub(crate) fn read_sync_state(store: &Store) -> Result<SyncState, StoreError> {
+    store.read("read sync state", |txn| {
+        read_state(&txn.open_table(SYNC_STATE)?)
+    })
 }
 
 // -------------------------------------------------------------------- legacy import

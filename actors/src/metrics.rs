@@ -2,11 +2,12 @@
 //!
 //! Why `prometheus-client`: it has no global registry. [`Metrics`] is a bundle of
 //! handles (each an `Arc` of atomics, cheap to clone, `Send + Sync`); the Pusher and
-//! the Puller move the counters and histograms as requests happen, and whoever serves
-//! `/metrics` sets the gauges from the actors' own state just before encoding
-//! ([`Metrics::set_queue`], [`Metrics::set_sync_state`]), so a gauge always agrees
-//! with `status`. [`Metrics::register`] puts every series into any [`Registry`]
-//! (the service's own, or a host's) under the `agent_sync_` prefix.
+//! the Puller move the counters and histograms as requests happen. The gauges are
+//! computed when scraped: a [`Collector`] reads the queue and the sync state from the
+//! store (what is committed, as `status` reads it) at each encode, so a host that
+//! encodes its registry right after a push sees that push, with no refresh call.
+//! [`Metrics::register`] puts every series into any [`Registry`] (the service's own,
+//! or a host's) under the `agent_sync_` prefix.
 //!
 //! | series | type | what |
 //! |---|---|---|
@@ -23,18 +24,22 @@
 //! | `agent_sync_pull_total{outcome}` | counter | pulls by outcome |
 //! | `agent_sync_scan_duration_seconds` | histogram | one workspace scan |
 
-use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::messages::{Decision, QueueSummary, SyncState};
-use crate::time::Timestamp;
+use crate::store::{Store, WeakStore};
+use crate::time::{Clock, Timestamp};
 
 /// The prefix of every series.
 pub const PREFIX: &str = "agent_sync";
@@ -147,40 +152,35 @@ impl Outcome {
     }
 }
 
-/// A float gauge (seconds, timestamps).
-type FloatGauge = Gauge<f64, AtomicU64>;
-
 /// Every series agent-sync exports. Clones share the same values.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    /// `agent_sync_queue_entries`: set from `QueueStatus` at scrape time.
-    queue_entries: Gauge,
-    /// `agent_sync_queue_dispatches`: set from `QueueStatus` at scrape time.
-    queue_dispatches: Gauge,
-    /// `agent_sync_queue_oldest_age_seconds`: now minus the head's `queued_at`.
-    queue_oldest_age: FloatGauge,
-    /// `agent_sync_dead_letters`: set from `QueueStatus` at scrape time.
-    dead_letters: Gauge,
     /// `agent_sync_requests_total{outcome}`: moved by the Pusher per decision.
     requests: Family<Outcome, Counter>,
     /// `agent_sync_dispatches_delivered_total`: moved by the Pusher.
     dispatches_delivered: Counter,
     /// `agent_sync_request_duration_seconds`: one POST, observed by the Pusher.
     request_duration: Histogram,
-    /// `agent_sync_last_push_timestamp_seconds`: from `ReadSyncState`.
-    last_push: FloatGauge,
-    /// `agent_sync_last_pull_timestamp_seconds`: from `ReadSyncState`.
-    last_pull: FloatGauge,
-    /// `agent_sync_auth_failed`: from `ReadSyncState`, 0 or 1.
-    auth_failed: Gauge,
     /// `agent_sync_pull_total{outcome}`: moved by the Puller.
     pulls: Family<Outcome, Counter>,
     /// `agent_sync_scan_duration_seconds`: one scan, observed by the Pusher.
     scan_duration: Histogram,
-    /// `agent_sync_watches`: kernel watches the tree watcher holds (0 without one).
-    watches: Gauge,
-    /// `agent_sync_watch_budget`: most watches it may hold (0 without a watcher).
-    watch_budget: Gauge,
+    /// Where the gauges are read from at each scrape, once actors run on a store
+    /// ([`Metrics::read_state_from`]); shared by clones, so series registered before
+    /// the actors start follow them.
+    state: Arc<Mutex<Option<StateSource>>>,
+}
+
+/// What the gauges are computed from at scrape time.
+#[derive(Clone, Debug)]
+pub struct StateSource {
+    /// The database, held weakly: a host's registry must not keep it open after the
+    /// service stops (another process could not open it then).
+    pub store: WeakStore,
+    /// The tree watcher's figures.
+    pub watch: crate::watch::Stats,
+    /// The actors' clock, for the age of the queue's head.
+    pub clock: Clock,
 }
 
 impl Default for Metrics {
@@ -190,23 +190,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Fresh series, every labelled one present at 0.
+    /// Fresh series, every labelled one present at 0; the gauges read 0 until
+    /// [`read_state_from`](Self::read_state_from) names their source.
     pub fn new() -> Self {
         let metrics = Metrics {
-            queue_entries: Gauge::default(),
-            queue_dispatches: Gauge::default(),
-            queue_oldest_age: FloatGauge::default(),
-            dead_letters: Gauge::default(),
             requests: Family::default(),
             dispatches_delivered: Counter::default(),
             request_duration: Histogram::new(BUCKETS),
-            last_push: FloatGauge::default(),
-            last_pull: FloatGauge::default(),
-            auth_failed: Gauge::default(),
-            watches: Gauge::default(),
-            watch_budget: Gauge::default(),
             pulls: Family::default(),
             scan_duration: Histogram::new(BUCKETS),
+            state: Arc::default(),
         };
         for outcome in RequestOutcome::ALL {
             drop(
@@ -221,31 +214,21 @@ impl Metrics {
         metrics
     }
 
+    /// Computes the gauges from `store`, `watch` and `clock` at every scrape from now
+    /// on (what [`SyncActors`](crate::SyncActors) calls when it starts on a store).
+    pub fn read_state_from(&self, store: &Store, watch: crate::watch::Stats, clock: Clock) {
+        let source = StateSource {
+            store: store.downgrade(),
+            watch,
+            clock,
+        };
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
     /// Registers every series into `registry` under the `agent_sync_` prefix (a
     /// sub-registry), so a host can merge them into its own exposition.
     pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix(PREFIX);
-        registry.register(
-            "queue_entries",
-            "Entries waiting to be pushed (one request each)",
-            self.queue_entries.clone(),
-        );
-        registry.register(
-            "queue_dispatches",
-            "Dispatches in the queued entries",
-            self.queue_dispatches.clone(),
-        );
-        registry.register_with_unit(
-            "queue_oldest_age",
-            "Age of the oldest queued entry (0 when the queue is empty)",
-            Unit::Seconds,
-            self.queue_oldest_age.clone(),
-        );
-        registry.register(
-            "dead_letters",
-            "Entries the platform refused for good",
-            self.dead_letters.clone(),
-        );
         registry.register(
             "requests",
             "Push requests sent, by what the queue made of the answer",
@@ -262,49 +245,16 @@ impl Metrics {
             Unit::Seconds,
             self.request_duration.clone(),
         );
-        registry.register_with_unit(
-            "last_push_timestamp",
-            "Unix time of the last successful push (0 if never)",
-            Unit::Seconds,
-            self.last_push.clone(),
-        );
-        registry.register_with_unit(
-            "last_pull_timestamp",
-            "Unix time of the last successful pull (0 if never)",
-            Unit::Seconds,
-            self.last_pull.clone(),
-        );
-        registry.register(
-            "auth_failed",
-            "1 when the platform answered 401/403 since the last successful push or pull",
-            self.auth_failed.clone(),
-        );
         registry.register("pull", "Context pulls, by outcome", self.pulls.clone());
-        registry.register(
-            "watches",
-            "Kernel watches held by the workspace tree watcher (0 without one)",
-            self.watches.clone(),
-        );
-        registry.register(
-            "watch_budget",
-            "Most kernel watches the tree watcher may hold (0 without one)",
-            self.watch_budget.clone(),
-        );
         registry.register_with_unit(
             "scan_duration",
             "Time of one scan of the workspace root",
             Unit::Seconds,
             self.scan_duration.clone(),
         );
-    }
-
-    /// Sets the watch gauges from the tree watcher's figures (0 when none runs).
-    pub fn set_watch(&self, stats: &crate::watch::Stats) {
-        let active = stats.active();
-        self.watches
-            .set(if active { stats.watches() as i64 } else { 0 });
-        self.watch_budget
-            .set(if active { stats.budget() as i64 } else { 0 });
+        registry.register_collector(Box::new(StateGauges {
+            state: self.state.clone(),
+        }));
     }
 
     /// One push request ended with `outcome` after `duration`.
@@ -331,26 +281,173 @@ impl Metrics {
     pub fn observe_scan(&self, duration: Duration) {
         self.scan_duration.observe(duration.as_secs_f64());
     }
+}
 
-    /// Sets the queue gauges from a [`QueueSummary`] read at `now`.
-    pub fn set_queue(&self, summary: &QueueSummary, now: Timestamp) {
-        self.queue_entries.set(saturating_i64(summary.entries));
-        self.queue_dispatches
-            .set(saturating_i64(summary.dispatches));
-        self.dead_letters.set(saturating_i64(summary.dead_letters));
-        let age = summary
-            .head
-            .as_ref()
-            .map_or(0.0, |head| seconds(now) - seconds(head.queued_at));
-        self.queue_oldest_age.set(age.max(0.0));
+/// The collector of the gauges, registered by [`Metrics::register`]: it reads the
+/// committed state at each scrape, so a gauge agrees with `status` at that moment.
+/// Before the actors start the gauges read 0; once their store is gone (the service
+/// stopped) or cannot be read, they are left out of the exposition rather than shown
+/// stale.
+#[derive(Debug)]
+struct StateGauges {
+    /// Shared with [`Metrics`]: `None` until actors run on a store.
+    state: Arc<Mutex<Option<StateSource>>>,
+}
+
+impl Collector for StateGauges {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let source = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(source) = source else {
+            return Gauges::default().encode(encoder);
+        };
+        let Some(store) = source.store.upgrade() else {
+            return Ok(());
+        };
+        let read = crate::queue::read_summary(&store)
+            .and_then(|summary| Ok((summary, crate::history::read_sync_state(&store)?)));
+        match read {
+            Ok((summary, state)) => {
+                Gauges::of(&summary, &state, &source.watch, source.clock.now()).encode(encoder)
+            }
+            Err(e) => {
+                log::warn!("metrics: the queue and sync-state gauges are left out: {e}");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The gauges' values at one scrape.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Gauges {
+    /// `agent_sync_queue_entries`.
+    queue_entries: i64,
+    /// `agent_sync_queue_dispatches`.
+    queue_dispatches: i64,
+    /// `agent_sync_queue_oldest_age_seconds`: now minus the head's `queued_at`.
+    queue_oldest_age: f64,
+    /// `agent_sync_dead_letters`.
+    dead_letters: i64,
+    /// `agent_sync_last_push_timestamp_seconds`, 0 if never.
+    last_push: f64,
+    /// `agent_sync_last_pull_timestamp_seconds`, 0 if never.
+    last_pull: f64,
+    /// `agent_sync_auth_failed`, 0 or 1.
+    auth_failed: i64,
+    /// `agent_sync_watches`: kernel watches the tree watcher holds (0 without one).
+    watches: i64,
+    /// `agent_sync_watch_budget`: most watches it may hold (0 without a watcher).
+    watch_budget: i64,
+}
+
+impl Gauges {
+    /// The gauges of a [`QueueSummary`], a [`SyncState`] and the watcher's figures
+    /// read at `now`.
+    fn of(
+        summary: &QueueSummary,
+        state: &SyncState,
+        watch: &crate::watch::Stats,
+        now: Timestamp,
+    ) -> Self {
+        let active = watch.active();
+        Gauges {
+            queue_entries: saturating_i64(summary.entries),
+            queue_dispatches: saturating_i64(summary.dispatches),
+            queue_oldest_age: summary
+                .head
+                .as_ref()
+                .map_or(0.0, |head| seconds(now) - seconds(head.queued_at))
+                .max(0.0),
+            dead_letters: saturating_i64(summary.dead_letters),
+            last_push: state.last_push_at.map_or(0.0, seconds),
+            last_pull: state.last_pull_at.map_or(0.0, seconds),
+            auth_failed: i64::from(state.auth_failed),
+            watches: if active { watch.watches() as i64 } else { 0 },
+            watch_budget: if active { watch.budget() as i64 } else { 0 },
+        }
     }
 
-    /// Sets the last push/pull and auth gauges from a [`SyncState`].
-    pub fn set_sync_state(&self, state: &SyncState) {
-        self.last_push.set(state.last_push_at.map_or(0.0, seconds));
-        self.last_pull.set(state.last_pull_at.map_or(0.0, seconds));
-        self.auth_failed.set(i64::from(state.auth_failed));
+    /// Writes every gauge, named and described as the module's table says.
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let e = &mut encoder;
+        let seconds = Some(&Unit::Seconds);
+        gauge(
+            e,
+            "queue_entries",
+            "Entries waiting to be pushed (one request each)",
+            None,
+            self.queue_entries,
+        )?;
+        gauge(
+            e,
+            "queue_dispatches",
+            "Dispatches in the queued entries",
+            None,
+            self.queue_dispatches,
+        )?;
+        gauge(
+            e,
+            "queue_oldest_age",
+            "Age of the oldest queued entry (0 when the queue is empty)",
+            seconds,
+            self.queue_oldest_age,
+        )?;
+        gauge(
+            e,
+            "dead_letters",
+            "Entries the platform refused for good",
+            None,
+            self.dead_letters,
+        )?;
+        gauge(
+            e,
+            "last_push_timestamp",
+            "Unix time of the last successful push (0 if never)",
+            seconds,
+            self.last_push,
+        )?;
+        gauge(
+            e,
+            "last_pull_timestamp",
+            "Unix time of the last successful pull (0 if never)",
+            seconds,
+            self.last_pull,
+        )?;
+        gauge(
+            e,
+            "auth_failed",
+            "1 when the platform answered 401/403 since the last successful push or pull",
+            None,
+            self.auth_failed,
+        )?;
+        gauge(
+            e,
+            "watches",
+            "Kernel watches held by the workspace tree watcher (0 without one)",
+            None,
+            self.watches,
+        )?;
+        gauge(
+            e,
+            "watch_budget",
+            "Most kernel watches the tree watcher may hold (0 without one)",
+            None,
+            self.watch_budget,
+        )
     }
+}
+
+/// Writes one gauge computed at scrape time.
+fn gauge<N: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: N,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    let metric = encoder.encode_descriptor(name, help, unit, gauge.metric_type())?;
+    gauge.encode(metric)
 }
 
 fn saturating_i64(value: u64) -> i64 {
@@ -400,9 +497,18 @@ mod tests {
         }
     }
 
+    /// A collector of fixed gauge values, to check their encoding.
+    #[derive(Debug)]
+    struct Fixed(Gauges);
+
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+            self.0.encode(encoder)
+        }
+    }
+
     #[test]
-    fn gauges_follow_the_summary_and_state_they_are_set_from() {
-        let metrics = Metrics::new();
+    fn gauges_follow_the_summary_and_state_they_are_read_from() {
         let queued_at = Timestamp::from_unix_millis(1_000_000);
         let summary = QueueSummary {
             entries: 2,
@@ -416,26 +522,61 @@ mod tests {
                 queued_at,
             }),
         };
-        metrics.set_queue(&summary, Timestamp::from_unix_millis(1_090_500));
-        metrics.set_sync_state(&SyncState {
+        let state = SyncState {
             last_push_at: Some(Timestamp::from_unix_millis(2_000)),
             last_pull_at: None,
             auth_failed: true,
-        });
+        };
+        let gauges = Gauges::of(
+            &summary,
+            &state,
+            &crate::watch::Stats::default(),
+            Timestamp::from_unix_millis(1_090_500),
+        );
+        let metrics = Metrics::new();
         metrics.record_request(RequestOutcome::TooLarge, Duration::from_millis(20));
-        let text = encode(&metrics);
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        registry
+            .sub_registry_with_prefix("fixed")
+            .register_collector(Box::new(Fixed(gauges)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
-            "agent_sync_queue_entries 2",
-            "agent_sync_queue_dispatches 5",
-            "agent_sync_dead_letters 1",
-            "agent_sync_queue_oldest_age_seconds 90.5",
-            "agent_sync_last_push_timestamp_seconds 2.0",
-            "agent_sync_last_pull_timestamp_seconds 0.0",
-            "agent_sync_auth_failed 1",
+            "fixed_queue_entries 2",
+            "fixed_queue_dispatches 5",
+            "fixed_dead_letters 1",
+            "fixed_queue_oldest_age_seconds 90.5",
+            "fixed_last_push_timestamp_seconds 2.0",
+            "fixed_last_pull_timestamp_seconds 0.0",
+            "fixed_auth_failed 1",
+            "fixed_watches 0",
             "agent_sync_requests_total{outcome=\"too_large\"} 1",
             "agent_sync_request_duration_seconds_count 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn gauges_are_read_from_the_store_at_each_scrape_and_dropped_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Metrics::new();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.read_state_from(&store, crate::watch::Stats::default(), Clock::system());
+        let scrape = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        assert!(scrape(&registry).contains("agent_sync_queue_entries 0"));
+        drop(store);
+        // The registry does not keep the database open, and shows no stale gauge.
+        let text = scrape(&registry);
+        assert!(!text.contains("agent_sync_queue_entries"), "{text}");
+        assert!(text.contains("agent_sync_requests_total"), "{text}");
+        Store::open(dir.path()).unwrap();
     }
 }

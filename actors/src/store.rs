@@ -81,7 +81,7 @@
 //! crash. Nothing committed before the compaction is lost (`tests/compaction.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use redb::{
     CompactionError, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase,
@@ -150,6 +150,36 @@ pub struct Store {
     opener: Opener,
 }
 
+/// A [`Store`] that does not keep the database open: what outlives the actors (a
+/// metrics collector in a host's registry) holds this, so that a stopped service still
+/// frees the file for another process.
+#[derive(Clone)]
+pub struct WeakStore {
+    /// The database handle, while some [`Store`] still holds it.
+    db: Weak<Mutex<Option<Arc<Database>>>>,
+    /// The state dir, for messages.
+    dir: PathBuf,
+    /// How the file is reopened after an I/O error.
+    opener: Opener,
+}
+
+impl WeakStore {
+    /// The store, while the service that opened it still runs.
+    pub fn upgrade(&self) -> Option<Store> {
+        Some(Store {
+            db: self.db.upgrade()?,
+            dir: self.dir.clone(),
+            opener: self.opener.clone(),
+        })
+    }
+}
+
+impl std::fmt::Debug for WeakStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakStore").field("dir", &self.dir).finish()
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("dir", &self.dir).finish()
@@ -157,6 +187,15 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// A handle that does not keep the database open (see [`WeakStore`]).
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            db: Arc::downgrade(&self.db),
+            dir: self.dir.clone(),
+            opener: self.opener.clone(),
+        }
+    }
+
     /// Opens (creating if missing) `<state_dir>/sync.redb` and makes sure every table
     /// exists.
     pub fn open(state_dir: &Path) -> Result<Store, OpenError> {

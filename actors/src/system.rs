@@ -62,7 +62,8 @@ pub struct SyncActors {
     pub puller: Addr<Puller>,
     /// Sync records and last push/pull.
     pub history: Addr<History>,
-    /// The series the Pusher and Puller move; register them to export them.
+    /// The series the Pusher and Puller move, and the gauges read from the store at
+    /// each scrape; register them to export them.
     pub metrics: Metrics,
     /// Ends the Scanner's blocking walk or reap early: set it when stopping, since a
     /// runtime's shutdown waits for the blocking pool (see [`ScanStop`]).
@@ -93,6 +94,9 @@ impl SyncActors {
         clock: Clock,
         metrics: Metrics,
     ) -> Self {
+        // The gauges are computed from the store at each scrape.
+        let watch = crate::watch::Stats::default();
+        metrics.read_state_from(&store, watch.clone(), clock);
         let ledger = Ledger::new(store.clone()).start();
         let history = History::new(store.clone(), config.history_limit).start();
         let queue = Queue::new(store.clone(), config.queue, clock)
@@ -145,7 +149,7 @@ impl SyncActors {
             history,
             metrics,
             scan_stop,
-            watch: crate::watch::Stats::default(),
+            watch,
         }
     }
 }

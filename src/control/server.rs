@@ -30,7 +30,7 @@ use super::wire::{
     ErrorBody, HistoryQuery, ListQuery, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer,
     RequeueBody, LIST_PAGE,
 };
-use crate::service::{refresh_metrics, status_of};
+use crate::service::status_of;
 
 /// Largest request body the socket takes (a `push --dispatches` of a big file).
 const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -304,10 +304,7 @@ async fn pull(state: State, body: web::Bytes) -> HttpResponse {
 }
 
 async fn metrics(state: State) -> HttpResponse {
-    if let Err(e) = refresh_metrics(&state.actors).await {
-        // The counters are still right; the gauges keep their last values.
-        log::warn!("metrics: the gauges could not be refreshed: {e}");
-    }
+    // The gauges are computed from the store as the registry is encoded.
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         Ok(()) => HttpResponse::Ok()

@@ -410,20 +410,6 @@ impl Queue {
         }
     }
 
-    /// The head entry as stored, for status: changes nothing.
-    fn head(&self) -> Result<Option<QueueEntry>, StoreError> {
-        self.store.read("read the queue head", |txn| {
-            let queue = txn.open_table(QUEUE)?;
-            for row in queue.iter()? {
-                let (seq, bytes) = row?;
-                if let Some(entry) = decode_or_warn("queue entry", seq.value(), bytes.value()) {
-                    return Ok(Some(entry));
-                }
-            }
-            Ok(None)
-        })
-    }
-
     /// Keeps the newest `limit` history records when an outcome is recorded (the
     /// History's own limit: the Queue writes the record in the outcome's commit).
     pub fn with_history_limit(mut self, limit: usize) -> Self {
@@ -758,25 +744,40 @@ impl Handler<QueueStatus> for Queue {
 
     fn handle(&mut self, _: QueueStatus, _: &mut Self::Context) -> Self::Result {
         self.commit_pending();
-        let head = self.head()?.map(|e| HeadSummary {
-            seq: e.seq,
-            attempts: e.attempts,
-            next_attempt: e.next_attempt,
-            last_error: e.last_error,
-            queued_at: e.queued_at,
-        });
-        self.store.read("read queue counts", |txn| {
-            Ok(QueueSummary {
-                entries: txn.open_table(QUEUE)?.len()?,
-                dispatches: txn
-                    .open_table(QUEUE_META)?
-                    .get(DISPATCHES)?
-                    .map_or(0, |v| v.value()),
-                dead_letters: txn.open_table(DEAD_LETTERS)?.len()?,
-                head,
-            })
-        })
+        read_summary(&self.store)
     }
+}
+
+/// The queue's counts and head as committed: what [`QueueStatus`] answers once the
+/// enqueues waiting for their group commit are written, and what the metrics
+/// collector reads at each scrape.
+pub(crate) fn read_summary(store: &Store) -> Result<QueueSummary, StoreError> {
+    store.read("read queue counts", |txn| {
+        let queue = txn.open_table(QUEUE)?;
+        let mut head = None;
+        for row in queue.iter()? {
+            let (seq, bytes) = row?;
+            if let Some(e) = decode_or_warn::<QueueEntry>("queue entry", seq.value(), bytes.value()) {
+                head = Some(HeadSummary {
+                    seq: e.seq,
+                    attempts: e.attempts,
+                    next_attempt: e.next_attempt,
+                    last_error: e.last_error,
+                    queued_at: e.queued_at,
+                });
+                break;
+            }
+        }
+        Ok(QueueSummary {
+            entries: queue.len()?,
+            dispatches: txn
+                .open_table(QUEUE_META)?
+                .get(DISPATCHES)?
+                .map_or(0, |v| v.value()),
+            dead_letters: txn.open_table(DEAD_LETTERS)?.len()?,
+            head,
+        })
+    })
 }
 
 impl Handler<SetWaker> for Queue {
