@@ -34,6 +34,7 @@
 //! - [`watch`]: event-driven pickup: what is watched, bursts into targeted scans.
 //! - [`system`]: starts and connects the six actors.
 //! - [`metrics`]: the Prometheus series the Pusher and Puller move.
+//! - [`diagnose`]: read-only checks of the state and the platform, for a doctor.
 //!
 //! A push: host -> [`messages::SyncPush`] -> Pusher -> Scanner (`ScanToQueue`), which per
 //! chunk of the walk asks the Ledger (`Unsynced`) and the Queue (`NotQueued`) and sends
@@ -46,6 +47,7 @@
 //! The `agent-sync` crate wires these into a `SyncService` and a CLI.
 
 pub mod backoff;
+pub mod diagnose;
 pub mod dispatch;
 pub mod error;
 pub mod history;

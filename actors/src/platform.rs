@@ -357,7 +357,7 @@ impl Platform for HttpPlatform {
 /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the OS store. A machine with no
 /// roots at all falls back to the bundled Mozilla roots rather than failing every
 /// request. `None` (logged) if rustls refuses the provider: https then fails cleanly.
-fn tls_config() -> Option<std::sync::Arc<rustls::ClientConfig>> {
+pub(crate) fn tls_config() -> Option<std::sync::Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for error in &native.errors {

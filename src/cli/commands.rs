@@ -33,6 +33,7 @@ use serde_json::Value;
 
 use super::backend::Backend;
 use super::daemon::{self, Settings};
+use super::doctor;
 use super::output::{self, Format, Listed, Listing};
 use super::{generate, Cli, Command, GlobalArgs};
 
@@ -123,6 +124,9 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
     } else {
         Format::Text
     };
+    if let Command::Doctor = command {
+        return Ok(doctor::run(&global, format).await);
+    }
     let mut config = global.apply(SyncConfig::from_env());
     // Refuse bad input before anything is opened or sent, so nothing can be queued
     // (R4).
@@ -345,7 +349,7 @@ async fn run_on(
             let report = service.import_legacy(&from).await?;
             print(output::import(format, &report));
         }
-        Command::Completions(_) | Command::Man(_) => {}
+        Command::Completions(_) | Command::Man(_) | Command::Doctor => {}
     }
     Ok(Close::Gracefully)
 }

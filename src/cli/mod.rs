@@ -8,7 +8,8 @@
 //! - [`backend`]: where a command is carried out: a service of its own, or the
 //!   running agent-sync that holds the state (through its control socket);
 //! - [`logging`]: the logger (levels by command, text or JSON lines);
-//! - [`generate`]: `completions` and `man`.
+//! - [`generate`]: `completions` and `man`;
+//! - [`doctor`]: `doctor`, read-only checks of the installation.
 //!
 //! Exit codes: 0 success (offline and platform-down pushes included), 1 a local
 //! failure with an `error:` line on stderr, 2 usage (clap).
@@ -16,6 +17,7 @@
 pub mod backend;
 pub mod commands;
 pub mod daemon;
+pub mod doctor;
 pub mod generate;
 pub mod logging;
 pub mod output;
@@ -244,6 +246,15 @@ pub enum Command {
         Reads queue.json, ledger.json, records.json, status.json and context.json, never \
         modifies them, and imports them only once: a second run imports nothing.")]
     ImportLegacy(ImportArgs),
+    /// Check the installation: configuration, platform, workspace root, state, daemon.
+    #[command(after_help = "Examples:\n  \
+        agent-sync doctor\n  \
+        agent-sync --json doctor\n\n\
+        One line per check: ok, warn or fail, with what to do. Exits 1 when a check \
+        fails, else 0. Changes nothing: the database is opened read-only (or the \
+        running agent-sync is asked through its socket), and the platform gets one \
+        GET /v1/agent/status, never a push. The token is never shown.")]
+    Doctor,
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     #[command(after_help = "Examples:\n  \
         source <(agent-sync completions bash)\n  \

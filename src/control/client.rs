@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use super::socket::{peer_pid, socket_path};
 use super::wire::{
-    collect_pages, ErrorBody, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer,
-    RequeueBody,
+    collect_pages, ErrorBody, ProcessInfo, PullAnswer, PullBody, PushAnswer, PushBody,
+    RequeueAnswer, RequeueBody,
 };
 use crate::service::SyncStatus;
 
@@ -148,6 +148,15 @@ impl ControlClient {
     /// `status`.
     pub async fn status(&self) -> Result<SyncStatus, ClientError> {
         self.get("/v1/status").await
+    }
+
+    /// The `process` part of `/v1/status`: pid, version, uptime; `None` from an
+    /// agent-sync too old to send it.
+    pub async fn process(&self) -> Result<Option<ProcessInfo>, ClientError> {
+        let status: Value = self.get("/v1/status").await?;
+        Ok(status
+            .get("process")
+            .and_then(|p| serde_json::from_value(p.clone()).ok()))
     }
 
     /// Every queued entry, oldest first, a page

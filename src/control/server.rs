@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actix_web::dev::ServerHandle;
@@ -27,8 +27,8 @@ use serde::Serialize;
 
 use super::health::{self, Findings, Probe, ProbeStore};
 use super::wire::{
-    ErrorBody, HistoryQuery, ListQuery, PullAnswer, PullBody, PushAnswer, PushBody, RequeueAnswer,
-    RequeueBody, LIST_PAGE,
+    ErrorBody, HistoryQuery, ListQuery, ProcessInfo, PullAnswer, PullBody, PushAnswer, PushBody,
+    RequeueAnswer, RequeueBody, LIST_PAGE,
 };
 use crate::service::status_of;
 
@@ -57,6 +57,14 @@ pub(crate) struct ControlState {
     pub(crate) pid: u32,
 }
 
+/// When the servers started: the uptime in `/v1/status` (`process`).
+struct Started {
+    /// By the wall clock, as shown.
+    at: agent_sync_actors::time::Timestamp,
+    /// By the monotonic clock, for the uptime.
+    instant: Instant,
+}
+
 /// Where to serve.
 pub(crate) struct Listeners {
     /// The bound control socket, when on.
@@ -71,12 +79,17 @@ pub(crate) fn start(
     listeners: Listeners,
 ) -> std::io::Result<Vec<ServerHandle>> {
     let data = web::Data::new(state);
+    let started = web::Data::new(Started {
+        at: agent_sync_actors::time::Clock::system().now(),
+        instant: Instant::now(),
+    });
     let mut handles = Vec::new();
     if let Some(listener) = listeners.socket {
         let data = data.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(started.clone())
                 .app_data(web::PayloadConfig::new(MAX_BODY))
                 .configure(control_routes)
                 .configure(telemetry_routes)
@@ -214,8 +227,25 @@ async fn not_found() -> HttpResponse {
     )
 }
 
-async fn status(state: State) -> HttpResponse {
-    answer(status_of(&state.actors, &state.agent_id).await)
+/// `status --json`, plus `process`: who answers, its version and uptime.
+async fn status(state: State, started: web::Data<Started>) -> HttpResponse {
+    let process = ProcessInfo {
+        pid: state.pid,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: started.at,
+        uptime_seconds: started.instant.elapsed().as_secs(),
+    };
+    answer(
+        status_of(&state.actors, &state.agent_id)
+            .await
+            .map(|status| {
+                let mut value = serde_json::to_value(status).unwrap_or_default();
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("process".into(), serde_json::json!(process));
+                }
+                value
+            }),
+    )
 }
 
 /// The page a listing asks for, `(after, limit)`, or why the query is malformed: at

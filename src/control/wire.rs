@@ -4,7 +4,7 @@
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
-//! | `GET /v1/status` | | [`SyncStatus`](crate::SyncStatus) |
+//! | `GET /v1/status` | | [`SyncStatus`](crate::SyncStatus), plus `process` ([`ProcessInfo`]) |
 //! | `GET /v1/queue?after=SEQ&limit=N` | | `[QueueEntry]`, a page ([`ListQuery`]) |
 //! | `GET /v1/dead-letters?after=SEQ&limit=N` | | `[DeadLetter]`, a page |
 //! | `POST /v1/requeue` | [`RequeueBody`] | [`RequeueAnswer`] |
@@ -21,6 +21,21 @@ use agent_sync_actors::messages::{HeadSummary, PullReport, PushReport, RequeueRe
 use agent_sync_actors::time::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+
+/// Which process answers on the socket, for `doctor`: the `process` object of the
+/// `/v1/status` answer (absent from the answer of an older agent-sync).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Its pid.
+    pub pid: u32,
+    /// Its agent-sync version (`CARGO_PKG_VERSION`), to spot a host running an old
+    /// binary after an upgrade.
+    pub version: String,
+    /// When its control server started.
+    pub started_at: Timestamp,
+    /// Seconds since then.
+    pub uptime_seconds: u64,
+}
 
 /// `POST /v1/push`: a [`SyncPush`](agent_sync_actors::messages::SyncPush) by value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
