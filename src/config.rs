@@ -68,6 +68,16 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
+    /// A builder: URL, token, workspace root, state dir and the other settings a host
+    /// gives, the defaults of [`new`](Self::new) for the rest.
+    pub fn builder() -> SyncConfigBuilder {
+        SyncConfigBuilder {
+            config: SyncConfig::new(PathBuf::new(), PathBuf::new()),
+            workspace_root: None,
+            state_dir: None,
+        }
+    }
+
     /// A config with defaults for everything but the two directories; offline until a
     /// token source is set.
     pub fn new(workspace_root: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
@@ -157,6 +167,151 @@ impl SyncConfig {
             flush_interval: self.flush_interval,
             drain_on_start: self.drain_on_start,
         }
+    }
+}
+
+/// Why [`SyncConfigBuilder`] refused a setting or a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The token given is empty or blank: leave the token unset to run offline.
+    EmptyToken,
+    /// No workspace root was given: agent-sync would not know what to scan.
+    MissingWorkspaceRoot,
+    /// No state dir was given: agent-sync would not know where its queue lives.
+    MissingStateDir,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConfigError::EmptyToken => {
+                "the token is empty; leave it unset to run offline (queue without sending)"
+            }
+            ConfigError::MissingWorkspaceRoot => "no workspace root was set",
+            ConfigError::MissingStateDir => "no state dir was set",
+        })
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Builds a [`SyncConfig`] step by step ([`SyncConfig::builder`]): the settings a
+/// host usually gives, each with its rule, and the defaults of [`SyncConfig::new`]
+/// for the rest (every field stays public on the built config).
+///
+/// ```
+/// use agent_sync::prelude::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = SyncConfig::builder()
+///     .api_url("https://api.example.com")
+///     .token("secret")?
+///     .workspace_root("/srv/agents/workspace")
+///     .state_dir("/var/lib/agent-sync")
+///     .agent_id("build-7")
+///     .build()?;
+/// assert_eq!(config.platform.base_url, "https://api.example.com");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SyncConfigBuilder {
+    /// Everything but the two directories, from [`SyncConfig::new`]'s defaults.
+    config: SyncConfig,
+    /// The workspace root, required: without one there is nothing to scan.
+    workspace_root: Option<PathBuf>,
+    /// The state dir, required: without one the queue has no home.
+    state_dir: Option<PathBuf>,
+}
+
+impl SyncConfigBuilder {
+    /// The platform's base URL ([`DEFAULT_API_URL`] unless set). Plain `http://` is
+    /// refused at start for a host that is not loopback, unless
+    /// [`allow_insecure_http`](Self::allow_insecure_http).
+    pub fn api_url(mut self, url: impl Into<String>) -> Self {
+        self.config.platform.base_url = url.into();
+        self
+    }
+
+    /// The token sent as `Authorization: Bearer`, trimmed; an empty one is refused
+    /// ([`ConfigError::EmptyToken`]).
+    ///
+    /// **Without a token agent-sync is offline**: host dispatches pushed with
+    /// `SyncPush { dispatches: Some(..) }` are queued durably, scanned workspaces are
+    /// left on disk (the next scan finds them again), and nothing is pushed or pulled
+    /// until a token is configured. That is the default; the service logs a warning at
+    /// start when it runs so. [`token_file`](Self::token_file) reads a key file before
+    /// every request instead.
+    pub fn token(mut self, token: impl Into<String>) -> Result<Self, ConfigError> {
+        let token = Token::new(token).ok_or(ConfigError::EmptyToken)?;
+        self.config.tokens = TokenSource::Fixed(Some(token));
+        Ok(self)
+    }
+
+    /// Reads the token from `path` (trimmed) before every request, so a rotated key
+    /// is picked up without a restart; while the file is missing or empty agent-sync
+    /// is offline, as without [`token`](Self::token).
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.tokens = TokenSource::KeyFile(path.into());
+        self
+    }
+
+    /// Where the workspaces are: `<root>/<org>/<repo>/<task>/`, each with a
+    /// `status.json` (required).
+    pub fn workspace_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.workspace_root = Some(dir.into());
+        self
+    }
+
+    /// Where `sync.redb` (the queue, ledger and history) and the control socket live,
+    /// created 0700 if missing (required). One running service per state dir.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// The agent id pushes and pulls default to (`agent` unless set).
+    pub fn agent_id(mut self, id: impl Into<String>) -> Self {
+        self.config.agent_id = id.into();
+        self
+    }
+
+    /// The fleet node id sent with pushes (none unless set).
+    pub fn fleet_node_id(mut self, id: i64) -> Self {
+        self.config.fleet_node_id = Some(id);
+        self
+    }
+
+    /// Serve the control socket `<state-dir>/agent-sync.sock` (on unless turned off).
+    pub fn control_socket(mut self, on: bool) -> Self {
+        self.config.control_socket = on;
+        self
+    }
+
+    /// Also serve `/metrics` and `/health` over TCP at `addr` (off unless set).
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.config.metrics_addr = Some(addr);
+        self
+    }
+
+    /// Accept a plain `http://` URL for a host that is not loopback (off: refused).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.config.platform.allow_insecure_http = allow;
+        self
+    }
+
+    /// The config; [`ConfigError`] when the workspace root or the state dir is
+    /// missing. The URL is checked when the service starts.
+    pub fn build(self) -> Result<SyncConfig, ConfigError> {
+        let workspace_root = self
+            .workspace_root
+            .ok_or(ConfigError::MissingWorkspaceRoot)?;
+        let state_dir = self.state_dir.ok_or(ConfigError::MissingStateDir)?;
+        Ok(SyncConfig {
+            workspace_root,
+            state_dir,
+            ..self.config
+        })
     }
 }
 
@@ -265,6 +420,44 @@ mod tests {
         assert_eq!(resolve(&[]).platform.proxy, ProxyConfig::default());
         let cgi = resolve(&[("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "evil:1")]);
         assert_eq!(cgi.platform.proxy.http_proxy, None);
+    }
+
+    #[test]
+    fn the_builder_sets_url_token_and_dirs_and_refuses_what_is_missing() {
+        let c = SyncConfig::builder()
+            .api_url("http://127.0.0.1:9")
+            .token(" k ")
+            .unwrap()
+            .workspace_root("/w")
+            .state_dir("/s")
+            .agent_id("a")
+            .fleet_node_id(7)
+            .control_socket(false)
+            .build()
+            .unwrap();
+        assert_eq!(c.platform.base_url, "http://127.0.0.1:9");
+        assert_eq!(c.tokens.read().unwrap().expose(), "k");
+        assert_eq!(
+            (c.workspace_root.as_path(), c.state_dir.as_path()),
+            (Path::new("/w"), Path::new("/s"))
+        );
+        assert_eq!((c.agent_id.as_str(), c.fleet_node_id), ("a", Some(7)));
+        assert!(!c.control_socket);
+        assert_eq!(
+            c.max_batch, DEFAULT_MAX_BATCH,
+            "the rest keeps new()'s defaults"
+        );
+
+        let offline = SyncConfig::builder().workspace_root("/w").state_dir("/s");
+        assert!(matches!(
+            offline.clone().build().unwrap().tokens,
+            TokenSource::Fixed(None)
+        ));
+        assert_eq!(offline.token("  ").err(), Some(ConfigError::EmptyToken));
+        let no_state = SyncConfig::builder().workspace_root("/w").build();
+        assert_eq!(no_state.err(), Some(ConfigError::MissingStateDir));
+        let no_root = SyncConfig::builder().state_dir("/s").build();
+        assert_eq!(no_root.err(), Some(ConfigError::MissingWorkspaceRoot));
     }
 
     #[test]

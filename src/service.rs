@@ -21,7 +21,7 @@ use actix::prelude::*;
 use agent_sync_actors::messages::*;
 use agent_sync_actors::metrics::Metrics;
 use agent_sync_actors::model::{DeadLetter, QueueEntry, SyncRecord};
-use agent_sync_actors::platform::{HttpPlatform, Platform};
+use agent_sync_actors::platform::{HttpPlatform, Platform, TokenSource};
 use agent_sync_actors::time::{Clock, Timestamp};
 use agent_sync_actors::{OpenError, PlatformConfigError, Store, SyncActors, SyncError};
 use prometheus_client::registry::Registry;
@@ -199,7 +199,7 @@ struct WatchContext {
     /// The store (its rescan cache says what is not terminal).
     store: Store,
     /// Online or not, read at each burst.
-    tokens: agent_sync_actors::platform::TokenSource,
+    tokens: TokenSource,
     /// Pushed as.
     fleet_node_id: Option<i64>,
 }
@@ -336,6 +336,12 @@ impl SyncService {
             handles,
             socket: socket_file,
         });
+        if matches!(config.tokens, TokenSource::Fixed(None)) {
+            log::warn!(
+                "no token configured: agent-sync is offline (host dispatches are queued, \
+                 scanned workspaces stay on disk, nothing is pushed or pulled)"
+            );
+        }
         Ok(SyncService {
             actors,
             arbiter: Some(arbiter),

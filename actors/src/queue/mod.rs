@@ -757,7 +757,8 @@ pub(crate) fn read_summary(store: &Store) -> Result<QueueSummary, StoreError> {
         let mut head = None;
         for row in queue.iter()? {
             let (seq, bytes) = row?;
-            if let Some(e) = decode_or_warn::<QueueEntry>("queue entry", seq.value(), bytes.value()) {
+            if let Some(e) = decode_or_warn::<QueueEntry>("queue entry", seq.value(), bytes.value())
+            {
                 head = Some(HeadSummary {
                     seq: e.seq,
                     attempts: e.attempts,
