@@ -1,5 +1,71 @@
 //! The actors of agent-sync: the sync subsystem of an AI-agent host.
 //!
+//! An AI-agent host dispatches coding agents into workspaces. These [actix] actors
+//! find the finished dispatches on disk, push them to the platform API through a
+//! durable queue (one [redb] file) with backoff, pull fleet context back, and record
+//! every sync. Nothing queued is lost to a crash, an outage or a bad answer: each
+//! request's outcome is committed before the next request starts.
+//!
+//! Most hosts want the `agent-sync` crate, whose `SyncService` runs these actors on
+//! their own arbiter behind async methods, with a config builder, a control socket
+//! and metrics. Start them yourself ([`SyncActors::start`]) to put them on an arbiter
+//! of your own, or to run them against a stand-in [`platform::Platform`].
+//!
+//! [actix]: https://docs.rs/actix
+//! [redb]: https://docs.rs/redb
+//!
+//! # Example
+//!
+//! Offline (no token), so it needs no network: the host's dispatch is queued
+//! durably and would be delivered once a token is configured.
+//!
+//! ```
+//! use std::rc::Rc;
+//!
+//! use agent_sync_actors::messages::{QueueStatus, SyncPush};
+//! use agent_sync_actors::platform::{HttpPlatform, PlatformConfig, TokenSource};
+//! use agent_sync_actors::time::Clock;
+//! use agent_sync_actors::{ActorsConfig, QueueConfig, Store, SyncActors};
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let dir = tempfile::tempdir()?;
+//!     let store = Store::open(&dir.path().join("sync"))?; // <dir>/sync/sync.redb
+//!     let config = ActorsConfig {
+//!         workspace_root: dir.path().join("workspace"),
+//!         agent_id: "my-host".into(),
+//!         fleet_node_id: None,
+//!         tokens: TokenSource::Fixed(None), // offline
+//!         queue: QueueConfig::default(),
+//!         history_limit: 100,
+//!         max_context_items: 1000,
+//!         flush_interval: None,
+//!         drain_on_start: true,
+//!     };
+//!     let platform = PlatformConfig {
+//!         base_url: "https://api.example.com".into(),
+//!         ..PlatformConfig::default()
+//!     };
+//!     let actors = SyncActors::start(
+//!         store,
+//!         config,
+//!         Rc::new(HttpPlatform::new(platform)),
+//!         Clock::system(),
+//!     );
+//!
+//!     let done = serde_json::json!({"id": "core/go-io/task-5", "status": "completed"});
+//!     let push = SyncPush {
+//!         dispatches: Some(vec![done]),
+//!         ..SyncPush::default()
+//!     };
+//!     let report = actors.pusher.send(push).await??; // the mailbox's, then the push's
+//!     assert_eq!((report.count, report.queued), (0, 1));
+//!     let queue = actors.queue.send(QueueStatus).await??;
+//!     assert_eq!(queue.dispatches, 1);
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # Layout
 //!
 //! Six actors, each owning its state; they talk only through the typed messages of
