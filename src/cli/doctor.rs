@@ -10,13 +10,14 @@
 //! 3. the workspace root and 4. the state ([`local`]): the walk's count, the state
 //!    dir, `sync.redb` read-only, the queue's head, dead letters, free space, files
 //!    open to group or others;
-//! 5. the running agent-sync, if any ([`local`]): pid, version, uptime, through its
-//!    control socket.
+//! 5. the running agent-sync, if any ([`host`], with free space): pid, version,
+//!    uptime, through its control socket.
 //!
 //! It never changes state (the database is opened read-only, or the running process
 //! is asked; nothing is created) and never pushes: its only request to the platform is
 //! one GET. The token is never printed: every line is redacted before it is shown.
 
+pub mod host;
 pub mod local;
 pub mod platform;
 pub mod settings;

@@ -79,6 +79,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "import-legacy",
     "completions",
     "man",
+    "doctor",
 ];
 /// The default agent id of [`Options`].
 pub const AGENT_ID: &str = "test-agent";

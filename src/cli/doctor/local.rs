@@ -14,12 +14,7 @@ use agent_sync::actors::walk::scan_tree;
 use agent_sync::control::ControlClient;
 use agent_sync::SyncConfig;
 
-use super::Check;
-
-/// Free space under which the state's disk is warned about, in bytes.
-pub const LOW_WATER_BYTES: u64 = 100 * 1024 * 1024;
-/// Free share (percent) under which the state's disk is warned about.
-pub const LOW_WATER_PERCENT: u64 = 5;
+use super::{host, Check};
 
 /// The workspace root: readable, how many workspaces, how many finished.
 pub fn workspace_checks(config: &SyncConfig) -> Vec<Check> {
@@ -78,22 +73,37 @@ pub async fn state_checks(config: &SyncConfig) -> Vec<Check> {
         Some(client) => checks.extend(remote_state(client).await),
         None => checks.extend(local_state(dir)),
     }
-    checks.push(disk_check(dir));
+    checks.push(host::disk_check(dir));
     let open = exposed(dir);
     checks.push(match open.first() {
         None => Check::ok(
             "permissions",
             "the state dir and its files are private to their user",
         ),
-        Some(first) => Check::warn(
-            "permissions",
-            format!("{} path(s) open to group or others: {first}", open.len()),
-            "chmod 700 the dir and chmod 600 its files, unless shared on purpose",
-        ),
+        Some(first) => {
+            let more = match open.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            let what = if first.is_dir {
+                "state dir"
+            } else {
+                "state file"
+            };
+            Check::warn(
+                "permissions",
+                format!(
+                    "{what} {} is open to group or others (mode {:04o}){more}",
+                    first.path.display(),
+                    first.mode
+                ),
+                "chmod 700 the state dir and chmod 600 its files, unless shared on purpose",
+            )
+        }
     });
     checks.push(match &client {
         None => Check::ok("daemon", "none running on this state"),
-        Some(client) => daemon_check(client).await,
+        Some(client) => host::daemon_check(client).await,
     });
     checks
 }
@@ -296,106 +306,5 @@ fn dead_letters_check(count: u64) -> Check {
             format!("{count} entries the platform refused for good"),
             "see `agent-sync dead-letters`, fix the cause, then `agent-sync requeue --all`",
         )
-    }
-}
-
-/// Free space on the state's file system against the low-water mark.
-fn disk_check(dir: &Path) -> Check {
-    let Some(existing) = dir.ancestors().find(|a| a.is_dir()) else {
-        return Check::warn(
-            "disk",
-            "no existing directory to measure",
-            "check --state-dir",
-        );
-    };
-    let Ok(c) = CString::new(existing.as_os_str().as_bytes()) else {
-        return Check::warn(
-            "disk",
-            "the state dir's path holds a NUL",
-            "check --state-dir",
-        );
-    };
-    // SAFETY: a zeroed statvfs is a valid out-parameter; `c` is a valid path.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Check::warn(
-            "disk",
-            format!("statvfs {}: {e}", existing.display()),
-            "check the file system",
-        );
-    }
-    let unit = stat.f_frsize as u64;
-    let free = (stat.f_bavail as u64).saturating_mul(unit);
-    let total = (stat.f_blocks as u64).saturating_mul(unit);
-    let mib = |b: u64| b / (1024 * 1024);
-    let percent = if total == 0 {
-        100
-    } else {
-        free.saturating_mul(100) / total
-    };
-    let detail = format!(
-        "{} MiB free of {} MiB ({percent} %) on {}",
-        mib(free),
-        mib(total),
-        existing.display()
-    );
-    if free < LOW_WATER_BYTES || percent < LOW_WATER_PERCENT {
-        Check::warn(
-            "disk",
-            detail,
-            "free some space: a full disk refuses new work (nothing queued is lost)",
-        )
-    } else {
-        Check::ok("disk", detail)
-    }
-}
-
-/// The running agent-sync: pid, version, uptime.
-pub(super) async fn daemon_check(client: &ControlClient) -> Check {
-    let pid = client
-        .pid()
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "?".into());
-    match client.process().await {
-        Ok(Some(p)) => Check::ok(
-            "daemon",
-            format!(
-                "pid {}, version {}, up {} (since {}), on {}",
-                p.pid,
-                p.version,
-                uptime(p.uptime_seconds),
-                p.started_at.to_rfc3339(),
-                client.path().display()
-            ),
-        ),
-        Ok(None) => Check::ok(
-            "daemon",
-            format!("pid {pid} (an older agent-sync: it does not tell its version or uptime)"),
-        ),
-        Err(e) => Check::fail(
-            "daemon",
-            format!(
-                "pid {pid} did not answer on {}: {e}",
-                client.path().display()
-            ),
-            "check that process (its log); restart it if it hangs",
-        ),
-    }
-}
-
-/// `1d 2h`, `3h 4m`, `5m 6s`, `7s`.
-fn uptime(seconds: u64) -> String {
-    let (d, h, m, s) = (
-        seconds / 86_400,
-        seconds / 3600 % 24,
-        seconds / 60 % 60,
-        seconds % 60,
-    );
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m {s}s"),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
     }
 }
