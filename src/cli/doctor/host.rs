@@ -45,11 +45,7 @@ pub fn disk_check(dir: &Path) -> Check {
     let free = (stat.f_bavail as u64).saturating_mul(unit);
     let total = (stat.f_blocks as u64).saturating_mul(unit);
     let mib = |b: u64| b / (1024 * 1024);
-    let percent = if total == 0 {
-        100
-    } else {
-        free.saturating_mul(100) / total
-    };
+    let percent = free.saturating_mul(100).checked_div(total).unwrap_or(100);
     let detail = format!(
         "{} MiB free of {} MiB ({percent} %) on {}",
         mib(free),
