@@ -336,7 +336,10 @@ impl SyncService {
             handles,
             socket: socket_file,
         });
-        if matches!(config.tokens, TokenSource::Fixed(None)) {
+        // Said once, by a service meant to keep syncing on its own (a one-shot CLI
+        // command, which neither drains at start nor flushes, states no token itself).
+        let keeps_syncing = config.drain_on_start || config.flush_interval.is_some();
+        if keeps_syncing && matches!(config.tokens, TokenSource::Fixed(None)) {
             log::warn!(
                 "no token configured: agent-sync is offline (host dispatches are queued, \
                  scanned workspaces stay on disk, nothing is pushed or pulled)"
@@ -450,8 +453,8 @@ impl SyncService {
     }
 
     /// Registers every agent-sync series (prefixed `agent_sync_`) into a host's own
-    /// registry (of the [`prometheus_client`](crate::prometheus_client) this crate
-    /// re-exports, so the versions match), so one exposition carries both. The gauges
+    /// registry (of the [`prometheus_client`] this crate re-exports, so the versions
+    /// match), so one exposition carries both. The gauges
     /// (queue, dead letters, last push/pull, auth, watches) are computed from the
     /// committed state each time the registry is encoded: right after a push they
     /// show it, with nothing to refresh. Once the service stops they are left out.
