@@ -683,7 +683,10 @@ async fn after_a_restart_a_requeued_or_imported_tail_is_not_reopened() {
         enqueue(&actors, &["refused"]).await;
         let entry = lease(&actors).await;
         let decision = report(&actors, entry.seq, status_outcome(422)).await;
-        assert!(matches!(decision, Decision::DeadLettered { .. }), "{decision:?}");
+        assert!(
+            matches!(decision, Decision::DeadLettered { .. }),
+            "{decision:?}"
+        );
         enqueue(&actors, &["h"]).await;
         let requeued = actors
             .queue
@@ -718,6 +721,12 @@ async fn after_a_restart_a_requeued_or_imported_tail_is_not_reopened() {
     let after = life(&dirs, &["m"]).await;
     assert_eq!(
         ids_of(&after),
-        [vec!["h"], vec!["refused"], vec!["n"], vec!["imported"], vec!["m"]]
+        [
+            vec!["h"],
+            vec!["refused"],
+            vec!["n"],
+            vec!["imported"],
+            vec!["m"]
+        ]
     );
 }

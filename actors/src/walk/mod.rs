@@ -48,11 +48,11 @@ pub(crate) mod sys;
 use std::path::Path;
 
 pub use cache::RACY_WINDOW;
+pub use named::relative_name;
+pub(crate) use named::{not_terminal_rows, running, visit_named};
 pub(crate) use read::read_status_object;
 pub use read::{MAX_REPORT_BYTES, MAX_STATUS_BYTES};
 pub(crate) use rules::{list_children, visit_tree, Probe, Visitor, Walk, Workspace};
-pub use named::relative_name;
-pub(crate) use named::{not_terminal_rows, running, visit_named};
 pub(crate) use stream::{scan, scan_named, Peers};
 pub use stream::{ScanTotals, WalkOptions, DEFAULT_CHUNK, DEFAULT_CHUNK_BYTES};
 pub use sys::Resolver;
