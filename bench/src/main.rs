@@ -29,12 +29,19 @@
 //! - [`cli_drain`]: a backlog queued by many short `agent-sync` processes, drained by
 //!   one; the database after such a drain; fsyncs per delivered request ([`commits`]);
 //!   [`cli_run`] runs the binary.
+//! - [`daemon`]: `agent-sync run` watching a 100,000-workspace tree: idle CPU, pickup
+//!   latency, a burst, peak RSS ([`daemon_proc`] the process, [`daemon_load`] the
+//!   workspaces finishing, [`daemon_report`] their figures and the phase's targets).
 //! - [`figures`]: printing figures and targets, machine facts.
 
 mod cli_drain;
 mod cli_run;
 mod coalesce;
 mod commits;
+mod daemon;
+mod daemon_load;
+mod daemon_proc;
+mod daemon_report;
 mod figures;
 mod fixture;
 mod fleet;
@@ -60,6 +67,7 @@ pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 const USAGE: &str = "usage: agent-sync-bench [--workspaces N] [--entries N] [--rss-entries N]
                         [--fleet N] [--outage-secs N] [--scale-workspaces N]
                         [--cli-calls N] [--cli-drain-dispatches N]
+                        [--daemon-workspaces N] [--idle-secs S] [--pickups N] [--burst N]
                         [--agent-sync PATH] [--only A,B]
 
   --workspaces N    workspaces in the generated tree (scan, rescan)     default 10000
@@ -77,10 +85,15 @@ const USAGE: &str = "usage: agent-sync-bench [--workspaces N] [--entries N] [--r
   --cli-drain-dispatches N
                     dispatches queued through the CLI, then drained     default 100000
                     (db_after_cli_drain)
-  --agent-sync PATH the binary the scale and cli phases run   default: next to this
-                    binary (so `cargo build --release --workspace` first)
+  --daemon-workspaces N
+                    the tree `agent-sync run` watches (daemon phase)    default 100000
+  --idle-secs S     how long the idle daemon's CPU is measured          default 120
+  --pickups N       workspaces finishing one at a time (pickup_p*)      default 50
+  --burst N         workspaces finishing within one second (burst_*)    default 5000
+  --agent-sync PATH the binary the scale, cli and daemon phases run   default: next
+                    to this binary (so `cargo build --release --workspace` first)
   --only A,B        run only these phases (scan, enqueue, drain, coalesced, hung,
-                    scale, cli, rss, kill, fleet); targets of the others print
+                    scale, cli, daemon, rss, kill, fleet); targets of the others print
                     `not measured`
 
 Exit code: 0 (targets missed included), 1 on an error, 2 on bad flags.";
@@ -105,6 +118,14 @@ pub struct Options {
     /// Dispatches queued through the CLI and drained before the database is measured
     /// (cli phase).
     pub cli_drain_dispatches: usize,
+    /// Workspaces in the tree the daemon watches (daemon phase).
+    pub daemon_workspaces: usize,
+    /// Seconds the idle daemon's CPU time is measured over (daemon phase).
+    pub idle_secs: u64,
+    /// Workspaces finishing one at a time for the pickup latency (daemon phase).
+    pub pickups: usize,
+    /// Workspaces finishing within one second (daemon phase).
+    pub burst: usize,
     /// The `agent-sync` binary the scale phase runs (default: next to this one).
     pub agent_sync: Option<std::path::PathBuf>,
     /// Only these phases (all when empty).
@@ -120,7 +141,7 @@ pub struct Options {
 }
 
 /// The phases `--only` may name, in the order they run.
-const PHASES: [&str; 10] = [
+const PHASES: [&str; 11] = [
     "scan",
     "enqueue",
     "drain",
@@ -128,6 +149,7 @@ const PHASES: [&str; 10] = [
     "hung",
     "scale",
     "cli",
+    "daemon",
     "rss",
     "kill",
     "fleet",
@@ -151,6 +173,10 @@ impl Default for Options {
             scale_workspaces: 100_000,
             cli_calls: 2_000,
             cli_drain_dispatches: 100_000,
+            daemon_workspaces: 100_000,
+            idle_secs: 120,
+            pickups: 50,
+            burst: 5_000,
             agent_sync: None,
             only: Vec::new(),
             phase: None,
@@ -198,6 +224,10 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--scale-workspaces" => opts.scale_workspaces = count(value()?)?,
             "--cli-calls" => opts.cli_calls = count(value()?)?,
             "--cli-drain-dispatches" => opts.cli_drain_dispatches = count(value()?)?,
+            "--daemon-workspaces" => opts.daemon_workspaces = count(value()?)?,
+            "--idle-secs" => opts.idle_secs = count(value()?)? as u64,
+            "--pickups" => opts.pickups = count(value()?)?,
+            "--burst" => opts.burst = count(value()?)?,
             "--agent-sync" => opts.agent_sync = Some(value()?.into()),
             "--phase" => match value()?.as_str() {
                 phase @ ("rss" | "drain-child") => opts.phase = Some(phase.into()),
@@ -291,6 +321,7 @@ fn run(args: &[String], opts: &Options) -> BenchResult<()> {
     stopped?;
     print_summary(&figures);
     cli_drain::print_summary(opts, &figures);
+    daemon_report::print_summary(opts, &figures);
     Ok(())
 }
 
@@ -298,6 +329,9 @@ fn measure(opts: &Options, work: &std::path::Path, server: &Loopback) -> BenchRe
     let mut figures = actix::System::new().block_on(phases::run(opts, work, server))?;
     if opts.runs("cli") {
         figures.extend(cli_drain::run(opts, work)?);
+    }
+    if opts.runs("daemon") {
+        figures.extend(daemon::run(opts, work)?);
     }
     if opts.runs("rss") {
         let rss = rss::measure(opts, server)?;
