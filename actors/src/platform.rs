@@ -243,22 +243,27 @@ impl HttpPlatform {
     /// Builds the client. Call [`PlatformConfig::validate`] first.
     pub fn new(config: PlatformConfig) -> Self {
         log::debug!("platform {}: {}", config.base_url, config.route());
-        // Direct or through a CONNECT tunnel (`crate::proxy`); the connect timeout
-        // covers reaching the proxy and its answer.
-        let mut connector = awc::Connector::new()
-            .connector(ProxyConnector::new(config.proxy.routes()))
-            .timeout(config.connect_timeout);
-        if let Some(tls) = tls_config() {
-            connector = connector.rustls_0_23(tls);
-        }
-        let client = awc::Client::builder()
-            .connector(connector)
-            .timeout(config.request_timeout)
-            // A redirect could carry the Bearer token to another host.
-            .disable_redirects()
-            .finish();
+        let client = client(&config);
         HttpPlatform { client, config }
     }
+}
+
+/// The awc client every platform request goes through (pushes, pulls, diagnostics):
+/// direct or through a CONNECT tunnel (`crate::proxy`), the connect timeout covering
+/// the proxy and its answer, TLS roots as [`tls_config`] finds them, redirects off.
+pub(crate) fn client(config: &PlatformConfig) -> awc::Client {
+    let mut connector = awc::Connector::new()
+        .connector(ProxyConnector::new(config.proxy.routes()))
+        .timeout(config.connect_timeout);
+    if let Some(tls) = tls_config() {
+        connector = connector.rustls_0_23(tls);
+    }
+    awc::Client::builder()
+        .connector(connector)
+        .timeout(config.request_timeout)
+        // A redirect could carry the Bearer token to another host.
+        .disable_redirects()
+        .finish()
 }
 
 impl Platform for HttpPlatform {

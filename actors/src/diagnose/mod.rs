@@ -14,8 +14,7 @@ pub use inspect::{inspect, InspectError, Inspection};
 
 use std::time::{Duration, SystemTime};
 
-use crate::platform::{excerpt, percent_encode, tls_config, PlatformConfig, Token, EXCERPT_BYTES};
-use crate::proxy::tunnel::ProxyConnector;
+use crate::platform::{excerpt, percent_encode, PlatformConfig, Token, EXCERPT_BYTES};
 
 /// The path probed.
 pub const STATUS_PATH: &str = "/v1/agent/status";
@@ -66,17 +65,7 @@ pub async fn probe_status(
     token: Option<&Token>,
     agent_id: &str,
 ) -> Result<ProbeAnswer, ProbeError> {
-    let mut connector = awc::Connector::new()
-        .connector(ProxyConnector::new(config.proxy.routes()))
-        .timeout(config.connect_timeout);
-    if let Some(tls) = tls_config() {
-        connector = connector.rustls_0_23(tls);
-    }
-    let client = awc::Client::builder()
-        .connector(connector)
-        .timeout(config.request_timeout)
-        .disable_redirects()
-        .finish();
+    let client = crate::platform::client(config);
     let url = format!(
         "{}{STATUS_PATH}?agent_id={}",
         config.base_url.trim().trim_end_matches('/'),

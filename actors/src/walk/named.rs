@@ -16,8 +16,8 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use super::cache::{self, Known, WorkspaceRow, Writes, SCAN_WORKSPACES};
-use super::parallel::{Candidate, Counts, RowPlan};
-use super::read::{read_status, StatusRead, REPORT_FILE};
+use super::parallel::{Candidate, Counts};
+use super::read::{read_status, StatusRead};
 use super::rules::{visit_child, Probe, Visitor, Walk, Workspace, MAX_DEPTH};
 use super::sys::{Dir, Signature};
 use crate::model::WorkspaceStatus;
@@ -191,18 +191,8 @@ impl Visitor for Named<'_> {
         let settled = cache::settled(&signature, self.started);
         match read_status(ws, &mut self.buffer) {
             StatusRead::Parsed(status) if status.is_terminal() => {
-                self.found.push(Candidate {
-                    name: ws.name.to_string(),
-                    fingerprint: status.fingerprint(),
-                    status: Some(status),
-                    signature,
-                    report: ws.may_have(REPORT_FILE),
-                    row: if settled {
-                        RowPlan::Fresh
-                    } else {
-                        RowPlan::Racy
-                    },
-                });
+                self.found
+                    .push(Candidate::read_afresh(ws, status, signature, settled));
             }
             StatusRead::Parsed(status) => {
                 let known = not_terminal(&status);

@@ -62,6 +62,32 @@ pub(crate) struct Candidate {
     pub row: RowPlan,
 }
 
+impl Candidate {
+    /// A terminal workspace whose `status.json` was just read: its row is stored once
+    /// the Ledger answered if the file has settled, else nothing is stored (racy).
+    pub(crate) fn read_afresh(
+        ws: &Workspace<'_>,
+        status: WorkspaceStatus,
+        signature: Signature,
+        settled: bool,
+    ) -> Candidate {
+        Candidate {
+            name: ws.name.to_string(),
+            fingerprint: status.fingerprint(),
+            status: Some(status),
+            signature,
+            // Looked for here, on a worker, rather than opened on the scan's thread
+            // for every candidate: most workspaces have no report.
+            report: ws.may_have(REPORT_FILE),
+            row: if settled {
+                RowPlan::Fresh
+            } else {
+                RowPlan::Racy
+            },
+        }
+    }
+}
+
 /// The cache row a [`Candidate`] leaves behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RowPlan {
@@ -535,20 +561,7 @@ impl Visitor for Job<'_> {
                 if !settled && seek.existed {
                     self.writes.delete_workspace(ws.name);
                 }
-                self.emit(Candidate {
-                    name: ws.name.to_string(),
-                    fingerprint: status.fingerprint(),
-                    status: Some(status),
-                    signature,
-                    // Looked for here, on a worker, rather than opened on the scan's
-                    // thread for every candidate: most workspaces have no report.
-                    report: ws.may_have(REPORT_FILE),
-                    row: if settled {
-                        RowPlan::Fresh
-                    } else {
-                        RowPlan::Racy
-                    },
-                })
+                self.emit(Candidate::read_afresh(ws, status, signature, settled))
             }
             StatusRead::Parsed(status) => {
                 let known = super::named::not_terminal(&status);
