@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::cli_run::{self, db_bytes, dispatch_id, dispatches_json, Cli};
 use crate::commits;
 use crate::figures::Figure;
+use crate::phase_targets::{emit, print_targets, Check};
 use crate::platform::Loopback;
 use crate::{BenchResult, Options};
 
@@ -46,12 +47,7 @@ const GO_DRAIN_S: f64 = 11.9;
 /// Runs the phase against a loopback platform of its own; prints each figure as it
 /// is measured.
 pub fn run(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
-    let server = Loopback::start()?;
-    let result = measure(opts, &work.join("cli"), &server);
-    let stopped = server.stop();
-    let figures = result?;
-    stopped?;
-    Ok(figures)
+    Loopback::serve(|server| measure(opts, &work.join("cli"), server))
 }
 
 fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
@@ -271,83 +267,26 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// A value as this phase prints it: counts whole, seconds to the millisecond, fsyncs
-/// per request and MiB to two decimals.
-fn value(value: f64, unit: &str) -> String {
-    match unit {
-        "requests" | "dispatches" => format!("{value:.0}"),
-        "s" => format!("{value:.3}"),
-        "MiB" | "fsyncs per delivered request" => format!("{value:.2}"),
-        _ => format!("{value:.1}"),
-    }
-}
-
-/// Prints `figure` in the harness's form, `name: value unit (detail)`, and keeps it.
-fn emit(out: &mut Vec<Figure>, figure: Figure) {
-    println!(
-        "{}: {} {} ({})",
-        figure.name,
-        value(figure.value, figure.unit),
-        figure.unit,
-        figure.detail
-    );
-    out.push(figure);
-}
-
-/// One target of this phase: its limit depends on the sizes, so it is not one of
+/// This phase's targets; their limits depend on the sizes, so they are not among
 /// [`crate::figures::TARGETS`].
-struct Check {
-    /// The figure it applies to.
-    figure: &'static str,
-    /// `<=` (at most) or `=` (exactly).
-    exact: bool,
-    /// The limit, in the figure's unit.
-    limit: f64,
-}
-
 fn checks(opts: &Options) -> [Check; 6] {
-    let check = |figure, exact, limit| Check {
-        figure,
-        exact,
-        limit,
-    };
     [
-        check(
+        (
             "cli_calls_coalesced_requests",
-            false,
+            "<=",
             requests_limit(opts.cli_calls) as f64,
         ),
-        check("cli_calls_coalesced_drain", false, 0.25),
-        check("cli_calls_coalesced_delivered", true, opts.cli_calls as f64),
-        check("cli_calls_coalesced_duplicates", false, 0.0),
-        check("db_after_cli_drain", false, 8.0),
-        check("delivery_commits", false, 1.0),
+        ("cli_calls_coalesced_drain", "<=", 0.25),
+        ("cli_calls_coalesced_delivered", "=", opts.cli_calls as f64),
+        ("cli_calls_coalesced_duplicates", "<=", 0.0),
+        ("db_after_cli_drain", "<=", 8.0),
+        ("delivery_commits", "<=", 1.0),
     ]
 }
 
-/// The phase's summary lines, after the harness's and in its form:
-/// `target <figure> <op> <limit> <unit>: <value> <unit> ok|MISSED`, or `not measured`.
+/// The phase's summary lines, after the harness's and in its form.
 pub fn print_summary(opts: &Options, figures: &[Figure]) {
-    for check in checks(opts) {
-        let op = if check.exact { "=" } else { "<=" };
-        let Some(figure) = figures.iter().find(|f| f.name == check.figure) else {
-            println!("target {} {op} {}: not measured", check.figure, check.limit);
-            continue;
-        };
-        let met = if check.exact {
-            figure.value == check.limit
-        } else {
-            figure.value <= check.limit
-        };
-        let unit = figure.unit;
-        println!(
-            "target {} {op} {} {unit}: {} {unit} {}",
-            check.figure,
-            check.limit,
-            value(figure.value, unit),
-            if met { "ok" } else { "MISSED" }
-        );
-    }
+    print_targets(&checks(opts), figures);
 }
 
 #[cfg(test)]
@@ -367,9 +306,7 @@ mod tests {
         assert_eq!(requests_limit(1), 1);
         assert_eq!(requests_limit(101), 2);
         let defaults = Options::default();
-        assert_eq!(checks(&defaults)[0].limit, 21.0);
-        assert_eq!(checks(&defaults)[2].limit, 2_000.0);
-        assert_eq!(value(0.0431, "s"), "0.043");
-        assert_eq!(value(1.049, "fsyncs per delivered request"), "1.05");
+        assert_eq!(checks(&defaults)[0].2, 21.0);
+        assert_eq!(checks(&defaults)[2].2, 2_000.0);
     }
 }

@@ -56,12 +56,7 @@ const STOP_LIMIT: Duration = Duration::from_secs(30);
 /// Runs the phase against a loopback platform of its own; prints each figure as it
 /// is measured.
 pub fn run(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
-    let server = Loopback::start()?;
-    let result = measure(opts, &work.join("daemon"), &server);
-    let stopped = server.stop();
-    let figures = result?;
-    stopped?;
-    Ok(figures)
+    Loopback::serve(|server| measure(opts, &work.join("daemon"), server))
 }
 
 fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {

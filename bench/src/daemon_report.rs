@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::daemon_load::{self, answered, quantile, Finished, Kind, Tree};
 use crate::figures::Figure;
+pub use crate::phase_targets::emit;
+use crate::phase_targets::{print_targets, Check};
 use crate::platform::Loopback;
 use crate::{BenchResult, Options};
 
@@ -155,29 +157,8 @@ fn burst_limit(n: usize) -> usize {
     (n.div_ceil(100) * 6).div_ceil(5)
 }
 
-/// A value as this phase prints it.
-fn value(value: f64, unit: &str) -> String {
-    match unit {
-        "requests" | "dispatches" | "watches" | "code" => format!("{value:.0}"),
-        "s" | "%" => format!("{value:.3}"),
-        _ => format!("{value:.1}"),
-    }
-}
-
-/// Prints `figure` in the harness's form, `name: value unit (detail)`, and keeps it.
-pub fn emit(out: &mut Vec<Figure>, figure: Figure) {
-    println!(
-        "{}: {} {} ({})",
-        figure.name,
-        value(figure.value, figure.unit),
-        figure.unit,
-        figure.detail
-    );
-    out.push(figure);
-}
-
 /// The phase's targets: `(figure, op, limit)`, op one of `<=`, `<`, `=`.
-fn checks(opts: &Options) -> [(&'static str, &'static str, f64); 6] {
+fn checks(opts: &Options) -> [Check; 6] {
     [
         ("idle_cpu", "<=", 0.1),
         ("pickup_p99", "<=", 1.0),
@@ -188,26 +169,9 @@ fn checks(opts: &Options) -> [(&'static str, &'static str, f64); 6] {
     ]
 }
 
-/// The phase's summary lines, after the harness's and in its form:
-/// `target <figure> <op> <limit> <unit>: <value> <unit> ok|MISSED`, or `not measured`.
+/// The phase's summary lines, after the harness's and in its form.
 pub fn print_summary(opts: &Options, figures: &[Figure]) {
-    for (name, op, limit) in checks(opts) {
-        let Some(figure) = figures.iter().find(|f| f.name == name) else {
-            println!("target {name} {op} {limit}: not measured");
-            continue;
-        };
-        let met = match op {
-            "<=" => figure.value <= limit,
-            "<" => figure.value < limit,
-            _ => figure.value == limit,
-        };
-        let unit = figure.unit;
-        println!(
-            "target {name} {op} {limit} {unit}: {} {unit} {}",
-            value(figure.value, unit),
-            if met { "ok" } else { "MISSED" }
-        );
-    }
+    print_targets(&checks(opts), figures);
 }
 
 #[cfg(test)]
@@ -237,6 +201,5 @@ mod tests {
             (100_000, 120)
         );
         assert_eq!(checks(&defaults)[2].2, 60.0);
-        assert_eq!(value(0.0431, "%"), "0.043");
     }
 }

@@ -47,6 +47,7 @@ mod fixture;
 mod fleet;
 mod hung;
 mod kill;
+mod phase_targets;
 mod phases;
 mod platform;
 mod push;

@@ -258,6 +258,17 @@ async fn push(shared: web::Data<Shared>, request: HttpRequest, body: web::Bytes)
 }
 
 impl Loopback {
+    /// Runs `measure` against a loopback platform of its own and stops it whatever
+    /// `measure` answered (its error first, then the server's).
+    pub fn serve<T>(measure: impl FnOnce(&Loopback) -> BenchResult<T>) -> BenchResult<T> {
+        let server = Loopback::start()?;
+        let result = measure(&server);
+        let stopped = server.stop();
+        let value = result?;
+        stopped?;
+        Ok(value)
+    }
+
     /// Binds and starts the server on its own thread; returns once it listens.
     pub fn start() -> BenchResult<Loopback> {
         let counters = Arc::new(Counters::default());
