@@ -6,28 +6,18 @@
 //! line must not hide the others.
 
 use actix::prelude::*;
-use redb::{Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use crate::error::StoreError;
 use crate::messages::{ReadSyncState, RecentRecords, Record, SetAuthFailed, SyncState};
 use crate::model::{Direction, SyncRecord};
+use crate::store::schema::{HISTORY, SYNC_STATE};
 use crate::store::{decode, decode_or_warn, encode, Store};
-
-/// Monotonic id -> JSON [`SyncRecord`].
-pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
-/// `"state"` -> JSON [`SyncState`].
-pub(crate) const SYNC_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_state");
 
 const STATE_KEY: &str = "state";
 
 /// How many records are kept by default.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
-
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(HISTORY)?;
-    txn.open_table(SYNC_STATE)?;
-    Ok(())
-}
 
 /// Owns the `history` and `sync_state` tables.
 pub struct History {

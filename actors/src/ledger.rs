@@ -17,22 +17,13 @@
 use std::cmp::Ordering;
 
 use actix::prelude::*;
-use redb::{
-    Durability, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
-};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, Table};
 
 use crate::error::StoreError;
 use crate::messages::{LedgerSize, MarkSynced, Unsynced};
 use crate::model::ScannedDispatch;
+use crate::store::schema::LEDGER;
 use crate::store::Store;
-
-/// Dispatch id -> fingerprint last delivered.
-pub(crate) const LEDGER: TableDefinition<&str, &str> = TableDefinition::new("ledger");
-
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(LEDGER)?;
-    Ok(())
-}
 
 /// Orders two fingerprints of one dispatch (`<RFC 3339 UTC seconds>#<runs>`): by
 /// time (fixed-width UTC text, so text order is time order), then by runs as a

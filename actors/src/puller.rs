@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use actix::prelude::*;
-use redb::{Durability, TableDefinition, WriteTransaction};
+use redb::Durability;
 use serde_json::Value;
 
 use crate::error::{StoreError, SyncError};
@@ -25,22 +25,15 @@ use crate::messages::{CachedContext, PullReport, Record, SetAuthFailed, SyncPull
 use crate::metrics::{Metrics, PullResult};
 use crate::model::{Direction, SyncRecord};
 use crate::platform::{Platform, PullOutcome, TokenSource};
+use crate::store::schema::CONTEXT;
 use crate::store::{decode, encode, Store};
 use crate::time::Clock;
-
-/// `"items"` -> JSON array of context objects.
-pub(crate) const CONTEXT: TableDefinition<&str, &[u8]> = TableDefinition::new("context");
 
 const ITEMS_KEY: &str = "items";
 
 /// Most context items cached by default: far more than a fleet's context holds, small
 /// enough that the row rewritten by every pull stays a few MiB.
 pub const DEFAULT_MAX_CONTEXT_ITEMS: usize = 10_000;
-
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(CONTEXT)?;
-    Ok(())
-}
 
 /// Owns the `context` table and the platform client for pulls.
 pub struct Puller {

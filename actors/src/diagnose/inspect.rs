@@ -13,10 +13,8 @@ use redb::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::history::{HISTORY, SYNC_STATE};
 use crate::model::{DeadLetter, QueueEntry, SyncRecord};
-use crate::puller::CONTEXT;
-use crate::queue::{DEAD_LETTERS, QUEUE};
+use crate::store::schema::{CONTEXT, DEAD_LETTERS, HISTORY, QUEUE, SYNC_STATE};
 use crate::store::{decode, DATABASE_FILE};
 
 /// The most rows that do not decode named in an [`Inspection`]; the rest are counted.

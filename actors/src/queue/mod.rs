@@ -81,11 +81,11 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata};
 use tokio::sync::oneshot;
 
 pub use policy::{Jitter, PushBody, DEFAULT_MAX_REQUEST_BYTES};
-pub(crate) use tables::{create_tables, DEAD_LETTERS, QUEUE, QUEUE_META};
 
 use crate::error::StoreError;
 use crate::messages::*;
 use crate::model::{DeadLetter, QueueEntry, ScannedDispatch};
+use crate::store::schema::{DEAD_LETTERS, QUEUE, QUEUE_META};
 use crate::store::{decode, decode_or_warn, Compaction, Store, COMPACT_MIN_FILE_BYTES};
 use crate::time::{Clock, Timestamp};
 use policy::{Caps, OpenTail, Spread};

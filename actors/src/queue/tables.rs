@@ -3,43 +3,25 @@
 //! Ledger's and History's tables are written here too, through their table
 //! functions, so one outcome is one commit.
 
-use redb::{
-    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
-};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::policy::{self, Caps, Class, OpenTail, Spread};
 use crate::history;
-use crate::ledger::{self, LEDGER};
+use crate::ledger;
 use crate::messages::{
     Decision, DeliveryOutcome, Enqueue, EnqueueBatch, EnqueueReceipt, RequeueReport,
 };
 use crate::model::{
     DeadLetter, Direction, Dispatch, QueueEntry, ScannedDispatch, ScannedKey, SyncRecord,
 };
+use crate::store::schema::{DEAD_LETTERS, LEDGER, QUEUE, QUEUE_KEYS, QUEUE_META};
 use crate::store::{decode, encode};
 use crate::time::Timestamp;
-
-/// `seq` -> JSON [`QueueEntry`].
-pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
-/// `seq` -> JSON [`DeadLetter`].
-pub(crate) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
-/// `id \x1f fingerprint` -> seq of the entry or dead letter holding it.
-pub(crate) const QUEUE_KEYS: TableDefinition<&str, u64> = TableDefinition::new("queue_keys");
-/// Counters: `next_seq`, `dispatches`.
-pub(crate) const QUEUE_META: TableDefinition<&str, u64> = TableDefinition::new("queue_meta");
 
 /// Next seq to hand out; seqs are never reused.
 const NEXT_SEQ: &str = "next_seq";
 /// Dispatches held in `queue`, kept in step with the rows so status never scans.
 pub(crate) const DISPATCHES: &str = "dispatches";
-
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(QUEUE)?;
-    txn.open_table(DEAD_LETTERS)?;
-    txn.open_table(QUEUE_KEYS)?;
-    txn.open_table(QUEUE_META)?;
-    Ok(())
-}
 
 /// The candidates whose (id, fingerprint) no entry or dead letter holds, in order.
 pub(super) fn not_held(

@@ -60,19 +60,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{AccessGuard, Durability, Range, ReadOnlyTable, TableDefinition, WriteTransaction};
+use redb::{AccessGuard, Durability, Range, ReadOnlyTable, TableDefinition};
 
 use super::sys::Signature;
+use crate::store::schema::{SCAN_DIRS, SCAN_WORKSPACES};
 use crate::store::Store;
 
 /// An mtime this close to the caching scan's start is not trusted (coarse clocks).
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
-
-/// Directory (key) -> signature and child directories.
-pub(crate) const SCAN_DIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("scan_dirs");
-/// Workspace name (key) -> signature of its `status.json` and what it held.
-pub(crate) const SCAN_WORKSPACES: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("scan_workspaces");
 
 /// First byte of every row; a row of another version is ignored (version 1 rows,
 /// without the pid of a running workspace, are misses and rebuilt).
@@ -80,12 +75,6 @@ const ROW_VERSION: u8 = 2;
 
 /// Row writes gathered before one commit.
 const FLUSH_OPS: usize = 2048;
-
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(SCAN_DIRS)?;
-    txn.open_table(SCAN_WORKSPACES)?;
-    Ok(())
-}
 
 /// Nanoseconds since the epoch, now.
 pub(crate) fn now_ns() -> i128 {

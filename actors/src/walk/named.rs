@@ -15,12 +15,13 @@ use std::ffi::{OsStr, OsString};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use super::cache::{self, Known, WorkspaceRow, Writes, SCAN_WORKSPACES};
+use super::cache::{self, Known, WorkspaceRow, Writes};
 use super::parallel::{Candidate, Counts};
 use super::read::{read_status, StatusRead};
 use super::rules::{visit_child, Probe, Visitor, Walk, Workspace, MAX_DEPTH};
 use super::sys::{Dir, Signature};
 use crate::model::WorkspaceStatus;
+use crate::store::schema::SCAN_WORKSPACES;
 use crate::store::Store;
 
 /// What the cache records of a status that is not terminal.

@@ -7,19 +7,9 @@
 //!
 //! # On-disk layout
 //!
-//! | table            | key            | value                         | owner   |
-//! |------------------|----------------|-------------------------------|---------|
-//! | `meta`           | `&str`         | JSON                          | Store   |
-//! | `ledger`         | dispatch id    | newest fingerprint delivered  | Ledger (read), Queue (write) |
-//! | `queue`          | `seq: u64`     | JSON [`QueueEntry`](crate::model::QueueEntry)           | Queue   |
-//! | `queue_keys`     | `id \x1f fp`   | `seq` holding it              | Queue   |
-//! | `queue_meta`     | `&str`         | `u64` counters                | Queue   |
-//! | `dead_letters`   | `seq: u64`     | JSON [`DeadLetter`](crate::model::DeadLetter)           | Queue   |
-//! | `history`        | `u64`          | JSON [`SyncRecord`](crate::model::SyncRecord)           | History (pushes: Queue) |
-//! | `sync_state`     | `&str`         | JSON (last push/pull, auth)   | History (pushes: Queue) |
-//! | `context`        | `&str`         | JSON array of context items   | Puller  |
-//! | `scan_dirs`      | dir, `/` as `\0` | binary: signature, children  | Scanner |
-//! | `scan_workspaces`| name, `/` as `\0`| binary: signature, known state | Scanner |
+//! Every table, its key, its value and who writes it, is in `schema`, with the one
+//! function that creates them; modules import their tables from there, and the store
+//! imports no actor.
 //!
 //! Values are JSON so a record written by one version can be read (or skipped with a
 //! warning, H1) by another; `meta.schema` names the layout version. The two `scan_*`
@@ -85,21 +75,22 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use redb::{
     CompactionError, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase,
-    StorageBackend, StorageError, TableDefinition, WriteTransaction,
+    StorageBackend, StorageError, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{OpenError, StoreError};
 
+pub(crate) mod schema;
+
+use schema::META;
+
 /// File name of the database inside the state dir.
 pub const DATABASE_FILE: &str = "sync.redb";
 
 /// Version of the table layout above.
 const SCHEMA_VERSION: &str = "1";
-
-/// Layout version and one-time markers (legacy import).
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Page cache for an embedded component: small, the working set is the queue head.
 const DEFAULT_CACHE_BYTES: usize = 8 * 1024 * 1024;
@@ -251,14 +242,9 @@ impl Store {
         };
         store
             .write("create the tables", Durability::Immediate, |txn| {
-                let mut meta = txn.open_table(META)?;
-                meta.insert("schema", SCHEMA_VERSION.as_bytes())?;
-                drop(meta);
-                crate::ledger::create_tables(txn)?;
-                crate::queue::create_tables(txn)?;
-                crate::history::create_tables(txn)?;
-                crate::puller::create_tables(txn)?;
-                crate::walk::cache::create_tables(txn)?;
+                schema::create_all(txn)?;
+                txn.open_table(META)?
+                    .insert("schema", SCHEMA_VERSION.as_bytes())?;
                 Ok(())
             })
             .map_err(|e| OpenError::Corrupt {
