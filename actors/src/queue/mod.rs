@@ -379,7 +379,7 @@ impl Queue {
     /// Tries the held outcome's commit again; on success its waiters get the decision
     /// and leasing resumes, else the next try is scheduled further out.
     fn retry_held(&mut self, ctx: &mut Context<Self>) {
-        let Some(mut held) = self.held.take() else {
+        let Some(held) = self.held.take() else {
             return;
         };
         match self.report(&held.report, true) {
@@ -395,19 +395,23 @@ impl Queue {
                 self.after_outcome(empty, ctx);
                 self.wake();
             }
-            Err(e) => {
-                held.failures = held.failures.saturating_add(1);
-                let wait = held_retry_wait(held.failures);
-                log::warn!(
-                    "could not record the outcome of entry {} ({e}); holding it and trying \
-                     again in {:.1}s: nothing is sent meanwhile",
-                    held.report.seq,
-                    wait.as_secs_f64()
-                );
-                self.held = Some(held);
-                ctx.run_later(wait, |act, ctx| act.retry_held(ctx));
-            }
+            Err(e) => self.hold(held, &e, ctx),
         }
+    }
+
+    /// Keeps `held` (one more failed commit, `e`) with its lease and schedules the
+    /// next try of its commit.
+    fn hold(&mut self, mut held: Held, e: &StoreError, ctx: &mut Context<Self>) {
+        held.failures = held.failures.saturating_add(1);
+        let wait = held_retry_wait(held.failures);
+        log::warn!(
+            "could not record the outcome of entry {} ({e}); holding it and trying again in \
+             {:.1}s: nothing is sent meanwhile",
+            held.report.seq,
+            wait.as_secs_f64()
+        );
+        self.held = Some(held);
+        ctx.run_later(wait, |act, ctx| act.retry_held(ctx));
     }
 
     /// Keeps the newest `limit` history records when an outcome is recorded (the
@@ -598,20 +602,13 @@ impl Handler<Report> for Queue {
                 Ok(decision)
             }
             Err(e) if leased && self.held.is_none() => {
-                let wait = held_retry_wait(1);
-                log::warn!(
-                    "could not record the outcome of entry {} ({e}); holding it and trying \
-                     again in {:.1}s: nothing is sent meanwhile",
-                    msg.seq,
-                    wait.as_secs_f64()
-                );
                 let (reply, answer) = oneshot::channel();
-                self.held = Some(Held {
+                let held = Held {
                     report: msg,
                     replies: vec![reply],
-                    failures: 1,
-                });
-                ctx.run_later(wait, |act, ctx| act.retry_held(ctx));
+                    failures: 0,
+                };
+                self.hold(held, &e, ctx);
                 return Box::pin(held_answer(answer));
             }
             Err(e) => Err(e),
