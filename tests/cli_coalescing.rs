@@ -2,7 +2,8 @@
 //! `agent-sync push --dispatches` calls, each a process of its own on one state dir,
 //! share entries, because a process reopens the never-leased tail that is not the
 //! head; so one later `push --queue-only` sends a few requests, not one per call, and
-//! every dispatch exactly once.
+//! every dispatch exactly once. A cron drain that empties a backlog also gives the
+//! space back before the process exits (design.md §6 S3).
 //!
 //! The binary runs in a [`Sandbox`] (see `tests/cli.rs`); the platform is a
 //! [`LoopbackPlatform`] on 127.0.0.1, so child processes are waited for on the
@@ -108,4 +109,41 @@ fn dispatch_ids(entry: &Value) -> Vec<String> {
         .iter()
         .map(|d| d["id"].as_str().expect("a string id").to_string())
         .collect()
+}
+
+#[actix_rt::test]
+async fn a_cron_drain_that_empties_a_large_backlog_leaves_a_small_file() {
+    const DISPATCHES: usize = 20_000;
+    let sandbox = Sandbox::new(agent_sync_bin!(), "cli-agent", "cli-secret-5e1f09a7");
+    let (file, _) = sandbox.padded_dispatches("backlog", DISPATCHES, 300);
+    let file = file.to_str().expect("a UTF-8 path").to_string();
+    let out = run_async(sandbox.cmd(&["push", "--dispatches", &file]))
+        .await
+        .ok();
+    assert_eq!(out.stdout.trim(), "synced: 0", "{}", out.stderr);
+    let db = sandbox.state().join("sync.redb");
+    let queued = std::fs::metadata(&db).expect("the database").len();
+    assert!(
+        queued > 8 << 20,
+        "a backlog worth giving back: {queued} bytes"
+    );
+    let platform = LoopbackPlatform::start().await;
+    let out = run_async(sandbox.online(&platform.url(), &["push", "--queue-only"]))
+        .await
+        .ok();
+    assert_eq!(
+        out.stdout.trim(),
+        format!("synced: {DISPATCHES}"),
+        "{}",
+        out.stderr
+    );
+    // The process has exited: what it left on disk is what cron leaves.
+    let drained = std::fs::metadata(&db).expect("the database").len();
+    assert!(
+        drained <= 1 << 20,
+        "{queued} bytes queued, {drained} bytes left after the drain"
+    );
+    note(&format!(
+        "cron drain of {DISPATCHES}: {queued} bytes queued, {drained} bytes after exit"
+    ));
 }
