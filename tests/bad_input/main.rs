@@ -15,8 +15,6 @@
 //!   on macOS and the BSDs), in process and through the Scanner and the Queue: the two
 //!   find, refuse and queue exactly the same things.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -30,11 +28,10 @@ use agent_sync::actors::puller::parse_context;
 use agent_sync::actors::pusher::validate_dispatches;
 use agent_sync::actors::walk::{scan_tree_with, Resolver, TreeScan};
 use agent_sync::actors::DispatchError;
+use agent_sync_testkit::{LoopbackPlatform, Sandbox};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
-
-use common::{LoopbackPlatform, Sandbox};
 
 /// Proptest settings: `PROPTEST_CASES` or `default`; no regression files in the tree.
 fn config(default: u32) -> Config {
