@@ -3,7 +3,7 @@
 //! systemd notify, completions and the man page, key file hygiene, and an embedded
 //! `SyncService` serving the socket to the CLI.
 //!
-//! Like `tests/cli.rs`, every process gets a cleared environment rooted in a temp dir
+//! Like `tests/cli/main.rs`, every process gets a cleared environment rooted in a temp dir
 //! (`<tmp>/workspace`, `<tmp>/sync`); platforms are loopback servers on 127.0.0.1 run
 //! by the test's actix System, so child processes are waited for on the blocking pool.
 //!

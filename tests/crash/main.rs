@@ -5,7 +5,7 @@
 //!
 //! # The harness
 //!
-//! Each round runs in an isolated [`Sandbox`] (as in `tests/cli.rs`: a cleared
+//! Each round runs in an isolated [`Sandbox`] (as in `tests/cli/main.rs`: a cleared
 //! environment, `HOME` and `CORE_WORKSPACE` in a temp dir). A few hundred dispatches
 //! are queued, then `agent-sync run --scan-interval 0` (the default daemon: one request
 //! in flight, each outcome committed before the next lease) drains them to a platform
