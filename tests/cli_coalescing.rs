@@ -5,7 +5,7 @@
 //! every dispatch exactly once. A cron drain that empties a backlog also gives the
 //! space back before the process exits (design.md §6 S3).
 //!
-//! The binary runs in a [`Sandbox`] (see `tests/cli.rs`); the platform is a
+//! The binary runs in a [`Sandbox`] (see `tests/cli/main.rs`); the platform is a
 //! [`LoopbackPlatform`] on 127.0.0.1, so child processes are waited for on the
 //! blocking pool ([`run_async`]).
 

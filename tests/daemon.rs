@@ -2,7 +2,7 @@
 //! stops cleanly on SIGTERM (letting the request in flight finish, or timing it out
 //! at the shutdown deadline), stops at once on a second signal, waits for a key file
 //! provisioned later, and reaps ghost workspaces (one summary line, and a stop does
-//! not wait for the reap to end). The harness is `tests/cli.rs`'s:
+//! not wait for the reap to end). The harness is `tests/cli/main.rs`'s:
 //! a [`Sandbox`] per test, a [`LoopbackPlatform`] on the test's System, and a
 //! [`Daemon`] logging at info.
 

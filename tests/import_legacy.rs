@@ -1,7 +1,7 @@
 //! `agent-sync import-legacy` end to end (design.md §8): the Go agent's sync dir is
 //! imported once, its files are left as they were, the imported queue delivers, and
 //! the ledger fingerprints derived at import match what a scan finds; a corrupt file
-//! imports nothing. The harness is `tests/cli.rs`'s.
+//! imports nothing. The harness is `tests/cli/main.rs`'s.
 
 use std::fs;
 use std::path::{Path, PathBuf};

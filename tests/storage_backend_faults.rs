@@ -1,5 +1,5 @@
 //! Storage faults under redb, in process (design.md §6 R1, R4): the actors run over a
-//! [`Faults`] backend (`testkit/src/faults.rs`) that fails writes or syncs on demand (a
+//! [`Faults`] backend (`testkit/src/faults/`) that fails writes or syncs on demand (a
 //! full disk) or cuts the power at a chosen sync, and the state is then read back
 //! with the plain `Store::open`, as after a restart. What is checked is the Queue's
 //! promise: an enqueue is acknowledged only once durable, so whatever the fault,

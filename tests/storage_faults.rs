@@ -2,7 +2,7 @@
 //! read-only state dir and a second process beside a running daemon each end in
 //! their documented outcome (a clear `error:` line, exit 1, the state left as it
 //! was), never a panic, and nothing that was acknowledged is lost. Platform faults
-//! are in `platform_faults.rs`; a garbage database and the lock held in-process in
+//! are in `platform_faults/`; a garbage database and the lock held in-process in
 //! `cli.rs`.
 
 use std::fs;
@@ -329,7 +329,7 @@ fn a_second_process_beside_a_running_daemon_fails_fast_and_changes_nothing() {
         server.delivered().len() == 1
     });
     // Beside a running daemon, status, queue, push, pull and requeue are carried out
-    // by it through its control socket (tests/control.rs); the two commands that need
+    // by it through its control socket (tests/control/); the two commands that need
     // the state to themselves are refused, naming the daemon's pid.
     let in_use = format!(
         "state in {} is in use by another agent-sync process (pid {})",

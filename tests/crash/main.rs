@@ -5,7 +5,7 @@
 //!
 //! # The harness
 //!
-//! Each round runs in an isolated [`Sandbox`] (as in `tests/cli.rs`: a cleared
+//! Each round runs in an isolated [`Sandbox`] (as in `tests/cli/main.rs`: a cleared
 //! environment, `HOME` and `CORE_WORKSPACE` in a temp dir). A few hundred dispatches
 //! are queued, then `agent-sync run --scan-interval 0` (the default daemon: one request
 //! in flight, each outcome committed before the next lease) drains them to a platform
@@ -16,7 +16,9 @@
 //! holds a request (mid-POST), right after it has written a 2xx (before the Queue
 //! could record it), or hold a request while the test signals the daemon. Every
 //! daemon incarnation gets a server of its own, so each request is attributed to the
-//! incarnation that sent it. The rounds and their checks are in [`rounds`].
+//! incarnation that sent it. The rounds are in [`rounds`], the checks after each stop
+//! in [`phase`], what every round starts from in [`setup`], the statistics of a kind
+//! in [`tally`].
 //!
 //! Seeded queues are made of entries of 1-3 dispatches, each one request, imported
 //! whole ([`ImportEntries`]: separate enqueues in one process would coalesce).
@@ -60,8 +62,11 @@
 //! [`Sandbox`]: agent_sync_testkit::Sandbox
 //! [`Raw`]: agent_sync_testkit::Raw
 
+mod phase;
 mod platform;
 mod rounds;
+mod setup;
+mod tally;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
@@ -76,7 +81,9 @@ use agent_sync_testkit::{run, write_done};
 use serde_json::{json, Value};
 
 use platform::{Platform, Trigger};
-use rounds::*;
+use rounds::{KillAt, Round};
+use setup::*;
+use tally::Tally;
 
 /// SIGKILL to a child not reaped yet (a `push` in the middle of its run).
 fn kill_now(child: &Child) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use agent_sync_testkit::{Raw, Reply, Req};
 
-use crate::rounds::Lcg;
+use crate::setup::Lcg;
 
 /// What the platform does at one request of the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

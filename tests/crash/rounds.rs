@@ -1,153 +1,22 @@
-//! The crash rounds: seeded queues, daemon incarnations stopped at chosen points
-//! ([`KillAt`]), the checks after every stop ([`check_phase`]) and at the end of a
-//! round ([`Round::finish`]), and the statistics of a kind ([`Tally`]). The module
-//! docs of `main.rs` say what is checked and why.
+//! The crash rounds: a [`Round`] runs daemon incarnations stopped at chosen points
+//! ([`KillAt`]), checks each one ([`check_phase`]) and the round as a whole at its
+//! end ([`Round::finish`]), adding to the statistics of its kind ([`Tally`]). The
+//! module docs of `main.rs` say what is checked and why.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use actix::Actor;
-use agent_sync::actors::messages::ImportEntries;
-use agent_sync::actors::model::{Dispatch, QueueEntry};
-use agent_sync::actors::queue::QueueConfig;
-use agent_sync::actors::time::Clock;
-use agent_sync::actors::{Queue, Store};
-use agent_sync_testkit::{agent_sync_bin, note, pushed_seqs, Daemon, Sandbox};
-use serde_json::{json, Value};
+use agent_sync_testkit::{pushed_seqs, Daemon, Sandbox};
 
-use crate::platform::{Platform, Received, Trigger};
-
-/// A token distinctive enough to spot anywhere.
-pub const SECRET: &str = "crash-secret-0b1d";
-/// The agent every round runs as.
-pub const AGENT: &str = "crash-agent";
-/// Dispatches per round.
-pub const DISPATCHES: usize = 300;
-/// Bound on anything the harness waits for.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-/// `run --shutdown-timeout` of every daemon: long, so a prompt exit is clearly not it.
-pub const SHUTDOWN_TIMEOUT: &str = "30s";
-/// A second SIGTERM must end the daemon within this (the shutdown timeout is 30 s).
-pub const PROMPT_EXIT: Duration = Duration::from_secs(5);
-
-// ------------------------------------------------------------------- knobs, seeds
-
-pub fn rounds() -> usize {
-    std::env::var("AGENT_SYNC_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4)
-}
-
-fn base_seed() -> u64 {
-    std::env::var("AGENT_SYNC_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed_1234)
-}
-
-/// A tiny deterministic generator (Knuth's MMIX LCG, high bits).
-#[derive(Clone, Debug)]
-pub struct Lcg(u64);
-
-impl Lcg {
-    pub fn new(seed: u64) -> Self {
-        let mut lcg = Lcg(seed ^ 0x9e37_79b9_7f4a_7c15);
-        lcg.next();
-        lcg
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    /// Uniform-ish in `0..n` (`0` when `n == 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
-
-/// One isolated installation of the binary, run as [`AGENT`] with [`SECRET`].
-pub fn sandbox() -> Sandbox {
-    Sandbox::new(agent_sync_bin!(), AGENT, SECRET)
-}
-
-/// The queue as `queue --json` lists it; the state must open after every crash.
-pub fn queued_entries(sandbox: &Sandbox) -> Vec<Entry> {
-    sandbox
-        .queue()
-        .iter()
-        .map(|e| Entry {
-            seq: e["seq"].as_u64().expect("seq"),
-            key: e["idempotency_key"].as_str().expect("key").to_string(),
-            ids: e["dispatches"]
-                .as_array()
-                .expect("dispatches")
-                .iter()
-                .map(|d| d["id"].as_str().expect("id").to_string())
-                .collect(),
-        })
-        .collect()
-}
-
-/// A queued entry as `queue --json` lists it.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub seq: u64,
-    pub key: String,
-    pub ids: Vec<String>,
-}
-
-pub fn dispatch(id: &str) -> Value {
-    json!({"id": id, "status": "completed", "agent": "codex", "pad": "p".repeat(48)})
-}
-
-/// Queues `entries` into the state, each one queue entry (one request) exactly as
-/// given, in-process, and closes it. Imported whole: separate `Enqueue`s in one
-/// process would coalesce into the tail entry.
-pub fn seed_queue(state: &Path, entries: Vec<Vec<Value>>) {
-    let state = state.to_path_buf();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            let store = Store::open(&state).expect("open the state");
-            let clock = Clock::system();
-            let queue = Queue::new(store, QueueConfig::default(), clock).start();
-            let now = clock.now();
-            let entries: Vec<QueueEntry> = entries
-                .into_iter()
-                .map(|dispatches| {
-                    let dispatches = dispatches
-                        .into_iter()
-                        .map(|d| Dispatch::from(d.as_object().expect("an object").clone()))
-                        .collect();
-                    QueueEntry::new(AGENT.into(), None, dispatches, now)
-                })
-                .collect();
-            let count = entries.len();
-            let imported = queue
-                .send(ImportEntries { entries })
-                .await
-                .expect("the queue")
-                .expect("import the entries");
-            assert_eq!(imported, count, "every seeded entry is queued");
-        })
-    })
-    .join()
-    .expect("seeding thread");
-}
-
-// ------------------------------------------------------------------ the rounds
+use crate::phase::{check_phase, End, Phase};
+use crate::platform::{Platform, Trigger};
+use crate::setup::{
+    base_seed, dispatch, queued_entries, sandbox, seed_queue, Entry, Lcg, DEADLINE, DISPATCHES,
+    PROMPT_EXIT, SECRET, SHUTDOWN_TIMEOUT,
+};
+use crate::tally::Tally;
 
 /// How a daemon incarnation ends.
 #[derive(Clone, Copy, Debug)]
@@ -165,118 +34,20 @@ pub enum KillAt {
     Finish,
 }
 
-/// How an incarnation actually ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    /// SIGKILL: at most the request in flight is sent again.
-    Killed,
-    /// One SIGTERM, exit 0: nothing is sent again.
-    Graceful,
-    /// A second SIGTERM, exit 0: the request in flight is abandoned, sent again.
-    AtOnce,
-}
-
-/// One daemon incarnation and what came of it.
-pub struct Phase {
-    label: String,
-    platform: Platform,
-    end: End,
-    /// The request the platform held while the daemon was signalled.
-    held: Option<usize>,
-    /// From the second SIGTERM to the exit.
-    second_exit: Option<Duration>,
-    /// The queue once it was dead.
-    after: Vec<Entry>,
-    /// Seqs it logged as pushed (logged after their durable commit).
-    logged: BTreeSet<u64>,
-}
-
-impl Phase {
-    /// The requests it sent whose entry is still queued: they will be sent again.
-    fn resent(&self) -> Vec<Received> {
-        let still: HashSet<&str> = self.after.iter().map(|e| e.key.as_str()).collect();
-        self.platform
-            .log()
-            .into_iter()
-            .filter(|r| still.contains(r.key.as_str()))
-            .collect()
-    }
-}
-
-/// Statistics of one kind, over all its rounds.
-#[derive(Default)]
-pub struct Tally {
-    pub rounds: usize,
-    /// SIGKILLs (of a daemon or of a `push`).
-    pub kills: usize,
-    /// Daemons stopped by one SIGTERM in the middle of a drain.
-    pub stops: usize,
-    /// Daemons stopped by a second SIGTERM while a request was held, and the
-    /// slowest exit after it.
-    pub second_signals: usize,
-    pub slowest_second_exit: Duration,
-    pub dispatches: usize,
-    pub lost: usize,
-    /// Extra copies the platform received, in requests (idempotency keys) and in
-    /// dispatches.
-    pub duplicate_requests: usize,
-    pub duplicates: usize,
-    /// Most requests to be re-sent after one kill (or second signal).
-    pub max_resent_after_kill: usize,
-    /// Most requests to be re-sent after one graceful stop.
-    pub max_resent_after_stop: usize,
-    /// Killed `push` runs that had exited 0 / committed unacknowledged / left nothing.
-    pub enqueue_outcomes: (usize, usize, usize),
-}
-
-impl Tally {
-    pub fn print(&self, kind: &str) {
-        let mut line = format!(
-            "crash[{kind}]: rounds {}, kill points {}, dispatches {}, lost {}, \
-             duplicates {} request(s) / {} dispatch(es), max requests re-sent after one kill {}",
-            self.rounds,
-            self.kills,
-            self.dispatches,
-            self.lost,
-            self.duplicate_requests,
-            self.duplicates,
-            self.max_resent_after_kill
-        );
-        if self.stops > 0 {
-            line.push_str(&format!(
-                "; graceful stops mid-drain {}, max requests re-sent after one {}",
-                self.stops, self.max_resent_after_stop
-            ));
-        }
-        if self.second_signals > 0 {
-            line.push_str(&format!(
-                "; second SIGTERMs {} (each abandons the request in flight), slowest exit \
-                 after one {:?} (shutdown timeout {SHUTDOWN_TIMEOUT})",
-                self.second_signals, self.slowest_second_exit
-            ));
-        }
-        let (acked, committed, rolled_back) = self.enqueue_outcomes;
-        if acked + committed + rolled_back > 0 {
-            line.push_str(&format!(
-                " (killed pushes: {acked} had exited 0, {committed} committed unacknowledged, {rolled_back} left nothing)"
-            ));
-        }
-        line.push_str(&format!(
-            "; more: AGENT_SYNC_CRASH_ROUNDS=N (now {}), AGENT_SYNC_CRASH_SEED",
-            rounds()
-        ));
-        // Straight to the stream: shown even when the test harness captures output.
-        note(&line);
-    }
-}
-
+/// One seeded round of a kind: its sandbox, its daemon incarnations so far, and the
+/// dispatches it must see delivered.
 pub struct Round {
+    /// Kind, index and seed, for every message.
     pub label: String,
+    /// The round's seed: the platforms' delays and the stop points follow from it.
     pub seed: u64,
+    /// Where the stop points are drawn from.
     pub rng: Lcg,
+    /// The round's own installation of the binary.
     pub sandbox: Sandbox,
     /// The daemon scans the workspace root at start (else it only drains).
     pub scan: bool,
+    /// The incarnations run so far, oldest first.
     pub phases: Vec<Phase>,
     /// Acknowledged (or seeded) dispatch ids: each must reach the platform.
     pub expected: BTreeSet<String>,
@@ -617,100 +388,5 @@ fn wait_exit(daemon: &mut Daemon, platform: &Platform, label: &str) -> std::proc
             panic!("{label}: the daemon did not exit (killed on drop)");
         }
         thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// The per-stop checks of the module docs; `text` is the daemon's log.
-fn check_phase(before: &[Entry], phase: &Phase, text: &str) {
-    let label = &phase.label;
-    let received = phase.platform.log();
-    let answered: HashSet<&str> = received
-        .iter()
-        .filter(|r| r.answered)
-        .map(|r| r.key.as_str())
-        .collect();
-    let after: HashSet<&str> = phase.after.iter().map(|e| e.key.as_str()).collect();
-    let after_seqs: HashSet<u64> = phase.after.iter().map(|e| e.seq).collect();
-
-    // Nothing leaves the queue without a 2xx.
-    for entry in before {
-        assert!(
-            after.contains(entry.key.as_str()) || answered.contains(entry.key.as_str()),
-            "{label}: entry {} ({:?}) left the queue unanswered",
-            entry.seq,
-            entry.ids
-        );
-    }
-    // Sent at most once per incarnation; unanswered ones are still queued.
-    let mut keys = HashSet::new();
-    for r in &received {
-        assert!(keys.insert(r.key.as_str()), "{label}: {} sent twice", r.key);
-        if !r.answered {
-            assert!(
-                after.contains(r.key.as_str()),
-                "{label}: entry {} was never answered yet left the queue",
-                r.key
-            );
-        }
-    }
-    // One request in flight, ever.
-    assert!(
-        phase.platform.max_in_flight() <= 1,
-        "{label}: the platform held {} requests at once",
-        phase.platform.max_in_flight()
-    );
-    // Logged as pushed = durably recorded: never queued again.
-    for seq in &phase.logged {
-        assert!(
-            !after_seqs.contains(seq),
-            "{label}: entry {seq} was logged as pushed but is still queued"
-        );
-    }
-    // The requests to be sent again, by their index in what this incarnation sent.
-    let resent: Vec<usize> = received
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| after.contains(r.key.as_str()))
-        .map(|(i, _)| i)
-        .collect();
-    if let Some(held) = phase.held {
-        // Signalled while the platform held request `held`: nothing new started.
-        assert_eq!(
-            received.len(),
-            held + 1,
-            "{label}: a request started after the SIGTERM; log:\n{text}"
-        );
-    }
-    match phase.end {
-        End::Killed => {
-            // At most the one in flight: the last request sent.
-            assert!(
-                resent.len() <= 1 && resent.iter().all(|&i| i + 1 == received.len()),
-                "{label}: requests {resent:?} of {} will be sent again; at most the last \
-                 one (in flight) may be",
-                received.len()
-            );
-        }
-        End::Graceful => {
-            assert!(
-                resent.is_empty(),
-                "{label}: a graceful stop left requests {resent:?} of {} sent and still \
-                 queued; log:\n{text}",
-                received.len()
-            );
-        }
-        End::AtOnce => {
-            // Abandoned: the held request, unanswered, is still queued, alone.
-            let held = phase.held.expect("a held request");
-            assert_eq!(
-                resent,
-                vec![held],
-                "{label}: the abandoned request is not (only) the one held; log:\n{text}"
-            );
-            assert!(
-                !received[held].answered,
-                "{label}: the held one was answered"
-            );
-        }
     }
 }

@@ -40,11 +40,17 @@
 //! and [`Faults::fail_syncs_from`] count from the call (1: the next sync), so arm
 //! them right before the step under test. After a cut, read the state back with
 //! `reopen(root, state_dir)`: the plain store, as a restarted process would.
+//!
+//! This file holds the handle ([`Faults`]) and what it keeps; `backend.rs` the
+//! backend redb calls, which asks the handle before each call.
+
+mod backend;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
-use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,7 +59,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use agent_sync_actors::error::OpenError;
 use agent_sync_actors::Store;
 use redb::backends::FileBackend;
-use redb::{BackendError, DatabaseError, StorageBackend};
+use redb::{DatabaseError, StorageBackend};
+
+pub use backend::FaultyBackend;
 
 /// Where a power cut armed with [`Faults::cut_at_sync`] falls, relative to its sync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,10 +202,7 @@ impl Faults {
         state.path = Some(path.to_path_buf());
         state.open.retain(|b| b.strong_count() > 0);
         state.open.push(Arc::downgrade(&inner));
-        Ok(FaultyBackend {
-            inner,
-            faults: Arc::clone(self),
-        })
+        Ok(FaultyBackend::new(inner, Arc::clone(self)))
     }
 
     /// The factory [`Store::open_with_backend`] takes: a [`FaultyBackend`] of this
@@ -308,299 +313,5 @@ impl Faults {
         }
         file.sync_all()?;
         released
-    }
-}
-
-/// redb's `FileBackend` over the real database file, counting calls and failing them
-/// as its [`Faults`] handle says (see the module docs).
-pub struct FaultyBackend {
-    /// The real backend: the file, its locks. Shared with the handle only weakly, to
-    /// release the locks at a power cut.
-    inner: Arc<FileBackend>,
-    /// The handle: counters, faults, journal.
-    faults: Arc<Faults>,
-}
-
-impl fmt::Debug for FaultyBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultyBackend")
-            .field("inner", &self.inner)
-            .field("faults", &self.faults)
-            .finish()
-    }
-}
-
-impl FaultyBackend {
-    /// Fails once the power is cut.
-    fn alive(&self) -> io::Result<()> {
-        if self.faults.is_cut() {
-            Err(powered_off())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// [`alive`](Self::alive) for the lock methods.
-    fn alive_for_lock(&self) -> Result<(), BackendError> {
-        self.alive().map_err(BackendError::Io)
-    }
-
-    /// Keeps what `[from, to)` holds now, where it matters to a power cut: within the
-    /// synced length and the file's current length.
-    fn keep_pre_image(&self, journal: &mut Journal, from: u64, to: u64) -> io::Result<()> {
-        let synced = journal.synced_len.unwrap_or(0);
-        let to = to.min(synced).min(self.inner.len()?);
-        if from >= to {
-            return Ok(());
-        }
-        let len = usize::try_from(to - from).map_err(io::Error::other)?;
-        let mut bytes = vec![0; len];
-        self.inner.read(from, &mut bytes)?;
-        journal.pre_images.push((from, bytes));
-        Ok(())
-    }
-}
-
-impl StorageBackend for FaultyBackend {
-    fn len(&self) -> Result<u64, io::Error> {
-        self.alive()?;
-        self.inner.len()
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.alive()?;
-        self.inner.read(offset, out)
-    }
-
-    fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        let mut state = self.faults.lock();
-        self.alive()?;
-        let current = self.inner.len()?;
-        if len > current {
-            self.faults.grows.fetch_add(1, Ordering::SeqCst);
-        }
-        if let Some(journal) = &mut state.journal {
-            if len < current {
-                self.keep_pre_image(journal, len, current)?;
-            }
-        }
-        self.inner.set_len(len)
-    }
-
-    fn sync_data(&self) -> Result<(), io::Error> {
-        let mut state = self.faults.lock();
-        self.alive()?;
-        let n = self.faults.syncs.fetch_add(1, Ordering::SeqCst) + 1;
-        match state.cut_at {
-            Some((at, Cut::BeforeSync)) if at == n => {
-                self.faults.cut_locked(&mut state)?;
-                return Err(powered_off());
-            }
-            Some((at, Cut::AfterSync)) if at == n => {
-                self.inner.sync_data()?;
-                if let Some(journal) = &mut state.journal {
-                    journal.synced_len = Some(self.inner.len()?);
-                    journal.pre_images.clear();
-                }
-                return self.faults.cut_locked(&mut state);
-            }
-            _ => {}
-        }
-        if state.fail_syncs || state.fail_syncs_from.is_some_and(|from| n >= from) {
-            return Err(no_space());
-        }
-        self.inner.sync_data()?;
-        if let Some(journal) = &mut state.journal {
-            journal.synced_len = Some(self.inner.len()?);
-            journal.pre_images.clear();
-        }
-        Ok(())
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        let mut state = self.faults.lock();
-        self.alive()?;
-        self.faults.writes.fetch_add(1, Ordering::SeqCst);
-        self.faults
-            .written_bytes
-            .fetch_add(data.len() as u64, Ordering::SeqCst);
-        if state.fail_writes {
-            return Err(no_space());
-        }
-        if let Some(journal) = &mut state.journal {
-            let end = offset.saturating_add(data.len() as u64);
-            self.keep_pre_image(journal, offset, end)?;
-        }
-        self.inner.write(offset, data)
-    }
-
-    fn close(&self) -> Result<(), io::Error> {
-        // Always: releasing locks is what a dead process does too.
-        self.inner.close()
-    }
-
-    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.alive_for_lock()?;
-        self.inner.try_lock_range(start, end)
-    }
-
-    fn try_lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, BackendError> {
-        self.alive_for_lock()?;
-        self.inner.try_lock_shared_range(start, end)
-    }
-
-    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.alive_for_lock()?;
-        self.inner.lock_range(start, end)
-    }
-
-    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.alive_for_lock()?;
-        self.inner.lock_shared_range(start, end)
-    }
-
-    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.alive_for_lock()?;
-        self.inner.unlock_range(start, end)
-    }
-
-    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.alive_for_lock()?;
-        self.inner.query_lock_range(start, end)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-
-    /// The table of these tests.
-    const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("t");
-
-    fn put(db: &Database, key: u64, len: usize, durability: Durability) -> Result<(), redb::Error> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(durability)?;
-        txn.open_table(TABLE)?
-            .insert(key, vec![key as u8; len].as_slice())?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn over(faults: &Arc<Faults>, path: &Path) -> Database {
-        Database::builder()
-            .create_with_backend(faults.backend(path).unwrap())
-            .unwrap()
-    }
-
-    /// The keys of the file, opened with redb's own file backend.
-    fn keys(path: &Path) -> Vec<u64> {
-        let db = Database::create(path).unwrap();
-        let txn = db.begin_read().unwrap();
-        let table = txn.open_table(TABLE).unwrap();
-        table
-            .iter()
-            .unwrap()
-            .map(|r| r.unwrap().0.value())
-            .collect()
-    }
-
-    #[test]
-    fn a_power_cut_keeps_what_was_synced_and_drops_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let faults = Faults::with_power_cuts();
-        let db = over(&faults, &path);
-        put(&db, 1, 10, Durability::Immediate).unwrap();
-        put(&db, 2, 300_000, Durability::Immediate).unwrap();
-        let (synced, grown) = (faults.syncs(), faults.grows());
-        put(&db, 3, 10, Durability::None).unwrap();
-        put(&db, 4, 3_000_000, Durability::None).unwrap();
-        assert!(faults.grows() > grown, "the large commit grows the file");
-        assert_eq!(
-            faults.syncs() - synced,
-            faults.grows() - grown,
-            "a commit without durability syncs only when it grows the file"
-        );
-        faults.power_cut().unwrap();
-        assert!(put(&db, 5, 10, Durability::Immediate).is_err());
-        assert!(
-            faults.backend(&path).is_err(),
-            "a dead machine opens nothing"
-        );
-        // The dead handle's locks are gone: the file opens while it still exists.
-        assert_eq!(keys(&path), [1, 2]);
-        drop(db);
-        assert_eq!(keys(&path), [1, 2]);
-    }
-
-    #[test]
-    fn a_cut_at_a_sync_loses_it_before_and_keeps_it_after() {
-        for (side, kept) in [(Cut::BeforeSync, vec![1]), (Cut::AfterSync, vec![1, 2])] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("db");
-            let faults = Faults::with_power_cuts();
-            let db = over(&faults, &path);
-            put(&db, 1, 10, Durability::Immediate).unwrap();
-            faults.cut_at_sync(1, side);
-            let second = put(&db, 2, 10, Durability::Immediate);
-            assert_eq!(
-                second.is_ok(),
-                side == Cut::AfterSync,
-                "{side:?}: {second:?}"
-            );
-            assert!(faults.is_cut());
-            assert!(put(&db, 3, 10, Durability::Immediate).is_err());
-            drop(db);
-            assert_eq!(keys(&path), kept, "{side:?}");
-        }
-    }
-
-    #[test]
-    fn a_full_disk_fails_commits_until_healed_and_reopened() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let faults = Faults::new();
-        let db = over(&faults, &path);
-        put(&db, 1, 10, Durability::Immediate).unwrap();
-        faults.fail_writes(true);
-        let err = put(&db, 2, 10, Durability::Immediate).unwrap_err();
-        assert!(err.to_string().contains("No space left on device"), "{err}");
-        faults.heal();
-        // redb refuses the handle after an I/O error until it is reopened.
-        assert!(put(&db, 3, 10, Durability::Immediate).is_err());
-        drop(db);
-        let db = over(&faults, &path);
-        put(&db, 4, 10, Durability::Immediate).unwrap();
-        faults.fail_syncs_from(2);
-        put(&db, 5, 10, Durability::Immediate).unwrap();
-        assert!(put(&db, 6, 10, Durability::Immediate).is_err());
-        drop(db);
-        faults.heal();
-        // The failed sync did not undo the writes before it: commit 6 is whole.
-        assert_eq!(keys(&path), [1, 4, 5, 6]);
-    }
-
-    #[test]
-    fn the_journal_undoes_writes_shrinks_and_regrowth_since_the_last_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raw");
-        let faults = Faults::with_power_cuts();
-        let backend = faults.backend(&path).unwrap();
-        backend.write(0, &[1; 100]).unwrap();
-        backend.sync_data().unwrap();
-        backend.write(10, &[2; 10]).unwrap();
-        backend.set_len(50).unwrap();
-        backend.set_len(200).unwrap();
-        backend.write(60, &[3; 10]).unwrap();
-        backend.write(150, &[4; 10]).unwrap();
-        assert_eq!((faults.syncs(), faults.writes(), faults.grows()), (1, 4, 1));
-        faults.power_cut().unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), [1; 100]);
-        assert!(backend.read(0, &mut [0; 1]).is_err());
     }
 }
