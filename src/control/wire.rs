@@ -256,3 +256,111 @@ pub(crate) fn deserialize_head<'de, D: Deserializer<'de>>(
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! The JSON each answer crosses the socket as: the CLI of the same version reads
+    //! it back, and `curl --unix-socket` users read it as documented.
+
+    use super::*;
+    use crate::SyncStatus;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_millis(seconds * 1000)
+    }
+
+    #[test]
+    fn a_push_answer_is_count_and_queued() {
+        let report = PushReport {
+            count: 2,
+            queued: 3,
+        };
+        let json = serde_json::to_string(&PushAnswer::from(report)).unwrap();
+        assert_eq!(json, r#"{"count":2,"queued":3}"#);
+        let back: PushAnswer = serde_json::from_str(&json).unwrap();
+        assert_eq!(PushReport::from(back), report);
+    }
+
+    #[test]
+    fn a_pull_answer_says_whether_it_is_the_cache() {
+        let report = PullReport {
+            count: 1,
+            context: vec![serde_json::json!({"id": "a"})],
+            from_cache: true,
+        };
+        let json = serde_json::to_string(&PullAnswer::from(report.clone())).unwrap();
+        assert_eq!(
+            json,
+            r#"{"count":1,"context":[{"id":"a"}],"from_cache":true}"#
+        );
+        let back: PullAnswer = serde_json::from_str(&json).unwrap();
+        assert_eq!(PullReport::from(back), report);
+    }
+
+    #[test]
+    fn a_requeue_answer_pairs_old_and_new_seqs() {
+        let report = RequeueReport {
+            requeued: vec![(4, 9)],
+            missing: vec![7],
+        };
+        let json = serde_json::to_string(&RequeueAnswer::from(report.clone())).unwrap();
+        assert_eq!(json, r#"{"requeued":[[4,9]],"missing":[7]}"#);
+        let back: RequeueAnswer = serde_json::from_str(&json).unwrap();
+        assert_eq!(RequeueReport::from(back), report);
+    }
+
+    #[test]
+    fn a_status_answer_reads_back_with_or_without_a_head() {
+        let mut status = SyncStatus {
+            agent_id: "a".into(),
+            queued_entries: 1,
+            queued_dispatches: 2,
+            dead_letters: 3,
+            ledger_entries: 4,
+            context_count: 5,
+            db_bytes: 6,
+            auth_failed: true,
+            last_push_at: Some(at(10)),
+            last_pull_at: None,
+            head: Some(HeadSummary {
+                seq: 7,
+                attempts: 8,
+                next_attempt: Some(at(20)),
+                last_error: Some("HTTP 503".into()),
+                queued_at: at(30),
+            }),
+            watches: None,
+            watch_budget: Some(9),
+        };
+        let json = serde_json::to_string(&status).unwrap();
+        assert_eq!(
+            json,
+            r#"{"agent_id":"a","queued_entries":1,"queued_dispatches":2,"dead_letters":3,"#
+                .to_string()
+                + r#""ledger_entries":4,"context_count":5,"db_bytes":6,"auth_failed":true,"#
+                + r#""last_push_at":"1970-01-01T00:00:10Z","last_pull_at":null,"#
+                + r#""head":{"seq":7,"attempts":8,"next_attempt":"1970-01-01T00:00:20Z","#
+                + r#""last_error":"HTTP 503","queued_at":"1970-01-01T00:00:30Z"},"#
+                + r#""watch_budget":9}"#
+        );
+        assert_eq!(serde_json::from_str::<SyncStatus>(&json).unwrap(), status);
+
+        status.head = None;
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(json.contains(r#""head":null"#), "{json}");
+        assert_eq!(serde_json::from_str::<SyncStatus>(&json).unwrap(), status);
+
+        // An older daemon's answer: no `db_bytes`, a head without the optional fields.
+        let older = r#"{"agent_id":"a","queued_entries":0,"queued_dispatches":0,"#.to_string()
+            + r#""dead_letters":0,"ledger_entries":0,"context_count":0,"auth_failed":false,"#
+            + r#""last_push_at":null,"last_pull_at":null,"#
+            + r#""head":{"seq":1,"attempts":0,"queued_at":"1970-01-01T00:00:30Z"}}"#;
+        let read: SyncStatus = serde_json::from_str(&older).unwrap();
+        assert_eq!(read.db_bytes, 0);
+        let head = read.head.unwrap();
+        assert_eq!(
+            (head.seq, head.next_attempt, head.last_error),
+            (1, None, None)
+        );
+    }
+}
