@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::config::SyncConfig;
 use crate::control::wire::collect_pages;
-use crate::control::{self, BindError, ControlServers, ControlState, Listeners, Probe};
+use crate::control::{self, BindError, ControlServers, ControlState, HealthWriter, Listeners};
 
 /// How long past the shutdown deadline a stop waits for the outcome's commit.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
@@ -282,7 +282,7 @@ impl SyncService {
         let (server_registry, server_stopping) = (registry.clone(), stopping.clone());
         arbiter.spawn_fn(move || {
             let platform = platform(platform_config);
-            let probe = Probe::new(store.clone()).start();
+            let health_writer = HealthWriter::new(store.clone()).start();
             let actors = SyncActors::start_with_metrics(
                 store,
                 actors_config,
@@ -295,7 +295,7 @@ impl SyncService {
                     actors: actors.clone(),
                     agent_id,
                     registry: server_registry,
-                    probe,
+                    health_writer,
                     stopping: server_stopping,
                     pid: std::process::id(),
                 };

@@ -23,5 +23,5 @@ pub mod wire;
 pub use client::{ClientError, ControlClient};
 pub use socket::{holder_pid, socket_path, BindError, SOCKET_FILE};
 
-pub(crate) use health::Probe;
+pub(crate) use health::HealthWriter;
 pub(crate) use server::{start as start_servers, ControlServers, ControlState, Listeners};

@@ -25,7 +25,7 @@ use agent_sync_actors::{SyncActors, SyncError};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use super::health::{self, Findings, Probe, ProbeStore};
+use super::health::{self, Findings, HealthWriter, WriteHealthMarker};
 use super::wire::{
     ErrorBody, HistoryQuery, ListQuery, ProcessInfo, PullAnswer, PullBody, PushAnswer, PushBody,
     RequeueAnswer, RequeueBody, LIST_PAGE,
@@ -49,8 +49,8 @@ pub(crate) struct ControlState {
     pub(crate) agent_id: String,
     /// The service's registry, holding every agent-sync series.
     pub(crate) registry: Arc<Registry>,
-    /// The store write probe of `/health`.
-    pub(crate) probe: Addr<Probe>,
+    /// Writes the marker by which `/health` knows the store takes writes.
+    pub(crate) health_writer: Addr<HealthWriter>,
     /// Set once a stop began: `/health` says so.
     pub(crate) stopping: Arc<AtomicBool>,
     /// For the health answer.
@@ -349,7 +349,7 @@ async fn metrics(state: State) -> HttpResponse {
 }
 
 async fn health(state: State) -> HttpResponse {
-    let write = match state.probe.send(ProbeStore).await {
+    let write = match state.health_writer.send(WriteHealthMarker).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(SyncError::from(e).to_string()),
