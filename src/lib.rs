@@ -64,6 +64,7 @@
 pub mod config;
 pub mod control;
 pub mod legacy;
+pub mod paging;
 pub mod service;
 pub mod watching;
 

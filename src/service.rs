@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::SyncConfig;
-use crate::control::wire::collect_pages;
 use crate::control::{self, BindError, ControlServers, ControlState, HealthWriter, Listeners};
+use crate::paging::collect_pages;
 
 /// How long past the shutdown deadline a stop waits for the outcome's commit.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
@@ -124,7 +124,6 @@ pub struct SyncStatus {
     /// Last successful pull.
     pub last_pull_at: Option<Timestamp>,
     /// The next entry to send, `null` when the queue is empty.
-    #[serde(deserialize_with = "control::wire::deserialize_head")]
     pub head: Option<HeadSummary>,
     /// Kernel watches held by the tree watcher; absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -503,7 +502,7 @@ impl SyncService {
     }
 
     /// Queued entries, oldest first: the first `limit` (all when `None`), asked of
-    /// the Queue a page ([`LIST_PAGE`](crate::control::wire::LIST_PAGE)) per
+    /// the Queue a page ([`LIST_PAGE`](crate::paging::LIST_PAGE)) per
     /// message, so that no message decodes the whole backlog and the Queue's mailbox
     /// is never held for long.
     pub async fn queue(&self, limit: Option<usize>) -> Result<Vec<QueueEntry>, SyncError> {
@@ -530,7 +529,7 @@ impl SyncService {
     }
 
     /// Dead letters, oldest first, a page
-    /// ([`LIST_PAGE`](crate::control::wire::LIST_PAGE)) per message.
+    /// ([`LIST_PAGE`](crate::paging::LIST_PAGE)) per message.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, SyncError> {
         collect_pages(
             None,

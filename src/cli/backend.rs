@@ -4,7 +4,7 @@
 //! `--json`) and the exit code cannot depend on which one did the work.
 
 use agent_sync::actors::model::{DeadLetter, QueueEntry, SyncRecord};
-use agent_sync::control::wire::{PullBody, PushBody};
+use agent_sync::control::wire::{PullCall, PushCall};
 use agent_sync::control::ControlClient;
 use agent_sync::messages::{PullReport, PushReport, RequeueReport, SyncPull, SyncPush};
 use agent_sync::{SyncService, SyncStatus};
@@ -85,7 +85,7 @@ impl Backend<'_> {
                 agent_id,
                 fleet_node_id,
             } => {
-                let body = PushBody {
+                let body = PushCall {
                     queue_only: push.queue_only,
                     dispatches: push.dispatches,
                     agent_id: push.agent_id.or_else(|| agent_id.clone()),
@@ -103,7 +103,7 @@ impl Backend<'_> {
             Backend::Remote {
                 client, agent_id, ..
             } => {
-                let body = PullBody {
+                let body = PullCall {
                     since: pull.since,
                     agent_id: pull.agent_id.or_else(|| agent_id.clone()),
                 };

@@ -24,10 +24,10 @@ use agent_sync::actors::model::json_kind;
 use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::pusher::check_dispatches;
 use agent_sync::actors::{DispatchError, PlatformConfigError, SyncError};
-use agent_sync::control::wire::next_page;
 use agent_sync::control::{ClientError, ControlClient};
 use agent_sync::legacy::LegacyError;
 use agent_sync::messages::{SyncPull, SyncPush};
+use agent_sync::paging::next_page;
 use agent_sync::{StartError, SyncConfig, SyncService};
 use serde_json::Value;
 
@@ -355,7 +355,7 @@ async fn run_on(
 }
 
 /// `queue` and `dead-letters`: the first `limit` (all when `None`), asked for a page
-/// ([`LIST_PAGE`](agent_sync::control::wire::LIST_PAGE)) at a time, locally or through
+/// ([`LIST_PAGE`](agent_sync::paging::LIST_PAGE)) at a time, locally or through
 /// the socket, and each page printed as it comes: a backlog of any size starts
 /// printing at once, and neither process ever holds more than a page of it.
 async fn list(

@@ -27,9 +27,9 @@ use serde::Serialize;
 
 use super::health::{self, Findings, HealthWriter, WriteHealthMarker};
 use super::wire::{
-    ErrorBody, HistoryQuery, ListQuery, ProcessInfo, PullAnswer, PullBody, PushAnswer, PushBody,
-    RequeueAnswer, RequeueBody, LIST_PAGE,
+    ErrorBody, HistoryQuery, ListQuery, ProcessInfo, PullCall, PushCall, RequeueCall,
 };
+use crate::paging::LIST_PAGE;
 use crate::service::status_of;
 
 /// Largest request body the socket takes (a `push --dispatches` of a big file).
@@ -291,16 +291,16 @@ async fn history(state: State, query: web::Query<HistoryQuery>) -> HttpResponse 
 }
 
 async fn requeue(state: State, body: web::Bytes) -> HttpResponse {
-    let body: RequeueBody = match serde_json::from_slice(&body) {
+    let body: RequeueCall = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => return bad_request("requeue", e),
     };
     let result = flatten(state.actors.queue.send(Requeue { seqs: body.seqs }).await);
-    answer(result.map(RequeueAnswer::from))
+    answer(result)
 }
 
 async fn push(state: State, body: web::Bytes) -> HttpResponse {
-    let body: PushBody = match serde_json::from_slice(&body) {
+    let body: PushCall = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => return bad_request("push", e),
     };
@@ -314,11 +314,11 @@ async fn push(state: State, body: web::Bytes) -> HttpResponse {
         Ok(result) => result,
         Err(e) => Err(e.into()),
     };
-    answer(result.map(PushAnswer::from))
+    answer(result)
 }
 
 async fn pull(state: State, body: web::Bytes) -> HttpResponse {
-    let body: PullBody = match serde_json::from_slice(&body) {
+    let body: PullCall = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => return bad_request("pull", e),
     };
@@ -330,7 +330,7 @@ async fn pull(state: State, body: web::Bytes) -> HttpResponse {
         Ok(result) => result,
         Err(e) => Err(e.into()),
     };
-    answer(result.map(PullAnswer::from))
+    answer(result)
 }
 
 async fn metrics(state: State) -> HttpResponse {
