@@ -66,6 +66,7 @@ pub mod control;
 pub mod legacy;
 pub mod paging;
 pub mod service;
+pub mod status;
 pub mod watching;
 
 pub use agent_sync_actors as actors;
@@ -82,7 +83,8 @@ pub use config::{ConfigError, SyncConfig, SyncConfigBuilder};
 /// The `prometheus-client` crate agent-sync is built with: register its series into
 /// a [`Registry`](prometheus_client::registry::Registry) of this very version.
 pub use prometheus_client;
-pub use service::{StartError, SyncService, SyncStatus};
+pub use service::{StartError, SyncService};
+pub use status::SyncStatus;
 pub use watching::WatchOptions;
 
 /// Every type a host needs, in one import: `use agent_sync::prelude::*;`.

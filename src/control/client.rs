@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::socket::{peer_pid, socket_path};
 use super::wire::{ErrorBody, ProcessInfo, PullCall, PushCall, RequeueCall};
 use crate::paging::collect_pages;
-use crate::service::SyncStatus;
+use crate::status::SyncStatus;
 
 /// Largest answer read (a `queue --json` of a big backlog).
 const MAX_ANSWER: usize = 1024 * 1024 * 1024;

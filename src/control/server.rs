@@ -30,7 +30,7 @@ use super::wire::{
     ErrorBody, HistoryQuery, ListQuery, ProcessInfo, PullCall, PushCall, RequeueCall,
 };
 use crate::paging::LIST_PAGE;
-use crate::service::status_of;
+use crate::status::status_of;
 
 /// Largest request body the socket takes (a `push --dispatches` of a big file).
 const MAX_BODY: usize = 256 * 1024 * 1024;
