@@ -9,7 +9,7 @@ use agent_sync::control::ControlClient;
 use agent_sync::messages::{PullReport, PushReport, RequeueReport, SyncPull, SyncPush};
 use agent_sync::{SyncService, SyncStatus};
 
-use super::commands::CliError;
+use super::error::CliError;
 
 /// The service doing the work.
 pub enum Backend<'a> {

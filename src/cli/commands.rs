@@ -15,7 +15,6 @@
 //! Carried out by a running process, `push` and `pull` use that process's token and
 //! platform; no token ever crosses the socket.
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,76 +22,23 @@ use std::time::{Duration, Instant};
 use agent_sync::actors::model::json_kind;
 use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::pusher::check_dispatches;
-use agent_sync::actors::{DispatchError, PlatformConfigError, SyncError};
-use agent_sync::control::{ClientError, ControlClient};
-use agent_sync::legacy::LegacyError;
+use agent_sync::actors::DispatchError;
+use agent_sync::control::ControlClient;
 use agent_sync::messages::{SyncPull, SyncPush};
 use agent_sync::paging::next_page;
 use agent_sync::{StartError, SyncConfig, SyncService};
 use serde_json::Value;
 
 use super::backend::Backend;
-use super::daemon::{self, Settings};
+use super::daemon::{self, Close, Settings};
 use super::doctor;
+use super::error::{CliError, EXIT_FAILURE, EXIT_OK};
 use super::output::{self, Format, Listed, Listing};
 use super::{generate, Cli, Command, GlobalArgs};
-
-/// Exit code of a success (offline and platform-down pushes included).
-pub const EXIT_OK: i32 = 0;
-/// Exit code of a local failure (an `error:` line was printed).
-pub const EXIT_FAILURE: i32 = 1;
 
 /// How long a command waits for the control socket of a process that has just
 /// opened the state (it binds the socket right after).
 const SOCKET_GRACE: Duration = Duration::from_secs(1);
-
-/// A local failure: printed as `error: <message>` and exit code 1.
-#[derive(Debug)]
-pub struct CliError(String);
-
-impl CliError {
-    /// A failure described by `message`.
-    pub fn new(message: impl Into<String>) -> Self {
-        CliError(message.into())
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<StartError> for CliError {
-    fn from(e: StartError) -> Self {
-        match e {
-            // The library names its config field; the CLI names its flag.
-            StartError::Platform(PlatformConfigError::InsecureUrl { url }) => CliError(format!(
-                "refusing plain http to a non-loopback host ({url}): the token would travel \
-                 unencrypted; use https, or pass --allow-insecure-http if you really mean it"
-            )),
-            other => CliError(other.to_string()),
-        }
-    }
-}
-
-impl From<SyncError> for CliError {
-    fn from(e: SyncError) -> Self {
-        CliError(e.to_string())
-    }
-}
-
-impl From<LegacyError> for CliError {
-    fn from(e: LegacyError) -> Self {
-        CliError(e.to_string())
-    }
-}
-
-impl From<ClientError> for CliError {
-    fn from(e: ClientError) -> Self {
-        CliError(e.to_string())
-    }
-}
 
 /// Runs `cli` to completion inside the current actix `System`; returns the exit code.
 pub async fn execute(cli: Cli) -> i32 {
@@ -250,25 +196,18 @@ async fn wait_for_socket(state_dir: &Path) -> Option<ControlClient> {
 /// themselves.
 fn in_use(e: StartError, command: &Command) -> CliError {
     match command {
-        Command::Run(_) => CliError::new(format!(
-            "{e}; agent-sync already runs on this state: stop that process before \
-             starting another `agent-sync run` on it"
-        )),
-        Command::ImportLegacy(_) => CliError::new(format!(
-            "{e}; import-legacy needs the state to itself: stop that process, import, \
-             then start it again"
-        )),
+        Command::Run(_) => CliError::StateHeld {
+            error: e,
+            advice: "agent-sync already runs on this state: stop that process before \
+                     starting another `agent-sync run` on it",
+        },
+        Command::ImportLegacy(_) => CliError::StateHeld {
+            error: e,
+            advice: "import-legacy needs the state to itself: stop that process, import, \
+                     then start it again",
+        },
         _ => e.into(),
     }
-}
-
-/// How the service is closed once a command is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
-    /// Let the request in flight finish and commit (R3).
-    Gracefully,
-    /// A second stop signal: abandon it, its entry stays queued.
-    AtOnce,
 }
 
 /// What only a command that opened the state itself has.
@@ -322,11 +261,9 @@ async fn run_on(
             let report = backend.requeue(seqs).await?;
             print(output::requeue(format, &report));
             if !report.missing.is_empty() {
-                let missing: Vec<String> = report.missing.iter().map(u64::to_string).collect();
-                return Err(CliError::new(format!(
-                    "no dead letter with seq {}; see `agent-sync dead-letters`",
-                    missing.join(", ")
-                )));
+                return Err(CliError::NoDeadLetter {
+                    seqs: report.missing,
+                });
             }
         }
         Command::Run(args) => {
@@ -335,14 +272,14 @@ async fn run_on(
                 signals: Some(signals),
             }) = local
             else {
-                return Err(CliError::new("`run` needs the state to itself"));
+                return Err(CliError::NeedsTheState { command: "`run`" });
             };
             return daemon::run(service, &args, tokens, settings, signals).await;
         }
         Command::ImportLegacy(args) => {
-            let service = local
-                .map(|l| l.service)
-                .ok_or_else(|| CliError::new("import-legacy needs the state to itself"))?;
+            let service = local.map(|l| l.service).ok_or(CliError::NeedsTheState {
+                command: "import-legacy",
+            })?;
             let from = args
                 .from
                 .unwrap_or_else(|| service.state_dir().to_path_buf());
@@ -399,7 +336,7 @@ fn write_out(text: &str) -> Result<bool, CliError> {
     {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(CliError::new(format!("cannot write to stdout: {e}"))),
+        Err(e) => Err(CliError::Stdout(e)),
     }
 }
 
@@ -410,18 +347,19 @@ fn read_dispatches(path: &Path) -> Result<Vec<Value>, CliError> {
         let mut bytes = Vec::new();
         std::io::stdin()
             .read_to_end(&mut bytes)
-            .map_err(|e| CliError::new(format!("cannot read dispatches from stdin: {e}")))?;
+            .map_err(|error| CliError::DispatchesUnreadable { file: None, error })?;
         ("stdin".to_string(), bytes)
     } else {
-        let bytes = std::fs::read(path).map_err(|e| {
-            CliError::new(format!(
-                "cannot read dispatches file {}: {e}; nothing was queued",
-                path.display()
-            ))
+        let bytes = std::fs::read(path).map_err(|error| CliError::DispatchesUnreadable {
+            file: Some(path.to_path_buf()),
+            error,
         })?;
         (path.display().to_string(), bytes)
     };
-    let invalid = |e: DispatchError| CliError::new(format!("dispatches from {source}: {e}"));
+    let invalid = |error: DispatchError| CliError::DispatchesInvalid {
+        source: source.clone(),
+        error,
+    };
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         invalid(DispatchError::NotAnArray {
             detail: format!("not valid JSON: {e}"),

@@ -43,8 +43,18 @@ use agent_sync::watching::WatchOptions;
 use agent_sync::{SyncConfig, SyncService};
 use sd_notify::NotifyState;
 
-use super::commands::{CliError, Close};
+use super::error::CliError;
 use super::RunArgs;
+
+/// How the service is closed once a command is done: gracefully, unless `run` got a
+/// second stop signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Let the request in flight finish and commit (R3).
+    Gracefully,
+    /// A second stop signal: abandon it, its entry stays queued.
+    AtOnce,
+}
 
 /// SIGTERM and SIGINT, registered before the service starts so none is missed.
 pub struct StopSignals {
@@ -57,8 +67,8 @@ pub struct StopSignals {
 impl StopSignals {
     /// Starts listening for both.
     pub fn register() -> Result<Self, CliError> {
-        let listen = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| CliError::new(format!("cannot listen for {name}: {e}")))
+        let listen = |kind: SignalKind, name: &'static str| {
+            signal(kind).map_err(|error| CliError::Signal { name, error })
         };
         Ok(StopSignals {
             term: listen(SignalKind::terminate(), "SIGTERM")?,
@@ -401,7 +411,7 @@ async fn pull_cycle(service: &SyncService) -> Result<(), CliError> {
 /// service ends the daemon.
 fn survivable(e: SyncError) -> Result<(), CliError> {
     match e {
-        SyncError::Stopped => Err(CliError::new(e.to_string())),
+        SyncError::Stopped => Err(CliError::Sync(e)),
         other => {
             log::error!("{other}");
             Ok(())

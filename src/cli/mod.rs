@@ -9,7 +9,8 @@
 //!   running agent-sync that holds the state (through its control socket);
 //! - [`logging`]: the logger (levels by command, text or JSON lines);
 //! - [`generate`]: `completions` and `man`;
-//! - [`doctor`]: `doctor`, read-only checks of the installation.
+//! - [`doctor`]: `doctor`, read-only checks of the installation;
+//! - [`error`]: how a command fails, and the exit codes.
 //!
 //! Exit codes: 0 success (offline and platform-down pushes included), 1 a local
 //! failure with an `error:` line on stderr, 2 usage (clap).
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod commands;
 pub mod daemon;
 pub mod doctor;
+pub mod error;
 pub mod generate;
 pub mod logging;
 pub mod output;
