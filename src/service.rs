@@ -64,14 +64,14 @@ pub struct SyncService {
     /// Set when a stop begins (`/health` answers 503 from then on).
     stopping: Arc<AtomicBool>,
     /// What [`watch`](Self::watch) needs: root, cache, token source, fleet node.
-    watch_context: WatchContext,
+    watch_setup: WatchSetup,
     /// The tree watcher, while one runs (behind a lock: `watch` takes `&self`, so
     /// the daemon and a host holding a shared reference can start one).
     watcher: std::sync::Mutex<Option<agent_sync_actors::watch::TreeWatcher>>,
 }
 
 /// What [`SyncService::watch`] starts a watcher with.
-struct WatchContext {
+struct WatchSetup {
     /// The workspace root.
     root: PathBuf,
     /// The store (its rescan cache says what is not terminal).
@@ -93,16 +93,16 @@ impl SyncService {
         let Some(arbiter) = self.arbiter.as_ref() else {
             return Err("the service is stopped".into());
         };
-        let context = crate::watching::Context {
-            root: self.watch_context.root.clone(),
-            store: self.watch_context.store.clone(),
+        let wiring = crate::watching::WatchWiring {
+            root: self.watch_setup.root.clone(),
+            store: self.watch_setup.store.clone(),
             actors: self.actors.clone(),
             arbiter: arbiter.handle(),
-            tokens: self.watch_context.tokens.clone(),
+            tokens: self.watch_setup.tokens.clone(),
             agent_id: self.agent_id.clone(),
-            fleet_node_id: self.watch_context.fleet_node_id,
+            fleet_node_id: self.watch_setup.fleet_node_id,
         };
-        *watcher = crate::watching::start(context, options)?;
+        *watcher = crate::watching::start(wiring, options)?;
         Ok(watcher.is_some())
     }
 

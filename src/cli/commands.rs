@@ -5,7 +5,7 @@
 //! go to the running agent-sync that holds the state, when one answers on its
 //! control socket; otherwise (and always for `run` and `import-legacy`) this process
 //! starts a [`SyncService`] on the state, does the work and stops it. Either way the
-//! output and the exit code are the same (see [`backend`](super::backend)).
+//! output and the exit code are the same (see [`performer`](super::performer)).
 //!
 //! Which commands may use the network:
 //! - `push` and `run` send pushes; `pull` only pulls (no start-up drain, and it
@@ -29,11 +29,11 @@ use agent_sync::paging::next_page;
 use agent_sync::{StartError, SyncConfig, SyncService};
 use serde_json::Value;
 
-use super::backend::Backend;
 use super::daemon::{self, Close, Settings};
 use super::doctor;
 use super::error::{CliError, EXIT_FAILURE, EXIT_OK};
 use super::output::{self, Format, Listed, Listing};
+use super::performer::Performer;
 use super::{generate, Cli, Command, GlobalArgs};
 
 /// How long a command waits for the control socket of a process that has just
@@ -135,7 +135,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         signals,
     };
     let result = run_on(
-        &Backend::Local(&service),
+        &Performer::Local(&service),
         Some(local),
         command,
         format,
@@ -159,14 +159,14 @@ async fn remote(
     format: Format,
     dispatches: Option<Vec<Value>>,
 ) -> Result<i32, CliError> {
-    let backend = Backend::Remote {
+    let performer = Performer::Remote {
         client,
         agent_id: global.agent_id.clone().filter(|a| !a.trim().is_empty()),
         fleet_node_id: global.fleet_node_id,
     };
     let settings = Settings::default();
     run_on(
-        &backend,
+        &performer,
         None,
         command,
         format,
@@ -219,7 +219,7 @@ struct Local<'a> {
 }
 
 async fn run_on(
-    backend: &Backend<'_>,
+    performer: &Performer<'_>,
     local: Option<Local<'_>>,
     command: Command,
     format: Format,
@@ -230,7 +230,7 @@ async fn run_on(
     let print = |text: String| println!("{text}");
     match command {
         Command::Push(args) => {
-            let report = backend
+            let report = performer
                 .push(SyncPush {
                     queue_only: args.queue_only,
                     dispatches,
@@ -240,7 +240,7 @@ async fn run_on(
             print(output::push(format, report.count, report.queued));
         }
         Command::Pull(args) => {
-            let report = backend
+            let report = performer
                 .pull(SyncPull {
                     since: args.since,
                     ..SyncPull::default()
@@ -248,17 +248,18 @@ async fn run_on(
                 .await?;
             print(output::pull(format, &report));
         }
-        Command::Status => print(output::status(format, &backend.status().await?)),
-        Command::History(args) => {
-            print(output::history(format, &backend.history(args.limit).await?))
-        }
-        Command::Queue(args) => list(backend, format, Listed::Queue, args.limit).await?,
+        Command::Status => print(output::status(format, &performer.status().await?)),
+        Command::History(args) => print(output::history(
+            format,
+            &performer.history(args.limit).await?,
+        )),
+        Command::Queue(args) => list(performer, format, Listed::Queue, args.limit).await?,
         Command::DeadLetters(args) => {
-            list(backend, format, Listed::DeadLetters, args.limit).await?
+            list(performer, format, Listed::DeadLetters, args.limit).await?
         }
         Command::Requeue(args) => {
             let seqs = (!args.all).then_some(args.seqs);
-            let report = backend.requeue(seqs).await?;
+            let report = performer.requeue(seqs).await?;
             print(output::requeue(format, &report));
             if !report.missing.is_empty() {
                 return Err(CliError::NoDeadLetter {
@@ -296,7 +297,7 @@ async fn run_on(
 /// the socket, and each page printed as it comes: a backlog of any size starts
 /// printing at once, and neither process ever holds more than a page of it.
 async fn list(
-    backend: &Backend<'_>,
+    performer: &Performer<'_>,
     format: Format,
     listed: Listed,
     limit: Option<usize>,
@@ -306,11 +307,11 @@ async fn list(
     while let Some(want) = next_page(limit, listing.written()) {
         let (text, last) = match listed {
             Listed::Queue => {
-                let page = backend.queue_page(after, want).await?;
+                let page = performer.queue_page(after, want).await?;
                 (listing.queue_page(&page), page.last().map(|e| e.seq))
             }
             Listed::DeadLetters => {
-                let page = backend.dead_letters_page(after, want).await?;
+                let page = performer.dead_letters_page(after, want).await?;
                 let last = page.last().map(|l| l.entry.seq);
                 (listing.dead_letter_page(&page), last)
             }

@@ -319,7 +319,7 @@ async fn cycles(
     };
 
     check_token();
-    scan_cycle(service, args, scan_every.is_none(), Reap::Tree).await?;
+    scan_cycle(service, args, scan_every.is_none(), ReapScope::Tree).await?;
     if pull_every.is_some() {
         pull_cycle(service).await?;
     }
@@ -335,7 +335,7 @@ async fn cycles(
         check_token();
         if let (Some(at), Some(every)) = (next_scan, scan_every) {
             if at <= now {
-                scan_cycle(service, args, false, Reap::Running).await?;
+                scan_cycle(service, args, false, ReapScope::Running).await?;
                 next_scan = Some(Instant::now() + every);
             }
         }
@@ -350,7 +350,7 @@ async fn cycles(
 
 /// Which reap a cycle runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Reap {
+enum ReapScope {
     /// Every workspace of the tree (at start: the host may have restarted).
     Tree,
     /// The workspaces the rescan cache knows to be running, pid liveness first.
@@ -363,14 +363,14 @@ async fn scan_cycle(
     service: &SyncService,
     args: &RunArgs,
     queue_only: bool,
-    reap: Reap,
+    reap: ReapScope,
 ) -> Result<(), CliError> {
     if !args.no_reap {
         // The Scanner logs the reap: one summary line, each workspace at debug (a
         // host with 20,000 ghosts gets one line, not 20,000 names).
         let reaped = match reap {
-            Reap::Tree => service.reap_ghosts().await,
-            Reap::Running => service.reap_running().await,
+            ReapScope::Tree => service.reap_ghosts().await,
+            ReapScope::Running => service.reap_running().await,
         };
         if let Err(e) = reaped {
             return survivable(e);

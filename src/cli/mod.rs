@@ -5,7 +5,7 @@
 //! - [`commands`]: runs one command against a [`SyncService`](agent_sync::SyncService);
 //! - [`output`]: text and `--json` rendering;
 //! - [`daemon`]: `run`, the long-lived loop with signal handling and systemd notify;
-//! - [`backend`]: where a command is carried out: a service of its own, or the
+//! - [`performer`]: where a command is carried out: a service of its own, or the
 //!   running agent-sync that holds the state (through its control socket);
 //! - [`logging`]: the logger (levels by command, text or JSON lines);
 //! - [`generate`]: `completions` and `man`;
@@ -15,7 +15,6 @@
 //! Exit codes: 0 success (offline and platform-down pushes included), 1 a local
 //! failure with an `error:` line on stderr, 2 usage (clap).
 
-pub mod backend;
 pub mod commands;
 pub mod daemon;
 pub mod doctor;
@@ -23,6 +22,7 @@ pub mod error;
 pub mod generate;
 pub mod logging;
 pub mod output;
+pub mod performer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -23,7 +23,7 @@ impl SyncService {
         let scan = ScanWorkspaces {
             names,
             agent_id: self.agent_id.clone(),
-            fleet_node_id: self.watch_context.fleet_node_id,
+            fleet_node_id: self.watch_setup.fleet_node_id,
         };
         self.actors.scanner.send(scan).await?
     }

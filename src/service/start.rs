@@ -16,7 +16,7 @@ use agent_sync_actors::time::Clock;
 use agent_sync_actors::{OpenError, PlatformConfigError, Store, SyncActors};
 use prometheus_client::registry::Registry;
 
-use super::{SyncService, WatchContext};
+use super::{SyncService, WatchSetup};
 use crate::config::SyncConfig;
 use crate::control::{self, BindError, ControlServers, ControlState, HealthWriter, Listeners};
 
@@ -99,7 +99,7 @@ impl SyncService {
     ) -> Result<SyncService, StartError> {
         config.platform.validate()?;
         let store = Store::open(&config.state_dir)?;
-        let watch_context = WatchContext {
+        let watch_setup = WatchSetup {
             root: config.workspace_root.clone(),
             store: store.clone(),
             tokens: config.tokens.clone(),
@@ -232,7 +232,7 @@ impl SyncService {
             metrics_addr,
             registry,
             stopping,
-            watch_context,
+            watch_setup,
             watcher: std::sync::Mutex::new(None),
         })
     }

@@ -11,8 +11,8 @@ use agent_sync::{SyncService, SyncStatus};
 
 use super::error::CliError;
 
-/// The service doing the work.
-pub enum Backend<'a> {
+/// The service that performs a command: this process's, or the running one's.
+pub enum Performer<'a> {
     /// A service of this process, on the state it opened.
     Local(&'a SyncService),
     /// The process holding the state.
@@ -27,12 +27,12 @@ pub enum Backend<'a> {
     },
 }
 
-impl Backend<'_> {
+impl Performer<'_> {
     /// `status`.
     pub async fn status(&self) -> Result<SyncStatus, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.status().await?,
-            Backend::Remote { client, .. } => client.status().await?,
+            Performer::Local(service) => service.status().await?,
+            Performer::Remote { client, .. } => client.status().await?,
         })
     }
 
@@ -43,8 +43,8 @@ impl Backend<'_> {
         limit: usize,
     ) -> Result<Vec<QueueEntry>, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.queue_page(after, limit).await?,
-            Backend::Remote { client, .. } => client.queue_page(after, limit).await?,
+            Performer::Local(service) => service.queue_page(after, limit).await?,
+            Performer::Remote { client, .. } => client.queue_page(after, limit).await?,
         })
     }
 
@@ -55,32 +55,32 @@ impl Backend<'_> {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.dead_letters_page(after, limit).await?,
-            Backend::Remote { client, .. } => client.dead_letters_page(after, limit).await?,
+            Performer::Local(service) => service.dead_letters_page(after, limit).await?,
+            Performer::Remote { client, .. } => client.dead_letters_page(after, limit).await?,
         })
     }
 
     /// `history`.
     pub async fn history(&self, limit: Option<usize>) -> Result<Vec<SyncRecord>, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.history(limit).await?,
-            Backend::Remote { client, .. } => client.history(limit).await?,
+            Performer::Local(service) => service.history(limit).await?,
+            Performer::Remote { client, .. } => client.history(limit).await?,
         })
     }
 
     /// `requeue`.
     pub async fn requeue(&self, seqs: Option<Vec<u64>>) -> Result<RequeueReport, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.requeue(seqs).await?,
-            Backend::Remote { client, .. } => client.requeue(seqs).await?,
+            Performer::Local(service) => service.requeue(seqs).await?,
+            Performer::Remote { client, .. } => client.requeue(seqs).await?,
         })
     }
 
     /// `push`.
     pub async fn push(&self, push: SyncPush) -> Result<PushReport, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.push(push).await?,
-            Backend::Remote {
+            Performer::Local(service) => service.push(push).await?,
+            Performer::Remote {
                 client,
                 agent_id,
                 fleet_node_id,
@@ -99,8 +99,8 @@ impl Backend<'_> {
     /// `pull`.
     pub async fn pull(&self, pull: SyncPull) -> Result<PullReport, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.pull(pull).await?,
-            Backend::Remote {
+            Performer::Local(service) => service.pull(pull).await?,
+            Performer::Remote {
                 client, agent_id, ..
             } => {
                 let body = PullCall {
