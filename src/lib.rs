@@ -17,6 +17,8 @@
 //! - [`config`]: [`SyncConfig`], and its resolution from the environment.
 //! - [`service`]: [`SyncService`], the actors on their own arbiter behind async
 //!   methods; what a host embeds.
+//! - [`status`]: [`SyncStatus`], what `status` shows, read from the actors.
+//! - [`paging`]: listings of the queue and the dead letters, a page at a time.
 //! - [`control`]: the control API a running service serves on
 //!   `<state-dir>/agent-sync.sock` (and `/metrics`, `/health`), and its client.
 //! - `main.rs` and `cli/`: the `agent-sync` command line, on top of `SyncService`.

@@ -53,7 +53,7 @@ pub(crate) struct ControlState {
     pub(crate) health_writer: Addr<HealthWriter>,
     /// Set once a stop began: `/health` says so.
     pub(crate) stopping: Arc<AtomicBool>,
-    /// For the health answer.
+    /// This process's pid: `/health` and the `process` of `/v1/status` name it.
     pub(crate) pid: u32,
 }
 
