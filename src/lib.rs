@@ -17,6 +17,8 @@
 //! - [`config`]: [`SyncConfig`], and its resolution from the environment.
 //! - [`service`]: [`SyncService`], the actors on their own arbiter behind async
 //!   methods; what a host embeds.
+//! - [`status`]: [`SyncStatus`], what `status` shows, read from the actors.
+//! - [`paging`]: listings of the queue and the dead letters, a page at a time.
 //! - [`control`]: the control API a running service serves on
 //!   `<state-dir>/agent-sync.sock` (and `/metrics`, `/health`), and its client.
 //! - `main.rs` and `cli/`: the `agent-sync` command line, on top of `SyncService`.
@@ -64,7 +66,9 @@
 pub mod config;
 pub mod control;
 pub mod legacy;
+pub mod paging;
 pub mod service;
+pub mod status;
 pub mod watching;
 
 pub use agent_sync_actors as actors;
@@ -81,7 +85,8 @@ pub use config::{ConfigError, SyncConfig, SyncConfigBuilder};
 /// The `prometheus-client` crate agent-sync is built with: register its series into
 /// a [`Registry`](prometheus_client::registry::Registry) of this very version.
 pub use prometheus_client;
-pub use service::{StartError, SyncService, SyncStatus};
+pub use service::{StartError, SyncService};
+pub use status::SyncStatus;
 pub use watching::WatchOptions;
 
 /// Every type a host needs, in one import: `use agent_sync::prelude::*;`.

@@ -40,8 +40,9 @@ pub struct WatchOptions {
     pub reap: bool,
 }
 
-/// What the sink needs to act on the service arbiter.
-pub(crate) struct Context {
+/// What the watcher's work is wired to: the actors and the arbiter it sends to, the
+/// tokens that say whether it may scan, and whom it pushes as.
+pub(crate) struct WatchWiring {
     /// The workspace root.
     pub root: PathBuf,
     /// The rescan cache (what is not terminal).
@@ -62,20 +63,20 @@ pub(crate) struct Context {
 /// `Err` (why) when wanted but impossible (the caller's fallback rescan then covers
 /// everything).
 pub(crate) fn start(
-    context: Context,
+    wiring: WatchWiring,
     options: WatchOptions,
 ) -> Result<Option<TreeWatcher>, String> {
     if !options.mode.wanted() {
         return Ok(None);
     }
-    let stats = context.actors.watch.clone();
-    let root = context.root.clone();
-    let store = context.store.clone();
+    let stats = wiring.actors.watch.clone();
+    let root = wiring.root.clone();
+    let store = wiring.store.clone();
     let last_reap = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();
     let sink = move |work: Work, replan: &Replan| {
-        let actors = context.actors.clone();
-        let (agent_id, fleet_node_id) = (context.agent_id.clone(), context.fleet_node_id);
+        let actors = wiring.actors.clone();
+        let (agent_id, fleet_node_id) = (wiring.agent_id.clone(), wiring.fleet_node_id);
         let reap = options.reap && {
             // Milliseconds since start of the last event-driven reap (0: none yet).
             let now = epoch.elapsed().as_millis() as u64 + 1;
@@ -88,8 +89,8 @@ pub(crate) fn start(
         };
         match work {
             Work::Workspaces(names) => {
-                let online = context.tokens.read().is_some();
-                context.arbiter.spawn(async move {
+                let online = wiring.tokens.read().is_some();
+                wiring.arbiter.spawn(async move {
                     if online {
                         scan_named(&actors, names, agent_id, fleet_node_id).await;
                     }
@@ -102,7 +103,7 @@ pub(crate) fn start(
                 log::info!("watcher: {why}; scanning the whole tree");
                 let replan = replan.clone();
                 let reap = options.reap;
-                context.arbiter.spawn(async move {
+                wiring.arbiter.spawn(async move {
                     if reap {
                         let _ = actors.scanner.send(ReapRunning).await;
                     }

@@ -33,8 +33,8 @@ pub struct SyncPush {
     pub queue_only: bool,
 }
 
-/// Reply to [`SyncPush`] and [`Drain`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Reply to [`SyncPush`] and [`Drain`]; also the control socket's answer to a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PushReport {
     /// Dispatches delivered while this call ran: by the drain it waited for, and by a
     /// drain already in flight when it came (which may have taken its dispatches).
@@ -68,15 +68,14 @@ pub struct SyncPull {
     pub since: Option<String>,
 }
 
-/// Reply to [`SyncPull`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Reply to [`SyncPull`]; also the control socket's answer to a pull.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PullReport {
     /// Items in `context`.
     pub count: usize,
     /// What was received, or the cache when the pull failed (L2).
     pub context: Vec<Value>,
     /// True when the platform was not (successfully) asked and this is the cache.
-    #[serde(skip)]
     pub from_cache: bool,
 }
 
@@ -382,8 +381,8 @@ pub struct Requeue {
     pub seqs: Option<Vec<u64>>,
 }
 
-/// Reply to [`Requeue`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Reply to [`Requeue`]; also the control socket's answer to a requeue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RequeueReport {
     /// (dead letter seq, new queue seq) for each one moved.
     pub requeued: Vec<(u64, u64)>,
@@ -409,8 +408,8 @@ pub struct QueueSummary {
     pub head: Option<HeadSummary>,
 }
 
-/// The head entry, for status.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The head entry, for status (read back from the control socket's status answer).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct HeadSummary {
     /// Its seq.
     pub seq: u64,

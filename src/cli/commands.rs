@@ -5,7 +5,7 @@
 //! go to the running agent-sync that holds the state, when one answers on its
 //! control socket; otherwise (and always for `run` and `import-legacy`) this process
 //! starts a [`SyncService`] on the state, does the work and stops it. Either way the
-//! output and the exit code are the same (see [`backend`](super::backend)).
+//! output and the exit code are the same (see [`performer`](super::performer)).
 //!
 //! Which commands may use the network:
 //! - `push` and `run` send pushes; `pull` only pulls (no start-up drain, and it
@@ -15,7 +15,6 @@
 //! Carried out by a running process, `push` and `pull` use that process's token and
 //! platform; no token ever crosses the socket.
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,76 +22,23 @@ use std::time::{Duration, Instant};
 use agent_sync::actors::model::json_kind;
 use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::pusher::check_dispatches;
-use agent_sync::actors::{DispatchError, PlatformConfigError, SyncError};
-use agent_sync::control::wire::next_page;
-use agent_sync::control::{ClientError, ControlClient};
-use agent_sync::legacy::LegacyError;
+use agent_sync::actors::DispatchError;
+use agent_sync::control::ControlClient;
 use agent_sync::messages::{SyncPull, SyncPush};
+use agent_sync::paging::next_page;
 use agent_sync::{StartError, SyncConfig, SyncService};
 use serde_json::Value;
 
-use super::backend::Backend;
-use super::daemon::{self, Settings};
+use super::daemon::{self, Close, Settings};
 use super::doctor;
+use super::error::{CliError, EXIT_FAILURE, EXIT_OK};
 use super::output::{self, Format, Listed, Listing};
+use super::performer::Performer;
 use super::{generate, Cli, Command, GlobalArgs};
-
-/// Exit code of a success (offline and platform-down pushes included).
-pub const EXIT_OK: i32 = 0;
-/// Exit code of a local failure (an `error:` line was printed).
-pub const EXIT_FAILURE: i32 = 1;
 
 /// How long a command waits for the control socket of a process that has just
 /// opened the state (it binds the socket right after).
 const SOCKET_GRACE: Duration = Duration::from_secs(1);
-
-/// A local failure: printed as `error: <message>` and exit code 1.
-#[derive(Debug)]
-pub struct CliError(String);
-
-impl CliError {
-    /// A failure described by `message`.
-    pub fn new(message: impl Into<String>) -> Self {
-        CliError(message.into())
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<StartError> for CliError {
-    fn from(e: StartError) -> Self {
-        match e {
-            // The library names its config field; the CLI names its flag.
-            StartError::Platform(PlatformConfigError::InsecureUrl { url }) => CliError(format!(
-                "refusing plain http to a non-loopback host ({url}): the token would travel \
-                 unencrypted; use https, or pass --allow-insecure-http if you really mean it"
-            )),
-            other => CliError(other.to_string()),
-        }
-    }
-}
-
-impl From<SyncError> for CliError {
-    fn from(e: SyncError) -> Self {
-        CliError(e.to_string())
-    }
-}
-
-impl From<LegacyError> for CliError {
-    fn from(e: LegacyError) -> Self {
-        CliError(e.to_string())
-    }
-}
-
-impl From<ClientError> for CliError {
-    fn from(e: ClientError) -> Self {
-        CliError(e.to_string())
-    }
-}
 
 /// Runs `cli` to completion inside the current actix `System`; returns the exit code.
 pub async fn execute(cli: Cli) -> i32 {
@@ -189,7 +135,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         signals,
     };
     let result = run_on(
-        &Backend::Local(&service),
+        &Performer::Local(&service),
         Some(local),
         command,
         format,
@@ -213,14 +159,14 @@ async fn remote(
     format: Format,
     dispatches: Option<Vec<Value>>,
 ) -> Result<i32, CliError> {
-    let backend = Backend::Remote {
+    let performer = Performer::Remote {
         client,
         agent_id: global.agent_id.clone().filter(|a| !a.trim().is_empty()),
         fleet_node_id: global.fleet_node_id,
     };
     let settings = Settings::default();
     run_on(
-        &backend,
+        &performer,
         None,
         command,
         format,
@@ -250,25 +196,18 @@ async fn wait_for_socket(state_dir: &Path) -> Option<ControlClient> {
 /// themselves.
 fn in_use(e: StartError, command: &Command) -> CliError {
     match command {
-        Command::Run(_) => CliError::new(format!(
-            "{e}; agent-sync already runs on this state: stop that process before \
-             starting another `agent-sync run` on it"
-        )),
-        Command::ImportLegacy(_) => CliError::new(format!(
-            "{e}; import-legacy needs the state to itself: stop that process, import, \
-             then start it again"
-        )),
+        Command::Run(_) => CliError::StateHeld {
+            error: e,
+            advice: "agent-sync already runs on this state: stop that process before \
+                     starting another `agent-sync run` on it",
+        },
+        Command::ImportLegacy(_) => CliError::StateHeld {
+            error: e,
+            advice: "import-legacy needs the state to itself: stop that process, import, \
+                     then start it again",
+        },
         _ => e.into(),
     }
-}
-
-/// How the service is closed once a command is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
-    /// Let the request in flight finish and commit (R3).
-    Gracefully,
-    /// A second stop signal: abandon it, its entry stays queued.
-    AtOnce,
 }
 
 /// What only a command that opened the state itself has.
@@ -280,7 +219,7 @@ struct Local<'a> {
 }
 
 async fn run_on(
-    backend: &Backend<'_>,
+    performer: &Performer<'_>,
     local: Option<Local<'_>>,
     command: Command,
     format: Format,
@@ -291,7 +230,7 @@ async fn run_on(
     let print = |text: String| println!("{text}");
     match command {
         Command::Push(args) => {
-            let report = backend
+            let report = performer
                 .push(SyncPush {
                     queue_only: args.queue_only,
                     dispatches,
@@ -301,7 +240,7 @@ async fn run_on(
             print(output::push(format, report.count, report.queued));
         }
         Command::Pull(args) => {
-            let report = backend
+            let report = performer
                 .pull(SyncPull {
                     since: args.since,
                     ..SyncPull::default()
@@ -309,24 +248,23 @@ async fn run_on(
                 .await?;
             print(output::pull(format, &report));
         }
-        Command::Status => print(output::status(format, &backend.status().await?)),
-        Command::History(args) => {
-            print(output::history(format, &backend.history(args.limit).await?))
-        }
-        Command::Queue(args) => list(backend, format, Listed::Queue, args.limit).await?,
+        Command::Status => print(output::status(format, &performer.status().await?)),
+        Command::History(args) => print(output::history(
+            format,
+            &performer.history(args.limit).await?,
+        )),
+        Command::Queue(args) => list(performer, format, Listed::Queue, args.limit).await?,
         Command::DeadLetters(args) => {
-            list(backend, format, Listed::DeadLetters, args.limit).await?
+            list(performer, format, Listed::DeadLetters, args.limit).await?
         }
         Command::Requeue(args) => {
             let seqs = (!args.all).then_some(args.seqs);
-            let report = backend.requeue(seqs).await?;
+            let report = performer.requeue(seqs).await?;
             print(output::requeue(format, &report));
             if !report.missing.is_empty() {
-                let missing: Vec<String> = report.missing.iter().map(u64::to_string).collect();
-                return Err(CliError::new(format!(
-                    "no dead letter with seq {}; see `agent-sync dead-letters`",
-                    missing.join(", ")
-                )));
+                return Err(CliError::NoDeadLetter {
+                    seqs: report.missing,
+                });
             }
         }
         Command::Run(args) => {
@@ -335,14 +273,14 @@ async fn run_on(
                 signals: Some(signals),
             }) = local
             else {
-                return Err(CliError::new("`run` needs the state to itself"));
+                return Err(CliError::NeedsTheState { command: "`run`" });
             };
             return daemon::run(service, &args, tokens, settings, signals).await;
         }
         Command::ImportLegacy(args) => {
-            let service = local
-                .map(|l| l.service)
-                .ok_or_else(|| CliError::new("import-legacy needs the state to itself"))?;
+            let service = local.map(|l| l.service).ok_or(CliError::NeedsTheState {
+                command: "import-legacy",
+            })?;
             let from = args
                 .from
                 .unwrap_or_else(|| service.state_dir().to_path_buf());
@@ -355,11 +293,11 @@ async fn run_on(
 }
 
 /// `queue` and `dead-letters`: the first `limit` (all when `None`), asked for a page
-/// ([`LIST_PAGE`](agent_sync::control::wire::LIST_PAGE)) at a time, locally or through
+/// ([`LIST_PAGE`](agent_sync::paging::LIST_PAGE)) at a time, locally or through
 /// the socket, and each page printed as it comes: a backlog of any size starts
 /// printing at once, and neither process ever holds more than a page of it.
 async fn list(
-    backend: &Backend<'_>,
+    performer: &Performer<'_>,
     format: Format,
     listed: Listed,
     limit: Option<usize>,
@@ -369,11 +307,11 @@ async fn list(
     while let Some(want) = next_page(limit, listing.written()) {
         let (text, last) = match listed {
             Listed::Queue => {
-                let page = backend.queue_page(after, want).await?;
+                let page = performer.queue_page(after, want).await?;
                 (listing.queue_page(&page), page.last().map(|e| e.seq))
             }
             Listed::DeadLetters => {
-                let page = backend.dead_letters_page(after, want).await?;
+                let page = performer.dead_letters_page(after, want).await?;
                 let last = page.last().map(|l| l.entry.seq);
                 (listing.dead_letter_page(&page), last)
             }
@@ -399,7 +337,7 @@ fn write_out(text: &str) -> Result<bool, CliError> {
     {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(CliError::new(format!("cannot write to stdout: {e}"))),
+        Err(e) => Err(CliError::Stdout(e)),
     }
 }
 
@@ -410,18 +348,19 @@ fn read_dispatches(path: &Path) -> Result<Vec<Value>, CliError> {
         let mut bytes = Vec::new();
         std::io::stdin()
             .read_to_end(&mut bytes)
-            .map_err(|e| CliError::new(format!("cannot read dispatches from stdin: {e}")))?;
+            .map_err(|error| CliError::DispatchesUnreadable { file: None, error })?;
         ("stdin".to_string(), bytes)
     } else {
-        let bytes = std::fs::read(path).map_err(|e| {
-            CliError::new(format!(
-                "cannot read dispatches file {}: {e}; nothing was queued",
-                path.display()
-            ))
+        let bytes = std::fs::read(path).map_err(|error| CliError::DispatchesUnreadable {
+            file: Some(path.to_path_buf()),
+            error,
         })?;
         (path.display().to_string(), bytes)
     };
-    let invalid = |e: DispatchError| CliError::new(format!("dispatches from {source}: {e}"));
+    let invalid = |error: DispatchError| CliError::DispatchesInvalid {
+        source: source.clone(),
+        error,
+    };
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         invalid(DispatchError::NotAnArray {
             detail: format!("not valid JSON: {e}"),

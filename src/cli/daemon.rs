@@ -43,8 +43,18 @@ use agent_sync::watching::WatchOptions;
 use agent_sync::{SyncConfig, SyncService};
 use sd_notify::NotifyState;
 
-use super::commands::{CliError, Close};
+use super::error::CliError;
 use super::RunArgs;
+
+/// How the service is closed once a command is done: gracefully, unless `run` got a
+/// second stop signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Let the request in flight finish and commit (R3).
+    Gracefully,
+    /// A second stop signal: abandon it, its entry stays queued.
+    AtOnce,
+}
 
 /// SIGTERM and SIGINT, registered before the service starts so none is missed.
 pub struct StopSignals {
@@ -57,8 +67,8 @@ pub struct StopSignals {
 impl StopSignals {
     /// Starts listening for both.
     pub fn register() -> Result<Self, CliError> {
-        let listen = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| CliError::new(format!("cannot listen for {name}: {e}")))
+        let listen = |kind: SignalKind, name: &'static str| {
+            signal(kind).map_err(|error| CliError::Signal { name, error })
         };
         Ok(StopSignals {
             term: listen(SignalKind::terminate(), "SIGTERM")?,
@@ -309,7 +319,7 @@ async fn cycles(
     };
 
     check_token();
-    scan_cycle(service, args, scan_every.is_none(), Reap::Tree).await?;
+    scan_cycle(service, args, scan_every.is_none(), ReapScope::Tree).await?;
     if pull_every.is_some() {
         pull_cycle(service).await?;
     }
@@ -325,7 +335,7 @@ async fn cycles(
         check_token();
         if let (Some(at), Some(every)) = (next_scan, scan_every) {
             if at <= now {
-                scan_cycle(service, args, false, Reap::Running).await?;
+                scan_cycle(service, args, false, ReapScope::Running).await?;
                 next_scan = Some(Instant::now() + every);
             }
         }
@@ -340,7 +350,7 @@ async fn cycles(
 
 /// Which reap a cycle runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Reap {
+enum ReapScope {
     /// Every workspace of the tree (at start: the host may have restarted).
     Tree,
     /// The workspaces the rescan cache knows to be running, pid liveness first.
@@ -353,14 +363,14 @@ async fn scan_cycle(
     service: &SyncService,
     args: &RunArgs,
     queue_only: bool,
-    reap: Reap,
+    reap: ReapScope,
 ) -> Result<(), CliError> {
     if !args.no_reap {
         // The Scanner logs the reap: one summary line, each workspace at debug (a
         // host with 20,000 ghosts gets one line, not 20,000 names).
         let reaped = match reap {
-            Reap::Tree => service.reap_ghosts().await,
-            Reap::Running => service.reap_running().await,
+            ReapScope::Tree => service.reap_ghosts().await,
+            ReapScope::Running => service.reap_running().await,
         };
         if let Err(e) = reaped {
             return survivable(e);
@@ -401,7 +411,7 @@ async fn pull_cycle(service: &SyncService) -> Result<(), CliError> {
 /// service ends the daemon.
 fn survivable(e: SyncError) -> Result<(), CliError> {
     match e {
-        SyncError::Stopped => Err(CliError::new(e.to_string())),
+        SyncError::Stopped => Err(CliError::Sync(e)),
         other => {
             log::error!("{other}");
             Ok(())

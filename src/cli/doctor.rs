@@ -26,7 +26,7 @@ use agent_sync::actors::platform::{Token, REDACTED};
 use agent_sync::SyncConfig;
 use serde::Serialize;
 
-use super::commands::{EXIT_FAILURE, EXIT_OK};
+use super::error::{EXIT_FAILURE, EXIT_OK};
 use super::output::Format;
 use super::GlobalArgs;
 

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use clap::CommandFactory;
 
-use super::commands::CliError;
+use super::error::CliError;
 use super::{Cli, Shell};
 
 /// The binary's name as shells and `man` know it.
@@ -34,12 +34,13 @@ pub fn man_page(command: Option<&str>) -> Result<Vec<u8>, CliError> {
                 .get_subcommands()
                 .map(|c| c.get_name().to_string())
                 .collect();
-            let sub = cli.find_subcommand(name).cloned().ok_or_else(|| {
-                CliError::new(format!(
-                    "no command {name:?}; the man pages are: {}",
-                    names.join(", ")
-                ))
-            })?;
+            let sub =
+                cli.find_subcommand(name)
+                    .cloned()
+                    .ok_or_else(|| CliError::NoSuchCommand {
+                        name: name.to_string(),
+                        known: names,
+                    })?;
             let full = format!("{BIN}-{name}");
             sub.name(full.clone())
                 .bin_name(format!("{BIN} {name}"))
@@ -50,7 +51,7 @@ pub fn man_page(command: Option<&str>) -> Result<Vec<u8>, CliError> {
     let mut roff = Vec::new();
     clap_mangen::Man::new(page)
         .render(&mut roff)
-        .map_err(|e| CliError::new(format!("cannot render the man page: {e}")))?;
+        .map_err(CliError::ManPage)?;
     Ok(roff)
 }
 
@@ -60,5 +61,5 @@ pub fn print(bytes: &[u8]) -> Result<(), CliError> {
     stdout
         .write_all(bytes)
         .and_then(|()| stdout.flush())
-        .map_err(|e| CliError::new(format!("cannot write to stdout: {e}")))
+        .map_err(CliError::Stdout)
 }

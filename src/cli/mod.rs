@@ -5,22 +5,24 @@
 //! - [`commands`]: runs one command against a [`SyncService`](agent_sync::SyncService);
 //! - [`output`]: text and `--json` rendering;
 //! - [`daemon`]: `run`, the long-lived loop with signal handling and systemd notify;
-//! - [`backend`]: where a command is carried out: a service of its own, or the
+//! - [`performer`]: where a command is carried out: a service of its own, or the
 //!   running agent-sync that holds the state (through its control socket);
 //! - [`logging`]: the logger (levels by command, text or JSON lines);
 //! - [`generate`]: `completions` and `man`;
-//! - [`doctor`]: `doctor`, read-only checks of the installation.
+//! - [`doctor`]: `doctor`, read-only checks of the installation;
+//! - [`error`]: how a command fails, and the exit codes.
 //!
 //! Exit codes: 0 success (offline and platform-down pushes included), 1 a local
 //! failure with an `error:` line on stderr, 2 usage (clap).
 
-pub mod backend;
 pub mod commands;
 pub mod daemon;
 pub mod doctor;
+pub mod error;
 pub mod generate;
 pub mod logging;
 pub mod output;
+pub mod performer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -22,11 +22,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::socket::{peer_pid, socket_path};
-use super::wire::{
-    collect_pages, ErrorBody, ProcessInfo, PullAnswer, PullBody, PushAnswer, PushBody,
-    RequeueAnswer, RequeueBody,
-};
-use crate::service::SyncStatus;
+use super::wire::{ErrorBody, ProcessInfo, PullCall, PushCall, RequeueCall};
+use crate::paging::collect_pages;
+use crate::status::SyncStatus;
 
 /// Largest answer read (a `queue --json` of a big backlog).
 const MAX_ANSWER: usize = 1024 * 1024 * 1024;
@@ -160,7 +158,7 @@ impl ControlClient {
     }
 
     /// Every queued entry, oldest first, a page
-    /// ([`LIST_PAGE`](super::wire::LIST_PAGE)) per request.
+    /// ([`LIST_PAGE`](crate::paging::LIST_PAGE)) per request.
     pub async fn queue(&self) -> Result<Vec<QueueEntry>, ClientError> {
         collect_pages(
             None,
@@ -171,7 +169,7 @@ impl ControlClient {
     }
 
     /// One page of `queue`: entries after seq `after`, at most `limit` (up to
-    /// [`LIST_PAGE`](super::wire::LIST_PAGE)). The next page is after the last seq
+    /// [`LIST_PAGE`](crate::paging::LIST_PAGE)). The next page is after the last seq
     /// of this one; an empty page is the end.
     pub async fn queue_page(
         &self,
@@ -182,7 +180,7 @@ impl ControlClient {
     }
 
     /// Every dead letter, oldest first, a page
-    /// ([`LIST_PAGE`](super::wire::LIST_PAGE)) per request.
+    /// ([`LIST_PAGE`](crate::paging::LIST_PAGE)) per request.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, ClientError> {
         collect_pages(
             None,
@@ -211,22 +209,18 @@ impl ControlClient {
 
     /// `requeue [SEQ...|--all]` (`None`: all).
     pub async fn requeue(&self, seqs: Option<Vec<u64>>) -> Result<RequeueReport, ClientError> {
-        let answer: RequeueAnswer = self
-            .post("/v1/requeue", &RequeueBody { seqs }, Some(QUERY_TIMEOUT))
-            .await?;
-        Ok(answer.into())
+        self.post("/v1/requeue", &RequeueCall { seqs }, Some(QUERY_TIMEOUT))
+            .await
     }
 
     /// `push`: carried out by the running process, with its token.
-    pub async fn push(&self, body: &PushBody) -> Result<PushReport, ClientError> {
-        let answer: PushAnswer = self.post("/v1/push", body, None).await?;
-        Ok(answer.into())
+    pub async fn push(&self, body: &PushCall) -> Result<PushReport, ClientError> {
+        self.post("/v1/push", body, None).await
     }
 
     /// `pull`: carried out by the running process, with its token.
-    pub async fn pull(&self, body: &PullBody) -> Result<PullReport, ClientError> {
-        let answer: PullAnswer = self.post("/v1/pull", body, None).await?;
-        Ok(answer.into())
+    pub async fn pull(&self, body: &PullCall) -> Result<PullReport, ClientError> {
+        self.post("/v1/pull", body, None).await
     }
 
     /// `GET /health`: the status code and the body.

@@ -16,45 +16,46 @@ use agent_sync_actors::time::Clock;
 use agent_sync_actors::Store;
 use serde_json::{json, Value};
 
-/// The `meta` marker the probe rewrites.
-const PROBE_MARKER: &str = "health_probe";
+/// The `meta` marker `/health` rewrites (the name is on disk: kept as it is).
+const HEALTH_MARKER: &str = "health_probe";
 
-/// Holds a store handle for the write probe; runs on the service arbiter with the
-/// other actors, so it goes away (and releases the database) with them.
-pub(crate) struct Probe {
+/// Writes the health marker: holds a store handle for it; runs on the service
+/// arbiter with the other actors, so it goes away (and releases the database) with
+/// them.
+pub(crate) struct HealthWriter {
     /// The state's database.
     store: Store,
 }
 
-impl Probe {
-    /// A probe of `store`.
+impl HealthWriter {
+    /// A writer of the health marker into `store`.
     pub(crate) fn new(store: Store) -> Self {
-        Probe { store }
+        HealthWriter { store }
     }
 }
 
-impl Actor for Probe {
+impl Actor for HealthWriter {
     type Context = Context<Self>;
 }
 
-/// Write one small marker durably: `Ok` when the store takes writes.
+/// Write the health marker durably: `Ok` when the store takes writes.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<(), StoreError>")]
-pub(crate) struct ProbeStore;
+pub(crate) struct WriteHealthMarker;
 
-impl Handler<ProbeStore> for Probe {
+impl Handler<WriteHealthMarker> for HealthWriter {
     type Result = Result<(), StoreError>;
 
-    fn handle(&mut self, _: ProbeStore, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: WriteHealthMarker, _: &mut Self::Context) -> Self::Result {
         let now = Clock::system().now().to_rfc3339();
-        self.store.set_marker(PROBE_MARKER, now.as_bytes())
+        self.store.set_marker(HEALTH_MARKER, now.as_bytes())
     }
 }
 
 /// What a health check found.
 #[derive(Debug, Clone)]
 pub(crate) struct Findings {
-    /// The write probe's result (an error message when it failed).
+    /// Whether the health marker was written (an error message when it failed).
     pub(crate) write: Result<(), String>,
     /// The sync state, or why it could not be read.
     pub(crate) state: Result<SyncState, String>,

@@ -9,7 +9,8 @@
 //! output and exit codes as against a stopped state. The token never crosses it.
 //!
 //! - [`socket`]: the socket file (stale replaced, live kept) and who holds a state;
-//! - [`wire`]: the routes and their JSON bodies;
+//! - [`wire`]: the routes, and the JSON bodies only the socket has (the answers are
+//!   the actors' replies and the status, serialised as they are);
 //! - `server`: the actix-web app on the socket, and `/metrics` + `/health` on TCP;
 //! - `health`: what `/health` checks;
 //! - [`client`]: [`ControlClient`], the awc client over the socket.
@@ -23,5 +24,5 @@ pub mod wire;
 pub use client::{ClientError, ControlClient};
 pub use socket::{holder_pid, socket_path, BindError, SOCKET_FILE};
 
-pub(crate) use health::Probe;
+pub(crate) use health::HealthWriter;
 pub(crate) use server::{start as start_servers, ControlServers, ControlState, Listeners};

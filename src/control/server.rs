@@ -25,12 +25,12 @@ use agent_sync_actors::{SyncActors, SyncError};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use super::health::{self, Findings, Probe, ProbeStore};
+use super::health::{self, Findings, HealthWriter, WriteHealthMarker};
 use super::wire::{
-    ErrorBody, HistoryQuery, ListQuery, ProcessInfo, PullAnswer, PullBody, PushAnswer, PushBody,
-    RequeueAnswer, RequeueBody, LIST_PAGE,
+    ErrorBody, HistoryQuery, ListQuery, ProcessInfo, PullCall, PushCall, RequeueCall,
 };
-use crate::service::status_of;
+use crate::paging::LIST_PAGE;
+use crate::status::status_of;
 
 /// Largest request body the socket takes (a `push --dispatches` of a big file).
 const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -49,11 +49,11 @@ pub(crate) struct ControlState {
     pub(crate) agent_id: String,
     /// The service's registry, holding every agent-sync series.
     pub(crate) registry: Arc<Registry>,
-    /// The store write probe of `/health`.
-    pub(crate) probe: Addr<Probe>,
+    /// Writes the marker by which `/health` knows the store takes writes.
+    pub(crate) health_writer: Addr<HealthWriter>,
     /// Set once a stop began: `/health` says so.
     pub(crate) stopping: Arc<AtomicBool>,
-    /// For the health answer.
+    /// This process's pid: `/health` and the `process` of `/v1/status` name it.
     pub(crate) pid: u32,
 }
 
@@ -291,16 +291,16 @@ async fn history(state: State, query: web::Query<HistoryQuery>) -> HttpResponse 
 }
 
 async fn requeue(state: State, body: web::Bytes) -> HttpResponse {
-    let body: RequeueBody = match serde_json::from_slice(&body) {
+    let body: RequeueCall = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => return bad_request("requeue", e),
     };
     let result = flatten(state.actors.queue.send(Requeue { seqs: body.seqs }).await);
-    answer(result.map(RequeueAnswer::from))
+    answer(result)
 }
 
 async fn push(state: State, body: web::Bytes) -> HttpResponse {
-    let body: PushBody = match serde_json::from_slice(&body) {
+    let body: PushCall = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => return bad_request("push", e),
     };
@@ -314,11 +314,11 @@ async fn push(state: State, body: web::Bytes) -> HttpResponse {
         Ok(result) => result,
         Err(e) => Err(e.into()),
     };
-    answer(result.map(PushAnswer::from))
+    answer(result)
 }
 
 async fn pull(state: State, body: web::Bytes) -> HttpResponse {
-    let body: PullBody = match serde_json::from_slice(&body) {
+    let body: PullCall = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => return bad_request("pull", e),
     };
@@ -330,7 +330,7 @@ async fn pull(state: State, body: web::Bytes) -> HttpResponse {
         Ok(result) => result,
         Err(e) => Err(e.into()),
     };
-    answer(result.map(PullAnswer::from))
+    answer(result)
 }
 
 async fn metrics(state: State) -> HttpResponse {
@@ -349,7 +349,7 @@ async fn metrics(state: State) -> HttpResponse {
 }
 
 async fn health(state: State) -> HttpResponse {
-    let write = match state.probe.send(ProbeStore).await {
+    let write = match state.health_writer.send(WriteHealthMarker).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(SyncError::from(e).to_string()),

@@ -4,15 +4,15 @@
 //! `--json`) and the exit code cannot depend on which one did the work.
 
 use agent_sync::actors::model::{DeadLetter, QueueEntry, SyncRecord};
-use agent_sync::control::wire::{PullBody, PushBody};
+use agent_sync::control::wire::{PullCall, PushCall};
 use agent_sync::control::ControlClient;
 use agent_sync::messages::{PullReport, PushReport, RequeueReport, SyncPull, SyncPush};
 use agent_sync::{SyncService, SyncStatus};
 
-use super::commands::CliError;
+use super::error::CliError;
 
-/// The service doing the work.
-pub enum Backend<'a> {
+/// The service that performs a command: this process's, or the running one's.
+pub enum Performer<'a> {
     /// A service of this process, on the state it opened.
     Local(&'a SyncService),
     /// The process holding the state.
@@ -27,12 +27,12 @@ pub enum Backend<'a> {
     },
 }
 
-impl Backend<'_> {
+impl Performer<'_> {
     /// `status`.
     pub async fn status(&self) -> Result<SyncStatus, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.status().await?,
-            Backend::Remote { client, .. } => client.status().await?,
+            Performer::Local(service) => service.status().await?,
+            Performer::Remote { client, .. } => client.status().await?,
         })
     }
 
@@ -43,8 +43,8 @@ impl Backend<'_> {
         limit: usize,
     ) -> Result<Vec<QueueEntry>, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.queue_page(after, limit).await?,
-            Backend::Remote { client, .. } => client.queue_page(after, limit).await?,
+            Performer::Local(service) => service.queue_page(after, limit).await?,
+            Performer::Remote { client, .. } => client.queue_page(after, limit).await?,
         })
     }
 
@@ -55,37 +55,37 @@ impl Backend<'_> {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.dead_letters_page(after, limit).await?,
-            Backend::Remote { client, .. } => client.dead_letters_page(after, limit).await?,
+            Performer::Local(service) => service.dead_letters_page(after, limit).await?,
+            Performer::Remote { client, .. } => client.dead_letters_page(after, limit).await?,
         })
     }
 
     /// `history`.
     pub async fn history(&self, limit: Option<usize>) -> Result<Vec<SyncRecord>, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.history(limit).await?,
-            Backend::Remote { client, .. } => client.history(limit).await?,
+            Performer::Local(service) => service.history(limit).await?,
+            Performer::Remote { client, .. } => client.history(limit).await?,
         })
     }
 
     /// `requeue`.
     pub async fn requeue(&self, seqs: Option<Vec<u64>>) -> Result<RequeueReport, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.requeue(seqs).await?,
-            Backend::Remote { client, .. } => client.requeue(seqs).await?,
+            Performer::Local(service) => service.requeue(seqs).await?,
+            Performer::Remote { client, .. } => client.requeue(seqs).await?,
         })
     }
 
     /// `push`.
     pub async fn push(&self, push: SyncPush) -> Result<PushReport, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.push(push).await?,
-            Backend::Remote {
+            Performer::Local(service) => service.push(push).await?,
+            Performer::Remote {
                 client,
                 agent_id,
                 fleet_node_id,
             } => {
-                let body = PushBody {
+                let body = PushCall {
                     queue_only: push.queue_only,
                     dispatches: push.dispatches,
                     agent_id: push.agent_id.or_else(|| agent_id.clone()),
@@ -99,11 +99,11 @@ impl Backend<'_> {
     /// `pull`.
     pub async fn pull(&self, pull: SyncPull) -> Result<PullReport, CliError> {
         Ok(match self {
-            Backend::Local(service) => service.pull(pull).await?,
-            Backend::Remote {
+            Performer::Local(service) => service.pull(pull).await?,
+            Performer::Remote {
                 client, agent_id, ..
             } => {
-                let body = PullBody {
+                let body = PullCall {
                     since: pull.since,
                     agent_id: pull.agent_id.or_else(|| agent_id.clone()),
                 };
