@@ -11,8 +11,9 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use crate::error::StoreError;
 use crate::messages::{ReadSyncState, RecentRecords, Record, SetAuthFailed, SyncState};
 use crate::model::{Direction, SyncRecord};
+use crate::store::codec::{decode, decode_or_warn, encode};
 use crate::store::schema::{HISTORY, SYNC_STATE};
-use crate::store::{decode, decode_or_warn, encode, Store};
+use crate::store::Store;
 
 const STATE_KEY: &str = "state";
 

@@ -25,8 +25,9 @@ use crate::messages::{CachedContext, PullReport, Record, SetAuthFailed, SyncPull
 use crate::metrics::{Metrics, PullResult};
 use crate::model::{Direction, SyncRecord};
 use crate::platform::{Platform, PullOutcome, TokenSource};
+use crate::store::codec::{decode, encode};
 use crate::store::schema::CONTEXT;
-use crate::store::{decode, encode, Store};
+use crate::store::Store;
 use crate::time::Clock;
 
 const ITEMS_KEY: &str = "items";

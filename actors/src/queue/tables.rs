@@ -14,8 +14,8 @@ use crate::messages::{
 use crate::model::{
     DeadLetter, Direction, Dispatch, QueueEntry, ScannedDispatch, ScannedKey, SyncRecord,
 };
+use crate::store::codec::{decode, encode};
 use crate::store::schema::{DEAD_LETTERS, LEDGER, QUEUE, QUEUE_KEYS, QUEUE_META};
-use crate::store::{decode, encode};
 use crate::time::Timestamp;
 
 /// Next seq to hand out; seqs are never reused.

@@ -11,8 +11,9 @@
 //! function that creates them; modules import their tables from there, and the store
 //! imports no actor.
 //!
-//! Values are JSON so a record written by one version can be read (or skipped with a
-//! warning, H1) by another; `meta.schema` names the layout version. The two `scan_*`
+//! Values are JSON, encoded and decoded in one place (`codec`), so a record written by
+//! one version can be read (or skipped with a warning, H1) by another; `meta.schema`
+//! names the layout version. The two `scan_*`
 //! tables are the walk's rescan cache (`walk::cache`): a versioned binary encoding,
 //! since a cold scan writes one row per workspace, and a row that does not decode is
 //! ignored and rebuilt, never an error. Losing them costs reads, never a dispatch.
@@ -73,15 +74,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::error::{OpenError, StoreError};
 use redb::{
     CompactionError, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase,
     StorageBackend, StorageError, WriteTransaction,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use crate::error::{OpenError, StoreError};
-
+pub(crate) mod codec;
 pub(crate) mod schema;
 
 use schema::META;
@@ -479,33 +478,6 @@ fn catch_compact(db: &mut Database) -> Result<bool, CompactionError> {
             "redb panicked while compacting".into(),
         )))
     })
-}
-
-/// Encodes a value for a table.
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serialising our own types into a Vec cannot fail: no maps with non-string keys.
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
-/// Decodes a value from a table.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(bytes)
-}
-
-/// Decodes the row `key` of a listing; one that does not decode is skipped with a
-/// warning naming it (H1, design.md §12.2): left in place, never blocking the rest.
-pub(crate) fn decode_or_warn<T: DeserializeOwned>(
-    what: &str,
-    key: impl std::fmt::Display,
-    bytes: &[u8],
-) -> Option<T> {
-    match decode(bytes) {
-        Ok(value) => Some(value),
-        Err(e) => {
-            log::warn!("{what} {key} does not decode ({e}); skipped");
-            None
-        }
-    }
 }
 
 #[cfg(test)]
