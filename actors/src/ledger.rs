@@ -110,8 +110,9 @@ impl Handler<Unsynced> for Ledger {
 impl Handler<MarkSynced> for Ledger {
     type Result = Result<(), StoreError>;
 
-    /// Durable: only imports and tools mark the ledger this way; a delivery's marks
-    /// are written by the Queue in the commit that records it.
+    /// Durable: only tools mark the ledger this way (an import marks it in its own
+    /// commit, `crate::import`); a delivery's marks are written by the Queue in the
+    /// commit that records it.
     fn handle(&mut self, msg: MarkSynced, _: &mut Self::Context) -> Self::Result {
         if msg.fingerprints.is_empty() {
             return Ok(());

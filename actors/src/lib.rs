@@ -88,6 +88,8 @@
 //! - [`walk`]: the workspace walk (Linux `openat2` or portable `openat`), its persisted
 //!   rescan cache, the parallel walk and the chunk pipeline of a streaming scan.
 //! - [`store`]: the one redb file, its layout and crash semantics.
+//! - [`import`]: state brought in from elsewhere (a legacy import), in one commit,
+//!   before the actors start.
 //! - [`platform`]: the token, the URL policy and the awc client (design.md §5).
 //! - [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` routing and the `CONNECT` tunnel in awc's
 //!   connector.
@@ -117,6 +119,7 @@ pub mod diagnose;
 pub mod dispatch;
 pub mod error;
 pub mod history;
+pub mod import;
 pub mod ledger;
 pub mod lenient;
 pub mod messages;

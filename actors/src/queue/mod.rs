@@ -71,7 +71,7 @@
 
 mod policy;
 mod resident;
-mod tables;
+pub(crate) mod tables;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -717,23 +717,6 @@ impl Handler<Requeue> for Queue {
             self.wake();
         }
         Ok(report)
-    }
-}
-
-impl Handler<ImportEntries> for Queue {
-    type Result = Result<usize, StoreError>;
-
-    fn handle(&mut self, msg: ImportEntries, _: &mut Self::Context) -> Self::Result {
-        let count = msg.entries.len();
-        self.write_entries("import queue entries", |tables| {
-            msg.entries
-                .into_iter()
-                .try_for_each(|entry| tables.push_entry(entry).map(drop))
-        })?;
-        if count > 0 {
-            self.wake();
-        }
-        Ok(count)
     }
 }
 

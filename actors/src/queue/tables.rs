@@ -41,6 +41,20 @@ pub(super) fn not_held(
     Ok(fresh)
 }
 
+/// Queues `entries` at the tail inside `txn`, each as [`QueueTables::push_entry`]
+/// inserts it (an import: see `crate::import`). Answers how many.
+pub(crate) fn import_in(
+    txn: &WriteTransaction,
+    entries: Vec<QueueEntry>,
+) -> Result<usize, redb::Error> {
+    let mut tables = QueueTables::open(txn)?;
+    let count = entries.len();
+    for entry in entries {
+        tables.push_entry(entry)?;
+    }
+    Ok(count)
+}
+
 /// The Queue's tables open in one write transaction.
 pub(super) struct QueueTables<'txn> {
     /// The transaction, for the History's tables (opened only when a record is made).
