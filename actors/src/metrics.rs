@@ -303,7 +303,7 @@ impl Collector for StateGauges {
         let Some(store) = source.store.upgrade() else {
             return Ok(());
         };
-        let read = crate::queue::read_summary(&store)
+        let read = crate::queue::reads::read_summary(&store)
             .and_then(|summary| Ok((summary, crate::history::read_sync_state(&store)?)));
         match read {
             Ok((summary, state)) => {
