@@ -94,6 +94,7 @@
 //! - [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` routing and the `CONNECT` tunnel in awc's
 //!   connector.
 //! - [`private_state`]: the state dir and its files, private to their user.
+//! - [`redact`]: what stands where a secret was, in text people read.
 //! - [`backoff`]: the seed retry schedule and `Retry-After` (the Queue's policy adds
 //!   jitter).
 //! - [`time`]: timestamps and the clock that tests can pause.
@@ -132,6 +133,7 @@ pub mod puller;
 pub mod pusher;
 pub mod queue;
 pub mod reap;
+pub mod redact;
 pub mod scanner;
 pub mod store;
 pub mod system;
