@@ -23,7 +23,8 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 
 /// Owns the `history` and `sync_state` tables.
 pub struct History {
-    /// The shared database; only this actor touches its two tables.
+    /// The shared database. Besides this actor, the Queue writes these tables (in an
+    /// outcome's commit, `append_in`) and an import does (before any actor runs).
     store: Store,
     /// Newest records kept.
     limit: usize,
@@ -192,8 +193,8 @@ pub(crate) fn read_sync_state(store: &Store) -> Result<SyncState, StoreError> {
     })
 }
 
-/// Merges `imported` records into the history inside `txn` (an import: see
-/// `crate::import`), records already held skipped, the newest `limit` kept. The table
+/// Merges `imported` records into the history inside `txn` (an import: see the
+/// `import` module), records already held skipped, the newest `limit` kept. The table
 /// is rewritten in time order rather than appended to: trimming pops the front, and
 /// older imported records appended after newer local ones would push those out.
 /// Answers how many were added.

@@ -46,7 +46,8 @@ pub struct Puller {
     tokens: TokenSource,
     /// awc client or a test stand-in.
     platform: Rc<dyn Platform>,
-    /// The shared database; only this actor touches `context`.
+    /// The shared database; only this actor writes `context` while actors run (an
+    /// import seeds it before they start).
     store: Store,
     /// Records pulls, clears or sets `auth_failed`.
     history: Addr<History>,
@@ -148,7 +149,7 @@ fn write_cache(
     Ok(cache.len())
 }
 
-/// Seeds the cache with `items` inside `txn` (an import: see `crate::import`).
+/// Seeds the cache with `items` inside `txn` (an import: see the `import` module).
 /// Imported items go under the cached ones: what this agent already pulled is newer
 /// than anything imported, so it wins by `id`; identical items are not added twice.
 /// Answers how many were added.

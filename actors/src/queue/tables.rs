@@ -42,7 +42,7 @@ pub(super) fn not_held(
 }
 
 /// Queues `entries` at the tail inside `txn`, each as [`QueueTables::push_entry`]
-/// inserts it (an import: see `crate::import`). Answers how many.
+/// inserts it (an import: see the `import` module). Answers how many.
 pub(crate) fn import_in(
     txn: &WriteTransaction,
     entries: Vec<QueueEntry>,

@@ -20,14 +20,17 @@
 //!
 //! # Ownership
 //!
-//! Each table is opened only by the actor that owns it, with two exceptions made on
-//! purpose. The consequences of a delivery outcome are written by the Queue, in the
-//! one commit that records the outcome, through the Ledger's and History's table
-//! functions (`ledger::mark`, `history::append_in`), and the Queue's enqueue reads
-//! the ledger in the commit that inserts (`ledger::covers`): "delivered" is then one
-//! fact changed in one transaction, not three copies kept in step by message order.
-//! And an import ([`crate::import`]) writes several actors' tables through their
-//! table functions in one commit, before any actor runs.
+//! Each table is written only by the actor that owns it (others read: the metrics
+//! collector, a doctor), with two exceptions made on purpose. The consequences of a
+//! delivery outcome are written by the Queue, in the one commit that records the
+//! outcome, through the Ledger's and History's table functions (`ledger::mark`,
+//! `history::append_in`), and the Queue's enqueue reads the ledger in the commit
+//! that inserts (`ledger::covers`): "delivered" is then one fact changed in one
+//! transaction, not three copies kept in step by message order. And an import (the
+//! `import` module) writes several actors' tables through their table functions, in
+//! one commit, before any actor runs. The meta table's markers are the store's own
+//! ([`Store::set_marker`]).
+//!
 //! The actors share one `Arc<Database>` because redb allows one writer per file;
 //! write transactions are short (one batch each) so they never wait on each other for
 //! long.

@@ -1,7 +1,7 @@
 //! Every table of `sync.redb`, in one place, and the one function that creates them.
 //! The modules that read and write a table import its definition from here; the
-//! store itself imports no actor. "imports" below is [`crate::import`]: state brought
-//! in, in one commit, before any actor runs.
+//! store itself imports no actor. "imports" below means the `import` module: state
+//! brought in, in one commit, before any actor runs.
 //!
 //! | table            | key              | value                          | written by |
 //! |------------------|------------------|--------------------------------|------------|
