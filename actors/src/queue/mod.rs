@@ -74,6 +74,10 @@
 //! request in flight finish and commits its outcome first, so it re-sends nothing
 //! (R3); only an outcome still held when the process stops (the disk refused every
 //! try until the shutdown deadline) is sent again, and that is logged at error.
+//!
+//! [`Enqueue`]: crate::messages::Enqueue
+//! [`Report`]: crate::messages::Report
+//! [`DeliveryOutcome`]: crate::messages::DeliveryOutcome
 
 mod compact;
 mod enqueue;
