@@ -3,13 +3,13 @@
 //!
 //! The Go agent kept five JSON files in its sync dir:
 //!
-//! | file           | Go type                     | goes to                         |
-//! |----------------|-----------------------------|---------------------------------|
-//! | `queue.json`   | `[]syncQueuedPush`          | Queue ([`ImportEntries`])       |
-//! | `ledger.json`  | `map[string]string`         | Ledger ([`MarkSynced`])         |
-//! | `records.json` | `[]SyncRecord`              | History ([`ImportRecords`])     |
-//! | `status.json`  | `syncStatusState`           | History ([`ImportSyncState`])   |
-//! | `context.json` | `[]map[string]any`          | Puller ([`ImportContext`])      |
+//! | file           | Go type                     | goes to (table)                       |
+//! |----------------|-----------------------------|---------------------------------------|
+//! | `queue.json`   | `[]syncQueuedPush`          | `queue` ([`Import::queue_entries`])   |
+//! | `ledger.json`  | `map[string]string`         | `ledger` ([`Import::ledger_marks`])   |
+//! | `records.json` | `[]SyncRecord`              | `history` ([`Import::history_records`]) |
+//! | `status.json`  | `syncStatusState`           | `sync_state` ([`Import::sync_times`]) |
+//! | `context.json` | `[]map[string]any`          | `context` ([`Import::context_items`]) |
 //!
 //! Go wrote times with `time.Time`'s JSON form (RFC 3339 with nanoseconds and the
 //! local offset; the zero time `0001-01-01T00:00:00Z` means unset) and numbers read
@@ -22,26 +22,29 @@
 //! - Each queued dispatch gets its fingerprint here, once, from its `updated_at` and
 //!   `runs` (the only place a fingerprint is derived from JSON), keyed by its `id`
 //!   (`workspace` when it has none), so delivering it marks the Ledger.
-//! - Once: a `legacy_import` marker in the store's `meta` table is written last; a
-//!   second import finds it and imports nothing. Should the process die between the
-//!   writes and the marker, a rerun is safe: records, times, context and the ledger
-//!   merge idempotently, and queue entries already held are not queued again.
+//! - One commit ([`Import::commit`]): the queue entries, ledger marks, history
+//!   records, times, context and the `legacy_import` marker in the store's `meta`
+//!   table are written in one durable transaction. A crash or a failed commit leaves
+//!   none of it, and a rerun imports everything; once it committed, a rerun finds the
+//!   marker and imports nothing.
+//! - Before any actor runs: [`import`] opens the state itself, so it fails (in use)
+//!   while a service holds it, in this process or another, and the actors started
+//!   after it read what it wrote. That is why it is safe to write the Queue's tables
+//!   without the Queue: a running Queue keeps its tail entry in memory, and entries
+//!   written behind it would break its order (see `agent_sync_actors::import`).
 
 mod parse;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use agent_sync_actors::messages::{
-    ImportContext, ImportEntries, ImportRecords, ImportSyncState, ListQueue, MarkSynced,
-    ReadMarker, WriteMarker,
-};
-use agent_sync_actors::model::QueueEntry;
+use agent_sync_actors::import::Import;
 use agent_sync_actors::time::{Clock, Timestamp};
-use agent_sync_actors::SyncError;
+use agent_sync_actors::{Store, SyncError};
 use serde::Serialize;
 
-use crate::service::SyncService;
+use crate::config::SyncConfig;
+use crate::service::StartError;
 
 pub use parse::{
     parse_context, parse_ledger, parse_queue, parse_records, parse_status, LegacyState,
@@ -111,7 +114,10 @@ pub enum LegacyError {
         /// What is wrong with it.
         detail: String,
     },
-    /// Writing into the store failed.
+    /// The state could not be opened (another process holds it, it is corrupt, or
+    /// the config would not start a service either).
+    Start(StartError),
+    /// Writing into the store failed: nothing was imported.
     Sync(SyncError),
 }
 
@@ -135,6 +141,7 @@ impl fmt::Display for LegacyError {
                 "{} is not a Go agent sync file ({detail}); nothing was imported",
                 path.display()
             ),
+            LegacyError::Start(e) => e.fmt(f),
             LegacyError::Sync(e) => write!(f, "legacy import: {e}"),
         }
     }
@@ -154,80 +161,69 @@ impl From<agent_sync_actors::StoreError> for LegacyError {
     }
 }
 
-impl From<actix::MailboxError> for LegacyError {
-    fn from(e: actix::MailboxError) -> Self {
-        LegacyError::Sync(e.into())
+impl From<StartError> for LegacyError {
+    fn from(e: StartError) -> Self {
+        LegacyError::Start(e)
     }
 }
 
-impl SyncService {
-    /// Imports the Go agent's sync state from `dir` (design.md §7.2), once: a second call
-    /// reports `already_imported` and writes nothing. The files are never modified.
-    /// Reading the files is blocking; they are small and this runs once.
-    pub async fn import_legacy(&self, dir: &Path) -> Result<ImportReport, LegacyError> {
-        let actors = self.actors();
-        let mut report = ImportReport {
-            from: dir.to_path_buf(),
-            ..ImportReport::default()
-        };
-        if actors
-            .history
-            .send(ReadMarker(MARKER.into()))
-            .await??
-            .is_some()
-        {
-            report.already_imported = true;
-            return Ok(report);
+/// Imports the Go agent's sync state from `from` into the state dir of `config`
+/// (design.md §7.2), once: a second call reports `already_imported` and writes
+/// nothing. The files are never modified. It opens the state itself, so it must run
+/// before (never beside) a service on the same state: it fails with
+/// [`StartError::InUse`] while one holds it.
+pub fn import(config: &SyncConfig, from: &Path) -> Result<ImportReport, LegacyError> {
+    // Refused like any command that opens the state, though the import sends nothing.
+    config.platform.validate().map_err(StartError::from)?;
+    let store = Store::open(&config.state_dir).map_err(StartError::from)?;
+    import_into(&store, config, from)
+}
+
+/// [`import`] into an open `store`, in one commit, with `config`'s agent id (for
+/// entries that name none) and its history and context limits. No actor may run
+/// over `store` yet (see the module docs). Reading the files is blocking; they are
+/// small and this runs once.
+pub fn import_into(
+    store: &Store,
+    config: &SyncConfig,
+    from: &Path,
+) -> Result<ImportReport, LegacyError> {
+    let mut report = ImportReport {
+        from: from.to_path_buf(),
+        ..ImportReport::default()
+    };
+    if store.marker(MARKER)?.is_some() {
+        report.already_imported = true;
+        return Ok(report);
+    }
+    let state = LegacyState::read(from, &config.agent_id, Clock::system().now())?;
+    report.files = state.files.clone();
+    report.skipped = state.skipped;
+    if state.files.is_empty() {
+        // Nothing to import yet: no marker, so a later import can still run.
+        return Ok(report);
+    }
+    let imported = Import::commit(store, |import| {
+        let mut report = report;
+        // Checked again in the commit that sets it: "imported once" is one fact.
+        if import.marker(MARKER)?.is_some() {
+            return Ok(ImportReport {
+                from: report.from,
+                already_imported: true,
+                ..ImportReport::default()
+            });
         }
-        let agent_id = self.agent_id().to_string();
-        let state = LegacyState::read(dir, &agent_id, Clock::system().now())?;
-        report.files = state.files.clone();
-        report.skipped = state.skipped;
-        if state.files.is_empty() {
-            // Nothing to import yet: no marker, so a later import can still run.
-            return Ok(report);
-        }
-        let held = actors.queue.send(ListQueue::default()).await??;
-        let entries: Vec<QueueEntry> = state
-            .entries
-            .into_iter()
-            .filter(|e| {
-                !held.iter().any(|h| {
-                    h.agent_id == e.agent_id
-                        && h.queued_at == e.queued_at
-                        && h.dispatches == e.dispatches
-                })
-            })
-            .collect();
         report.ledger_entries = state.ledger.len();
-        actors
-            .ledger
-            .send(MarkSynced {
-                fingerprints: state.ledger,
-            })
-            .await??;
-        report.history_records = actors.history.send(ImportRecords(state.records)).await??;
+        import.ledger_marks(&state.ledger)?;
+        report.history_records = import.history_records(state.records, config.history_limit)?;
         report.last_push_at = state.last_push_at;
         report.last_pull_at = state.last_pull_at;
-        actors
-            .history
-            .send(ImportSyncState {
-                last_push_at: state.last_push_at,
-                last_pull_at: state.last_pull_at,
-            })
-            .await??;
-        report.context_items = actors.puller.send(ImportContext(state.context)).await??;
-        report.queued_dispatches = entries.iter().map(|e| e.dispatches.len()).sum();
-        report.queue_entries = actors.queue.send(ImportEntries { entries }).await??;
-        // Last, and durable: it also makes the Ledger's and History's writes durable.
-        let value = serde_json::to_vec(&report).unwrap_or_default();
-        actors
-            .history
-            .send(WriteMarker {
-                name: MARKER.into(),
-                value,
-            })
-            .await??;
+        import.sync_times(state.last_push_at, state.last_pull_at)?;
+        report.context_items = import.context_items(state.context, config.max_context_items)?;
+        report.queued_dispatches = state.entries.iter().map(|e| e.dispatches.len()).sum();
+        report.queue_entries = import.queue_entries(state.entries)?;
+        import.set_marker(MARKER, &serde_json::to_vec(&report).unwrap_or_default())?;
         Ok(report)
-    }
+    })?;
+    Ok(imported)
 }

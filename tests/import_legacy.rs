@@ -1,11 +1,17 @@
 //! `agent-sync import-legacy` end to end (design.md §8): the Go agent's sync dir is
 //! imported once, its files are left as they were, the imported queue delivers, and
 //! the ledger fingerprints derived at import match what a scan finds; a corrupt file
-//! imports nothing. The harness is `tests/cli/main.rs`'s.
+//! imports nothing, and neither does an import whose one commit fails (a full disk, a
+//! power cut: the testkit's faulty storage backend). The harness is
+//! `tests/cli/main.rs`'s.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use agent_sync::actors::Store;
+use agent_sync::legacy::{self, LegacyError};
+use agent_sync::messages::{CachedContext, LedgerSize};
+use agent_sync::SyncConfig;
 use agent_sync_testkit::*;
 use serde_json::{json, Value};
 
@@ -195,4 +201,65 @@ fn import_legacy_refuses_a_corrupt_file_and_imports_nothing() {
     write_go_state(&go);
     let out = run(sandbox.cmd(&["import-legacy", "--from", go.to_str().unwrap()])).ok();
     assert!(out.stdout.contains("queue entries: 1"), "{}", out.stdout);
+}
+
+/// What an import of [`write_go_state`] left in a closed state: queue entries, ledger
+/// pairs, history records, context items, and whether the marker is set.
+async fn left_in(dirs: &Dirs) -> (usize, u64, usize, usize, bool) {
+    let (root, state) = (dirs.root().to_path_buf(), dirs.state().to_path_buf());
+    let store = Store::open(&state).expect("open the state");
+    let marker = store.marker(legacy::MARKER).unwrap().is_some();
+    drop(store);
+    in_own_system(move || async move {
+        let actors = start_offline(&root, &state);
+        let ledger = actors.ledger.send(LedgerSize).await.unwrap().unwrap();
+        let context = actors.puller.send(CachedContext).await.unwrap().unwrap();
+        (
+            queue(&actors).await.len(),
+            ledger,
+            records(&actors, None).await.len(),
+            context.len(),
+            marker,
+        )
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn an_import_that_fails_to_commit_leaves_nothing_and_a_rerun_imports_everything_once() {
+    const NOTHING: (usize, u64, usize, usize, bool) = (0, 0, 0, 0, false);
+    const EVERYTHING: (usize, u64, usize, usize, bool) = (1, 2, 2, 1, true);
+    let go = tempfile::tempdir().unwrap();
+    write_go_state(go.path());
+    // A power cut at each sync in turn (the file put back as the last sync left it),
+    // until the import gets through; first a full disk.
+    for cut_at in 0.. {
+        let dirs = Dirs::new();
+        let config = SyncConfig {
+            agent_id: AGENT.into(),
+            ..SyncConfig::new(dirs.root(), dirs.state())
+        };
+        let faults = Faults::with_power_cuts();
+        let store = faults.open_store(dirs.state()).expect("open the state");
+        if cut_at == 0 {
+            faults.fail_writes(true);
+        } else {
+            faults.cut_at_sync(cut_at, Cut::BeforeSync);
+        }
+        let result = legacy::import_into(&store, &config, go.path());
+        drop(store);
+        if result.is_ok() {
+            assert!(cut_at > 1, "the import's commit syncs");
+            assert_eq!(left_in(&dirs).await, EVERYTHING);
+            break;
+        }
+        assert!(matches!(result, Err(LegacyError::Sync(_))), "{result:?}");
+        assert_eq!(left_in(&dirs).await, NOTHING, "cut at sync {cut_at}");
+        // No marker was left either: the rerun imports everything, and only once.
+        let first = legacy::import(&config, go.path()).expect("the rerun imports");
+        assert!(!first.already_imported);
+        let second = legacy::import(&config, go.path()).expect("a second rerun");
+        assert!(second.already_imported);
+        assert_eq!(left_in(&dirs).await, EVERYTHING, "cut at sync {cut_at}");
+    }
 }

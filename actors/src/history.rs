@@ -11,8 +11,10 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use crate::error::StoreError;
 use crate::messages::{ReadSyncState, RecentRecords, Record, SetAuthFailed, SyncState};
 use crate::model::{Direction, SyncRecord};
+use crate::store::codec::{decode, decode_or_warn, encode};
 use crate::store::schema::{HISTORY, SYNC_STATE};
-use crate::store::{decode, decode_or_warn, encode, Store};
+use crate::store::Store;
+use crate::time::Timestamp;
 
 const STATE_KEY: &str = "state";
 
@@ -21,7 +23,8 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 
 /// Owns the `history` and `sync_state` tables.
 pub struct History {
-    /// The shared database; only this actor touches its two tables.
+    /// The shared database. Besides this actor, the Queue writes these tables (in an
+    /// outcome's commit, `append_in`) and an import does (before any actor runs).
     store: Store,
     /// Newest records kept.
     limit: usize,
@@ -190,86 +193,58 @@ pub(crate) fn read_sync_state(store: &Store) -> Result<SyncState, StoreError> {
     })
 }
 
-// -------------------------------------------------------------------- legacy import
-
-impl Handler<crate::messages::ReadMarker> for History {
-    type Result = Result<Option<Vec<u8>>, StoreError>;
-
-    fn handle(
-        &mut self,
-        crate::messages::ReadMarker(name): crate::messages::ReadMarker,
-        _: &mut Self::Context,
-    ) -> Self::Result {
-        self.store.marker(&name)
+/// Merges `imported` records into the history inside `txn` (an import: see the
+/// `import` module), records already held skipped, the newest `limit` kept. The table
+/// is rewritten in time order rather than appended to: trimming pops the front, and
+/// older imported records appended after newer local ones would push those out.
+/// Answers how many were added.
+pub(crate) fn merge_in(
+    txn: &WriteTransaction,
+    imported: Vec<SyncRecord>,
+    limit: usize,
+) -> Result<usize, redb::Error> {
+    let mut history = txn.open_table(HISTORY)?;
+    let mut records = Vec::new();
+    for row in history.iter()? {
+        let (key, value) = row?;
+        match decode::<SyncRecord>(value.value()) {
+            Ok(record) => records.push(record),
+            Err(e) => log::warn!(
+                "history record {} does not decode ({e}); dropped by the import",
+                key.value()
+            ),
+        }
     }
+    let mut added = 0;
+    for record in imported {
+        if !records.contains(&record) {
+            records.push(record);
+            added += 1;
+        }
+    }
+    // Stable: records with the same second keep their file order.
+    records.sort_by_key(|r| r.synced_at);
+    let keep = records.len().saturating_sub(limit.max(1));
+    history.retain(|_, _| false)?;
+    for (key, record) in records.iter().skip(keep).enumerate() {
+        history.insert(key as u64, encode(record).as_slice())?;
+    }
+    Ok(added)
 }
 
-impl Handler<crate::messages::WriteMarker> for History {
-    type Result = Result<(), StoreError>;
-
-    fn handle(&mut self, msg: crate::messages::WriteMarker, _: &mut Self::Context) -> Self::Result {
-        self.store.set_marker(&msg.name, &msg.value)
-    }
-}
-
-impl Handler<crate::messages::ImportRecords> for History {
-    type Result = Result<usize, StoreError>;
-
-    /// A one-time operation, so the table is rewritten in time order (held and
-    /// imported records merged) rather than appended to: trimming pops the front, and
-    /// older imported records appended after newer local ones would push those out.
-    fn handle(
-        &mut self,
-        crate::messages::ImportRecords(imported): crate::messages::ImportRecords,
-        _: &mut Self::Context,
-    ) -> Self::Result {
-        let limit = self.limit;
-        self.store
-            .write("import sync records", Durability::Immediate, |txn| {
-                let mut history = txn.open_table(HISTORY)?;
-                let mut records = Vec::new();
-                for row in history.iter()? {
-                    let (key, value) = row?;
-                    match decode::<SyncRecord>(value.value()) {
-                        Ok(record) => records.push(record),
-                        Err(e) => log::warn!(
-                            "history record {} does not decode ({e}); dropped by the import",
-                            key.value()
-                        ),
-                    }
-                }
-                let mut added = 0;
-                for record in imported {
-                    if !records.contains(&record) {
-                        records.push(record);
-                        added += 1;
-                    }
-                }
-                // Stable: records with the same second keep their file order.
-                records.sort_by_key(|r| r.synced_at);
-                let keep = records.len().saturating_sub(limit);
-                history.retain(|_, _| false)?;
-                for (key, record) in records.iter().skip(keep).enumerate() {
-                    history.insert(key as u64, encode(record).as_slice())?;
-                }
-                Ok(added)
-            })
-    }
-}
-
-impl Handler<crate::messages::ImportSyncState> for History {
-    type Result = Result<(), StoreError>;
-
-    fn handle(
-        &mut self,
-        msg: crate::messages::ImportSyncState,
-        _: &mut Self::Context,
-    ) -> Self::Result {
-        self.update_state("import last push/pull times", |state| {
-            state.last_push_at = state.last_push_at.max(msg.last_push_at);
-            state.last_pull_at = state.last_pull_at.max(msg.last_pull_at);
-        })
-    }
+/// Carries imported last push/pull times over inside `txn`; a time only ever moves
+/// forward, so a newer local sync is never hidden by an older imported one.
+pub(crate) fn carry_times_in(
+    txn: &WriteTransaction,
+    last_push_at: Option<Timestamp>,
+    last_pull_at: Option<Timestamp>,
+) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(SYNC_STATE)?;
+    let mut state = read_state(&table)?;
+    state.last_push_at = state.last_push_at.max(last_push_at);
+    state.last_pull_at = state.last_pull_at.max(last_pull_at);
+    table.insert(STATE_KEY, encode(&state).as_slice())?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -277,7 +252,6 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::time::Timestamp;
 
     /// Warnings logged by this test binary (a logger is process-wide: set once).
     static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());

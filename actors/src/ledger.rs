@@ -68,7 +68,8 @@ pub(crate) fn mark(
 
 /// Owns the `ledger` table.
 pub struct Ledger {
-    /// The shared database; only this actor touches `ledger`.
+    /// The shared database: this actor answers from `ledger` and marks it for tools;
+    /// deliveries are marked by the Queue (`mark`), imports by the `import` module.
     store: Store,
 }
 
@@ -110,8 +111,9 @@ impl Handler<Unsynced> for Ledger {
 impl Handler<MarkSynced> for Ledger {
     type Result = Result<(), StoreError>;
 
-    /// Durable: only imports and tools mark the ledger this way; a delivery's marks
-    /// are written by the Queue in the commit that records it.
+    /// Durable: only tools mark the ledger this way (an import marks it in its own
+    /// commit: the `import` module); a delivery's marks are written by the Queue in
+    /// the commit that records it.
     fn handle(&mut self, msg: MarkSynced, _: &mut Self::Context) -> Self::Result {
         if msg.fingerprints.is_empty() {
             return Ok(());

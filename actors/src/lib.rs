@@ -88,10 +88,13 @@
 //! - [`walk`]: the workspace walk (Linux `openat2` or portable `openat`), its persisted
 //!   rescan cache, the parallel walk and the chunk pipeline of a streaming scan.
 //! - [`store`]: the one redb file, its layout and crash semantics.
+//! - [`import`]: state brought in from elsewhere (a legacy import), in one commit,
+//!   before the actors start.
 //! - [`platform`]: the token, the URL policy and the awc client (design.md §5).
 //! - [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` routing and the `CONNECT` tunnel in awc's
 //!   connector.
 //! - [`private_state`]: the state dir and its files, private to their user.
+//! - [`redact`]: what stands where a secret was, in text people read.
 //! - [`backoff`]: the seed retry schedule and `Retry-After` (the Queue's policy adds
 //!   jitter).
 //! - [`time`]: timestamps and the clock that tests can pause.
@@ -117,6 +120,7 @@ pub mod diagnose;
 pub mod dispatch;
 pub mod error;
 pub mod history;
+pub mod import;
 pub mod ledger;
 pub mod lenient;
 pub mod messages;
@@ -129,6 +133,7 @@ pub mod puller;
 pub mod pusher;
 pub mod queue;
 pub mod reap;
+pub mod redact;
 pub mod scanner;
 pub mod store;
 pub mod system;

@@ -423,15 +423,6 @@ pub struct HeadSummary {
     pub queued_at: Timestamp,
 }
 
-/// Add entries imported from elsewhere (the Go agent's queue), keeping their attempts,
-/// times and fingerprints; each gets a fresh seq at the tail.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<usize, StoreError>")]
-pub struct ImportEntries {
-    /// Entries whose `seq` and `idempotency_key` are assigned by the Queue.
-    pub entries: Vec<QueueEntry>,
-}
-
 /// Tell `waker` whenever work becomes due (a new enqueue, a requeue).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -478,49 +469,3 @@ pub struct SyncState {
     #[serde(default)]
     pub auth_failed: bool,
 }
-
-// -------------------------------------------------------------------- legacy import
-
-/// Read a one-time marker from the store's `meta` table (e.g. that a legacy import
-/// ran). Handled by History, which holds the store like every actor but owns no
-/// table that a marker could collide with.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Option<Vec<u8>>, StoreError>")]
-pub struct ReadMarker(pub String);
-
-/// Set a one-time marker in `meta`, durably; the immediate commit also makes earlier
-/// non-durable writes (History's own) durable with it.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct WriteMarker {
-    /// Marker name, e.g. `legacy_import`.
-    pub name: String,
-    /// What to remember (JSON of what was done).
-    pub value: Vec<u8>,
-}
-
-/// Add sync records imported from elsewhere (the Go agent's `records.json`) to
-/// History: merged with the held ones in time order, records already held skipped,
-/// the newest N kept. Replies with how many were added. Does not touch the last
-/// push/pull times ([`ImportSyncState`] does).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<usize, StoreError>")]
-pub struct ImportRecords(pub Vec<SyncRecord>);
-
-/// Carry imported last push/pull times over; a time only ever moves forward, so a
-/// newer local sync is never hidden by an older imported one.
-#[derive(Message, Debug, Clone, Copy, Default)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct ImportSyncState {
-    /// The Go agent's `last_push_at`, `None` when unset.
-    pub last_push_at: Option<Timestamp>,
-    /// The Go agent's `last_pull_at`, `None` when unset.
-    pub last_pull_at: Option<Timestamp>,
-}
-
-/// Seed the context cache with imported items (the Go agent's `context.json`):
-/// items already cached win by `id`, identical items are not added twice. Replies
-/// with how many items were added.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<usize, StoreError>")]
-pub struct ImportContext(pub Vec<Value>);

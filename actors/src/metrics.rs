@@ -22,7 +22,7 @@
 //! | `agent_sync_last_pull_timestamp_seconds` | gauge | last successful pull, 0 if never |
 //! | `agent_sync_auth_failed` | gauge | 1 after a 401/403 until the next success |
 //! | `agent_sync_pull_total{outcome}` | counter | pulls by outcome |
-//! | `agent_sync_scan_duration_seconds` | histogram | one workspace scan |
+//! | `agent_sync_scan_duration_seconds` | histogram | one scan of the workspace root |
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -303,7 +303,7 @@ impl Collector for StateGauges {
         let Some(store) = source.store.upgrade() else {
             return Ok(());
         };
-        let read = crate::queue::read_summary(&store)
+        let read = crate::queue::reads::read_summary(&store)
             .and_then(|summary| Ok((summary, crate::history::read_sync_state(&store)?)));
         match read {
             Ok((summary, state)) => {

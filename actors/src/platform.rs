@@ -15,7 +15,8 @@ use crate::backoff::RetryAfter;
 use crate::error::PlatformConfigError;
 use crate::messages::DeliveryOutcome;
 use crate::proxy::tunnel::ProxyConnector;
-use crate::proxy::ProxyConfig;
+use crate::proxy::{ProxyConfig, Route};
+use crate::redact::REDACTED;
 
 /// A boxed future on the current arbiter (awc is `!Send`).
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -124,6 +125,12 @@ impl Default for PlatformConfig {
 }
 
 impl PlatformConfig {
+    /// How requests to the platform's URL go, with this configuration's proxies (for
+    /// a start line or a diagnostic command).
+    pub fn route(&self) -> Route {
+        self.proxy.route_to(&self.base_url)
+    }
+
     /// Checks the URL: http(s) with a host; plain http only to loopback unless allowed;
     /// and that the proxies can be used.
     pub fn validate(&self) -> Result<(), PlatformConfigError> {
@@ -199,9 +206,6 @@ const MAX_PUSH_RESPONSE_BYTES: usize = 64 * 1024;
 /// The most bytes of a platform's answer (or of an error's text) kept where people
 /// read it: `last_error`, a dead letter's reason, `queue`, `status`, log lines.
 pub const EXCERPT_BYTES: usize = 200;
-
-/// What stands where the token was.
-pub const REDACTED: &str = "<redacted>";
 
 /// A bounded excerpt of `body` that cannot hold the token (design.md §7.4): every
 /// occurrence of the token is replaced first, then the trimmed text is cut to at most
@@ -432,6 +436,16 @@ mod tests {
         assert!(config("http://api.example.com", true).validate().is_ok());
         assert!(config("ftp://x", true).validate().is_err());
         assert!(config("https://", true).validate().is_err());
+    }
+
+    #[test]
+    fn an_unusable_proxy_fails_validation_and_routes_the_platform_nowhere() {
+        let config = PlatformConfig {
+            proxy: ProxyConfig::through("socks5://proxy:1080"),
+            ..config("https://api.example.com", false)
+        };
+        assert!(config.validate().is_err());
+        assert!(matches!(config.route(), Route::Unusable(_)));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use actix::prelude::*;
-use redb::Durability;
+use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use serde_json::Value;
 
 use crate::error::{StoreError, SyncError};
@@ -25,8 +25,9 @@ use crate::messages::{CachedContext, PullReport, Record, SetAuthFailed, SyncPull
 use crate::metrics::{Metrics, PullResult};
 use crate::model::{Direction, SyncRecord};
 use crate::platform::{Platform, PullOutcome, TokenSource};
+use crate::store::codec::{decode, encode};
 use crate::store::schema::CONTEXT;
-use crate::store::{decode, encode, Store};
+use crate::store::Store;
 use crate::time::Clock;
 
 const ITEMS_KEY: &str = "items";
@@ -45,7 +46,8 @@ pub struct Puller {
     tokens: TokenSource,
     /// awc client or a test stand-in.
     platform: Rc<dyn Platform>,
-    /// The shared database; only this actor touches `context`.
+    /// The shared database; only this actor writes `context` while actors run (an
+    /// import seeds it before they start).
     store: Store,
     /// Records pulls, clears or sets `auth_failed`.
     history: Addr<History>,
@@ -96,41 +98,81 @@ impl Puller {
 
     fn cached(&self) -> Result<Vec<Value>, StoreError> {
         self.store.read("read the context cache", |txn| {
-            let table = txn.open_table(CONTEXT)?;
-            Ok(match table.get(ITEMS_KEY)? {
-                Some(bytes) => decode(bytes.value()).unwrap_or_else(|e| {
-                    log::warn!("context cache does not decode ({e}); reading it as empty");
-                    Vec::new()
-                }),
-                None => Vec::new(),
-            })
+            read_cache(&txn.open_table(CONTEXT)?)
         })
     }
 
     /// Replaces the cache, or merges `items` into it by `id` when `merge`; then
     /// drops the oldest items over the cap. Answers how many items the cache holds.
     fn store_context(&self, items: &[Value], merge: bool) -> Result<usize, StoreError> {
-        let mut cache = if merge {
-            merge_by_id(self.cached()?, items)
-        } else {
-            items.to_vec()
-        };
-        let over = cache.len().saturating_sub(self.max_items);
-        if over > 0 {
-            log::warn!(
-                "context cache over its cap of {} items: dropped the {over} oldest",
-                self.max_items
-            );
-            cache.drain(..over);
-        }
+        let max_items = self.max_items;
         self.store
             .write("write the context cache", Durability::Immediate, |txn| {
-                txn.open_table(CONTEXT)?
-                    .insert(ITEMS_KEY, encode(&cache).as_slice())?;
-                Ok(())
-            })?;
-        Ok(cache.len())
+                let mut table = txn.open_table(CONTEXT)?;
+                let cache = if merge {
+                    merge_by_id(read_cache(&table)?, items)
+                } else {
+                    items.to_vec()
+                };
+                write_cache(&mut table, cache, max_items)
+            })
     }
+}
+
+/// The cached items; a row that does not decode reads as empty, with a warning.
+fn read_cache(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<Value>, redb::Error> {
+    Ok(match table.get(ITEMS_KEY)? {
+        Some(bytes) => decode(bytes.value()).unwrap_or_else(|e| {
+            log::warn!("context cache does not decode ({e}); reading it as empty");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    })
+}
+
+/// Writes `cache` as the cached items, the oldest over `max_items` dropped first;
+/// answers how many it holds.
+fn write_cache(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    mut cache: Vec<Value>,
+    max_items: usize,
+) -> Result<usize, redb::Error> {
+    let max_items = max_items.max(1);
+    let over = cache.len().saturating_sub(max_items);
+    if over > 0 {
+        log::warn!("context cache over its cap of {max_items} items: dropped the {over} oldest");
+        cache.drain(..over);
+    }
+    table.insert(ITEMS_KEY, encode(&cache).as_slice())?;
+    Ok(cache.len())
+}
+
+/// Seeds the cache with `items` inside `txn` (an import: see the `import` module).
+/// Imported items go under the cached ones: what this agent already pulled is newer
+/// than anything imported, so it wins by `id`; identical items are not added twice.
+/// Answers how many were added.
+pub(crate) fn import_in(
+    txn: &WriteTransaction,
+    items: Vec<Value>,
+    max_items: usize,
+) -> Result<usize, redb::Error> {
+    let mut table = txn.open_table(CONTEXT)?;
+    let cached = read_cache(&table)?;
+    // By their JSON text: a set, not a scan of the cache per item.
+    let known: HashSet<String> = cached.iter().map(Value::to_string).collect();
+    let fresh: Vec<Value> = items
+        .into_iter()
+        .filter(|item| item.is_object() && !known.contains(&item.to_string()))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    let kept = write_cache(&mut table, merge_by_id(fresh, &cached), max_items)?;
+    // Imported items shadowed by a cached one with the same id were not added, and,
+    // being the oldest, they are the first the cap drops.
+    Ok(kept.saturating_sub(cached.len()))
 }
 
 impl Actor for Puller {
@@ -294,36 +336,6 @@ fn id_key(item: &Value) -> Option<String> {
     item.get("id")
         .filter(|id| !id.is_null())
         .map(Value::to_string)
-}
-
-// -------------------------------------------------------------------- legacy import
-
-impl Handler<crate::messages::ImportContext> for Puller {
-    type Result = Result<usize, StoreError>;
-
-    /// Imported items go under the cached ones: what this agent already pulled is
-    /// newer than anything the Go agent left behind, so it wins by `id`.
-    fn handle(
-        &mut self,
-        crate::messages::ImportContext(items): crate::messages::ImportContext,
-        _: &mut Self::Context,
-    ) -> Self::Result {
-        let cached = self.cached()?;
-        // By their JSON text: a set, not a scan of the cache per item.
-        let known: HashSet<String> = cached.iter().map(Value::to_string).collect();
-        let fresh: Vec<Value> = items
-            .into_iter()
-            .filter(|item| item.is_object() && !known.contains(&item.to_string()))
-            .collect();
-        if fresh.is_empty() {
-            return Ok(0);
-        }
-        let merged = merge_by_id(fresh, &cached);
-        let kept = self.store_context(&merged, false)?;
-        // Imported items shadowed by a cached one with the same id were not added,
-        // and, being the oldest, they are the first the cap drops.
-        Ok(kept.saturating_sub(cached.len()))
-    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 //!
 //! Where: `status`, `queue`, `dead-letters`, `requeue`, `history`, `push` and `pull`
 //! go to the running agent-sync that holds the state, when one answers on its
-//! control socket; otherwise (and always for `run` and `import-legacy`) this process
-//! starts a [`SyncService`] on the state, does the work and stops it. Either way the
-//! output and the exit code are the same (see [`performer`](super::performer)).
+//! control socket; otherwise (and always for `run`) this process starts a
+//! [`SyncService`] on the state, does the work and stops it. Either way the output
+//! and the exit code are the same (see [`performer`](super::performer)).
+//! `import-legacy` opens the state itself and imports before anything runs on it (see
+//! [`legacy`](agent_sync::legacy)).
 //!
 //! Which commands may use the network:
 //! - `push` and `run` send pushes; `pull` only pulls (no start-up drain, and it
@@ -24,6 +26,7 @@ use agent_sync::actors::platform::TokenSource;
 use agent_sync::actors::pusher::check_dispatches;
 use agent_sync::actors::DispatchError;
 use agent_sync::control::ControlClient;
+use agent_sync::legacy::{self, LegacyError};
 use agent_sync::messages::{SyncPull, SyncPush};
 use agent_sync::paging::next_page;
 use agent_sync::{StartError, SyncConfig, SyncService};
@@ -117,6 +120,15 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Run(_) => Some(daemon::StopSignals::register()?),
         _ => None,
     };
+    if let Command::ImportLegacy(args) = &command {
+        let from = args.from.clone().unwrap_or_else(|| state_dir.clone());
+        let report = legacy::import(&config, &from).map_err(|e| match e {
+            LegacyError::Start(e) => in_use(e, &command),
+            other => other.into(),
+        })?;
+        println!("{}", output::import(format, &report));
+        return Ok(EXIT_OK);
+    }
     let service = match SyncService::start(config) {
         Ok(service) => service,
         Err(e @ StartError::InUse { .. }) => {
@@ -212,7 +224,7 @@ fn in_use(e: StartError, command: &Command) -> CliError {
 
 /// What only a command that opened the state itself has.
 struct Local<'a> {
-    /// The service on the state (`run`, `import-legacy` need it to themselves).
+    /// The service on the state (`run` needs it to itself).
     service: &'a SyncService,
     /// The stop signals, registered before the service started (`run` only).
     signals: Option<daemon::StopSignals>,
@@ -277,17 +289,8 @@ async fn run_on(
             };
             return daemon::run(service, &args, tokens, settings, signals).await;
         }
-        Command::ImportLegacy(args) => {
-            let service = local.map(|l| l.service).ok_or(CliError::NeedsTheState {
-                command: "import-legacy",
-            })?;
-            let from = args
-                .from
-                .unwrap_or_else(|| service.state_dir().to_path_buf());
-            let report = service.import_legacy(&from).await?;
-            print(output::import(format, &report));
-        }
-        Command::Completions(_) | Command::Man(_) | Command::Doctor => {}
+        // Carried out before any service starts (`run`).
+        Command::ImportLegacy(_) | Command::Completions(_) | Command::Man(_) | Command::Doctor => {}
     }
     Ok(Close::Gracefully)
 }

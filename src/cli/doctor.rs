@@ -22,7 +22,8 @@ pub mod local;
 pub mod platform;
 pub mod settings;
 
-use agent_sync::actors::platform::{Token, REDACTED};
+use agent_sync::actors::platform::Token;
+use agent_sync::actors::redact::REDACTED;
 use agent_sync::SyncConfig;
 use serde::Serialize;
 

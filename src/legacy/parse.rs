@@ -19,7 +19,7 @@ use super::{LegacyError, CONTEXT_FILE, LEDGER_FILE, QUEUE_FILE, RECORDS_FILE, ST
 pub struct LegacyState {
     /// Which files were found.
     pub files: Vec<String>,
-    /// Queue entries (seq and idempotency key are assigned by the Queue).
+    /// Queue entries (seq and idempotency key are assigned when they are queued).
     pub entries: Vec<QueueEntry>,
     /// (id, fingerprint) pairs the platform has.
     pub ledger: Vec<(String, String)>,

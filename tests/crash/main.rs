@@ -21,7 +21,7 @@
 //! in [`tally`].
 //!
 //! Seeded queues are made of entries of 1-3 dispatches, each one request, imported
-//! whole ([`ImportEntries`]: separate enqueues in one process would coalesce).
+//! whole ([`Import`]: separate enqueues in one process would coalesce).
 //!
 //! Kinds of stop point:
 //! - `mid-enqueue`: `push --dispatches FILE` of a 300-dispatch file, offline, killed
@@ -58,7 +58,7 @@
 //! `AGENT_SYNC_CRASH_SEED` the base seed, e.g.
 //! `AGENT_SYNC_CRASH_ROUNDS=50 cargo test --release --test crash -- --nocapture`.
 //!
-//! [`ImportEntries`]: agent_sync::actors::messages::ImportEntries
+//! [`Import`]: agent_sync::actors::import::Import
 //! [`Sandbox`]: agent_sync_testkit::Sandbox
 //! [`Raw`]: agent_sync_testkit::Raw
 

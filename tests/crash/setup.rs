@@ -3,15 +3,12 @@
 //! ([`seed_queue`]) and the queue as `queue --json` lists it ([`queued_entries`]).
 
 use std::path::Path;
-use std::thread;
 use std::time::Duration;
 
-use actix::Actor;
-use agent_sync::actors::messages::ImportEntries;
+use agent_sync::actors::import::Import;
 use agent_sync::actors::model::{Dispatch, QueueEntry};
-use agent_sync::actors::queue::QueueConfig;
 use agent_sync::actors::time::Clock;
-use agent_sync::actors::{Queue, Store};
+use agent_sync::actors::Store;
 use agent_sync_testkit::{agent_sync_bin, Sandbox};
 use serde_json::{json, Value};
 
@@ -112,36 +109,24 @@ pub fn dispatch(id: &str) -> Value {
     json!({"id": id, "status": "completed", "agent": "codex", "pad": "p".repeat(48)})
 }
 
-/// Queues `entries` into the state, each one queue entry (one request) exactly as
-/// given, in-process, and closes it. Imported whole: separate `Enqueue`s in one
-/// process would coalesce into the tail entry.
+/// Queues `entries` into the closed state, each one queue entry (one request)
+/// exactly as given, in one import commit: separate `Enqueue`s would coalesce into
+/// the tail entry.
 pub fn seed_queue(state: &Path, entries: Vec<Vec<Value>>) {
-    let state = state.to_path_buf();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            let store = Store::open(&state).expect("open the state");
-            let clock = Clock::system();
-            let queue = Queue::new(store, QueueConfig::default(), clock).start();
-            let now = clock.now();
-            let entries: Vec<QueueEntry> = entries
+    let store = Store::open(state).expect("open the state");
+    let now = Clock::system().now();
+    let entries: Vec<QueueEntry> = entries
+        .into_iter()
+        .map(|dispatches| {
+            let dispatches = dispatches
                 .into_iter()
-                .map(|dispatches| {
-                    let dispatches = dispatches
-                        .into_iter()
-                        .map(|d| Dispatch::from(d.as_object().expect("an object").clone()))
-                        .collect();
-                    QueueEntry::new(AGENT.into(), None, dispatches, now)
-                })
+                .map(|d| Dispatch::from(d.as_object().expect("an object").clone()))
                 .collect();
-            let count = entries.len();
-            let imported = queue
-                .send(ImportEntries { entries })
-                .await
-                .expect("the queue")
-                .expect("import the entries");
-            assert_eq!(imported, count, "every seeded entry is queued");
+            QueueEntry::new(AGENT.into(), None, dispatches, now)
         })
-    })
-    .join()
-    .expect("seeding thread");
+        .collect();
+    let count = entries.len();
+    let imported =
+        Import::commit(&store, |import| import.queue_entries(entries)).expect("import the entries");
+    assert_eq!(imported, count, "every seeded entry is queued");
 }

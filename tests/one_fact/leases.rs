@@ -3,9 +3,10 @@
 //! takes new dispatches, and the head or a tail that was attempted, requeued or imported
 //! does not.
 
+use agent_sync_actors::import::Import;
 use agent_sync_actors::messages::*;
 use agent_sync_actors::model::QueueEntry;
-use agent_sync_actors::SyncActors;
+use agent_sync_actors::{Store, SyncActors};
 use agent_sync_testkit::*;
 
 use crate::{deliver_head, go_online, lease, report};
@@ -90,6 +91,13 @@ async fn life(dirs: &Dirs, ids: &'static [&'static str]) -> Vec<QueueEntry> {
     .await
 }
 
+/// Imports `entry` into the closed state, as an import does before any actor runs.
+fn import(dirs: &Dirs, entry: QueueEntry) {
+    let store = Store::open(dirs.state()).expect("open the state");
+    let count = Import::commit(&store, |import| import.queue_entries(vec![entry])).expect("import");
+    assert_eq!(count, 1);
+}
+
 /// Each entry's dispatch ids, head first.
 fn ids_of(entries: &[QueueEntry]) -> Vec<Vec<String>> {
     entries.iter().map(entry_ids).collect()
@@ -149,28 +157,17 @@ async fn after_a_restart_the_head_is_never_reopened() {
 #[actix::test]
 async fn after_a_restart_an_attempted_tail_is_not_reopened() {
     let dirs = Dirs::new();
-    let (root, state) = (dirs.root().to_path_buf(), dirs.state().to_path_buf());
-    in_own_system(move || async move {
-        let actors = start_offline(&root, &state);
-        enqueue(&actors, &["h"]).await;
-        // The only way a tail that is not the head has attempts: an import (the Go
-        // agent's queue keeps its entries' attempts).
-        let imported = QueueEntry {
+    assert_eq!(ids_of(&life(&dirs, &["h"]).await), [vec!["h"]]);
+    // The only way a tail that is not the head has attempts: an import (the Go
+    // agent's queue keeps its entries' attempts).
+    import(
+        &dirs,
+        QueueEntry {
             attempts: 2,
             last_error: Some("HTTP 503".into()),
             ..QueueEntry::new(AGENT_ID.into(), None, dispatches(&["imported"]), now())
-        };
-        let count = actors
-            .queue
-            .send(ImportEntries {
-                entries: vec![imported],
-            })
-            .await
-            .expect("the queue is running")
-            .expect("import");
-        assert_eq!(count, 1);
-    })
-    .await;
+        },
+    );
     let after = life(&dirs, &["n"]).await;
     assert_eq!(
         ids_of(&after),
@@ -210,20 +207,10 @@ async fn after_a_restart_a_requeued_or_imported_tail_is_not_reopened() {
         "a requeued entry had a life before this queue: it takes no new dispatches"
     );
     // An import with no attempts is sealed the same way.
-    let (root, state) = (dirs.root().to_path_buf(), dirs.state().to_path_buf());
-    in_own_system(move || async move {
-        let actors = start_offline(&root, &state);
-        let imported = QueueEntry::new(AGENT_ID.into(), None, dispatches(&["imported"]), now());
-        let entries = vec![imported];
-        let count = actors
-            .queue
-            .send(ImportEntries { entries })
-            .await
-            .expect("the queue is running")
-            .expect("import");
-        assert_eq!(count, 1);
-    })
-    .await;
+    import(
+        &dirs,
+        QueueEntry::new(AGENT_ID.into(), None, dispatches(&["imported"]), now()),
+    );
     let after = life(&dirs, &["m"]).await;
     assert_eq!(
         ids_of(&after),

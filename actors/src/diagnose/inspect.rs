@@ -14,8 +14,9 @@ use redb::{
 use serde::de::DeserializeOwned;
 
 use crate::model::{DeadLetter, QueueEntry, SyncRecord};
+use crate::store::codec::decode;
 use crate::store::schema::{CONTEXT, DEAD_LETTERS, HISTORY, QUEUE, SYNC_STATE};
-use crate::store::{decode, DATABASE_FILE};
+use crate::store::DATABASE_FILE;
 
 /// The most rows that do not decode named in an [`Inspection`]; the rest are counted.
 const NAMED_BAD_ROWS: usize = 5;

@@ -22,8 +22,11 @@
 //! `https://` and `socks5://` proxies are refused at validation
 //! ([`PlatformConfigError::InvalidProxy`]).
 //!
-//! [`PlatformConfig::route`] describes the route of the platform's URL, e.g. for a
-//! start line or a diagnostic command.
+//! [`ProxyConfig::route_to`] describes the route of a URL (the platform's, for a
+//! start line or a diagnostic command).
+//!
+//! The platform client uses this module (its connector is [`tunnel::ProxyConnector`]);
+//! this module knows nothing of the platform.
 
 pub mod no_proxy;
 pub mod tunnel;
@@ -31,7 +34,7 @@ pub mod tunnel;
 use std::fmt;
 
 use crate::error::PlatformConfigError;
-use crate::platform::{PlatformConfig, REDACTED};
+use crate::redact::REDACTED;
 use no_proxy::NoProxy;
 
 /// Which proxies carry requests to the platform: Go's `httpproxy.Config`. The default
@@ -299,10 +302,10 @@ impl fmt::Display for Route {
     }
 }
 
-impl PlatformConfig {
-    /// How requests to the platform's URL go, with this configuration's proxies.
-    pub fn route(&self) -> Route {
-        let url = self.base_url.trim();
+impl ProxyConfig {
+    /// How requests to `url` go with these proxies; an unparsable URL goes nowhere.
+    pub fn route_to(&self, url: &str) -> Route {
+        let url = url.trim();
         match url.parse::<awc::http::Uri>() {
             Ok(uri) => {
                 let scheme = uri.scheme_str().unwrap_or("");
@@ -312,9 +315,7 @@ impl PlatformConfig {
                     443
                 };
                 let port = uri.port_u16().unwrap_or(default);
-                self.proxy
-                    .routes()
-                    .route(scheme, uri.host().unwrap_or(""), port)
+                self.routes().route(scheme, uri.host().unwrap_or(""), port)
             }
             Err(_) => Route::Unusable(PlatformConfigError::InvalidUrl {
                 url: url.to_string(),

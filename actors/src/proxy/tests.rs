@@ -11,14 +11,6 @@ fn config(https: Option<&str>, http: Option<&str>, no_proxy: Option<&str>) -> Pr
     }
 }
 
-fn platform(url: &str, proxy: ProxyConfig) -> PlatformConfig {
-    PlatformConfig {
-        base_url: url.into(),
-        proxy,
-        ..PlatformConfig::default()
-    }
-}
-
 #[test]
 fn a_proxy_setting_is_parsed_as_go_parses_it() {
     let proxy = Proxy::parse("http://proxy.corp:3128/ignored").unwrap();
@@ -141,43 +133,37 @@ fn an_unusable_proxy_fails_validation_and_its_requests_never_go_direct() {
         proxy.validate(),
         Err(PlatformConfigError::InvalidProxy { .. })
     ));
-    let config = platform("https://api.example.com", proxy);
-    assert!(config.validate().is_err());
-    assert!(matches!(config.route(), Route::Unusable(_)));
-    assert!(config.route().to_string().contains("socks5"));
+    let route = proxy.route_to("https://api.example.com");
+    assert!(matches!(route, Route::Unusable(_)));
+    assert!(route.to_string().contains("socks5"));
     // A blank setting is no proxy.
     assert!(ProxyConfig::through("  ").validate().is_ok());
 }
 
 #[test]
-fn the_route_of_the_platform_url_describes_the_proxy_in_use() {
+fn the_route_of_a_url_describes_the_proxy_in_use() {
     let proxy = ProxyConfig::through("http://u:secret@proxy.corp:3128");
-    let shown = platform("https://api.example.com/base", proxy.clone())
-        .route()
-        .to_string();
+    let shown = proxy.route_to("https://api.example.com/base").to_string();
     assert_eq!(
         shown,
         "through the proxy proxy.corp:3128 (CONNECT tunnel, with credentials)"
     );
-    assert_eq!(
-        platform("http://127.0.0.1:9", proxy.clone()).route(),
-        Route::Loopback
-    );
+    assert_eq!(proxy.route_to("http://127.0.0.1:9"), Route::Loopback);
     let excluded = ProxyConfig {
         no_proxy: Some("example.com:8443".into()),
         ..proxy
     };
     assert_eq!(
-        platform("https://api.example.com:8443", excluded.clone()).route(),
+        excluded.route_to("https://api.example.com:8443"),
         Route::Excluded
     );
     assert!(matches!(
-        platform("https://api.example.com", excluded).route(),
+        excluded.route_to("https://api.example.com"),
         Route::Tunnel(_)
     ));
     assert_eq!(
-        platform("https://api.example.com", ProxyConfig::default())
-            .route()
+        ProxyConfig::default()
+            .route_to("https://api.example.com")
             .to_string(),
         "direct (no proxy set)"
     );

@@ -11,7 +11,9 @@
 //! retried with backoff, with that text in `last_error`. Nothing the proxy sends is
 //! kept (a hostile proxy could echo the credentials), only its status code.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use actix_rt::net::TcpStream;
@@ -21,7 +23,6 @@ use awc::http::{StatusCode, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Proxy, Route, Routes};
-use crate::platform::LocalFuture;
 
 /// The most bytes of the proxy's answer to a `CONNECT` read (its status line and
 /// headers); a longer head is refused.
@@ -50,7 +51,8 @@ impl ProxyConnector {
 impl Service<ConnectInfo<Uri>> for ProxyConnector {
     type Response = Connection<Uri, TcpStream>;
     type Error = ConnectError;
-    type Future = LocalFuture<Result<Self::Response, Self::Error>>;
+    // Boxed and `!Send`, as awc's connectors are.
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
 
     actix_service::always_ready!();
 

@@ -14,8 +14,8 @@ use crate::messages::{
 use crate::model::{
     DeadLetter, Direction, Dispatch, QueueEntry, ScannedDispatch, ScannedKey, SyncRecord,
 };
+use crate::store::codec::{decode, encode};
 use crate::store::schema::{DEAD_LETTERS, LEDGER, QUEUE, QUEUE_KEYS, QUEUE_META};
-use crate::store::{decode, encode};
 use crate::time::Timestamp;
 
 /// Next seq to hand out; seqs are never reused.
@@ -39,6 +39,20 @@ pub(super) fn not_held(
         }
     }
     Ok(fresh)
+}
+
+/// Queues `entries` at the tail inside `txn`, each as [`QueueTables::push_entry`]
+/// inserts it (an import: see the `import` module). Answers how many.
+pub(crate) fn import_in(
+    txn: &WriteTransaction,
+    entries: Vec<QueueEntry>,
+) -> Result<usize, redb::Error> {
+    let mut tables = QueueTables::open(txn)?;
+    let count = entries.len();
+    for entry in entries {
+        tables.push_entry(entry)?;
+    }
+    Ok(count)
 }
 
 /// The Queue's tables open in one write transaction.

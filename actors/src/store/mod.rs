@@ -11,20 +11,26 @@
 //! function that creates them; modules import their tables from there, and the store
 //! imports no actor.
 //!
-//! Values are JSON so a record written by one version can be read (or skipped with a
-//! warning, H1) by another; `meta.schema` names the layout version. The two `scan_*`
+//! Values are JSON, encoded and decoded in one place (`codec`), so a record written by
+//! one version can be read (or skipped with a warning, H1) by another; `meta.schema`
+//! names the layout version. The two `scan_*`
 //! tables are the walk's rescan cache (`walk::cache`): a versioned binary encoding,
 //! since a cold scan writes one row per workspace, and a row that does not decode is
 //! ignored and rebuilt, never an error. Losing them costs reads, never a dispatch.
 //!
 //! # Ownership
 //!
-//! Each table is opened only by the actor that owns it, with one exception made on
-//! purpose: the consequences of a delivery outcome are written by the Queue, in the
-//! one commit that records the outcome, through the Ledger's and History's table
-//! functions (`ledger::mark`, `history::append_in`), and the Queue's enqueue reads
-//! the ledger in the commit that inserts (`ledger::covers`). "Delivered" is then one
-//! fact changed in one transaction, not three copies kept in step by message order.
+//! Each table is written only by the actor that owns it (others read: the metrics
+//! collector, a doctor), with two exceptions made on purpose. The consequences of a
+//! delivery outcome are written by the Queue, in the one commit that records the
+//! outcome, through the Ledger's and History's table functions (`ledger::mark`,
+//! `history::append_in`), and the Queue's enqueue reads the ledger in the commit
+//! that inserts (`ledger::covers`): "delivered" is then one fact changed in one
+//! transaction, not three copies kept in step by message order. And an import (the
+//! `import` module) writes several actors' tables through their table functions, in
+//! one commit, before any actor runs. The meta table's markers are the store's own
+//! ([`Store::set_marker`]).
+//!
 //! The actors share one `Arc<Database>` because redb allows one writer per file;
 //! write transactions are short (one batch each) so they never wait on each other for
 //! long.
@@ -73,15 +79,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::error::{OpenError, StoreError};
 use redb::{
     CompactionError, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase,
     StorageBackend, StorageError, WriteTransaction,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use crate::error::{OpenError, StoreError};
-
+pub(crate) mod codec;
 pub(crate) mod schema;
 
 use schema::META;
@@ -479,33 +483,6 @@ fn catch_compact(db: &mut Database) -> Result<bool, CompactionError> {
             "redb panicked while compacting".into(),
         )))
     })
-}
-
-/// Encodes a value for a table.
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serialising our own types into a Vec cannot fail: no maps with non-string keys.
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
-/// Decodes a value from a table.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(bytes)
-}
-
-/// Decodes the row `key` of a listing; one that does not decode is skipped with a
-/// warning naming it (H1, design.md §12.2): left in place, never blocking the rest.
-pub(crate) fn decode_or_warn<T: DeserializeOwned>(
-    what: &str,
-    key: impl std::fmt::Display,
-    bytes: &[u8],
-) -> Option<T> {
-    match decode(bytes) {
-        Ok(value) => Some(value),
-        Err(e) => {
-            log::warn!("{what} {key} does not decode ({e}); skipped");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,24 +1,25 @@
 //! Every table of `sync.redb`, in one place, and the one function that creates them.
 //! The modules that read and write a table import its definition from here; the
-//! store itself imports no actor.
+//! store itself imports no actor. "imports" below means the `import` module: state
+//! brought in, in one commit, before any actor runs.
 //!
 //! | table            | key              | value                          | written by |
 //! |------------------|------------------|--------------------------------|------------|
-//! | `meta`           | `&str`           | JSON                           | Store (layout version, one-time markers) |
+//! | `meta`           | `&str`           | JSON                           | Store (layout version, markers); imports (their marker) |
 //! | `ledger`         | dispatch id      | newest fingerprint delivered   | Queue (a delivery's commit); imports |
-//! | `queue`          | `seq: u64`       | JSON [`QueueEntry`](crate::model::QueueEntry) | Queue |
+//! | `queue`          | `seq: u64`       | JSON [`QueueEntry`](crate::model::QueueEntry) | Queue; imports |
 //! | `queue_keys`     | `id \x1f fp`     | `seq` holding it               | Queue |
 //! | `queue_meta`     | `&str`           | `u64` counters                 | Queue |
 //! | `dead_letters`   | `seq: u64`       | JSON [`DeadLetter`](crate::model::DeadLetter) | Queue |
-//! | `history`        | `u64`            | JSON [`SyncRecord`](crate::model::SyncRecord) | Queue (pushes), History (pulls) |
-//! | `sync_state`     | `&str`           | JSON (last push/pull, auth)    | Queue (pushes), History |
-//! | `context`        | `&str`           | JSON array of context items    | Puller |
+//! | `history`        | `u64`            | JSON [`SyncRecord`](crate::model::SyncRecord) | Queue (pushes), History (pulls); imports |
+//! | `sync_state`     | `&str`           | JSON (last push/pull, auth)    | Queue (pushes), History; imports |
+//! | `context`        | `&str`           | JSON array of context items    | Puller; imports |
 //! | `scan_dirs`      | dir, `/` as `\0` | binary: signature, children    | Scanner (`walk::cache`) |
 //! | `scan_workspaces`| name, `/` as `\0`| binary: signature, known state  | Scanner (`walk::cache`) |
 
 use redb::{TableDefinition, WriteTransaction};
 
-/// Layout version and one-time markers (legacy import).
+/// Layout version and one-time markers (a legacy import, the health probe's write).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Dispatch id -> fingerprint last delivered.
 pub(crate) const LEDGER: TableDefinition<&str, &str> = TableDefinition::new("ledger");
