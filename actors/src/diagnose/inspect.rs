@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
-    StorageError, TableDefinition, TableError, TableHandle,
+    Database, DatabaseError, Key, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    ReadableTable, StorageError, TableDefinition, TableError, TableHandle,
 };
 use serde::de::DeserializeOwned;
 
@@ -151,36 +151,47 @@ fn read_all(db: &ReadOnlyDatabase) -> Result<Inspection, String> {
     let mut note_bad = |table: &str, key: String, e: serde_json::Error| {
         bad_rows.push(format!("{table} {key}: {e}"));
     };
-    each_u64::<QueueEntry>(&txn, QUEUE, "queue", &mut note_bad, |entry| {
+    each_row::<u64, QueueEntry>(&txn, QUEUE, "queue", &mut note_bad, |entry| {
         found.queued_entries += 1;
         found.queued_dispatches += entry.dispatches.len() as u64;
         if found.head.is_none() {
             found.head = Some(entry);
         }
     })?;
-    each_u64::<DeadLetter>(&txn, DEAD_LETTERS, "dead letter", &mut note_bad, |_| {
+    each_row::<u64, DeadLetter>(&txn, DEAD_LETTERS, "dead letter", &mut note_bad, |_| {
         found.dead_letters += 1
     })?;
-    each_u64::<SyncRecord>(&txn, HISTORY, "history record", &mut note_bad, |_| {
+    each_row::<u64, SyncRecord>(&txn, HISTORY, "history record", &mut note_bad, |_| {
         found.history_records += 1
     })?;
     for (definition, name) in [(SYNC_STATE, "sync state"), (CONTEXT, "context")] {
-        each_str(&txn, definition, name, &mut note_bad)?;
+        each_row(
+            &txn,
+            definition,
+            name,
+            &mut note_bad,
+            |_: serde_json::Value| {},
+        )?;
     }
     found.bad_rows = bad_rows.len() as u64;
     found.bad_row_names = bad_rows.into_iter().take(NAMED_BAD_ROWS).collect();
     Ok(found)
 }
 
-/// Calls `each` with every row of a `u64 -> JSON` table that decodes, `bad` with the
-/// others; a missing table is empty.
-fn each_u64<T: DeserializeOwned>(
+/// Calls `each` with every row of a JSON table that decodes as `T`, `bad` (with the
+/// key as `{:?}` shows it) with the others; a missing table is empty.
+fn each_row<K, T>(
     txn: &ReadTransaction,
-    definition: TableDefinition<u64, &[u8]>,
+    definition: TableDefinition<K, &[u8]>,
     what: &str,
     bad: &mut impl FnMut(&str, String, serde_json::Error),
     mut each: impl FnMut(T),
-) -> Result<(), String> {
+) -> Result<(), String>
+where
+    K: Key + 'static,
+    for<'a> K::SelfType<'a>: std::fmt::Debug,
+    T: DeserializeOwned,
+{
     let table = match txn.open_table(definition) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(()),
@@ -191,29 +202,7 @@ fn each_u64<T: DeserializeOwned>(
         let (key, value) = row.map_err(|e| e.to_string())?;
         match decode::<T>(value.value()) {
             Ok(item) => each(item),
-            Err(e) => bad(what, key.value().to_string(), e),
-        }
-    }
-    Ok(())
-}
-
-/// Decodes every row of a `&str -> JSON` table as JSON, `bad` with the others.
-fn each_str(
-    txn: &ReadTransaction,
-    definition: TableDefinition<&str, &[u8]>,
-    what: &str,
-    bad: &mut impl FnMut(&str, String, serde_json::Error),
-) -> Result<(), String> {
-    let table = match txn.open_table(definition) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(format!("table {}: {e}", definition.name())),
-    };
-    let rows = table.iter().map_err(|e| e.to_string())?;
-    for row in rows {
-        let (key, value) = row.map_err(|e| e.to_string())?;
-        if let Err(e) = decode::<serde_json::Value>(value.value()) {
-            bad(what, format!("{:?}", key.value()), e);
+            Err(e) => bad(what, format!("{:?}", key.value()), e),
         }
     }
     Ok(())
