@@ -32,11 +32,11 @@ mod parse;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::messages::{
     ImportContext, ImportEntries, ImportRecords, ImportSyncState, ListQueue, MarkSynced,
     ReadMarker, WriteMarker,
 };
-use agent_sync_actors::model::QueueEntry;
 use agent_sync_actors::time::{Clock, Timestamp};
 use agent_sync_actors::SyncError;
 use serde::Serialize;

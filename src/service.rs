@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use agent_sync_actors::entry::{DeadLetter, QueueEntry};
 use agent_sync_actors::messages::*;
 use agent_sync_actors::metrics::Metrics;
-use agent_sync_actors::model::{DeadLetter, QueueEntry, SyncRecord};
 use agent_sync_actors::platform::{HttpPlatform, Platform, TokenSource};
+use agent_sync_actors::sync_record::SyncRecord;
 use agent_sync_actors::time::{Clock, Timestamp};
 use agent_sync_actors::{OpenError, PlatformConfigError, Store, SyncActors, SyncError};
 use prometheus_client::registry::Registry;

@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_sync::actors::model::{WorkspaceStatus, TERMINAL_STATUSES};
+use agent_sync::actors::dispatch::validate_dispatches;
 use agent_sync::actors::puller::parse_context;
-use agent_sync::actors::pusher::validate_dispatches;
+use agent_sync::actors::status::{WorkspaceStatus, TERMINAL_STATUSES};
 use agent_sync::actors::walk::{scan_tree_with, Resolver, TreeScan};
 use agent_sync::actors::DispatchError;
 use proptest::prelude::*;

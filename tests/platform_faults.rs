@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::Direction;
 use agent_sync_actors::platform::{HttpPlatform, Platform, PlatformConfig};
 use agent_sync_actors::queue::Jitter;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_actors::time::Clock;
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit::*;

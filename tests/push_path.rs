@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::Direction;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_actors::{Store, SyncError};
 use agent_sync_testkit::*;
 
@@ -122,7 +122,7 @@ async fn p2_host_dispatches_pushed_verbatim_under_given_agent_id() {
 
     // The workspace was never scanned nor marked; host dispatches carry no fingerprint.
     assert_eq!(ledger_size(&actors).await, 0);
-    assert_eq!(scan_ids(&actors).await, ["core/go-io/scanned"]);
+    assert_eq!(scan_ids(&actors, dirs.root()).await, ["core/go-io/scanned"]);
     let history = records(&actors, None).await;
     assert_eq!(
         history
@@ -182,7 +182,7 @@ async fn p3_no_token_queues_host_dispatches_but_not_scanned() {
         assert!(entries[0].fingerprints.is_empty());
         assert_eq!((entries[0].attempts, entries[0].next_attempt), (0, None));
         // The workspace was not queued, so a later scan finds it again.
-        assert_eq!(scan_ids(&actors).await, ["core/go-io/task-1"]);
+        assert_eq!(scan_ids(&actors, &root).await, ["core/go-io/task-1"]);
         assert_eq!(sync_state(&actors).await.last_push_at, None);
     })
     .await;

@@ -12,9 +12,11 @@ use std::time::{Duration, SystemTime};
 use actix_web::http::header::HttpDate;
 use serde_json::json;
 
+use agent_sync_actors::dispatch::Dispatch;
+use agent_sync_actors::entry::{DeadLetter, QueueEntry};
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{DeadLetter, Direction, Dispatch, QueueEntry, SyncRecord};
 use agent_sync_actors::queue::Jitter;
+use agent_sync_actors::sync_record::{Direction, SyncRecord};
 use agent_sync_actors::time::Timestamp;
 use agent_sync_testkit::*;
 

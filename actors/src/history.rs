@@ -10,9 +10,9 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use crate::error::StoreError;
 use crate::messages::{ReadSyncState, RecentRecords, Record, SetAuthFailed, SyncState};
-use crate::model::{Direction, SyncRecord};
 use crate::store::schema::{HISTORY, SYNC_STATE};
 use crate::store::{decode, decode_or_warn, encode, Store};
+use crate::sync_record::{Direction, SyncRecord};
 
 const STATE_KEY: &str = "state";
 

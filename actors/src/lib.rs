@@ -82,8 +82,11 @@
 //!
 //! Around them:
 //!
-//! - [`model`]: workspace status, queue entries, sync records.
-//! - [`dispatch`]: a dispatch as its JSON text, and the record a scan builds.
+//! - [`status`]: the workspace status, its one parser, the fingerprint.
+//! - [`dispatch`]: a dispatch as its JSON text, its key, the record a scan builds,
+//!   and the check of a host's dispatches.
+//! - [`entry`]: the queue entry and the dead letter.
+//! - [`sync_record`]: one line of sync history.
 //! - [`lenient`]: tolerant reading of host-written JSON.
 //! - [`walk`]: the workspace walk (Linux `openat2` or portable `openat`), its persisted
 //!   rescan cache, the parallel walk and the chunk pipeline of a streaming scan.
@@ -115,13 +118,13 @@
 pub mod backoff;
 pub mod diagnose;
 pub mod dispatch;
+pub mod entry;
 pub mod error;
 pub mod history;
 pub mod ledger;
 pub mod lenient;
 pub mod messages;
 pub mod metrics;
-pub mod model;
 pub mod platform;
 pub mod private_state;
 pub mod proxy;
@@ -130,7 +133,9 @@ pub mod pusher;
 pub mod queue;
 pub mod reap;
 pub mod scanner;
+pub mod status;
 pub mod store;
+pub mod sync_record;
 pub mod system;
 pub mod time;
 pub mod walk;

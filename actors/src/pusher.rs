@@ -32,13 +32,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_rt::time::Instant;
-use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
-use crate::error::{DispatchError, EncodeError, SyncError};
+use crate::dispatch::validate_dispatches;
+use crate::entry::QueueEntry;
+use crate::error::{EncodeError, SyncError};
 use crate::messages::*;
 use crate::metrics::{Metrics, RequestOutcome};
-use crate::model::{json_kind, Dispatch, QueueEntry};
 use crate::platform::{Platform, PushRequest, Token, TokenSource};
 use crate::queue::{PushBody, Queue};
 use crate::scanner::Scanner;
@@ -367,29 +367,6 @@ impl Handler<StopPushing> for Pusher {
             let _ = drained.await;
         })
     }
-}
-
-/// Host dispatches must all be JSON objects; one bad element refuses the whole call.
-pub fn check_dispatches(values: &[Value]) -> Result<(), DispatchError> {
-    match values.iter().enumerate().find(|(_, v)| !v.is_object()) {
-        Some((index, bad)) => Err(DispatchError::NotAnObject {
-            index,
-            found: json_kind(bad),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// [`check_dispatches`], then each object as the [`Dispatch`] that is queued.
-pub fn validate_dispatches(values: Vec<Value>) -> Result<Vec<Dispatch>, DispatchError> {
-    check_dispatches(&values)?;
-    Ok(values
-        .into_iter()
-        .filter_map(|v| match v {
-            Value::Object(object) => Some(Dispatch::from(object)),
-            _ => None,
-        })
-        .collect())
 }
 
 /// One drain's worth of handles, owned by its future.

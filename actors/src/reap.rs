@@ -24,7 +24,7 @@ use crate::messages::ReapReport;
 use crate::store::Store;
 use crate::walk::sys::{process_exists, Dir};
 use crate::walk::{
-    list_children, read_status_object, running, visit_named, visit_tree, Probe, Resolver, Visitor,
+    list_children, read_status_bytes, running, visit_named, visit_tree, Probe, Resolver, Visitor,
     Walk, Workspace,
 };
 
@@ -204,12 +204,17 @@ fn log_summary(
 }
 
 fn reap_one(ws: &Workspace<'_>) -> Reaped {
-    let Some((status, mut object)) = read_status_object(ws) else {
+    let Some((status, bytes)) = read_status_bytes(ws) else {
         return Reaped::No;
     };
     if status.status != "running" || status.pid <= 0 || process_exists(status.pid) {
         return Reaped::No;
     }
+    // Every field is kept: the object the parser accepted, rewritten in two fields.
+    let mut object = match serde_json::from_slice::<Map<String, Value>>(&bytes) {
+        Ok(object) => object,
+        Err(e) => return Reaped::Failed(std::io::Error::other(e)),
+    };
     object.insert("status".into(), "failed".into());
     object.insert("question".into(), GHOST_QUESTION.into());
     match write_atomically(&ws.path().join("status.json"), &object) {

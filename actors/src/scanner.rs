@@ -15,11 +15,8 @@
 //! [`crate::walk`] and `store`); it keeps nothing in memory between scans, so a fresh
 //! process rescans an unchanged tree as cheaply as a long-running one.
 //!
-//! Two scans:
-//!
-//! - [`ScanToQueue`] (a push): streams into the Queue, replies with counts;
-//! - [`Scan`]: reports every terminal dispatch the Ledger does not hold (queued or
-//!   not), built, in one reply; it queues nothing.
+//! Two scans, both streaming into the Queue and replying with counts: [`ScanToQueue`]
+//! (a push) walks the whole tree, [`ScanWorkspaces`] only the workspaces named.
 //!
 //! Stopping: the blocking pool outlives a stop request (a runtime's shutdown waits for
 //! its blocking tasks), so the walk and the reap check a [`ScanStop`] the service sets
@@ -34,12 +31,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
+use crate::dispatch::{DispatchKey, ScannedDispatch};
 use crate::error::{StoreError, SyncError};
 use crate::messages::{
     Enqueue, EnqueueBatch, EnqueueReceipt, NamedScanSummary, NotQueued, ReapGhosts, ReapReport,
-    ReapRunning, Scan, ScanReport, ScanSummary, ScanToQueue, ScanWorkspaces, Unsynced,
+    ReapRunning, ScanSummary, ScanToQueue, ScanWorkspaces, Unsynced,
 };
-use crate::model::ScannedDispatch;
 use crate::store::Store;
 use crate::walk::{relative_name, scan, scan_named, Peers, ScanTotals, WalkOptions};
 use actix::dev::RecipientRequest;
@@ -150,19 +147,12 @@ impl Scanner {
         self.stop.clone()
     }
 
-    /// Runs one scan on the blocking pool with `queue` (a push) or without (a report).
+    /// Runs one scan into `queue` on the blocking pool, over the whole tree
+    /// (`names: None`) or exactly the named workspaces (checked already).
     fn run(
         &self,
-        queue: Option<(ScanQueue, ScanToQueue)>,
-    ) -> impl Future<Output = Result<(ScanTotals, ActorPeers), SyncError>> + 'static {
-        self.run_over(queue, None)
-    }
-
-    /// [`run`](Self::run) over the whole tree (`names: None`) or exactly the named
-    /// workspaces (checked already).
-    fn run_over(
-        &self,
-        queue: Option<(ScanQueue, ScanToQueue)>,
+        queue: ScanQueue,
+        who: ScanToQueue,
         names: Option<Vec<String>>,
     ) -> impl Future<Output = Result<(ScanTotals, ActorPeers), SyncError>> + 'static {
         let root = self.root.clone();
@@ -171,7 +161,7 @@ impl Scanner {
         let mut peers = ActorPeers {
             ledger: self.ledger.clone(),
             queue,
-            collected: Vec::new(),
+            who,
             in_flight: None,
             receipt: EnqueueReceipt::default(),
             stop: self.stop.flag(),
@@ -196,22 +186,6 @@ impl Actor for Scanner {
     type Context = Context<Self>;
 }
 
-impl Handler<Scan> for Scanner {
-    type Result = ResponseFuture<Result<ScanReport, SyncError>>;
-
-    fn handle(&mut self, _: Scan, _: &mut Self::Context) -> Self::Result {
-        let scan = self.run(None);
-        Box::pin(async move {
-            let (totals, peers) = scan.await?;
-            Ok(ScanReport {
-                unsynced: peers.collected,
-                workspaces: totals.workspaces,
-                skipped: totals.skipped,
-            })
-        })
-    }
-}
-
 impl Handler<ScanToQueue> for Scanner {
     type Result = ResponseFuture<Result<ScanSummary, SyncError>>;
 
@@ -224,7 +198,7 @@ impl Handler<ScanToQueue> for Scanner {
                 )))
             });
         };
-        let scan = self.run(Some((queue, msg)));
+        let scan = self.run(queue, msg, None);
         Box::pin(async move {
             let (totals, peers) = scan.await?;
             Ok(ScanSummary {
@@ -268,7 +242,7 @@ impl Handler<ScanWorkspaces> for Scanner {
             agent_id: msg.agent_id,
             fleet_node_id: msg.fleet_node_id,
         };
-        let scan = (!names.is_empty()).then(|| self.run_over(Some((queue, who)), Some(names)));
+        let scan = (!names.is_empty()).then(|| self.run(queue, who, Some(names)));
         Box::pin(async move {
             let Some(scan) = scan else {
                 return Ok(NamedScanSummary {
@@ -322,10 +296,10 @@ impl Handler<ReapRunning> for Scanner {
 struct ActorPeers {
     /// The Ledger's filter.
     ledger: Recipient<Unsynced>,
-    /// The Queue and who pushes, for [`ScanToQueue`]; `None` for [`Scan`].
-    queue: Option<(ScanQueue, ScanToQueue)>,
-    /// What a [`Scan`] reports.
-    collected: Vec<ScannedDispatch>,
+    /// Where what is found is queued.
+    queue: ScanQueue,
+    /// Who the entries are pushed as.
+    who: ScanToQueue,
     /// The last enqueue, not answered yet.
     in_flight: Option<RecipientRequest<Enqueue>>,
     /// What the Queue did, summed.
@@ -352,36 +326,24 @@ impl Peers for ActorPeers {
         Some(self.stop.clone())
     }
 
-    fn unsynced(
-        &mut self,
-        candidates: Vec<ScannedDispatch>,
-    ) -> Result<Vec<ScannedDispatch>, SyncError> {
+    fn unsynced(&mut self, candidates: Vec<DispatchKey>) -> Result<Vec<DispatchKey>, SyncError> {
         Ok(block_on(self.ledger.send(Unsynced { candidates }))??)
     }
 
-    fn not_queued(
-        &mut self,
-        candidates: Vec<ScannedDispatch>,
-    ) -> Result<Vec<ScannedDispatch>, SyncError> {
-        match &self.queue {
-            None => Ok(candidates),
-            Some((queue, _)) => Ok(block_on(queue.not_queued.send(NotQueued { candidates }))??),
-        }
+    fn not_queued(&mut self, candidates: Vec<DispatchKey>) -> Result<Vec<DispatchKey>, SyncError> {
+        Ok(block_on(
+            self.queue.not_queued.send(NotQueued { candidates }),
+        )??)
     }
 
     fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError> {
         // One enqueue in flight: the previous one is durable before the next is sent.
         self.wait()?;
-        match &self.queue {
-            None => self.collected.extend(found),
-            Some((queue, who)) => {
-                self.in_flight = Some(queue.enqueue.send(Enqueue {
-                    agent_id: who.agent_id.clone(),
-                    fleet_node_id: who.fleet_node_id,
-                    batch: EnqueueBatch::Scanned(found),
-                }));
-            }
-        }
+        self.in_flight = Some(self.queue.enqueue.send(Enqueue {
+            agent_id: self.who.agent_id.clone(),
+            fleet_node_id: self.who.fleet_node_id,
+            batch: EnqueueBatch::Scanned(found),
+        }));
         Ok(())
     }
 }
@@ -446,12 +408,35 @@ mod tests {
     }
 
     impl Handler<Unsynced> for StoppingLedger {
-        type Result = Result<Vec<ScannedDispatch>, StoreError>;
+        type Result = Result<Vec<DispatchKey>, StoreError>;
 
         fn handle(&mut self, msg: Unsynced, _: &mut Self::Context) -> Self::Result {
             self.asked.fetch_add(1, Ordering::SeqCst);
             self.stop.stop();
             Ok(msg.candidates)
+        }
+    }
+
+    /// A Queue that holds nothing and takes everything.
+    struct EmptyQueue;
+
+    impl Actor for EmptyQueue {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<NotQueued> for EmptyQueue {
+        type Result = Result<Vec<DispatchKey>, StoreError>;
+
+        fn handle(&mut self, msg: NotQueued, _: &mut Self::Context) -> Self::Result {
+            Ok(msg.candidates)
+        }
+    }
+
+    impl Handler<Enqueue> for EmptyQueue {
+        type Result = Result<EnqueueReceipt, StoreError>;
+
+        fn handle(&mut self, _: Enqueue, _: &mut Self::Context) -> Self::Result {
+            Ok(EnqueueReceipt::default())
         }
     }
 
@@ -474,13 +459,19 @@ mod tests {
             chunk: 1,
             ..WalkOptions::default()
         };
+        let queue = EmptyQueue.start();
         let scanner = Scanner::new(root.path().to_path_buf(), ledger.recipient())
+            .with_queue(queue.clone().recipient(), queue.recipient())
             .with_walk(options)
             .with_stop(stop.clone());
         assert!(!scanner.stop_handle().is_stopped());
         let scanner = scanner.start();
 
-        let answer = scanner.send(Scan).await.unwrap();
+        let who = ScanToQueue {
+            agent_id: "a".into(),
+            fleet_node_id: None,
+        };
+        let answer = scanner.send(who).await.unwrap();
         assert!(matches!(answer, Err(SyncError::Stopped)), "{answer:?}");
         assert_eq!(
             asked.load(Ordering::SeqCst),

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use agent_sync_actors::model::Dispatch;
+use agent_sync_actors::dispatch::Dispatch;
 use agent_sync_actors::time::Timestamp;
 use serde_json::{json, Map, Value};
 

@@ -10,8 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
+use agent_sync::actors::dispatch::Dispatch;
+use agent_sync::actors::entry::QueueEntry;
 use agent_sync::actors::messages::ImportEntries;
-use agent_sync::actors::model::{Dispatch, QueueEntry};
 use agent_sync::actors::queue::QueueConfig;
 use agent_sync::actors::time::Clock;
 use agent_sync::actors::{Queue, Store};

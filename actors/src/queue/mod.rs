@@ -31,7 +31,7 @@
 //!    drops a scanned dispatch held there or covered by the ledger, read in the
 //!    transaction that inserts (P8), so no overlap of scans, host pushes and
 //!    deliveries can queue a delivered or refused dispatch again. Entries keep their
-//!    scanned keys by position ([`crate::model::ScannedKey`]).
+//!    scanned keys by position ([`crate::entry::ScannedKey`]).
 //! 5. **The Queue alone decides, in one commit.** The Pusher reports a
 //!    [`DeliveryOutcome`]; the Queue classifies it (`policy::classify`) and writes
 //!    every consequence in one durable commit: queue rows and counters, the ledger
@@ -82,9 +82,10 @@ use tokio::sync::oneshot;
 
 pub use policy::{Jitter, PushBody, DEFAULT_MAX_REQUEST_BYTES};
 
+use crate::dispatch::DispatchKey;
+use crate::entry::{DeadLetter, QueueEntry};
 use crate::error::StoreError;
 use crate::messages::*;
-use crate::model::{DeadLetter, QueueEntry, ScannedDispatch};
 use crate::store::schema::{DEAD_LETTERS, QUEUE, QUEUE_META};
 use crate::store::{decode, decode_or_warn, Compaction, Store, COMPACT_MIN_FILE_BYTES};
 use crate::time::{Clock, Timestamp};
@@ -654,7 +655,7 @@ impl Handler<MaybeCompact> for Queue {
 }
 
 impl Handler<NotQueued> for Queue {
-    type Result = Result<Vec<ScannedDispatch>, StoreError>;
+    type Result = Result<Vec<DispatchKey>, StoreError>;
 
     fn handle(&mut self, msg: NotQueued, _: &mut Self::Context) -> Self::Result {
         // An enqueue answered but not yet committed must not look absent.

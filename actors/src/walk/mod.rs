@@ -50,15 +50,15 @@ use std::path::Path;
 pub use cache::RACY_WINDOW;
 pub use named::relative_name;
 pub(crate) use named::{not_terminal_rows, running, visit_named};
-pub(crate) use read::read_status_object;
+pub(crate) use read::read_status_bytes;
 pub use read::{MAX_REPORT_BYTES, MAX_STATUS_BYTES};
 pub(crate) use rules::{list_children, visit_tree, Probe, Visitor, Walk, Workspace};
 pub(crate) use stream::{scan, scan_named, Peers};
 pub use stream::{ScanTotals, WalkOptions, DEFAULT_CHUNK, DEFAULT_CHUNK_BYTES};
 pub use sys::Resolver;
 
+use crate::dispatch::{DispatchKey, ScannedDispatch};
 use crate::error::SyncError;
-use crate::model::ScannedDispatch;
 
 /// What a bare walk found: every terminal dispatch, with its record.
 #[derive(Debug, Default)]
@@ -83,14 +83,14 @@ pub fn scan_tree_with(root: &Path, resolver: Resolver) -> TreeScan {
     impl Peers for Collect {
         fn unsynced(
             &mut self,
-            candidates: Vec<ScannedDispatch>,
-        ) -> Result<Vec<ScannedDispatch>, SyncError> {
+            candidates: Vec<DispatchKey>,
+        ) -> Result<Vec<DispatchKey>, SyncError> {
             Ok(candidates)
         }
         fn not_queued(
             &mut self,
-            candidates: Vec<ScannedDispatch>,
-        ) -> Result<Vec<ScannedDispatch>, SyncError> {
+            candidates: Vec<DispatchKey>,
+        ) -> Result<Vec<DispatchKey>, SyncError> {
             Ok(candidates)
         }
         fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError> {
@@ -121,17 +121,17 @@ pub(crate) mod testing {
     use std::sync::Arc;
 
     use super::{scan, Peers, ScanTotals, WalkOptions};
+    use crate::dispatch::{DispatchKey, ScannedDispatch};
     use crate::error::{StoreError, SyncError};
-    use crate::model::ScannedDispatch;
     use crate::store::Store;
 
     /// A Ledger and a Queue as sets of (id, fingerprint).
     #[derive(Default)]
     pub(crate) struct FakePeers {
         /// What the Ledger holds.
-        pub synced: HashSet<(String, String)>,
+        pub synced: HashSet<DispatchKey>,
         /// What the Queue holds.
-        pub queued: HashSet<(String, String)>,
+        pub queued: HashSet<DispatchKey>,
         /// Candidates the Ledger was asked about, over all scans.
         pub asked: usize,
         /// Every delivery, in order.
@@ -144,14 +144,17 @@ pub(crate) mod testing {
         pub halt_after: Option<usize>,
     }
 
-    fn pair(d: &ScannedDispatch) -> (String, String) {
-        (d.id.clone(), d.fingerprint.clone())
+    fn key(d: &ScannedDispatch) -> DispatchKey {
+        DispatchKey {
+            id: d.id.clone(),
+            fingerprint: d.fingerprint.clone(),
+        }
     }
 
     impl FakePeers {
         /// Marks everything delivered so far as synced (as its delivery would).
         pub(crate) fn sync_all(&mut self) {
-            let delivered: Vec<_> = self.deliveries.iter().flatten().map(pair).collect();
+            let delivered: Vec<_> = self.deliveries.iter().flatten().map(key).collect();
             self.synced.extend(delivered);
             // Delivered entries leave the queue.
             self.queued.clear();
@@ -180,22 +183,22 @@ pub(crate) mod testing {
     impl Peers for FakePeers {
         fn unsynced(
             &mut self,
-            candidates: Vec<ScannedDispatch>,
-        ) -> Result<Vec<ScannedDispatch>, SyncError> {
+            candidates: Vec<DispatchKey>,
+        ) -> Result<Vec<DispatchKey>, SyncError> {
             self.asked += candidates.len();
             Ok(candidates
                 .into_iter()
-                .filter(|d| !self.synced.contains(&pair(d)))
+                .filter(|d| !self.synced.contains(d))
                 .collect())
         }
 
         fn not_queued(
             &mut self,
-            candidates: Vec<ScannedDispatch>,
-        ) -> Result<Vec<ScannedDispatch>, SyncError> {
+            candidates: Vec<DispatchKey>,
+        ) -> Result<Vec<DispatchKey>, SyncError> {
             Ok(candidates
                 .into_iter()
-                .filter(|d| !self.queued.contains(&pair(d)))
+                .filter(|d| !self.queued.contains(d))
                 .collect())
         }
 
@@ -207,7 +210,7 @@ pub(crate) mod testing {
                     "injected",
                 )));
             }
-            self.queued.extend(found.iter().map(pair));
+            self.queued.extend(found.iter().map(key));
             self.deliveries.push(found);
             if self.halt_after == Some(self.deliveries.len()) {
                 if let Some(halt) = &self.halt {

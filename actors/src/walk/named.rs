@@ -20,7 +20,7 @@ use super::parallel::{Candidate, Counts};
 use super::read::{read_status, StatusRead};
 use super::rules::{visit_child, Probe, Visitor, Walk, Workspace, MAX_DEPTH};
 use super::sys::{Dir, Signature};
-use crate::model::WorkspaceStatus;
+use crate::status::WorkspaceStatus;
 use crate::store::schema::SCAN_WORKSPACES;
 use crate::store::Store;
 

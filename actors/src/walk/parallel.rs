@@ -27,7 +27,7 @@ use super::cache::{self, Cursor, DirRow, Known, Seek, Snapshot, WorkspaceRow, Wr
 use super::read::{read_status, StatusRead, REPORT_FILE};
 use super::rules::{list_children, visit_child, Probe, Visitor, Walk, Workspace};
 use super::sys::{Dir, Resolver, Signature};
-use crate::model::WorkspaceStatus;
+use crate::status::WorkspaceStatus;
 use crate::store::Store;
 
 /// Workspaces a job's channel holds before its worker waits for the caller: a whole

@@ -40,8 +40,8 @@ use super::parallel::{self, Candidate, Counts, RowPlan, Setup};
 use super::read::{read_report_below, read_status_below, StatusRead};
 use super::rules;
 use super::sys::{Dir, Resolver};
+use crate::dispatch::{DispatchKey, ScannedDispatch};
 use crate::error::SyncError;
-use crate::model::{Dispatch, ScannedDispatch};
 use crate::store::Store;
 
 /// Candidates asked about at once (the Ledger, the Queue), and records delivered at
@@ -77,16 +77,10 @@ impl Default for WalkOptions {
 /// messages, a bare walk with nothing.
 pub(crate) trait Peers {
     /// The candidates whose (id, fingerprint) the Ledger does not hold, in order.
-    fn unsynced(
-        &mut self,
-        candidates: Vec<ScannedDispatch>,
-    ) -> Result<Vec<ScannedDispatch>, SyncError>;
+    fn unsynced(&mut self, candidates: Vec<DispatchKey>) -> Result<Vec<DispatchKey>, SyncError>;
 
     /// Of these, the ones the Queue does not hold yet, in order.
-    fn not_queued(
-        &mut self,
-        candidates: Vec<ScannedDispatch>,
-    ) -> Result<Vec<ScannedDispatch>, SyncError>;
+    fn not_queued(&mut self, candidates: Vec<DispatchKey>) -> Result<Vec<DispatchKey>, SyncError>;
 
     /// The next records, in walk order.
     fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError>;
@@ -289,10 +283,9 @@ impl Pipeline<'_> {
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(self.chunk_len));
         let asked = chunk
             .iter()
-            .map(|c| ScannedDispatch {
+            .map(|c| DispatchKey {
                 id: c.name.clone(),
                 fingerprint: c.fingerprint.clone(),
-                record: Dispatch::empty(),
             })
             .collect();
         // The Queue first, then the Ledger, so only what neither holds is built. A
@@ -300,7 +293,7 @@ impl Pipeline<'_> {
         let not_queued = self.peers.not_queued(asked)?;
         // Every answer keeps the order it was asked in: match them up in one pass each.
         let same =
-            |c: &Candidate, d: &ScannedDispatch| d.id == c.name && d.fingerprint == c.fingerprint;
+            |c: &Candidate, d: &DispatchKey| d.id == c.name && d.fingerprint == c.fingerprint;
         let mut free = not_queued.iter().peekable();
         let asked_ledger: Vec<bool> = chunk
             .iter()
