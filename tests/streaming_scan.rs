@@ -10,8 +10,8 @@ use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::error::StoreError;
 use agent_sync_actors::messages::*;
 use agent_sync_actors::queue::{Queue, QueueConfig};
+use agent_sync_actors::scanner::walk::{scan_tree, WalkOptions};
 use agent_sync_actors::time::Clock;
-use agent_sync_actors::walk::{scan_tree, WalkOptions};
 use agent_sync_actors::{Ledger, Scanner, Store, SyncError};
 use agent_sync_testkit::list_queue;
 

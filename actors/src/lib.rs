@@ -73,7 +73,7 @@
 //!
 //! | module        | actor     | owns                                   |
 //! |---------------|-----------|----------------------------------------|
-//! | [`scanner`]   | Scanner   | `scan_dirs`, `scan_workspaces` (the rescan cache) |
+//! | [`scanner`]   | Scanner   | `scan_dirs`, `scan_workspaces` (the rescan cache); the walk ([`scanner::walk`]) and the ghost reap inside |
 //! | [`ledger`]    | Ledger    | table `ledger` (id -> fingerprint)     |
 //! | [`queue`]     | Queue     | `queue`, `queue_keys`, `queue_meta`, `dead_letters` |
 //! | [`pusher`]    | Pusher    | the awc client for pushes              |
@@ -88,8 +88,6 @@
 //! - [`entry`]: the queue entry and the dead letter.
 //! - [`sync_record`]: one line of sync history.
 //! - [`lenient`]: tolerant reading of host-written JSON.
-//! - [`walk`]: the workspace walk (Linux `openat2` or portable `openat`), its persisted
-//!   rescan cache, the parallel walk and the chunk pipeline of a streaming scan.
 //! - [`store`]: the one redb file, its layout and crash semantics.
 //! - [`platform`]: the token, the URL policy and the awc client (design.md §5).
 //! - [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` routing and the `CONNECT` tunnel in awc's
@@ -99,14 +97,13 @@
 //!   jitter).
 //! - [`time`]: timestamps and the clock that tests can pause.
 //! - [`error`]: one error type per kind of operation.
-//! - [`reap`]: the ghost reap, of the whole tree or of the workspaces known running.
 //! - [`watch`]: event-driven pickup: what is watched, bursts into targeted scans.
 //! - [`system`]: starts and connects the six actors.
 //! - [`metrics`]: the Prometheus series the Pusher and Puller move.
 //! - [`diagnose`]: read-only checks of the state and the platform, for a doctor.
 //!
 //! A push: host -> [`messages::SyncPush`] -> Pusher -> Scanner (`ScanToQueue`), which per
-//! chunk of the walk asks the Ledger (`Unsynced`) and the Queue (`NotQueued`) and sends
+//! chunk of the walk asks the Queue (`NotQueued`), then the Ledger (`Unsynced`) and sends
 //! the Queue what is new (`Enqueue`, coalescing into the tail entry), then the Pusher
 //! drains, one request at a time: Queue `LeaseNext` -> POST -> Queue `Report(outcome)`,
 //! which writes everything the outcome changes (queue, ledger, history) in one durable
@@ -131,14 +128,12 @@ pub mod proxy;
 pub mod puller;
 pub mod pusher;
 pub mod queue;
-pub mod reap;
 pub mod scanner;
 pub mod status;
 pub mod store;
 pub mod sync_record;
 pub mod system;
 pub mod time;
-pub mod walk;
 pub mod watch;
 
 pub use error::{

@@ -193,7 +193,7 @@ mod tests {
             (120, 96, 12)
         );
         assert_eq!(floor_walk(&root).unwrap().files, 120);
-        let scan = agent_sync_actors::walk::scan_tree(&root);
+        let scan = agent_sync_actors::scanner::walk::scan_tree(&root);
         assert_eq!((scan.workspaces, scan.terminal.len()), (120, 96));
         assert_eq!(scan.skipped, 0);
         let with_report = scan

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use agent_sync::messages::{Drain, ScanSummary, ScanToQueue};
 use agent_sync_actors::platform::TokenSource;
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
-use agent_sync_actors::walk;
+use agent_sync_actors::scanner::walk;
 
 use crate::figures::Figure;
 use crate::fixture;

@@ -15,9 +15,9 @@ use agent_sync_actors::entry::{DeadLetter, QueueEntry};
 use agent_sync_actors::messages::*;
 use agent_sync_actors::platform::{HttpPlatform, Platform, PlatformConfig, Token, TokenSource};
 use agent_sync_actors::queue::{Jitter, QueueConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES};
+use agent_sync_actors::scanner::walk::scan_tree;
 use agent_sync_actors::sync_record::{Direction, SyncRecord};
 use agent_sync_actors::time::{Clock, Timestamp};
-use agent_sync_actors::walk::scan_tree;
 use agent_sync_actors::{ActorsConfig, Store, SyncActors};
 use serde_json::Value;
 

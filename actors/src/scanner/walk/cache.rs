@@ -671,8 +671,8 @@ pub(crate) fn prune_tops(store: &Store, tops: &[&str], log: &WriteLog) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::walk::testing::FakePeers;
-    use crate::walk::{Resolver, WalkOptions};
+    use crate::scanner::walk::testing::FakePeers;
+    use crate::scanner::walk::{Resolver, WalkOptions};
     use redb::ReadableTableMetadata;
     use std::fs::File;
     use std::path::{Path, PathBuf};
@@ -795,7 +795,7 @@ mod tests {
             self.root.path()
         }
 
-        fn scan(&mut self) -> crate::walk::ScanTotals {
+        fn scan(&mut self) -> crate::scanner::walk::ScanTotals {
             let root = self.root.path().to_path_buf();
             self.peers.scan(&root, Some(&self.store), self.options)
         }
@@ -1035,25 +1035,28 @@ mod tests {
         write(f.root(), "zz-flat", DONE);
         let mut sequential = Vec::new();
         struct Names<'a>(&'a mut Vec<String>);
-        impl crate::walk::Visitor for Names<'_> {
+        impl crate::scanner::walk::Visitor for Names<'_> {
             fn children(
                 &mut self,
-                walk: crate::walk::Walk<'_>,
+                walk: crate::scanner::walk::Walk<'_>,
                 prefix: &str,
-                dir: &crate::walk::sys::Dir,
+                dir: &crate::scanner::walk::sys::Dir,
             ) -> Option<Vec<OsString>> {
-                crate::walk::list_children(walk, prefix, dir)
+                crate::scanner::walk::list_children(walk, prefix, dir)
             }
-            fn workspace(&mut self, ws: &crate::walk::Workspace<'_>) -> std::ops::ControlFlow<()> {
+            fn workspace(
+                &mut self,
+                ws: &crate::scanner::walk::Workspace<'_>,
+            ) -> std::ops::ControlFlow<()> {
                 self.0.push(ws.name.to_string());
                 std::ops::ControlFlow::Continue(())
             }
         }
-        crate::walk::visit_tree(
-            crate::walk::Walk {
+        crate::scanner::walk::visit_tree(
+            crate::scanner::walk::Walk {
                 root: f.root(),
                 resolver: Resolver::Native,
-                probe: crate::walk::Probe::Stat,
+                status_lookup: crate::scanner::walk::StatusLookup::Stat,
             },
             &mut Names(&mut sequential),
         );
@@ -1168,7 +1171,7 @@ mod tests {
         f.options.chunk = 4;
         f.peers.fail_delivery = Some(3);
         let root = f.root().to_path_buf();
-        let failed = crate::walk::scan(&root, Some(&f.store), &f.options, &mut f.peers);
+        let failed = crate::scanner::walk::scan(&root, Some(&f.store), &f.options, &mut f.peers);
         assert!(failed.is_err());
         assert_eq!(f.peers.delivered_ids().len(), 12);
         let again = f.scan();

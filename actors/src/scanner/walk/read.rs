@@ -236,7 +236,7 @@ pub(crate) fn read_report_below(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::walk::sys::Kind;
+    use crate::scanner::walk::sys::Kind;
 
     /// `read_capped` of `body` when fstat said the file was `said` bytes long.
     fn read_as_if(body: &[u8], said: u64, cap: u64) -> (Capped, Vec<u8>) {

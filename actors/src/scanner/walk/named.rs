@@ -18,7 +18,7 @@ use std::path::Path;
 use super::cache::{self, Known, WorkspaceRow, Writes};
 use super::parallel::{Candidate, Counts};
 use super::read::{read_status, StatusRead};
-use super::rules::{visit_child, Probe, Visitor, Walk, Workspace, MAX_DEPTH};
+use super::rules::{visit_child, StatusLookup, Visitor, Walk, Workspace, MAX_DEPTH};
 use super::sys::{Dir, Signature};
 use crate::status::WorkspaceStatus;
 use crate::store::schema::SCAN_WORKSPACES;
@@ -150,7 +150,7 @@ pub(crate) fn candidates(
     let walk = Walk {
         root: root_path,
         resolver,
-        probe: Probe::Open,
+        status_lookup: StatusLookup::Open,
     };
     let mut named = Named {
         writes,

@@ -1,19 +1,23 @@
 //! The Scanner: finds finished dispatches under the workspace root and queues the new
 //! ones as it goes; reaps ghosts.
 //!
-//! The walk itself (rules, size caps, the rescan cache, the parallel walk, the chunk
-//! pipeline) is in [`crate::walk`]. It is blocking file I/O, so it runs on tokio's
-//! blocking pool and the arbiter stays free for the Pusher's HTTP and the other actors'
-//! messages. From there it talks to the Ledger and the Queue with ordinary actor
-//! messages, waiting for each answer on its own thread (`block_on`): per chunk of
-//! about a thousand candidates, one [`NotQueued`] to the Queue, then one [`Unsynced`] to
-//! the Ledger (in that order, see `walk::stream`), and one [`Enqueue`] of what is new, the same enqueue path as every other
-//! push (coalescing into the tail entry, (id, fingerprint) dedup). At most one enqueue
-//! is in flight while the next chunk is prepared.
+//! Inside: the walk itself (rules, size caps, the rescan cache, the parallel walk, the
+//! chunk pipeline) in [`walk`]; the ghost reap in `reap`, which rewrites a
+//! `status.json` with `atomic_write`; the scan's questions and enqueues as actor
+//! messages in `peers`, each awaited with `block_on`.
+//!
+//! The walk is blocking file I/O, so it runs on tokio's blocking pool and the arbiter
+//! stays free for the Pusher's HTTP and the other actors' messages. From there it talks
+//! to the Ledger and the Queue with ordinary actor messages, waiting for each answer on
+//! its own thread: per chunk of about a thousand candidates, one [`NotQueued`] to the
+//! Queue, then one [`Unsynced`] to the Ledger about the rest (why in that order: the
+//! `stream` module of [`walk`]), and one [`Enqueue`] of what is new, the same enqueue
+//! path as every other push (coalescing into the tail entry, (id, fingerprint)
+//! dedup). At most one enqueue is in flight while the next chunk is prepared.
 //!
 //! The Scanner owns the rescan cache's tables (`scan_dirs`, `scan_workspaces`, see
-//! [`crate::walk`] and `store`); it keeps nothing in memory between scans, so a fresh
-//! process rescans an unchanged tree as cheaply as a long-running one.
+//! [`walk`] and `store`); it keeps nothing in memory between scans, so a fresh process
+//! rescans an unchanged tree as cheaply as a long-running one.
 //!
 //! Two scans, both streaming into the Queue and replying with counts: [`ScanToQueue`]
 //! (a push) walks the whole tree, [`ScanWorkspaces`] only the workspaces named.
@@ -24,25 +28,29 @@
 //! their next workspace) with [`SyncError::Stopped`], keeping what it queued; a reap
 //! ends before its next workspace. What was not reached is found by the next run.
 
+mod atomic_write;
+mod block_on;
+mod peers;
+mod reap;
+pub mod walk;
+
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
-use crate::dispatch::{DispatchKey, ScannedDispatch};
-use crate::error::{StoreError, SyncError};
-use crate::messages::{
-    Enqueue, EnqueueBatch, EnqueueReceipt, NamedScanSummary, NotQueued, ReapGhosts, ReapReport,
-    ReapRunning, ScanSummary, ScanToQueue, ScanWorkspaces, Unsynced,
-};
-use crate::store::Store;
-use crate::walk::{relative_name, scan, scan_named, Peers, ScanTotals, WalkOptions};
-use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
-pub use crate::reap::GHOST_QUESTION;
+use crate::error::{StoreError, SyncError};
+use crate::messages::{
+    Enqueue, EnqueueReceipt, NamedScanSummary, NotQueued, ReapGhosts, ReapReport, ReapRunning,
+    ScanSummary, ScanToQueue, ScanWorkspaces, Unsynced,
+};
+use crate::store::Store;
+use peers::ActorPeers;
+use walk::{relative_name, scan, scan_named, ScanTotals, WalkOptions};
+
+pub use reap::GHOST_QUESTION;
 
 /// Ends the Scanner's blocking work early: a scan's walk (between candidate batches,
 /// and on the walk's workers at each workspace) and a ghost reap (before each
@@ -276,7 +284,7 @@ impl Handler<ReapRunning> for Scanner {
             // Without the cache nothing is known to be running: the tree's reap.
             return Box::pin(async move {
                 actix_rt::task::spawn_blocking(move || {
-                    crate::reap::reap(&root, resolver, &|| stop.is_stopped())
+                    reap::reap(&root, resolver, &|| stop.is_stopped())
                 })
                 .await
                 .unwrap_or_default()
@@ -284,92 +292,11 @@ impl Handler<ReapRunning> for Scanner {
         };
         Box::pin(async move {
             actix_rt::task::spawn_blocking(move || {
-                crate::reap::reap_running(&root, &store, resolver, &|| stop.is_stopped())
+                reap::reap_running(&root, &store, resolver, &|| stop.is_stopped())
             })
             .await
             .unwrap_or_default()
         })
-    }
-}
-
-/// A scan's peers, as actor messages awaited on the scan's own thread.
-struct ActorPeers {
-    /// The Ledger's filter.
-    ledger: Recipient<Unsynced>,
-    /// Where what is found is queued.
-    queue: ScanQueue,
-    /// Who the entries are pushed as.
-    who: ScanToQueue,
-    /// The last enqueue, not answered yet.
-    in_flight: Option<RecipientRequest<Enqueue>>,
-    /// What the Queue did, summed.
-    receipt: EnqueueReceipt,
-    /// The Scanner's [`ScanStop`]: the walk ends early once it is set.
-    stop: Arc<AtomicBool>,
-}
-
-impl ActorPeers {
-    /// Waits for the enqueue in flight.
-    fn wait(&mut self) -> Result<(), SyncError> {
-        if let Some(request) = self.in_flight.take() {
-            let receipt = block_on(request)??;
-            self.receipt.entries += receipt.entries;
-            self.receipt.dispatches += receipt.dispatches;
-            self.receipt.duplicates += receipt.duplicates;
-        }
-        Ok(())
-    }
-}
-
-impl Peers for ActorPeers {
-    fn halt(&self) -> Option<Arc<AtomicBool>> {
-        Some(self.stop.clone())
-    }
-
-    fn unsynced(&mut self, candidates: Vec<DispatchKey>) -> Result<Vec<DispatchKey>, SyncError> {
-        Ok(block_on(self.ledger.send(Unsynced { candidates }))??)
-    }
-
-    fn not_queued(&mut self, candidates: Vec<DispatchKey>) -> Result<Vec<DispatchKey>, SyncError> {
-        Ok(block_on(
-            self.queue.not_queued.send(NotQueued { candidates }),
-        )??)
-    }
-
-    fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError> {
-        // One enqueue in flight: the previous one is durable before the next is sent.
-        self.wait()?;
-        self.in_flight = Some(self.queue.enqueue.send(Enqueue {
-            agent_id: self.who.agent_id.clone(),
-            fleet_node_id: self.who.fleet_node_id,
-            batch: EnqueueBatch::Scanned(found),
-        }));
-        Ok(())
-    }
-}
-
-/// Runs `future` to completion on this (blocking-pool) thread, parking between polls.
-/// Actor requests only need their reply channel to wake them, so no executor is needed:
-/// the actors answer on their own arbiter.
-fn block_on<F: Future>(future: F) -> F::Output {
-    /// Wakes the parked thread.
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = TaskContext::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
     }
 }
 
@@ -382,7 +309,7 @@ impl Handler<ReapGhosts> for Scanner {
         let stop = self.stop.clone();
         Box::pin(async move {
             actix_rt::task::spawn_blocking(move || {
-                crate::reap::reap(&root, resolver, &|| stop.is_stopped())
+                reap::reap(&root, resolver, &|| stop.is_stopped())
             })
             .await
             .unwrap_or_default()
@@ -392,8 +319,9 @@ impl Handler<ReapGhosts> for Scanner {
 
 #[cfg(test)]
 mod tests {
+    use super::reap::testing::{is_reaped, workspace, GHOST};
     use super::*;
-    use crate::reap::testing::{is_reaped, workspace, GHOST};
+    use crate::dispatch::DispatchKey;
 
     /// A Ledger that sets the Scanner's stop when it is first asked, and counts.
     struct StoppingLedger {

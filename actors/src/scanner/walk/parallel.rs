@@ -25,7 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::cache::{self, Cursor, DirRow, Known, Seek, Snapshot, WorkspaceRow, WriteLog, Writes};
 use super::read::{read_status, StatusRead, REPORT_FILE};
-use super::rules::{list_children, visit_child, Probe, Visitor, Walk, Workspace};
+use super::rules::{list_children, visit_child, StatusLookup, Visitor, Walk, Workspace};
 use super::sys::{Dir, Resolver, Signature};
 use crate::status::WorkspaceStatus;
 use crate::store::Store;
@@ -331,14 +331,14 @@ impl Shared<'_> {
                 _ => (None, None),
             };
             // A part seen for the first time is read in full: open beats stat then.
-            let probe = match &workspaces {
-                Some(cursor) if !cursor.is_exhausted() => Probe::Stat,
-                _ => Probe::Open,
+            let status_lookup = match &workspaces {
+                Some(cursor) if !cursor.is_exhausted() => StatusLookup::Stat,
+                _ => StatusLookup::Open,
             };
             let walk = Walk {
                 root: setup.root_path,
                 resolver: setup.resolver,
-                probe,
+                status_lookup,
             };
             let mut job = Job {
                 dirs,
@@ -369,7 +369,7 @@ fn root_children(setup: Setup<'_>) -> Option<Vec<OsString>> {
     let walk = Walk {
         root: setup.root_path,
         resolver: setup.resolver,
-        probe: Probe::Stat,
+        status_lookup: StatusLookup::Stat,
     };
     let signature = setup.root.stat().ok().map(|s| s.signature);
     let seek = setup.store.and_then(Snapshot::open).map(|s| s.root());

@@ -20,8 +20,9 @@
 //! (`cache`): when size, mtime and ctime are unchanged (and were settled when
 //! cached) the file is not read again, and a dispatch the Ledger already holds is not
 //! even asked about again. The rest, terminal workspaces not known to be synced, reach
-//! the scan's thread in walk order, where they are asked about in chunks (Ledger, then
-//! Queue); only the dispatches that are unsynced and not queued are built (`status.json`
+//! the scan's thread in walk order, where they are asked about in chunks (the Queue,
+//! then the Ledger about what the Queue does not hold, see `stream`); only the
+//! dispatches that are not queued and unsynced are built (`status.json`
 //! and `report.json` read) and handed to the Queue, chunk by chunk (`stream`).
 //! Memory is bounded by the chunk size and the workers' buffers, not by the tree
 //! (except the listing of one directory, which is held while it is walked). Anything
@@ -52,7 +53,7 @@ pub use named::relative_name;
 pub(crate) use named::{not_terminal_rows, running, visit_named};
 pub(crate) use read::read_status_bytes;
 pub use read::{MAX_REPORT_BYTES, MAX_STATUS_BYTES};
-pub(crate) use rules::{list_children, visit_tree, Probe, Visitor, Walk, Workspace};
+pub(crate) use rules::{list_children, visit_tree, StatusLookup, Visitor, Walk, Workspace};
 pub(crate) use stream::{scan, scan_named, Peers};
 pub use stream::{ScanTotals, WalkOptions, DEFAULT_CHUNK, DEFAULT_CHUNK_BYTES};
 pub use sys::Resolver;

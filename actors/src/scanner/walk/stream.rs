@@ -5,13 +5,17 @@
 //! For each chunk of at most [`WalkOptions::chunk`] candidates (terminal workspaces the
 //! rescan cache does not know to be synced):
 //!
-//! 1. the Queue is asked which (id, fingerprint) it does not hold yet (a scan that only
-//!    reports, [`crate::messages::Scan`], skips this);
+//! 1. the Queue is asked which keys ([`DispatchKey`]: id, fingerprint) it does not hold
+//!    yet, queued or dead-lettered;
 //! 2. of those, the Ledger is asked which it does not hold; the others are synced, and
-//!    the cache learns it. Both questions only save reading files: the Queue's
-//!    enqueue checks queue, dead letters and ledger again in the transaction that
-//!    inserts, so a delivery that completes between the questions and the enqueue
-//!    (another scan, a host push, the daemon) is never queued twice;
+//!    the cache learns it. The Queue goes first because a queued dispatch cannot be
+//!    synced (its delivery removes it from the queue in the commit that marks the
+//!    Ledger): the Ledger is asked only about the rest, and a row is marked synced only
+//!    on the Ledger's own answer. The order is not what keeps a dispatch from being
+//!    queued twice: both answers may be stale by the enqueue, which checks the queue,
+//!    the dead letters and the Ledger again in the transaction that inserts, so a
+//!    delivery that completes in between (another scan, a host push, the daemon) is
+//!    never queued twice. The questions only spare building what is held already;
 //! 3. only those are built: `status.json` read again when the cache answered for it,
 //!    `.meta/report.json` read and attached;
 //! 4. the records go on ([`Peers::deliver`]: the Queue's `Enqueue`) once
@@ -288,8 +292,8 @@ impl Pipeline<'_> {
                 fingerprint: c.fingerprint.clone(),
             })
             .collect();
-        // The Queue first, then the Ledger, so only what neither holds is built. A
-        // delivery between the questions is harmless: the enqueue checks again.
+        // The Queue first, then the Ledger about the rest (see the module docs); only
+        // what neither holds is built. The enqueue checks both again.
         let not_queued = self.peers.not_queued(asked)?;
         // Every answer keeps the order it was asked in: match them up in one pass each.
         let same =
