@@ -8,7 +8,8 @@
 //! | `sys`      | the syscall layer (`openat2` on Linux, portable `openat` elsewhere), the only `unsafe` |
 //! | `rules`    | which directories are workspaces, depth, no symlinks (design.md §4.1) |
 //! | `read`     | capped reads: the one reader of `status.json` and `report.json`  |
-//! | `cache`    | the rescan cache, persisted in redb                              |
+//! | `cache`    | the rescan cache, persisted in redb: row codec, reader, writer   |
+//! | `candidate`| a terminal workspace on its way to the Ledger and the Queue       |
 //! | `parallel` | the root's entries on up to four threads, results in walk order  |
 //! | `stream`   | chunks through the Ledger and the Queue, records built last      |
 //! | `named`    | named workspaces: the targeted scan and the running list of the reap |
@@ -39,12 +40,15 @@
 //! tests prove both behave the same on hostile trees.
 
 pub(crate) mod cache;
+mod candidate;
 mod named;
 mod parallel;
 mod read;
 mod rules;
 mod stream;
 pub(crate) mod sys;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::Path;
 
@@ -110,199 +114,5 @@ pub fn scan_tree_with(root: &Path, resolver: Resolver) -> TreeScan {
         terminal: collect.0,
         workspaces: totals.workspaces,
         skipped: totals.skipped,
-    }
-}
-
-/// Stand-ins for the Ledger and the Queue, for the walk's own tests.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::collections::HashSet;
-    use std::path::Path;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
-    use super::{scan, Peers, ScanTotals, WalkOptions};
-    use crate::dispatch::{DispatchKey, ScannedDispatch};
-    use crate::error::{StoreError, SyncError};
-    use crate::store::Store;
-
-    /// A Ledger and a Queue as sets of (id, fingerprint).
-    #[derive(Default)]
-    pub(crate) struct FakePeers {
-        /// What the Ledger holds.
-        pub synced: HashSet<DispatchKey>,
-        /// What the Queue holds.
-        pub queued: HashSet<DispatchKey>,
-        /// Candidates the Ledger was asked about, over all scans.
-        pub asked: usize,
-        /// Every delivery, in order.
-        pub deliveries: Vec<Vec<ScannedDispatch>>,
-        /// Fail the delivery with this index (0-based), once.
-        pub fail_delivery: Option<usize>,
-        /// The scan's stop flag ([`Peers::halt`]).
-        pub halt: Option<Arc<AtomicBool>>,
-        /// Set `halt` once this many deliveries were taken (a stop mid-scan).
-        pub halt_after: Option<usize>,
-    }
-
-    fn key(d: &ScannedDispatch) -> DispatchKey {
-        DispatchKey {
-            id: d.id.clone(),
-            fingerprint: d.fingerprint.clone(),
-        }
-    }
-
-    impl FakePeers {
-        /// Marks everything delivered so far as synced (as its delivery would).
-        pub(crate) fn sync_all(&mut self) {
-            let delivered: Vec<_> = self.deliveries.iter().flatten().map(key).collect();
-            self.synced.extend(delivered);
-            // Delivered entries leave the queue.
-            self.queued.clear();
-        }
-
-        /// Ids delivered, in order, over all scans.
-        pub(crate) fn delivered_ids(&self) -> Vec<String> {
-            self.deliveries
-                .iter()
-                .flatten()
-                .map(|d| d.id.clone())
-                .collect()
-        }
-
-        /// One scan of `root` with `store`'s cache.
-        pub(crate) fn scan(
-            &mut self,
-            root: &Path,
-            store: Option<&Store>,
-            options: WalkOptions,
-        ) -> ScanTotals {
-            scan(root, store, &options, self).expect("the scan")
-        }
-    }
-
-    impl Peers for FakePeers {
-        fn unsynced(
-            &mut self,
-            candidates: Vec<DispatchKey>,
-        ) -> Result<Vec<DispatchKey>, SyncError> {
-            self.asked += candidates.len();
-            Ok(candidates
-                .into_iter()
-                .filter(|d| !self.synced.contains(d))
-                .collect())
-        }
-
-        fn not_queued(
-            &mut self,
-            candidates: Vec<DispatchKey>,
-        ) -> Result<Vec<DispatchKey>, SyncError> {
-            Ok(candidates
-                .into_iter()
-                .filter(|d| !self.queued.contains(d))
-                .collect())
-        }
-
-        fn deliver(&mut self, found: Vec<ScannedDispatch>) -> Result<(), SyncError> {
-            if self.fail_delivery == Some(self.deliveries.len()) {
-                self.fail_delivery = None;
-                return Err(SyncError::Store(StoreError::unavailable(
-                    "enqueue dispatches",
-                    "injected",
-                )));
-            }
-            self.queued.extend(found.iter().map(key));
-            self.deliveries.push(found);
-            if self.halt_after == Some(self.deliveries.len()) {
-                if let Some(halt) = &self.halt {
-                    halt.store(true, Ordering::SeqCst);
-                }
-            }
-            Ok(())
-        }
-
-        fn halt(&self) -> Option<Arc<AtomicBool>> {
-            self.halt.clone()
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::time::{Duration, SystemTime};
-
-    use super::testing::FakePeers;
-    use super::{scan, WalkOptions};
-    use crate::error::SyncError;
-    use crate::store::Store;
-
-    const DONE: &str = r#"{"status":"completed","updated_at":"2026-01-01T00:00:00Z","runs":1}"#;
-
-    /// Writes `<root>/<name>/status.json`, backdated (with its directories) so the
-    /// rescan cache trusts it.
-    fn write_aged(root: &Path, name: &str) {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("status.json"), DONE).unwrap();
-        let old = SystemTime::now() - Duration::from_secs(3600);
-        let mut path = dir.join("status.json");
-        loop {
-            std::fs::File::open(&path)
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
-            if path == root {
-                break;
-            }
-            path = path.parent().unwrap().to_path_buf();
-        }
-    }
-
-    #[test]
-    fn a_scan_stopped_half_way_answers_stopped_and_the_next_scan_finds_the_rest_once() {
-        let root = tempfile::tempdir().unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let store = Store::open(state.path()).unwrap();
-        for i in 0..30 {
-            write_aged(root.path(), &format!("o-{}/r/t-{i:02}", i % 4));
-        }
-        let options = WalkOptions {
-            chunk: 4,
-            ..WalkOptions::default()
-        };
-        let halt = Arc::new(AtomicBool::new(false));
-        let mut peers = FakePeers {
-            halt: Some(halt.clone()),
-            halt_after: Some(3),
-            ..FakePeers::default()
-        };
-        let stopped = scan(root.path(), Some(&store), &options, &mut peers);
-        assert!(matches!(stopped, Err(SyncError::Stopped)), "{stopped:?}");
-        assert_eq!(
-            peers.delivered_ids().len(),
-            12,
-            "no chunk is asked about once the stop is seen"
-        );
-
-        // A stopped flag stops a scan before it starts.
-        assert!(matches!(
-            scan(root.path(), Some(&store), &options, &mut peers),
-            Err(SyncError::Stopped)
-        ));
-        assert_eq!(peers.delivered_ids().len(), 12);
-
-        halt.store(false, Ordering::SeqCst);
-        peers.halt_after = None;
-        let again = peers.scan(root.path(), Some(&store), options);
-        assert_eq!(again.found, 18);
-        let in_order = peers.delivered_ids();
-        let mut all = in_order.clone();
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), 30, "nothing lost, nothing twice");
-        assert_eq!(in_order[..12], all[..12]);
     }
 }

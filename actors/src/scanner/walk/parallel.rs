@@ -23,11 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::cache::{self, Cursor, DirRow, Known, Seek, Snapshot, WorkspaceRow, WriteLog, Writes};
-use super::read::{read_status, StatusRead, REPORT_FILE};
+use super::cache::{
+    self, unsettled, Cursor, DirRow, Known, Seek, Snapshot, WorkspaceRow, WriteLog, Writes,
+};
+use super::candidate::{Candidate, Counts, RowPlan};
+use super::read::{read_status, StatusRead};
 use super::rules::{list_children, visit_child, StatusLookup, Visitor, Walk, Workspace};
 use super::sys::{Dir, Resolver, Signature};
-use crate::status::WorkspaceStatus;
 use crate::store::Store;
 
 /// Workspaces a job's channel holds before its worker waits for the caller: a whole
@@ -42,81 +44,6 @@ const BATCH: usize = 64;
 
 /// Most workers.
 const MAX_WORKERS: usize = 4;
-
-/// A terminal workspace the cache does not know to be synced: the Ledger is asked.
-#[derive(Debug)]
-pub(crate) struct Candidate {
-    /// Workspace name = dispatch id.
-    pub name: String,
-    /// Its fingerprint now.
-    pub fingerprint: String,
-    /// Its parsed `status.json`; `None` when the cache answered (it is read again
-    /// only if the dispatch is to be queued).
-    pub status: Option<WorkspaceStatus>,
-    /// Its `status.json`'s signature.
-    pub signature: Signature,
-    /// `false` when the walk saw no `.meta/report.json` (the builder then does not
-    /// try to open one); `true` when it may be there or was not looked for.
-    pub report: bool,
-    /// What the caller writes to the cache once the Ledger has answered.
-    pub row: RowPlan,
-}
-
-impl Candidate {
-    /// A terminal workspace whose `status.json` was just read: its row is stored once
-    /// the Ledger answered if the file has settled, else nothing is stored (racy).
-    pub(crate) fn read_afresh(
-        ws: &Workspace<'_>,
-        status: WorkspaceStatus,
-        signature: Signature,
-        settled: bool,
-    ) -> Candidate {
-        Candidate {
-            name: ws.name.to_string(),
-            fingerprint: status.fingerprint(),
-            status: Some(status),
-            signature,
-            // Looked for here, on a worker, rather than opened on the scan's thread
-            // for every candidate: most workspaces have no report.
-            report: ws.may_have(REPORT_FILE),
-            row: if settled {
-                RowPlan::Fresh
-            } else {
-                RowPlan::Racy
-            },
-        }
-    }
-}
-
-/// The cache row a [`Candidate`] leaves behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RowPlan {
-    /// Read afresh and settled: store it, synced or not.
-    Fresh,
-    /// From the cache, stored as unsynced: rewrite it only if it is synced now.
-    Cached,
-    /// Too recent to store (racy): write nothing.
-    Racy,
-}
-
-/// What a walk counted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Counts {
-    /// Workspaces found (any status).
-    pub workspaces: usize,
-    /// Workspaces skipped (corrupt or unreadable `status.json`).
-    pub skipped: usize,
-    /// `status.json` files read.
-    pub status_reads: usize,
-}
-
-impl std::ops::AddAssign for Counts {
-    fn add_assign(&mut self, other: Counts) {
-        self.workspaces += other.workspaces;
-        self.skipped += other.skipped;
-        self.status_reads += other.status_reads;
-    }
-}
 
 /// What one walk works with.
 #[derive(Clone, Copy)]
@@ -564,7 +491,7 @@ impl Visitor for Job<'_> {
                 self.emit(Candidate::read_afresh(ws, status, signature, settled))
             }
             StatusRead::Parsed(status) => {
-                let known = super::named::not_terminal(&status);
+                let known = Known::not_terminal(&status);
                 match known {
                     // A running workspace is always recorded, so the cheap reap knows
                     // it even while its file is too recent to be trusted.
@@ -574,7 +501,7 @@ impl Visitor for Job<'_> {
                         self.writes.put_workspace(
                             ws.name,
                             &WorkspaceRow {
-                                signature: super::named::unsettled(signature),
+                                signature: unsettled(signature),
                                 known,
                             },
                         );
@@ -584,5 +511,66 @@ impl Visitor for Job<'_> {
                 ControlFlow::Continue(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cache::Which;
+    use super::super::rules::visit_tree;
+    use super::*;
+    use crate::scanner::walk::testing::{age_tree, rows, write, Fixture, DONE};
+
+    #[test]
+    fn the_parallel_walk_finds_what_a_sequential_walk_finds_in_the_same_order() {
+        let mut f = Fixture::new();
+        for org in 0..12 {
+            for task in 0..5 {
+                write(f.root(), &format!("org-{org:02}/repo/task-{task}"), DONE);
+            }
+        }
+        write(f.root(), "flat-a", DONE);
+        write(f.root(), "zz-flat", DONE);
+        let mut sequential = Vec::new();
+        struct Names<'a>(&'a mut Vec<String>);
+        impl Visitor for Names<'_> {
+            fn children(
+                &mut self,
+                walk: Walk<'_>,
+                prefix: &str,
+                dir: &Dir,
+            ) -> Option<Vec<OsString>> {
+                list_children(walk, prefix, dir)
+            }
+            fn workspace(&mut self, ws: &Workspace<'_>) -> std::ops::ControlFlow<()> {
+                self.0.push(ws.name.to_string());
+                std::ops::ControlFlow::Continue(())
+            }
+        }
+        visit_tree(
+            Walk {
+                root: f.root(),
+                resolver: Resolver::Native,
+                status_lookup: StatusLookup::Stat,
+            },
+            &mut Names(&mut sequential),
+        );
+        assert_eq!(sequential.len(), 62);
+        age_tree(f.root());
+        for round in 0..3 {
+            // Cold, then warm twice; in chunks smaller than the tree.
+            f.options.chunk = 7;
+            let before = f.peers.deliveries.len();
+            let scan = f.scan();
+            let ids: Vec<String> = f.peers.deliveries[before..]
+                .iter()
+                .flatten()
+                .map(|d| d.id.clone())
+                .collect();
+            assert_eq!(ids, sequential, "round {round}");
+            assert_eq!(scan.workspaces, 62);
+            f.peers.queued.clear();
+        }
+        assert_eq!(rows(&f.store, Which::Workspaces), 62);
     }
 }

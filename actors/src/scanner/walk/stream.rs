@@ -40,7 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::cache::{self, Known, WorkspaceRow, WriteLog, Writes};
-use super::parallel::{self, Candidate, Counts, RowPlan, Setup};
+use super::candidate::{Candidate, Counts, RowPlan};
+use super::parallel::{self, Setup};
 use super::read::{read_report_below, read_status_below, StatusRead};
 use super::rules;
 use super::sys::{Dir, Resolver};
@@ -395,5 +396,165 @@ impl Pipeline<'_> {
         self.peers.deliver(records)?;
         self.found += count;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::scanner::walk::testing::{age_tree, write, FakePeers, Fixture, DONE};
+
+    #[test]
+    fn a_scan_in_chunks_delivers_exactly_what_one_whole_scan_delivers_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..40 {
+            let status = if i % 5 == 0 {
+                r#"{"status":"running"}"#
+            } else {
+                DONE
+            };
+            let dir = write(root.path(), &format!("o-{}/r/t-{i:02}", i % 3), status);
+            if i % 4 == 0 {
+                std::fs::create_dir_all(dir.join(".meta")).unwrap();
+                std::fs::write(dir.join(".meta/report.json"), format!(r#"{{"n":{i}}}"#)).unwrap();
+            }
+        }
+        write(root.path(), "o-1/r/bad", "{");
+        let whole = {
+            let mut peers = FakePeers::default();
+            peers.scan(root.path(), None, WalkOptions::default());
+            assert_eq!(peers.deliveries.len(), 1);
+            peers.deliveries.concat()
+        };
+        assert_eq!(whole.len(), 32);
+        for chunk in [1, 3, 7, 31, 32, 33] {
+            let mut peers = FakePeers::default();
+            let options = WalkOptions {
+                chunk,
+                ..WalkOptions::default()
+            };
+            let totals = peers.scan(root.path(), None, options);
+            assert_eq!(
+                (totals.workspaces, totals.skipped, totals.found),
+                (41, 1, 32)
+            );
+            assert!(peers.deliveries.iter().all(|d| d.len() <= chunk));
+            assert_eq!(peers.deliveries.concat(), whole, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn records_are_delivered_once_they_reach_chunk_bytes_whatever_the_chunk_length() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..12 {
+            let dir = write(root.path(), &format!("o/r/t-{i:02}"), DONE);
+            if i % 3 == 0 {
+                // A large report makes its record large.
+                std::fs::create_dir_all(dir.join(".meta")).unwrap();
+                let pad = "x".repeat(2000);
+                std::fs::write(
+                    dir.join(".meta/report.json"),
+                    format!(r#"{{"pad":"{pad}"}}"#),
+                )
+                .unwrap();
+            }
+        }
+        let whole = {
+            let mut peers = FakePeers::default();
+            peers.scan(root.path(), None, WalkOptions::default());
+            peers.deliveries.concat()
+        };
+        let chunk_bytes = 2500;
+        let mut peers = FakePeers::default();
+        let options = WalkOptions {
+            chunk_bytes,
+            ..WalkOptions::default()
+        };
+        peers.scan(root.path(), None, options);
+        assert_eq!(peers.deliveries.concat(), whole);
+        assert!(peers.deliveries.len() > 1, "delivered early");
+        for delivery in &peers.deliveries {
+            let bytes: Vec<usize> = delivery.iter().map(|d| d.record.json_len()).collect();
+            // Only the record that crossed the bound takes a delivery over it.
+            let before_last: usize = bytes[..bytes.len() - 1].iter().sum();
+            assert!(before_last < chunk_bytes, "{bytes:?}");
+        }
+        let last = peers.deliveries.len() - 1;
+        for delivery in &peers.deliveries[..last] {
+            let total: usize = delivery.iter().map(|d| d.record.json_len()).sum();
+            assert!(total >= chunk_bytes, "a delivery before the bound: {total}");
+        }
+    }
+
+    #[test]
+    fn a_scan_that_fails_half_way_delivered_a_prefix_and_the_next_scan_the_rest() {
+        let mut f = Fixture::new();
+        for i in 0..30 {
+            write(f.root(), &format!("o-{}/r/t-{i:02}", i % 4), DONE);
+        }
+        age_tree(f.root());
+        f.options.chunk = 4;
+        f.peers.fail_delivery = Some(3);
+        let root = f.root().to_path_buf();
+        let failed = scan(&root, Some(&f.store), &f.options, &mut f.peers);
+        assert!(failed.is_err());
+        assert_eq!(f.peers.delivered_ids().len(), 12);
+        let again = f.scan();
+        assert_eq!(again.found, 18);
+        let mut all = f.peers.delivered_ids();
+        let in_order = all.clone();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 30, "nothing lost, nothing twice");
+        assert_eq!(in_order[..12], all[..12]);
+    }
+
+    #[test]
+    fn a_scan_stopped_half_way_answers_stopped_and_the_next_scan_finds_the_rest_once() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        for i in 0..30 {
+            write(root.path(), &format!("o-{}/r/t-{i:02}", i % 4), DONE);
+        }
+        age_tree(root.path());
+        let options = WalkOptions {
+            chunk: 4,
+            ..WalkOptions::default()
+        };
+        let halt = Arc::new(AtomicBool::new(false));
+        let mut peers = FakePeers {
+            halt: Some(halt.clone()),
+            halt_after: Some(3),
+            ..FakePeers::default()
+        };
+        let stopped = scan(root.path(), Some(&store), &options, &mut peers);
+        assert!(matches!(stopped, Err(SyncError::Stopped)), "{stopped:?}");
+        assert_eq!(
+            peers.delivered_ids().len(),
+            12,
+            "no chunk is asked about once the stop is seen"
+        );
+
+        // A stopped flag stops a scan before it starts.
+        assert!(matches!(
+            scan(root.path(), Some(&store), &options, &mut peers),
+            Err(SyncError::Stopped)
+        ));
+        assert_eq!(peers.delivered_ids().len(), 12);
+
+        halt.store(false, Ordering::SeqCst);
+        peers.halt_after = None;
+        let again = peers.scan(root.path(), Some(&store), options);
+        assert_eq!(again.found, 18);
+        let in_order = peers.delivered_ids();
+        let mut all = in_order.clone();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 30, "nothing lost, nothing twice");
+        assert_eq!(in_order[..12], all[..12]);
     }
 }
