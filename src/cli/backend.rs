@@ -4,7 +4,6 @@
 //! `--json`) and the exit code cannot depend on which one did the work.
 
 use agent_sync::actors::entry::{DeadLetter, QueueEntry};
-
 use agent_sync::actors::sync_record::SyncRecord;
 use agent_sync::control::wire::{PullBody, PushBody};
 use agent_sync::control::ControlClient;

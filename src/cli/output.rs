@@ -8,9 +8,7 @@
 //! listed item.
 
 use agent_sync::actors::dispatch::Dispatch;
-
 use agent_sync::actors::entry::{DeadLetter, QueueEntry};
-
 use agent_sync::actors::sync_record::SyncRecord;
 use agent_sync::actors::time::Timestamp;
 use agent_sync::legacy::ImportReport;

@@ -14,7 +14,6 @@ use redb::{
 use serde::de::DeserializeOwned;
 
 use crate::entry::{DeadLetter, QueueEntry};
-
 use crate::store::schema::{CONTEXT, DEAD_LETTERS, HISTORY, QUEUE, SYNC_STATE};
 use crate::store::{decode, DATABASE_FILE};
 use crate::sync_record::SyncRecord;
