@@ -3,7 +3,7 @@
 //! the platform refused for good.
 //!
 //! A row is the JSON of a [`QueueEntry`]; rows written before fingerprints were kept
-//! by position still decode ([`QueueEntryRow`]).
+//! by position still decode (`QueueEntryRow`).
 
 use std::collections::BTreeMap;
 
