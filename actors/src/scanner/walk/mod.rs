@@ -11,7 +11,9 @@
 //! | `cache`    | the rescan cache, persisted in redb: row codec, reader, writer   |
 //! | `candidate`| a terminal workspace on its way to the Ledger and the Queue       |
 //! | `parallel` | the root's entries on up to four threads, results in walk order  |
-//! | `stream`   | chunks through the Ledger and the Queue, records built last      |
+//! | `peers`    | what a scan asks the Queue and the Ledger, and tells the Queue   |
+//! | `pipeline` | the chunks of one scan: asked about, rows written, records built |
+//! | `stream`   | one scan: the walk or named workspaces fed through the pipeline  |
 //! | `named`    | named workspaces: the targeted scan and the running list of the reap |
 //!
 //! # A scan in one paragraph
@@ -43,6 +45,8 @@ pub(crate) mod cache;
 mod candidate;
 mod named;
 mod parallel;
+mod peers;
+mod pipeline;
 mod read;
 mod rules;
 mod stream;
@@ -55,10 +59,11 @@ use std::path::Path;
 pub use cache::RACY_WINDOW;
 pub use named::relative_name;
 pub(crate) use named::{not_terminal_rows, running, visit_named};
+pub(crate) use peers::Peers;
 pub(crate) use read::read_status_bytes;
 pub use read::{MAX_REPORT_BYTES, MAX_STATUS_BYTES};
 pub(crate) use rules::{list_children, visit_tree, StatusLookup, Visitor, Walk, Workspace};
-pub(crate) use stream::{scan, scan_named, Peers};
+pub(crate) use stream::{scan, scan_named};
 pub use stream::{ScanTotals, WalkOptions, DEFAULT_CHUNK, DEFAULT_CHUNK_BYTES};
 pub use sys::Resolver;
 
