@@ -11,6 +11,7 @@
 //! | `cache`    | the rescan cache, persisted in redb: row codec, reader, writer   |
 //! | `candidate`| a terminal workspace on its way to the Ledger and the Queue       |
 //! | `parallel` | the root's entries on up to four threads, results in walk order  |
+//! | `job`      | one worker's walk of one root entry, through the rescan cache    |
 //! | `peers`    | what a scan asks the Queue and the Ledger, and tells the Queue   |
 //! | `pipeline` | the chunks of one scan: asked about, rows written, records built |
 //! | `stream`   | one scan: the walk or named workspaces fed through the pipeline  |
@@ -43,6 +44,7 @@
 
 pub(crate) mod cache;
 mod candidate;
+mod job;
 mod named;
 mod parallel;
 mod peers;

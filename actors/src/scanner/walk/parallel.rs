@@ -23,24 +23,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::cache::{
-    self, unsettled, Cursor, DirRow, Known, Seek, Snapshot, WorkspaceRow, WriteLog, Writes,
-};
-use super::candidate::{Candidate, Counts, RowPlan};
-use super::read::{read_status, StatusRead};
-use super::rules::{list_children, visit_child, StatusLookup, Visitor, Walk, Workspace};
-use super::sys::{Dir, Resolver, Signature};
+use super::cache::{self, DirRow, Snapshot, WriteLog, Writes};
+use super::candidate::{Candidate, Counts};
+use super::job::{Item, Job, BATCH};
+use super::rules::{list_children, visit_child, StatusLookup, Walk};
+use super::sys::{Dir, Resolver};
 use crate::store::Store;
 
 /// Workspaces a job's channel holds before its worker waits for the caller: a whole
 /// organisation of the usual size, so workers keep walking while the caller builds a
 /// chunk's records (256 made them wait, and a cold scan took 1.6x as long).
 const JOB_BUFFER: usize = 1024;
-
-/// Candidates a worker sends in one message. One at a time, a caller faster than the
-/// workers slept and was woken once per workspace: 10,000 futex calls per 10,000
-/// workspaces, a good part of a cold scan's CPU on 2 cores.
-const BATCH: usize = 64;
 
 /// Most workers.
 const MAX_WORKERS: usize = 4;
@@ -69,14 +62,6 @@ impl Setup<'_> {
     fn halted(&self) -> bool {
         self.halt.is_some_and(|h| h.load(Ordering::SeqCst))
     }
-}
-
-/// A job's messages to the caller.
-enum Item {
-    /// Up to [`BATCH`] candidates, in walk order.
-    Found(Vec<Candidate>),
-    /// The job is over; its counts.
-    Done(Counts),
 }
 
 /// Job bookkeeping shared by the workers and the caller.
@@ -326,198 +311,10 @@ fn root_children(setup: Setup<'_>) -> Option<Vec<OsString>> {
     Some(children)
 }
 
-/// One job's walk: the cache cursors of its part, its counts, its channel.
-struct Job<'a> {
-    /// `scan_dirs` rows of the part (`None`: no cache).
-    dirs: Option<Cursor<DirRow>>,
-    /// `scan_workspaces` rows of the part.
-    workspaces: Option<Cursor<WorkspaceRow>>,
-    /// The worker's row writes.
-    writes: &'a mut Writes,
-    /// The racy rule's reference.
-    started: i128,
-    /// What this job counted.
-    counts: Counts,
-    /// The worker's read buffer.
-    buffer: &'a mut Vec<u8>,
-    /// Candidates to the caller.
-    out: &'a SyncSender<Item>,
-    /// Candidates not sent yet.
-    batch: Vec<Candidate>,
-    /// Set when the caller stopped.
-    stop: &'a AtomicBool,
-    /// Set when the service stops ([`Setup::halt`]).
-    halt: Option<&'a AtomicBool>,
-}
-
-impl Job<'_> {
-    /// Whether the caller stopped or the service is stopping: the job ends here.
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.halt.is_some_and(|h| h.load(Ordering::SeqCst))
-    }
-
-    /// The walk of the part is complete: rows it did not visit are stale.
-    fn finish(&mut self) {
-        if let Some(cursor) = &mut self.dirs {
-            cursor.finish(self.writes);
-        }
-        if let Some(cursor) = &mut self.workspaces {
-            cursor.finish(self.writes);
-        }
-    }
-
-    fn emit(&mut self, candidate: Candidate) -> ControlFlow<()> {
-        if self.stopped() {
-            return ControlFlow::Break(());
-        }
-        self.batch.push(candidate);
-        if self.batch.len() < BATCH {
-            return ControlFlow::Continue(());
-        }
-        self.send_batch()
-    }
-
-    /// Sends the candidates gathered so far.
-    fn send_batch(&mut self) -> ControlFlow<()> {
-        if self.batch.is_empty() {
-            return ControlFlow::Continue(());
-        }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        if self.stopped() || self.out.send(Item::Found(batch)).is_err() {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    }
-
-    /// Stores `known` for this version of the file when it is settled, else removes
-    /// a row that no longer matches.
-    fn remember(&mut self, name: &str, existed: bool, signature: Signature, known: Known) {
-        if cache::settled(&signature, self.started) {
-            self.writes
-                .put_workspace(name, &WorkspaceRow { signature, known });
-        } else if existed {
-            self.writes.delete_workspace(name);
-        }
-    }
-}
-
-impl Visitor for Job<'_> {
-    fn children(&mut self, walk: Walk<'_>, prefix: &str, dir: &Dir) -> Option<Vec<OsString>> {
-        let signature = dir.stat().ok().map(|s| s.signature);
-        let seek = match &mut self.dirs {
-            Some(cursor) => cursor.seek(&cache::key(prefix), self.writes),
-            None => return list_children(walk, prefix, dir),
-        };
-        let hit = matches!(
-            (&seek.row, signature),
-            (Some(row), Some(signature))
-                if row.signature == signature && cache::settled(&signature, self.started)
-        );
-        if hit {
-            return seek.row.map(|row| row.children);
-        }
-        let listed = list_children(walk, prefix, dir);
-        match (
-            &listed,
-            signature.filter(|s| cache::settled(s, self.started)),
-        ) {
-            (Some(children), Some(signature)) => self.writes.put_dir(
-                prefix,
-                &DirRow {
-                    signature,
-                    children: children.clone(),
-                },
-            ),
-            _ if seek.existed => self.writes.delete_dir(prefix),
-            _ => {}
-        }
-        listed
-    }
-
-    fn workspace(&mut self, ws: &Workspace<'_>) -> ControlFlow<()> {
-        if self.stopped() {
-            return ControlFlow::Break(());
-        }
-        self.counts.workspaces += 1;
-        let signature = ws.status.signature;
-        let seek = match &mut self.workspaces {
-            Some(cursor) => cursor.seek(&cache::key(ws.name), self.writes),
-            None => Seek::miss(),
-        };
-        let trusted = seek
-            .row
-            .filter(|row| row.signature == signature && cache::settled(&signature, self.started));
-        if let Some(row) = trusted {
-            return match row.known {
-                Known::Corrupt => {
-                    self.counts.skipped += 1;
-                    ControlFlow::Continue(())
-                }
-                Known::NotTerminal { .. } | Known::Terminal { synced: true, .. } => {
-                    ControlFlow::Continue(())
-                }
-                Known::Terminal {
-                    fingerprint,
-                    synced: false,
-                } => self.emit(Candidate {
-                    name: ws.name.to_string(),
-                    fingerprint,
-                    status: None,
-                    signature,
-                    report: true,
-                    row: RowPlan::Cached,
-                }),
-            };
-        }
-        self.counts.status_reads += 1;
-        match read_status(ws, self.buffer) {
-            StatusRead::Unreadable => {
-                self.counts.skipped += 1;
-                if seek.existed {
-                    self.writes.delete_workspace(ws.name);
-                }
-                ControlFlow::Continue(())
-            }
-            StatusRead::Corrupt => {
-                self.counts.skipped += 1;
-                self.remember(ws.name, seek.existed, signature, Known::Corrupt);
-                ControlFlow::Continue(())
-            }
-            StatusRead::Parsed(status) if status.is_terminal() => {
-                let settled = cache::settled(&signature, self.started);
-                if !settled && seek.existed {
-                    self.writes.delete_workspace(ws.name);
-                }
-                self.emit(Candidate::read_afresh(ws, status, signature, settled))
-            }
-            StatusRead::Parsed(status) => {
-                let known = Known::not_terminal(&status);
-                match known {
-                    // A running workspace is always recorded, so the cheap reap knows
-                    // it even while its file is too recent to be trusted.
-                    Known::NotTerminal { pid }
-                        if pid > 0 && !cache::settled(&signature, self.started) =>
-                    {
-                        self.writes.put_workspace(
-                            ws.name,
-                            &WorkspaceRow {
-                                signature: unsettled(signature),
-                                known,
-                            },
-                        );
-                    }
-                    known => self.remember(ws.name, seek.existed, signature, known),
-                }
-                ControlFlow::Continue(())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::cache::Which;
-    use super::super::rules::visit_tree;
+    use super::super::rules::{visit_tree, Visitor, Workspace};
     use super::*;
     use crate::scanner::walk::testing::{age_tree, rows, write, Fixture, DONE};
 
