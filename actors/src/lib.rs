@@ -73,7 +73,7 @@
 //!
 //! | module        | actor     | owns                                   |
 //! |---------------|-----------|----------------------------------------|
-//! | [`scanner`]   | Scanner   | `scan_dirs`, `scan_workspaces` (the rescan cache); the walk ([`scanner::walk`]) and the ghost reap inside |
+//! | [`scanner`]   | Scanner   | `scan_dirs`, `scan_workspaces` (the rescan cache) |
 //! | [`ledger`]    | Ledger    | table `ledger` (id -> fingerprint)     |
 //! | [`queue`]     | Queue     | `queue`, `queue_keys`, `queue_meta`, `dead_letters` |
 //! | [`pusher`]    | Pusher    | the awc client for pushes              |
@@ -82,6 +82,9 @@
 //!
 //! Around them:
 //!
+//! - [`scanner::walk`]: inside the Scanner, the workspace walk (Linux `openat2` or
+//!   portable `openat`), its persisted rescan cache, the parallel walk and the chunk
+//!   pipeline of a streaming scan; beside it, the ghost reap.
 //! - [`status`]: the workspace status, its one parser, the fingerprint.
 //! - [`dispatch`]: a dispatch as its JSON text, its key, the record a scan builds,
 //!   and the check of a host's dispatches.

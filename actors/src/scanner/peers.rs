@@ -27,7 +27,7 @@ pub(super) struct ActorPeers {
     pub(super) in_flight: Option<RecipientRequest<Enqueue>>,
     /// What the Queue did, summed.
     pub(super) receipt: EnqueueReceipt,
-    /// The Scanner's [`ScanStop`](super::ScanStop)(super::ScanStop): the walk ends early once it is set.
+    /// The Scanner's [`ScanStop`](super::ScanStop): the walk ends early once it is set.
     pub(super) stop: Arc<AtomicBool>,
 }
 

@@ -14,8 +14,8 @@
 //!   order, which is the queue's order and the rescan cache's key order.
 //!
 //! This module walks one subtree sequentially; [`super::parallel`] runs it on the
-//! root's entries in parallel, and [`super::cache`] answers listings from the rescan
-//! cache through the [`Visitor`].
+//! root's entries in parallel, where each job ([`super::job`]) answers listings from
+//! the rescan cache through the [`Visitor`].
 
 use std::cell::Cell;
 use std::ffi::{OsStr, OsString};

@@ -5,8 +5,9 @@
 //! For each chunk of at most [`WalkOptions::chunk`] candidates (terminal workspaces the
 //! rescan cache does not know to be synced):
 //!
-//! 1. the Queue is asked which keys ([`DispatchKey`]: id, fingerprint) it does not hold
-//!    yet, queued or dead-lettered;
+//! 1. the Queue is asked which keys (id and fingerprint, a
+//!    [`DispatchKey`](crate::dispatch::DispatchKey)) it does not hold yet, queued or
+//!    dead-lettered;
 //! 2. of those, the Ledger is asked which it does not hold; the others are synced, and
 //!    the cache learns it. The Queue goes first because a queued dispatch cannot be
 //!    synced (its delivery removes it from the queue in the commit that marks the

@@ -23,8 +23,8 @@
 //! or workspace is gone) and deleted on the way. Rows of a top-level entry that is gone
 //! are deleted when the root is listed again ([`prune_tops`]).
 //!
-//! Values are a small versioned binary encoding ([`ROW_VERSION`]), not JSON: a cold
-//! scan of 100,000 workspaces writes 100,000 of them. A row that does not decode (a
+//! Values are a small versioned binary encoding ([`ROW_VERSION`](row::ROW_VERSION)),
+//! not JSON: a cold scan of 100,000 workspaces writes 100,000 of them. A row that does not decode (a
 //! newer version, corruption) is ignored, which makes it a miss, and the walk writes a
 //! fresh one in its place.
 //!
