@@ -32,12 +32,11 @@ mod atomic_write;
 mod block_on;
 mod peers;
 mod reap;
+mod stop;
 pub mod walk;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use actix::prelude::*;
 
@@ -51,33 +50,7 @@ use peers::ActorPeers;
 use walk::{relative_name, scan, scan_named, ScanTotals, WalkOptions};
 
 pub use reap::GHOST_QUESTION;
-
-/// Ends the Scanner's blocking work early: a scan's walk (between candidate batches,
-/// and on the walk's workers at each workspace) and a ghost reap (before each
-/// workspace). That work runs on tokio's blocking pool, which a runtime's shutdown
-/// waits for, so without this a stop, even an abort, waited for a whole walk of the
-/// tree (a reap of 20,000 ghosts: 10 s of fsyncs). Set once, when a stop or an abort
-/// of the service begins, and never cleared: from then on every scan answers
-/// [`SyncError::Stopped`] and every reap rewrites nothing. Clones share the flag.
-#[derive(Clone, Debug, Default)]
-pub struct ScanStop(Arc<AtomicBool>);
-
-impl ScanStop {
-    /// Asks the scan or reap in progress, and every later one, to end early.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether [`stop`](Self::stop) was called.
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// The flag itself, for the walk's worker threads.
-    fn flag(&self) -> Arc<AtomicBool> {
-        self.0.clone()
-    }
-}
+pub use stop::ScanStop;
 
 /// Where a [`ScanToQueue`] sends what it finds: the Queue, or a stand-in.
 #[derive(Clone)]
@@ -319,6 +292,9 @@ impl Handler<ReapGhosts> for Scanner {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
     use super::reap::testing::{is_reaped, workspace, GHOST};
     use super::*;
     use crate::dispatch::DispatchKey;
