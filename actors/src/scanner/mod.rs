@@ -47,7 +47,7 @@ use crate::messages::{
 };
 use crate::store::Store;
 use peers::ActorPeers;
-use walk::{relative_name, scan, scan_named, ScanTotals, WalkOptions};
+use walk::{relative_name, scan, scan_named, WalkOptions};
 
 pub use reap::GHOST_QUESTION;
 pub use stop::ScanStop;
@@ -128,6 +128,17 @@ impl Scanner {
         self.stop.clone()
     }
 
+    /// Where scans queue; `Err` (naming `what` was refused) for a Scanner started
+    /// without a queue.
+    fn queue(&self, what: &'static str) -> Result<ScanQueue, SyncError> {
+        self.queue.clone().ok_or_else(|| {
+            SyncError::Store(StoreError::unavailable(
+                what,
+                "this Scanner was started without a queue (Scanner::with_queue)",
+            ))
+        })
+    }
+
     /// Runs one scan into `queue` on the blocking pool, over the whole tree
     /// (`names: None`) or exactly the named workspaces (checked already).
     fn run(
@@ -135,7 +146,7 @@ impl Scanner {
         queue: ScanQueue,
         who: ScanToQueue,
         names: Option<Vec<String>>,
-    ) -> impl Future<Output = Result<(ScanTotals, ActorPeers), SyncError>> + 'static {
+    ) -> impl Future<Output = Result<ScanSummary, SyncError>> + 'static {
         let root = self.root.clone();
         let store = self.store.clone();
         let options = self.walk;
@@ -155,7 +166,14 @@ impl Scanner {
                 };
                 // The enqueue still in flight is answered either way.
                 let waited = peers.wait();
-                scanned.and_then(|totals| waited.map(|()| (totals, peers)))
+                let totals = scanned?;
+                waited.map(|()| ScanSummary {
+                    workspaces: totals.workspaces,
+                    skipped: totals.skipped,
+                    status_reads: totals.status_reads,
+                    found: totals.found,
+                    receipt: peers.receipt,
+                })
             })
             .await
             .map_err(|_| SyncError::Stopped)?
@@ -171,25 +189,10 @@ impl Handler<ScanToQueue> for Scanner {
     type Result = ResponseFuture<Result<ScanSummary, SyncError>>;
 
     fn handle(&mut self, msg: ScanToQueue, _: &mut Self::Context) -> Self::Result {
-        let Some(queue) = self.queue.clone() else {
-            return Box::pin(async {
-                Err(SyncError::Store(StoreError::unavailable(
-                    "scan into the queue",
-                    "this Scanner was started without a queue (Scanner::with_queue)",
-                )))
-            });
-        };
-        let scan = self.run(queue, msg, None);
-        Box::pin(async move {
-            let (totals, peers) = scan.await?;
-            Ok(ScanSummary {
-                workspaces: totals.workspaces,
-                skipped: totals.skipped,
-                status_reads: totals.status_reads,
-                found: totals.found,
-                receipt: peers.receipt,
-            })
-        })
+        match self.queue("scan into the queue") {
+            Ok(queue) => Box::pin(self.run(queue, msg, None)),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
     }
 }
 
@@ -197,13 +200,9 @@ impl Handler<ScanWorkspaces> for Scanner {
     type Result = ResponseFuture<Result<NamedScanSummary, SyncError>>;
 
     fn handle(&mut self, msg: ScanWorkspaces, _: &mut Self::Context) -> Self::Result {
-        let Some(queue) = self.queue.clone() else {
-            return Box::pin(async {
-                Err(SyncError::Store(StoreError::unavailable(
-                    "scan workspaces into the queue",
-                    "this Scanner was started without a queue (Scanner::with_queue)",
-                )))
-            });
+        let queue = match self.queue("scan workspaces into the queue") {
+            Ok(queue) => queue,
+            Err(e) => return Box::pin(async { Err(e) }),
         };
         let mut names = Vec::with_capacity(msg.names.len());
         let mut refused = Vec::new();
@@ -231,15 +230,8 @@ impl Handler<ScanWorkspaces> for Scanner {
                     refused,
                 });
             };
-            let (totals, peers) = scan.await?;
             Ok(NamedScanSummary {
-                summary: ScanSummary {
-                    workspaces: totals.workspaces,
-                    skipped: totals.skipped,
-                    status_reads: totals.status_reads,
-                    found: totals.found,
-                    receipt: peers.receipt,
-                },
+                summary: scan.await?,
                 refused,
             })
         })
