@@ -72,14 +72,15 @@ pub mod status;
 pub mod watching;
 
 pub use agent_sync_actors as actors;
+pub use agent_sync_actors::entry::{DeadLetter, QueueEntry};
 pub use agent_sync_actors::messages;
 pub use agent_sync_actors::messages::{
     Drain, NamedScanSummary, PullReport, PushReport, ReapReport, RequeueReport, SyncPull, SyncPush,
 };
 pub use agent_sync_actors::metrics::Metrics;
-pub use agent_sync_actors::model::{DeadLetter, QueueEntry, SyncRecord};
 pub use agent_sync_actors::platform::{PlatformConfig, Token, TokenSource};
 pub use agent_sync_actors::proxy::ProxyConfig;
+pub use agent_sync_actors::sync_record::SyncRecord;
 pub use agent_sync_actors::{PlatformConfigError, SyncError};
 pub use config::{ConfigError, SyncConfig, SyncConfigBuilder};
 /// The `prometheus-client` crate agent-sync is built with: register its series into

@@ -2,8 +2,9 @@
 //! the same agent and fleet node, was never sent, and has room under both caps; the
 //! `queue` listing is exactly what will be sent.
 
+use agent_sync_actors::dispatch::{Dispatch, ScannedDispatch};
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{Dispatch, QueueEntry, ScannedDispatch};
 use agent_sync_actors::queue::PushBody;
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit::*;

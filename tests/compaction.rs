@@ -7,8 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use agent_sync_actors::dispatch::Dispatch;
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{Dispatch, QueueEntry};
 use agent_sync_actors::queue::{Queue, QueueConfig};
 use agent_sync_actors::store::{Compaction, Store, DATABASE_FILE};
 use agent_sync_actors::time::Clock;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::Direction;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit::*;
 

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use agent_sync::actors::messages::{QueueStatus, SyncPush};
-use agent_sync::actors::model::Direction;
 use agent_sync::actors::platform::{Token, TokenSource};
+use agent_sync::actors::sync_record::Direction;
 use agent_sync::{SyncConfig, SyncService};
 use agent_sync_testkit::*;
 use serde_json::json;

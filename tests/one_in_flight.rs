@@ -2,8 +2,8 @@
 //! each outcome committed before the next lease, and a drain stops at the first
 //! transient failure so the Queue's decisions keep their order.
 
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::QueueEntry;
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit::*;
 

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use agent_sync::actors::messages::{SyncPull, SyncPush};
-use agent_sync::actors::model::Direction;
 use agent_sync::actors::platform::{Token, TokenSource};
+use agent_sync::actors::sync_record::Direction;
 use agent_sync::actors::SyncActors;
 use agent_sync::{StartError, SyncConfig, SyncService};
 use agent_sync_testkit::*;

@@ -15,9 +15,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use agent_sync_actors::dispatch::Dispatch;
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::error::StoreError;
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{Direction, Dispatch, QueueEntry, SyncRecord};
+use agent_sync_actors::sync_record::{Direction, SyncRecord};
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit::*;
 use serde_json::json;

@@ -6,12 +6,12 @@
 use std::path::Path;
 
 use actix::prelude::*;
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::error::StoreError;
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::QueueEntry;
 use agent_sync_actors::queue::{Queue, QueueConfig};
+use agent_sync_actors::scanner::walk::{scan_tree, WalkOptions};
 use agent_sync_actors::time::Clock;
-use agent_sync_actors::walk::{scan_tree, WalkOptions};
 use agent_sync_actors::{Ledger, Scanner, Store, SyncError};
 use agent_sync_testkit::list_queue;
 
@@ -188,8 +188,7 @@ impl Handler<Enqueue> for FailingQueue {
 }
 
 impl Handler<NotQueued> for FailingQueue {
-    type Result =
-        ResponseFuture<Result<Vec<agent_sync_actors::model::ScannedDispatch>, StoreError>>;
+    type Result = ResponseFuture<Result<Vec<agent_sync_actors::dispatch::DispatchKey>, StoreError>>;
 
     fn handle(&mut self, msg: NotQueued, _: &mut Self::Context) -> Self::Result {
         let queue = self.queue.clone();

@@ -3,7 +3,7 @@
 //! 127.0.0.1. One test in this binary, because it sets a process-wide variable.
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use agent_sync_actors::model::QueueEntry;
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};

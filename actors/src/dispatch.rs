@@ -10,8 +10,13 @@
 //! Invariant: the text is one JSON object. Every constructor checks it or builds it so.
 //! The text is compact when agent-sync wrote it (a scan's record, a host object, a
 //! stored row); a row written by hand may keep its whitespace, which only makes a
-//! measured body a little larger than the one sent. On disk nothing changed: a queue
-//! row is still a `QueueEntry` whose `dispatches` are inline JSON objects.
+//! measured body a little larger than the one sent. On disk a queue row is a
+//! `QueueEntry` whose `dispatches` are inline JSON objects.
+//!
+//! Around it: the [`DispatchKey`] (id and fingerprint) that the Ledger and the Queue
+//! are asked about, the [`ScannedDispatch`] a scan hands the Queue, the record a scan
+//! builds from a [`WorkspaceStatus`] ([`WorkspaceStatus::to_dispatch`]), and the check
+//! of the dispatches a host pushes ([`validate_dispatches`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -21,7 +26,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::model::WorkspaceStatus;
+use crate::error::DispatchError;
+use crate::lenient::json_kind;
+use crate::status::WorkspaceStatus;
 use crate::time::Timestamp;
 
 /// One dispatch as pushed to the platform: a JSON object, held as its text.
@@ -32,12 +39,6 @@ impl Dispatch {
     /// The dispatch of a JSON object (a host's, or one read from the Go agent's files).
     pub fn from_object(object: &Map<String, Value>) -> Self {
         Dispatch::serialize_object(object)
-    }
-
-    /// `{}`: a placeholder where only a scanned dispatch's id and fingerprint are read
-    /// (the questions a scan asks the Ledger and the Queue before it builds records).
-    pub fn empty() -> Self {
-        Dispatch(empty_object())
     }
 
     /// Parses one JSON object; anything else is an error.
@@ -217,6 +218,51 @@ impl<'de> Deserialize<'de> for MaybeString<'de> {
         }
         deserializer.deserialize_any(StringVisitor)
     }
+}
+
+/// Which version of which dispatch: what the Ledger marks on delivery and what the
+/// Queue deduplicates by, and all a scan asks them about before it builds a record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DispatchKey {
+    /// Workspace name = dispatch id.
+    pub id: String,
+    /// `updated_at#runs` of its `status.json` ([`WorkspaceStatus::fingerprint`]).
+    pub fingerprint: String,
+}
+
+/// A dispatch found by the Scanner, with the fingerprint computed from its parsed
+/// `status.json` (never re-derived from the pushed JSON: Go defect 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScannedDispatch {
+    /// Workspace name = dispatch id.
+    pub id: String,
+    /// Fingerprint at scan time.
+    pub fingerprint: String,
+    /// What is pushed.
+    pub record: Dispatch,
+}
+
+/// Host dispatches must all be JSON objects; one bad element refuses the whole call.
+pub fn check_dispatches(values: &[Value]) -> Result<(), DispatchError> {
+    match values.iter().enumerate().find(|(_, v)| !v.is_object()) {
+        Some((index, bad)) => Err(DispatchError::NotAnObject {
+            index,
+            found: json_kind(bad),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// [`check_dispatches`], then each object as the [`Dispatch`] that is queued.
+pub fn validate_dispatches(values: Vec<Value>) -> Result<Vec<Dispatch>, DispatchError> {
+    check_dispatches(&values)?;
+    Ok(values
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::Object(object) => Some(Dispatch::from(object)),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The dispatch record of design.md §4.2, serialised straight from the parsed status

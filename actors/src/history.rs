@@ -10,10 +10,10 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use crate::error::StoreError;
 use crate::messages::{ReadSyncState, RecentRecords, Record, SetAuthFailed, SyncState};
-use crate::model::{Direction, SyncRecord};
 use crate::store::codec::{decode, decode_or_warn, encode};
 use crate::store::schema::{HISTORY, SYNC_STATE};
 use crate::store::Store;
+use crate::sync_record::{Direction, SyncRecord};
 use crate::time::Timestamp;
 
 const STATE_KEY: &str = "state";

@@ -18,10 +18,11 @@
 use redb::{Durability, ReadableTable, WriteTransaction};
 use serde_json::Value;
 
+use crate::entry::QueueEntry;
 use crate::error::StoreError;
-use crate::model::{QueueEntry, SyncRecord};
 use crate::store::schema::{LEDGER, META};
 use crate::store::Store;
+use crate::sync_record::SyncRecord;
 use crate::time::Timestamp;
 
 /// One write transaction bringing state in; every method writes inside it, and

@@ -19,9 +19,9 @@ use std::cmp::Ordering;
 use actix::prelude::*;
 use redb::{Durability, ReadableTable, ReadableTableMetadata, Table};
 
+use crate::dispatch::DispatchKey;
 use crate::error::StoreError;
 use crate::messages::{LedgerSize, MarkSynced, Unsynced};
-use crate::model::ScannedDispatch;
 use crate::store::schema::LEDGER;
 use crate::store::Store;
 
@@ -79,10 +79,7 @@ impl Ledger {
         Ledger { store }
     }
 
-    fn unsynced(
-        &self,
-        candidates: Vec<ScannedDispatch>,
-    ) -> Result<Vec<ScannedDispatch>, StoreError> {
+    fn unsynced(&self, candidates: Vec<DispatchKey>) -> Result<Vec<DispatchKey>, StoreError> {
         self.store.read("read the ledger", |txn| {
             let ledger = txn.open_table(LEDGER)?;
             let mut fresh = Vec::with_capacity(candidates.len());
@@ -101,7 +98,7 @@ impl Actor for Ledger {
 }
 
 impl Handler<Unsynced> for Ledger {
-    type Result = Result<Vec<ScannedDispatch>, StoreError>;
+    type Result = Result<Vec<DispatchKey>, StoreError>;
 
     fn handle(&mut self, msg: Unsynced, _: &mut Self::Context) -> Self::Result {
         self.unsynced(msg.candidates)
@@ -142,13 +139,11 @@ impl Handler<LedgerSize> for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Dispatch;
 
-    fn candidate(id: &str, fingerprint: &str) -> ScannedDispatch {
-        ScannedDispatch {
+    fn candidate(id: &str, fingerprint: &str) -> DispatchKey {
+        DispatchKey {
             id: id.into(),
             fingerprint: fingerprint.into(),
-            record: Dispatch::empty(),
         }
     }
 

@@ -3,10 +3,10 @@
 //! Hosts write `runs` as `3.0`, `issue` as `"12"`, `null` anywhere; a finished dispatch
 //! must not be lost to a type quibble. Two forms of the same rules:
 //!
-//! - on a parsed [`Value`]: [`lenient_int`], [`lenient_time`] (legacy import, ghost
-//!   reap);
-//! - as serde visitors ([`LenientString`], [`LenientInt`], [`LenientTime`]) for the
-//!   scanner's hot path, which parses `status.json` straight into its struct without
+//! - on a parsed [`Value`]: [`lenient_int`], [`lenient_time`] (legacy import);
+//! - as serde visitors ([`LenientString`], [`LenientInt`], [`LenientTime`]) for the one
+//!   parser of `status.json` ([`crate::status::WorkspaceStatus::parse`]), which the walk
+//!   and the ghost reap share and which reads straight into its struct without
 //!   building a JSON map first.
 
 use std::fmt;

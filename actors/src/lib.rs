@@ -82,11 +82,15 @@
 //!
 //! Around them:
 //!
-//! - [`model`]: workspace status, queue entries, sync records.
-//! - [`dispatch`]: a dispatch as its JSON text, and the record a scan builds.
+//! - [`scanner::walk`]: inside the Scanner, the workspace walk (Linux `openat2` or
+//!   portable `openat`), its persisted rescan cache, the parallel walk and the chunk
+//!   pipeline of a streaming scan; beside it, the ghost reap.
+//! - [`status`]: the workspace status, its one parser, the fingerprint.
+//! - [`dispatch`]: a dispatch as its JSON text, its key, the record a scan builds,
+//!   and the check of a host's dispatches.
+//! - [`entry`]: the queue entry and the dead letter.
+//! - [`sync_record`]: one line of sync history.
 //! - [`lenient`]: tolerant reading of host-written JSON.
-//! - [`walk`]: the workspace walk (Linux `openat2` or portable `openat`), its persisted
-//!   rescan cache, the parallel walk and the chunk pipeline of a streaming scan.
 //! - [`store`]: the one redb file, its layout and crash semantics.
 //! - [`import`]: state brought in from elsewhere (a legacy import), in one commit,
 //!   before the actors start.
@@ -99,14 +103,13 @@
 //!   jitter).
 //! - [`time`]: timestamps and the clock that tests can pause.
 //! - [`error`]: one error type per kind of operation.
-//! - [`reap`]: the ghost reap, of the whole tree or of the workspaces known running.
 //! - [`watch`]: event-driven pickup: what is watched, bursts into targeted scans.
 //! - [`system`]: starts and connects the six actors.
 //! - [`metrics`]: the Prometheus series the Pusher and Puller move.
 //! - [`diagnose`]: read-only checks of the state and the platform, for a doctor.
 //!
 //! A push: host -> [`messages::SyncPush`] -> Pusher -> Scanner (`ScanToQueue`), which per
-//! chunk of the walk asks the Ledger (`Unsynced`) and the Queue (`NotQueued`) and sends
+//! chunk of the walk asks the Queue (`NotQueued`), then the Ledger (`Unsynced`) and sends
 //! the Queue what is new (`Enqueue`, coalescing into the tail entry), then the Pusher
 //! drains, one request at a time: Queue `LeaseNext` -> POST -> Queue `Report(outcome)`,
 //! which writes everything the outcome changes (queue, ledger, history) in one durable
@@ -118,6 +121,7 @@
 pub mod backoff;
 pub mod diagnose;
 pub mod dispatch;
+pub mod entry;
 pub mod error;
 pub mod history;
 pub mod import;
@@ -125,20 +129,19 @@ pub mod ledger;
 pub mod lenient;
 pub mod messages;
 pub mod metrics;
-pub mod model;
 pub mod platform;
 pub mod private_state;
 pub mod proxy;
 pub mod puller;
 pub mod pusher;
 pub mod queue;
-pub mod reap;
 pub mod redact;
 pub mod scanner;
+pub mod status;
 pub mod store;
+pub mod sync_record;
 pub mod system;
 pub mod time;
-pub mod walk;
 pub mod watch;
 
 pub use error::{

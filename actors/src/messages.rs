@@ -11,8 +11,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::backoff::RetryAfter;
+use crate::dispatch::{Dispatch, DispatchKey, ScannedDispatch};
+use crate::entry::{DeadLetter, QueueEntry};
 use crate::error::{StoreError, SyncError};
-use crate::model::{DeadLetter, Dispatch, QueueEntry, ScannedDispatch, SyncRecord};
+use crate::sync_record::SyncRecord;
 use crate::time::Timestamp;
 
 // ----------------------------------------------------------------------------- host
@@ -85,22 +87,6 @@ pub struct PullReport {
 pub struct CachedContext;
 
 // -------------------------------------------------------------------------- scanner
-
-/// Walk the workspace root and return terminal dispatches the Ledger has not seen.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<ScanReport, SyncError>")]
-pub struct Scan;
-
-/// Reply to [`Scan`].
-#[derive(Debug, Clone, Default)]
-pub struct ScanReport {
-    /// Terminal dispatches not yet delivered with their current fingerprint.
-    pub unsynced: Vec<ScannedDispatch>,
-    /// Workspaces found (any status).
-    pub workspaces: usize,
-    /// Workspaces skipped with a warning (unreadable or corrupt `status.json`).
-    pub skipped: usize,
-}
 
 /// Scan the workspace root and queue every terminal dispatch that is neither synced
 /// nor queued yet, in walk order, chunk by chunk: the Queue ([`NotQueued`]), then the
@@ -178,12 +164,12 @@ pub struct ReapReport {
 
 // --------------------------------------------------------------------------- ledger
 
-/// Keep only the dispatches whose (id, fingerprint) the Ledger has not marked.
+/// Keep only the (id, fingerprint) keys the Ledger has not marked, in order.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<ScannedDispatch>, StoreError>")]
+#[rtype(result = "Result<Vec<DispatchKey>, StoreError>")]
 pub struct Unsynced {
     /// Candidates from a scan.
-    pub candidates: Vec<ScannedDispatch>,
+    pub candidates: Vec<DispatchKey>,
 }
 
 /// Record that these (id, fingerprint) pairs reached the platform.
@@ -247,10 +233,10 @@ pub struct EnqueueReceipt {
 /// (id, fingerprint), queued or dead-lettered, in order: a scan builds records only
 /// for those. Enqueues waiting for their group commit are committed first.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<ScannedDispatch>, StoreError>")]
+#[rtype(result = "Result<Vec<DispatchKey>, StoreError>")]
 pub struct NotQueued {
-    /// Candidates (their records may be empty: only id and fingerprint are read).
-    pub candidates: Vec<ScannedDispatch>,
+    /// Candidates, before their records are built.
+    pub candidates: Vec<DispatchKey>,
 }
 
 /// The size of the sync database file in bytes, for status (`db_bytes`).

@@ -23,11 +23,11 @@ use crate::error::{StoreError, SyncError};
 use crate::history::History;
 use crate::messages::{CachedContext, PullReport, Record, SetAuthFailed, SyncPull};
 use crate::metrics::{Metrics, PullResult};
-use crate::model::{Direction, SyncRecord};
 use crate::platform::{Platform, PullOutcome, TokenSource};
 use crate::store::codec::{decode, encode};
 use crate::store::schema::CONTEXT;
 use crate::store::Store;
+use crate::sync_record::{Direction, SyncRecord};
 use crate::time::Clock;
 
 const ITEMS_KEY: &str = "items";

@@ -261,7 +261,7 @@ mod tests {
         assert!(tree.finish_running(picked[0]).is_err());
         let new = tree.finish_new(2, "task-x").unwrap();
         assert_eq!(new.id, "org-00/repo-02/task-x");
-        let scan = agent_sync_actors::walk::scan_tree(&root);
+        let scan = agent_sync_actors::scanner::walk::scan_tree(&root);
         let ids: Vec<String> = scan.terminal.iter().filter_map(|d| d.record.id()).collect();
         assert!(ids.contains(&turned.id) && ids.contains(&new.id));
         assert!(!root.join(&new.id).join(TEMP).exists());

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use agent_sync_actors::model::Dispatch;
+use agent_sync_actors::dispatch::Dispatch;
 use agent_sync_actors::time::Timestamp;
 use serde_json::{json, Map, Value};
 
@@ -193,7 +193,7 @@ mod tests {
             (120, 96, 12)
         );
         assert_eq!(floor_walk(&root).unwrap().files, 120);
-        let scan = agent_sync_actors::walk::scan_tree(&root);
+        let scan = agent_sync_actors::scanner::walk::scan_tree(&root);
         assert_eq!((scan.workspaces, scan.terminal.len()), (120, 96));
         assert_eq!(scan.skipped, 0);
         let with_report = scan

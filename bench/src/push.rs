@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agent_sync::messages::{Drain, Enqueue, EnqueueBatch, EnqueueReceipt, PushReport, QueueStatus};
-use agent_sync_actors::model::Dispatch;
+use agent_sync_actors::dispatch::Dispatch;
 use agent_sync_actors::platform::TokenSource;
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 use agent_sync_actors::SyncActors;

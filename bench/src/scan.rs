@@ -4,26 +4,27 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{MarkSynced, Scan, ScanReport};
+use agent_sync::messages::{Drain, ScanSummary, ScanToQueue};
+use agent_sync_actors::platform::TokenSource;
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
-use agent_sync_actors::walk;
+use agent_sync_actors::scanner::walk;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, fixed_token, millis, start_actors};
+use crate::phases::{emit, millis, start_actors, write_key_file, AGENT_ID};
 use crate::{BenchResult, Options};
 
 /// Timed repetitions of the floor walk, the cold scan and the rescans (best is kept).
 const ROUNDS: usize = 3;
 
 /// A scan that does not see the whole fixture is an error, not a figure.
-fn check_scan(report: &ScanReport, workspaces: usize, unsynced: usize) -> BenchResult<()> {
-    if report.workspaces != workspaces || report.unsynced.len() != unsynced || report.skipped != 0 {
+fn check_scan(report: &ScanSummary, workspaces: usize, unsynced: usize) -> BenchResult<()> {
+    if report.workspaces != workspaces || report.found != unsynced || report.skipped != 0 {
         return Err(format!(
             "scan found {} workspaces ({} skipped) and {} unsynced; expected {workspaces} and {unsynced}",
             report.workspaces,
             report.skipped,
-            report.unsynced.len()
+            report.found
         )
         .into());
     }
@@ -33,10 +34,12 @@ fn check_scan(report: &ScanReport, workspaces: usize, unsynced: usize) -> BenchR
 /// walk_floor, scan_cold, scan_ratio, rescan, rescan_ratio.
 ///
 /// Each round starts fresh actors (fresh store, empty ledger, and a Scanner with an
-/// empty walk cache), then: floor walk; cold `Scan`; the candidates marked synced in
-/// the Ledger, as their delivery would; a `Scan` (the first after a delivery); and a
-/// `Scan` again with nothing changed since the previous one, on disk or in the Ledger:
-/// the rescan. The best of the rounds is kept for each.
+/// empty walk cache) without a token, then: floor walk; cold `ScanToQueue` (nothing is
+/// sent meanwhile); the key file written and the queue drained, untimed, so the
+/// Ledger holds every candidate and the queue is empty; a `ScanToQueue` (the first
+/// after a delivery); and a `ScanToQueue` again with nothing changed since the
+/// previous one, on disk or in the Ledger: the rescan. The best of the rounds is kept
+/// for each.
 pub async fn scan(
     opts: &Options,
     work: &Path,
@@ -62,13 +65,20 @@ pub async fn scan(
     }
     let [mut floor, mut bare, mut cold, mut after_delivery, mut rescan] = [Duration::MAX; 5];
     for round in 0..ROUNDS {
+        let state = work.join(format!("state-scan-{round}"));
+        std::fs::create_dir_all(&state)?;
+        let key_file = state.join("bench.key");
         let actors = start_actors(
-            &work.join(format!("state-scan-{round}")),
+            &state,
             &root,
             url,
-            fixed_token(),
+            TokenSource::KeyFile(key_file.clone()),
             DEFAULT_MAX_BATCH,
         )?;
+        let scan_to_queue = || ScanToQueue {
+            agent_id: AGENT_ID.into(),
+            fleet_node_id: None,
+        };
         let t = Instant::now();
         fixture::floor_walk(&root)?;
         floor = floor.min(t.elapsed());
@@ -80,25 +90,27 @@ pub async fn scan(
         drop(walk);
 
         let t = Instant::now();
-        let report = actors.scanner.send(Scan).await??;
+        let report = actors.scanner.send(scan_to_queue()).await??;
         cold = cold.min(t.elapsed());
         check_scan(&report, tree.workspaces, tree.terminal)?;
 
-        let fingerprints = report
-            .unsynced
-            .iter()
-            .map(|d| (d.id.clone(), d.fingerprint.clone()))
-            .collect();
-        drop(report);
-        actors.ledger.send(MarkSynced { fingerprints }).await??;
+        write_key_file(&key_file)?;
+        let delivered = actors.pusher.send(Drain).await??;
+        if delivered.queued != 0 {
+            return Err(format!(
+                "{} dispatches left queued after the drain",
+                delivered.queued
+            )
+            .into());
+        }
 
         let t = Instant::now();
-        let report = actors.scanner.send(Scan).await??;
+        let report = actors.scanner.send(scan_to_queue()).await??;
         after_delivery = after_delivery.min(t.elapsed());
         check_scan(&report, tree.workspaces, 0)?;
 
         let t = Instant::now();
-        let report = actors.scanner.send(Scan).await??;
+        let report = actors.scanner.send(scan_to_queue()).await??;
         rescan = rescan.min(t.elapsed());
         check_scan(&report, tree.workspaces, 0)?;
     }
@@ -123,7 +135,7 @@ pub async fn scan(
             millis(cold),
             "ms",
             format!(
-                "{} workspaces, {} terminal, {} with report.json; Scan -> Scanner -> Ledger, \
+                "{} workspaces, {} terminal, {} with report.json; ScanToQueue -> Scanner -> Queue, Ledger, Enqueue, \
                  fresh actors and store, empty ledger; best of {ROUNDS}, each after a floor walk; \
                  walk::scan_tree alone, no actors: {:.1} ms",
                 tree.workspaces,
@@ -150,8 +162,8 @@ pub async fn scan(
             millis(rescan),
             "ms",
             format!(
-                "a Scan after a Scan with nothing changed in between, on disk or in the \
-                 Ledger, all {} terminal synced, 0 returned; best of {ROUNDS}; the Scan \
+                "a ScanToQueue after a ScanToQueue with nothing changed in between, on disk \
+                 or in the Ledger, all {} terminal synced, 0 queued; best of {ROUNDS}; the scan \
                  before it, the first after the Ledger marked them, took {:.1} ms",
                 tree.terminal,
                 millis(after_delivery)

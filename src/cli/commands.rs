@@ -21,9 +21,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_sync::actors::model::json_kind;
+use agent_sync::actors::dispatch::check_dispatches;
+use agent_sync::actors::lenient::json_kind;
 use agent_sync::actors::platform::TokenSource;
-use agent_sync::actors::pusher::check_dispatches;
 use agent_sync::actors::DispatchError;
 use agent_sync::control::ControlClient;
 use agent_sync::legacy::{self, LegacyError};

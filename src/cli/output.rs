@@ -7,7 +7,9 @@
 //! unset time is `null`. Text is one `label: value` line per fact, or one line per
 //! listed item.
 
-use agent_sync::actors::model::{DeadLetter, Dispatch, QueueEntry, SyncRecord};
+use agent_sync::actors::dispatch::Dispatch;
+use agent_sync::actors::entry::{DeadLetter, QueueEntry};
+use agent_sync::actors::sync_record::SyncRecord;
 use agent_sync::actors::time::Timestamp;
 use agent_sync::legacy::ImportReport;
 use agent_sync::messages::{PullReport, RequeueReport};

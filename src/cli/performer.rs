@@ -3,7 +3,8 @@
 //! ([`ControlClient`]). Both answer with the same types, so the output (text and
 //! `--json`) and the exit code cannot depend on which one did the work.
 
-use agent_sync::actors::model::{DeadLetter, QueueEntry, SyncRecord};
+use agent_sync::actors::entry::{DeadLetter, QueueEntry};
+use agent_sync::actors::sync_record::SyncRecord;
 use agent_sync::control::wire::{PullCall, PushCall};
 use agent_sync::control::ControlClient;
 use agent_sync::messages::{PullReport, PushReport, RequeueReport, SyncPull, SyncPush};

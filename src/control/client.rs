@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use actix_service::fn_service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
+use agent_sync_actors::entry::{DeadLetter, QueueEntry};
 use agent_sync_actors::messages::{PullReport, PushReport, RequeueReport};
-use agent_sync_actors::model::{DeadLetter, QueueEntry, SyncRecord};
 use agent_sync_actors::platform::{excerpt, EXCERPT_BYTES};
+use agent_sync_actors::sync_record::SyncRecord;
 use awc::http::{StatusCode, Uri};
 use serde::de::DeserializeOwned;
 use serde::Serialize;

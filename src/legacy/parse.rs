@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_sync_actors::model::{
-    fingerprint, json_kind, lenient_int, lenient_time, Direction, Dispatch, QueueEntry, ScannedKey,
-    SyncRecord,
-};
+use agent_sync_actors::dispatch::Dispatch;
+use agent_sync_actors::entry::{QueueEntry, ScannedKey};
+use agent_sync_actors::lenient::{json_kind, lenient_int, lenient_time};
+use agent_sync_actors::status::fingerprint;
+use agent_sync_actors::sync_record::{Direction, SyncRecord};
 use agent_sync_actors::time::Timestamp;
 use serde_json::{Map, Value};
 

@@ -2,12 +2,13 @@
 //! requeueing, reaping. Each is a message to one actor (a page per message for the
 //! listings), awaited.
 
+use agent_sync_actors::entry::{DeadLetter, QueueEntry};
 use agent_sync_actors::messages::{
     CachedContext, ListDeadLetters, ListQueue, NamedScanSummary, PullReport, PushReport,
     ReapGhosts, ReapReport, ReapRunning, RecentRecords, Requeue, RequeueReport, ScanWorkspaces,
     SyncPull, SyncPush,
 };
-use agent_sync_actors::model::{DeadLetter, QueueEntry, SyncRecord};
+use agent_sync_actors::sync_record::SyncRecord;
 use agent_sync_actors::SyncError;
 use serde_json::Value;
 

@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
+use agent_sync_actors::dispatch::DispatchKey;
+use agent_sync_actors::entry::{DeadLetter, QueueEntry};
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{DeadLetter, Direction, QueueEntry, SyncRecord};
 use agent_sync_actors::platform::{HttpPlatform, Platform, PlatformConfig, Token, TokenSource};
 use agent_sync_actors::queue::{Jitter, QueueConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES};
+use agent_sync_actors::scanner::walk::scan_tree;
+use agent_sync_actors::sync_record::{Direction, SyncRecord};
 use agent_sync_actors::time::{Clock, Timestamp};
 use agent_sync_actors::{ActorsConfig, Store, SyncActors};
 use serde_json::Value;
@@ -380,15 +383,33 @@ pub async fn ledger_size(actors: &SyncActors) -> u64 {
         .expect("ledger size")
 }
 
-/// The ids a scan finds unsynced.
-pub async fn scan_ids(actors: &SyncActors) -> Vec<String> {
-    let report = actors
-        .scanner
-        .send(Scan)
+/// The ids a scan of `root` would queue now: terminal dispatches neither queued nor
+/// synced, asked of the Queue and the Ledger as a scan asks them, without queueing
+/// anything (a queued dispatch would be delivered, and change what a test counts).
+pub async fn scan_ids(actors: &SyncActors, root: &Path) -> Vec<String> {
+    let candidates = scan_tree(root)
+        .terminal
+        .into_iter()
+        .map(|d| DispatchKey {
+            id: d.id,
+            fingerprint: d.fingerprint,
+        })
+        .collect();
+    let not_queued = actors
+        .queue
+        .send(NotQueued { candidates })
         .await
-        .expect("the scanner is running")
-        .expect("scan");
-    report.unsynced.into_iter().map(|d| d.id).collect()
+        .expect("the queue is running")
+        .expect("not queued");
+    let unsynced = actors
+        .ledger
+        .send(Unsynced {
+            candidates: not_queued,
+        })
+        .await
+        .expect("the ledger is running")
+        .expect("unsynced");
+    unsynced.into_iter().map(|key| key.id).collect()
 }
 
 /// A pull under the service's agent id, `since` if given.

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use agent_sync_actors::model::Dispatch;
+use agent_sync_actors::dispatch::Dispatch;
 use serde_json::{json, Value};
 
 /// A workspace root and a state dir, removed on drop.

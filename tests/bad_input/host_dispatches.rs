@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use agent_sync::actors::pusher::validate_dispatches;
+use agent_sync::actors::dispatch::validate_dispatches;
 use agent_sync::actors::DispatchError;
 use agent_sync_testkit::Sandbox;
 use proptest::prelude::*;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_sync::actors::walk::{scan_tree_with, Resolver, TreeScan};
+use agent_sync::actors::scanner::walk::{scan_tree_with, Resolver, TreeScan};
 use agent_sync_testkit::{LoopbackPlatform, Sandbox};
 use serde_json::{json, Value};
 
@@ -213,8 +213,8 @@ async fn both_walk_paths_queue_the_same_dispatches_of_a_hostile_tree_through_the
     use agent_sync::actors::messages::ListQueue;
     use agent_sync::actors::messages::ScanToQueue;
     use agent_sync::actors::queue::{Queue, QueueConfig};
+    use agent_sync::actors::scanner::walk::WalkOptions;
     use agent_sync::actors::time::Clock;
-    use agent_sync::actors::walk::WalkOptions;
     use agent_sync::actors::{Ledger, Scanner, Store};
 
     let root = tempfile::tempdir().unwrap();

@@ -4,9 +4,9 @@
 
 use std::fs;
 
-use agent_sync::actors::model::{WorkspaceStatus, TERMINAL_STATUSES};
 use agent_sync::actors::puller::parse_context;
-use agent_sync::actors::walk::{scan_tree_with, Resolver};
+use agent_sync::actors::scanner::walk::{scan_tree_with, Resolver};
+use agent_sync::actors::status::{WorkspaceStatus, TERMINAL_STATUSES};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use serde_json::{json, Map, Value};

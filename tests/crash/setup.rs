@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use agent_sync::actors::dispatch::Dispatch;
+use agent_sync::actors::entry::QueueEntry;
 use agent_sync::actors::import::Import;
-use agent_sync::actors::model::{Dispatch, QueueEntry};
 use agent_sync::actors::time::Clock;
 use agent_sync::actors::Store;
 use agent_sync_testkit::{agent_sync_bin, Sandbox};

@@ -3,9 +3,9 @@
 //! takes new dispatches, and the head or a tail that was attempted, requeued or imported
 //! does not.
 
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::import::Import;
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::QueueEntry;
 use agent_sync_actors::{Store, SyncActors};
 use agent_sync_testkit::*;
 

@@ -29,8 +29,9 @@ mod overlaps;
 
 use std::sync::Arc;
 
+use agent_sync_actors::dispatch::{DispatchKey, ScannedDispatch};
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{QueueEntry, ScannedDispatch};
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit::*;
 
@@ -55,10 +56,19 @@ fn candidates(keys: &[(&str, &str)]) -> Vec<ScannedDispatch> {
     keys.iter().map(|(id, f)| scanned(id, f)).collect()
 }
 
-/// `(id, fingerprint)` of each scanned dispatch.
-fn pairs(scanned: &[ScannedDispatch]) -> Vec<(String, String)> {
-    scanned
-        .iter()
+/// `(id, fingerprint)` pairs as the keys a scan asks about.
+fn keys_of(keys: &[(&str, &str)]) -> Vec<DispatchKey> {
+    keys.iter()
+        .map(|(id, f)| DispatchKey {
+            id: id.to_string(),
+            fingerprint: f.to_string(),
+        })
+        .collect()
+}
+
+/// `(id, fingerprint)` of each key.
+fn pairs(keys: &[DispatchKey]) -> Vec<(String, String)> {
+    keys.iter()
         .map(|d| (d.id.clone(), d.fingerprint.clone()))
         .collect()
 }
@@ -89,7 +99,7 @@ async fn not_queued(actors: &SyncActors, keys: &[(&str, &str)]) -> Vec<(String, 
     let fresh = actors
         .queue
         .send(NotQueued {
-            candidates: candidates(keys),
+            candidates: keys_of(keys),
         })
         .await
         .expect("the queue is running")
@@ -102,7 +112,7 @@ async fn unsynced(actors: &SyncActors, keys: &[(&str, &str)]) -> Vec<(String, St
     let fresh = actors
         .ledger
         .send(Unsynced {
-            candidates: candidates(keys),
+            candidates: keys_of(keys),
         })
         .await
         .expect("the ledger is running")

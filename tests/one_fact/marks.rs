@@ -3,8 +3,8 @@
 //! position), a host dispatch that shares a scanned id (nothing), a requeued older dead
 //! letter (never a step back).
 
+use agent_sync_actors::entry::QueueEntry;
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::QueueEntry;
 use agent_sync_testkit::*;
 
 use crate::{

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::Direction;
 use agent_sync_actors::queue::Jitter;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_testkit::*;
 use serde_json::{json, Value};
 

@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use agent_sync_actors::model::Direction;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_testkit::*;
 use serde_json::json;
 

@@ -30,7 +30,7 @@ async fn p3_no_token_queues_host_dispatches_but_not_scanned() {
         assert!(entries[0].fingerprints.is_empty());
         assert_eq!((entries[0].attempts, entries[0].next_attempt), (0, None));
         // The workspace was not queued, so a later scan finds it again.
-        assert_eq!(scan_ids(&actors).await, ["core/go-io/task-1"]);
+        assert_eq!(scan_ids(&actors, &root).await, ["core/go-io/task-1"]);
         assert_eq!(sync_state(&actors).await.last_push_at, None);
     })
     .await;

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::Direction;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_testkit::*;
 
 // ------------------------------------------------------------------------- H1

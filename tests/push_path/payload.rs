@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::Direction;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_actors::SyncError;
 use agent_sync_testkit::*;
 
@@ -120,7 +120,7 @@ async fn p2_host_dispatches_pushed_verbatim_under_given_agent_id() {
 
     // The workspace was never scanned nor marked; host dispatches carry no fingerprint.
     assert_eq!(ledger_size(&actors).await, 0);
-    assert_eq!(scan_ids(&actors).await, ["core/go-io/scanned"]);
+    assert_eq!(scan_ids(&actors, dirs.root()).await, ["core/go-io/scanned"]);
     let history = records(&actors, None).await;
     assert_eq!(
         history

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use actix_web::http::header::HttpDate;
 
-use agent_sync_actors::model::Direction;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_testkit::*;
 
 use crate::one_push_answered_with;

@@ -19,8 +19,9 @@ mod refused;
 mod retries;
 mod split;
 
+use agent_sync_actors::entry::{DeadLetter, QueueEntry};
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{DeadLetter, QueueEntry, SyncRecord};
+use agent_sync_actors::sync_record::SyncRecord;
 use agent_sync_actors::time::Timestamp;
 use agent_sync_testkit::*;
 

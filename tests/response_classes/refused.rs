@@ -3,8 +3,9 @@
 
 use serde_json::json;
 
+use agent_sync_actors::dispatch::Dispatch;
 use agent_sync_actors::messages::*;
-use agent_sync_actors::model::{Direction, Dispatch};
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_testkit::*;
 
 use crate::one_push_answered_with;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use agent_sync_actors::model::Direction;
 use agent_sync_actors::queue::Jitter;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_testkit::*;
 
 #[actix::test]

@@ -2,7 +2,7 @@
 //! its own; a single dispatch that is still too large is dead-lettered alone; a part that
 //! fails transiently keeps its own key.
 
-use agent_sync_actors::model::Direction;
+use agent_sync_actors::sync_record::Direction;
 use agent_sync_testkit::*;
 
 #[actix::test]

@@ -13,10 +13,11 @@ use redb::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::model::{DeadLetter, QueueEntry, SyncRecord};
+use crate::entry::{DeadLetter, QueueEntry};
 use crate::store::codec::decode;
 use crate::store::schema::{CONTEXT, DEAD_LETTERS, HISTORY, QUEUE, SYNC_STATE};
 use crate::store::DATABASE_FILE;
+use crate::sync_record::SyncRecord;
 
 /// The most rows that do not decode named in an [`Inspection`]; the rest are counted.
 const NAMED_BAD_ROWS: usize = 5;

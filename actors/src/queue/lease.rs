@@ -7,9 +7,9 @@ use actix::prelude::*;
 use redb::ReadableTable;
 
 use super::Queue;
+use crate::entry::QueueEntry;
 use crate::error::StoreError;
 use crate::messages::{Lease, LeaseNext, ReleaseLease};
-use crate::model::QueueEntry;
 use crate::store::codec::decode_or_warn;
 use crate::store::schema::QUEUE;
 use crate::time::Timestamp;

@@ -37,7 +37,7 @@
 //!    drops a scanned dispatch held there or covered by the ledger, read in the
 //!    transaction that inserts (P8), so no overlap of scans, host pushes and
 //!    deliveries can queue a delivered or refused dispatch again. Entries keep their
-//!    scanned keys by position ([`crate::model::ScannedKey`]).
+//!    scanned keys by position ([`crate::entry::ScannedKey`]).
 //! 5. **The Queue alone decides, in one commit.** The Pusher reports a
 //!    [`DeliveryOutcome`]; the Queue classifies it (`policy::classify`) and writes
 //!    every consequence in one durable commit: queue rows and counters, the ledger
@@ -95,9 +95,9 @@ use redb::ReadableTable;
 
 pub use policy::{Jitter, PushBody, DEFAULT_MAX_REQUEST_BYTES};
 
+use crate::entry::QueueEntry;
 use crate::error::StoreError;
 use crate::messages::{QueueChanged, SetWaker};
-use crate::model::QueueEntry;
 use crate::store::codec::{decode, decode_or_warn};
 use crate::store::schema::QUEUE;
 use crate::store::{Store, COMPACT_MIN_FILE_BYTES};

@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::backoff::{self, RetryAfter};
+use crate::dispatch::Dispatch;
+use crate::entry::{EntryPart, QueueEntry};
 use crate::messages::DeliveryOutcome;
-use crate::model::{Dispatch, EntryPart, QueueEntry};
 use crate::time::Timestamp;
 
 /// Default most bytes of request body per entry (P11).

@@ -7,17 +7,18 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::tables::{self, DISPATCHES};
 use super::Queue;
+use crate::dispatch::DispatchKey;
+use crate::entry::{DeadLetter, QueueEntry};
 use crate::error::StoreError;
 use crate::messages::{
     DatabaseSize, HeadSummary, ListDeadLetters, ListQueue, NotQueued, QueueStatus, QueueSummary,
 };
-use crate::model::{DeadLetter, QueueEntry, ScannedDispatch};
 use crate::store::codec::decode_or_warn;
 use crate::store::schema::{DEAD_LETTERS, QUEUE, QUEUE_META};
 use crate::store::Store;
 
 impl Handler<NotQueued> for Queue {
-    type Result = Result<Vec<ScannedDispatch>, StoreError>;
+    type Result = Result<Vec<DispatchKey>, StoreError>;
 
     fn handle(&mut self, msg: NotQueued, _: &mut Self::Context) -> Self::Result {
         // An enqueue answered but not yet committed must not look absent.

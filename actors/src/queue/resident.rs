@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::model::QueueEntry;
+use crate::entry::QueueEntry;
 
 /// Most request-body bytes kept decoded. A dispatch is held as its JSON text, so this
 /// is about the memory held too: 50 full entries of small dispatches, enough for a

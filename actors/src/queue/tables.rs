@@ -6,16 +6,16 @@
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::policy::{self, Caps, Class, OpenTail, Spread};
+use crate::dispatch::{Dispatch, DispatchKey};
+use crate::entry::{DeadLetter, QueueEntry, ScannedKey};
 use crate::history;
 use crate::ledger;
 use crate::messages::{
     Decision, DeliveryOutcome, Enqueue, EnqueueBatch, EnqueueReceipt, RequeueReport,
 };
-use crate::model::{
-    DeadLetter, Direction, Dispatch, QueueEntry, ScannedDispatch, ScannedKey, SyncRecord,
-};
 use crate::store::codec::{decode, encode};
 use crate::store::schema::{DEAD_LETTERS, LEDGER, QUEUE, QUEUE_KEYS, QUEUE_META};
+use crate::sync_record::{Direction, SyncRecord};
 use crate::time::Timestamp;
 
 /// Next seq to hand out; seqs are never reused.
@@ -26,8 +26,8 @@ pub(crate) const DISPATCHES: &str = "dispatches";
 /// The candidates whose (id, fingerprint) no entry or dead letter holds, in order.
 pub(super) fn not_held(
     txn: &ReadTransaction,
-    candidates: Vec<ScannedDispatch>,
-) -> Result<Vec<ScannedDispatch>, redb::Error> {
+    candidates: Vec<DispatchKey>,
+) -> Result<Vec<DispatchKey>, redb::Error> {
     let keys = txn.open_table(QUEUE_KEYS)?;
     let mut fresh = Vec::with_capacity(candidates.len());
     for candidate in candidates {

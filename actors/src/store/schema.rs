@@ -7,11 +7,11 @@
 //! |------------------|------------------|--------------------------------|------------|
 //! | `meta`           | `&str`           | JSON                           | Store (layout version, markers); imports (their marker) |
 //! | `ledger`         | dispatch id      | newest fingerprint delivered   | Queue (a delivery's commit); imports |
-//! | `queue`          | `seq: u64`       | JSON [`QueueEntry`](crate::model::QueueEntry) | Queue; imports |
+//! | `queue`          | `seq: u64`       | JSON [`QueueEntry`](crate::entry::QueueEntry) | Queue; imports |
 //! | `queue_keys`     | `id \x1f fp`     | `seq` holding it               | Queue |
 //! | `queue_meta`     | `&str`           | `u64` counters                 | Queue |
-//! | `dead_letters`   | `seq: u64`       | JSON [`DeadLetter`](crate::model::DeadLetter) | Queue |
-//! | `history`        | `u64`            | JSON [`SyncRecord`](crate::model::SyncRecord) | Queue (pushes), History (pulls); imports |
+//! | `dead_letters`   | `seq: u64`       | JSON [`DeadLetter`](crate::entry::DeadLetter) | Queue |
+//! | `history`        | `u64`            | JSON [`SyncRecord`](crate::sync_record::SyncRecord) | Queue (pushes), History (pulls); imports |
 //! | `sync_state`     | `&str`           | JSON (last push/pull, auth)    | Queue (pushes), History; imports |
 //! | `context`        | `&str`           | JSON array of context items    | Puller; imports |
 //! | `scan_dirs`      | dir, `/` as `\0` | binary: signature, children    | Scanner (`walk::cache`) |
@@ -23,15 +23,15 @@ use redb::{TableDefinition, WriteTransaction};
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Dispatch id -> fingerprint last delivered.
 pub(crate) const LEDGER: TableDefinition<&str, &str> = TableDefinition::new("ledger");
-/// `seq` -> JSON [`QueueEntry`](crate::model::QueueEntry).
+/// `seq` -> JSON [`QueueEntry`](crate::entry::QueueEntry).
 pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
-/// `seq` -> JSON [`DeadLetter`](crate::model::DeadLetter).
+/// `seq` -> JSON [`DeadLetter`](crate::entry::DeadLetter).
 pub(crate) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// `id \x1f fingerprint` -> seq of the entry or dead letter holding it.
 pub(crate) const QUEUE_KEYS: TableDefinition<&str, u64> = TableDefinition::new("queue_keys");
 /// Counters: `next_seq`, `dispatches`.
 pub(crate) const QUEUE_META: TableDefinition<&str, u64> = TableDefinition::new("queue_meta");
-/// Monotonic id -> JSON [`SyncRecord`](crate::model::SyncRecord).
+/// Monotonic id -> JSON [`SyncRecord`](crate::sync_record::SyncRecord).
 pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 /// `"state"` -> JSON [`SyncState`](crate::messages::SyncState).
 pub(crate) const SYNC_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_state");

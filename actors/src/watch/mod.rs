@@ -30,8 +30,8 @@ pub use backend::{kernel_watch_limit, supported, AddError, Backend, NotifyBacken
 pub use driver::MAX_BURST;
 pub use plan::RECENT;
 
+use crate::scanner::walk::Resolver;
 use crate::store::Store;
-use crate::walk::Resolver;
 
 /// Most watches by default, whatever the kernel allows: about 1 KiB of kernel memory
 /// each, so 64 MiB at most.

@@ -24,12 +24,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::backend::{AddError, Backend};
-use crate::store::Store;
-use crate::walk::sys::Dir;
-use crate::walk::{
-    list_children, not_terminal_rows, visit_named, visit_tree, Probe, Resolver, Visitor, Walk,
-    Workspace,
+use crate::scanner::walk::sys::Dir;
+use crate::scanner::walk::{
+    list_children, not_terminal_rows, visit_named, visit_tree, Resolver, StatusLookup, Visitor,
+    Walk, Workspace,
 };
+use crate::store::Store;
 
 /// A terminal workspace whose `status.json` changed more recently than this stays
 /// watched (a re-run rewrites it).
@@ -140,7 +140,7 @@ impl Tree {
         let walk = Walk {
             root: &planner.tree.root.clone(),
             resolver: planner.tree.resolver,
-            probe: Probe::Stat,
+            status_lookup: StatusLookup::Stat,
         };
         visit_tree(walk, &mut planner);
         let Planner {
@@ -234,7 +234,7 @@ impl Tree {
         let walk = Walk {
             root: &root_path,
             resolver: self.resolver,
-            probe: Probe::Stat,
+            status_lookup: StatusLookup::Stat,
         };
         let mut explorer = Explorer {
             tree: self,

@@ -10,7 +10,7 @@ use std::path::Path;
 use agent_sync::actors::diagnose::{inspect, InspectError, Inspection};
 use agent_sync::actors::messages::HeadSummary;
 use agent_sync::actors::private_state::exposed;
-use agent_sync::actors::walk::scan_tree;
+use agent_sync::actors::scanner::walk::scan_tree;
 use agent_sync::control::ControlClient;
 use agent_sync::SyncConfig;
 

@@ -7,10 +7,10 @@
 //! the next entry leased: one request in flight, each outcome on disk before the next
 //! request starts (R1).
 //!
-//! The drain runs as a spawned future under a small state machine (`DrainState`),
-//! not as an atomic handler: the Pusher's mailbox stays open while a POST waits, so a
-//! [`SyncPush`] scans and enqueues durably at once, whatever the platform does, and
-//! only its reply waits for the drain that follows.
+//! The drain runs as a spawned future (`drainer`) under a small state machine
+//! (`DrainState`), not as an atomic handler: the Pusher's mailbox stays open while a
+//! POST waits, so a [`SyncPush`] scans and enqueues durably at once, whatever the
+//! platform does, and only its reply waits for the drain that follows.
 //!
 //! Timers, not polling: after a drain stops on a backing-off head, the Pusher sleeps
 //! until that head's `next_attempt`; the Queue wakes it at once on a new enqueue
@@ -22,27 +22,26 @@
 //! committed before the reply, so nothing is sent twice after the restart (R3). A 2xx
 //! counts on its status line, so a body that stalls past the deadline is delivered.
 
+mod drainer;
+
 use std::cell::Cell;
 use std::future::Future;
-use std::pin::pin;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_rt::time::Instant;
-use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
-use crate::error::{DispatchError, EncodeError, SyncError};
+use crate::dispatch::validate_dispatches;
+use crate::error::SyncError;
 use crate::messages::*;
-use crate::metrics::{Metrics, RequestOutcome};
-use crate::model::{json_kind, Dispatch, QueueEntry};
-use crate::platform::{Platform, PushRequest, Token, TokenSource};
-use crate::queue::{PushBody, Queue};
+use crate::metrics::Metrics;
+use crate::platform::{Platform, TokenSource};
+use crate::queue::Queue;
 use crate::scanner::Scanner;
 use crate::time::{Clock, Timestamp};
+use drainer::Drainer;
 
 /// Who the Pusher pushes as, and how often it checks the queue regardless.
 #[derive(Clone, Debug)]
@@ -366,167 +365,5 @@ impl Handler<StopPushing> for Pusher {
         Box::pin(async move {
             let _ = drained.await;
         })
-    }
-}
-
-/// Host dispatches must all be JSON objects; one bad element refuses the whole call.
-pub fn check_dispatches(values: &[Value]) -> Result<(), DispatchError> {
-    match values.iter().enumerate().find(|(_, v)| !v.is_object()) {
-        Some((index, bad)) => Err(DispatchError::NotAnObject {
-            index,
-            found: json_kind(bad),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// [`check_dispatches`], then each object as the [`Dispatch`] that is queued.
-pub fn validate_dispatches(values: Vec<Value>) -> Result<Vec<Dispatch>, DispatchError> {
-    check_dispatches(&values)?;
-    Ok(values
-        .into_iter()
-        .filter_map(|v| match v {
-            Value::Object(object) => Some(Dispatch::from(object)),
-            _ => None,
-        })
-        .collect())
-}
-
-/// One drain's worth of handles, owned by its future.
-struct Drainer {
-    /// Read when the drain started.
-    token: Token,
-    /// Where requests go.
-    platform: Rc<dyn Platform>,
-    /// Queue, Ledger, History.
-    peers: PushPeers,
-    /// Timestamps for records.
-    clock: Clock,
-    /// The Pusher's delivered counter.
-    delivered: Rc<Cell<u64>>,
-    /// The stop deadline, once a stop is asked for.
-    stop: watch::Receiver<Option<Instant>>,
-    /// Where each request's outcome and duration are counted.
-    metrics: Metrics,
-}
-
-impl Drainer {
-    /// Sends until the queue is empty, the head backs off, or a stop is asked for;
-    /// returns when to wake up next.
-    async fn run(mut self) -> Result<Option<Timestamp>, SyncError> {
-        let queue = self.peers.queue.clone();
-        loop {
-            if self.stop.borrow().is_some() {
-                return Ok(None);
-            }
-            let entry = match queue.send(LeaseNext).await?? {
-                Lease::Ready(entry) => entry,
-                Lease::Waiting { until } => return Ok(Some(until)),
-                Lease::Empty | Lease::InFlight => return Ok(None),
-            };
-            if self.stop.borrow().is_some() {
-                // The stop came while the lease was being taken: no request starts.
-                queue.send(ReleaseLease { seq: entry.seq }).await?;
-                return Ok(None);
-            }
-            let started = std::time::Instant::now();
-            let (outcome, payload_size) = self.send(&entry).await?;
-            let took = started.elapsed();
-            let decision = queue
-                .send(Report {
-                    seq: entry.seq,
-                    outcome: outcome.clone(),
-                    payload_size,
-                })
-                .await??;
-            self.metrics
-                .record_request(RequestOutcome::of(&decision), took);
-            match decision {
-                Decision::Delivered { dispatches } => {
-                    self.delivered.set(self.delivered.get() + dispatches as u64);
-                    self.metrics.add_delivered(dispatches);
-                    log::info!(
-                        "pushed entry {}: {dispatches} dispatch(es), {payload_size} bytes",
-                        entry.seq
-                    );
-                }
-                Decision::Split => log::info!("entry {} was too large; split in two", entry.seq),
-                Decision::DeadLettered { dispatches, status } => {
-                    log::warn!(
-                        "entry {} refused with HTTP {status}; {dispatches} dispatch(es) moved to dead letters",
-                        entry.seq
-                    );
-                }
-                Decision::RetryAt { at, unauthorized } => {
-                    log::info!(
-                        "push of entry {} failed ({}); retry at {at} (in {:.1}s){}",
-                        entry.seq,
-                        describe(&outcome),
-                        at.duration_since(self.clock.now()).as_secs_f64(),
-                        if unauthorized {
-                            "; the platform refused the token: check it"
-                        } else {
-                            ""
-                        }
-                    );
-                    return Ok(Some(at));
-                }
-            }
-        }
-    }
-
-    /// POSTs the entry's next part; once a stop is asked for, the request may run
-    /// until the stop deadline and then counts as a timeout.
-    async fn send(&mut self, entry: &QueueEntry) -> Result<(DeliveryOutcome, u64), SyncError> {
-        let body = serde_json::to_vec(&PushBody {
-            agent_id: &entry.agent_id,
-            fleet_node_id: entry.fleet_node_id,
-            dispatches: entry.next_part(),
-        })
-        .map_err(|e| {
-            SyncError::Encode(EncodeError {
-                what: "a push body",
-                source: Arc::new(e),
-            })
-        })?;
-        let payload_size = body.len() as u64;
-        let request = PushRequest {
-            body,
-            idempotency_key: entry.next_part_key(),
-        };
-        let mut post = pin!(self.platform.push(&self.token, request));
-        let mut deadline = pin!(stop_deadline(self.stop.clone()));
-        let outcome = std::future::poll_fn(|cx| {
-            if let Poll::Ready(outcome) = post.as_mut().poll(cx) {
-                return Poll::Ready(outcome);
-            }
-            deadline
-                .as_mut()
-                .poll(cx)
-                .map(|()| DeliveryOutcome::Network {
-                    detail: "no answer before the shutdown deadline".into(),
-                })
-        })
-        .await;
-        Ok((outcome, payload_size))
-    }
-}
-
-/// Resolves at the stop deadline; never, while no stop is asked for.
-async fn stop_deadline(mut stop: watch::Receiver<Option<Instant>>) {
-    let at = match stop.wait_for(Option::is_some).await {
-        Ok(at) => *at,
-        Err(_) => None,
-    };
-    match at {
-        Some(at) => actix_rt::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn describe(outcome: &DeliveryOutcome) -> &str {
-    match outcome {
-        DeliveryOutcome::Delivered { .. } => "delivered",
-        DeliveryOutcome::Status { detail, .. } | DeliveryOutcome::Network { detail } => detail,
     }
 }

@@ -14,8 +14,8 @@
 //!   order, which is the queue's order and the rescan cache's key order.
 //!
 //! This module walks one subtree sequentially; [`super::parallel`] runs it on the
-//! root's entries in parallel, and [`super::cache`] answers listings from the rescan
-//! cache through the [`Visitor`].
+//! root's entries in parallel, where each job ([`super::job`]) answers listings from
+//! the rescan cache through the [`Visitor`].
 
 use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
@@ -37,7 +37,7 @@ pub(crate) const STATUS_FILE: &str = "status.json";
 /// opens it and `fstat`s the descriptor (no second lookup); a rescan usually only
 /// compares, so a plain `lstat` is cheaper.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Probe {
+pub(crate) enum StatusLookup {
     /// Open, then `fstat` the descriptor.
     Open,
     /// `lstat` only.
@@ -52,7 +52,7 @@ pub(crate) struct Walk<'a> {
     /// How multi-component paths are opened.
     pub resolver: Resolver,
     /// How `status.json` is looked at.
-    pub probe: Probe,
+    pub status_lookup: StatusLookup,
 }
 
 /// One workspace as the walk hands it to a [`Visitor`].
@@ -61,7 +61,7 @@ pub(crate) struct Workspace<'a> {
     pub name: &'a str,
     /// The stat of its `status.json` (a regular file).
     pub status: FileStat,
-    /// `status.json` already open when the probe opened it, taken by the first read;
+    /// `status.json` already open when the walk opened it to look, taken by the first read;
     /// its stat is then `status` (an `fstat` of this very descriptor).
     status_file: Cell<Option<File>>,
     /// The directory it was listed in.
@@ -78,7 +78,7 @@ impl Workspace<'_> {
         self.walk.root.join(self.name)
     }
 
-    /// Opens `status.json`; the stat is known when the probe's descriptor is handed
+    /// Opens `status.json`; the stat is known when the descriptor the walk opened is handed
     /// over (it was `fstat`ed), else the caller `fstat`s.
     pub(crate) fn open_status(&self) -> (io::Result<File>, Option<FileStat>) {
         match self.status_file.take() {
@@ -184,9 +184,9 @@ pub(crate) fn visit_child(
         return ControlFlow::Continue(());
     };
     let status_path = join_bytes(entry, STATUS_FILE);
-    let (status, status_file) = match walk.probe {
-        Probe::Stat => (parent.stat_at(&status_path).ok(), None),
-        Probe::Open => match parent.open_beneath(&status_path, walk.resolver) {
+    let (status, status_file) = match walk.status_lookup {
+        StatusLookup::Stat => (parent.stat_at(&status_path).ok(), None),
+        StatusLookup::Open => match parent.open_beneath(&status_path, walk.resolver) {
             Ok(file) => match file.metadata() {
                 Ok(meta) => (Some(FileStat::of_metadata(&meta)), Some(file)),
                 Err(_) => (parent.stat_at(&status_path).ok(), None),
@@ -251,7 +251,7 @@ pub(crate) fn join_bytes(entry: &OsStr, rest: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::walk::{scan_tree_with, TreeScan};
+    use crate::scanner::walk::{scan_tree_with, TreeScan};
 
     const DONE: &str = r#"{"status":"completed","updated_at":"2026-01-01T00:00:00Z","runs":1}"#;
     const BOTH: [Resolver; 2] = [Resolver::Native, Resolver::Portable];
@@ -343,9 +343,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let fifo_dir = root.path().join("o/r/fifo");
         std::fs::create_dir_all(&fifo_dir).unwrap();
-        crate::walk::sys::mkfifo(&fifo_dir.join(STATUS_FILE)).unwrap();
+        crate::scanner::walk::sys::mkfifo(&fifo_dir.join(STATUS_FILE)).unwrap();
         let report_fifo = workspace(root.path(), "o/r/fifo-report", DONE, true);
-        crate::walk::sys::mkfifo(&report_fifo.join(".meta/report.json")).unwrap();
+        crate::scanner::walk::sys::mkfifo(&report_fifo.join(".meta/report.json")).unwrap();
         std::fs::create_dir_all(root.path().join("o/r/dir/status.json")).unwrap();
         workspace(root.path(), "o/r/ok", DONE, false);
         for resolver in BOTH {

@@ -15,32 +15,13 @@ use std::ffi::{OsStr, OsString};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use super::cache::{self, Known, WorkspaceRow, Writes};
-use super::parallel::{Candidate, Counts};
+use super::cache::{self, unsettled, Known, WorkspaceRow, Writes};
+use super::candidate::{Candidate, Counts};
 use super::read::{read_status, StatusRead};
-use super::rules::{visit_child, Probe, Visitor, Walk, Workspace, MAX_DEPTH};
-use super::sys::{Dir, Signature};
-use crate::model::WorkspaceStatus;
+use super::rules::{visit_child, StatusLookup, Visitor, Walk, Workspace, MAX_DEPTH};
+use super::sys::Dir;
 use crate::store::schema::SCAN_WORKSPACES;
 use crate::store::Store;
-
-/// What the cache records of a status that is not terminal.
-pub(crate) fn not_terminal(status: &WorkspaceStatus) -> Known {
-    let running = status.status == "running" && status.pid > 0;
-    Known::NotTerminal {
-        pid: if running { status.pid } else { 0 },
-    }
-}
-
-/// `signature` marked as not to be trusted: no `stat` ever has this change time, so
-/// the row is a miss for every scan (the file is read again) but still lists the
-/// workspace for the reap.
-pub(crate) fn unsettled(signature: Signature) -> Signature {
-    Signature {
-        ctime_ns: i128::MIN,
-        ..signature
-    }
-}
 
 /// The workspaces the cache knows to be running, with their workers' pids, in walk
 /// order. Empty when the cache cannot be read.
@@ -150,7 +131,7 @@ pub(crate) fn candidates(
     let walk = Walk {
         root: root_path,
         resolver,
-        probe: Probe::Open,
+        status_lookup: StatusLookup::Open,
     };
     let mut named = Named {
         writes,
@@ -196,7 +177,7 @@ impl Visitor for Named<'_> {
                     .push(Candidate::read_afresh(ws, status, signature, settled));
             }
             StatusRead::Parsed(status) => {
-                let known = not_terminal(&status);
+                let known = Known::not_terminal(&status);
                 let running = matches!(known, Known::NotTerminal { pid } if pid > 0);
                 if settled || running {
                     let signature = if settled {

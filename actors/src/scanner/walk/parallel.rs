@@ -23,11 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::cache::{self, Cursor, DirRow, Known, Seek, Snapshot, WorkspaceRow, WriteLog, Writes};
-use super::read::{read_status, StatusRead, REPORT_FILE};
-use super::rules::{list_children, visit_child, Probe, Visitor, Walk, Workspace};
-use super::sys::{Dir, Resolver, Signature};
-use crate::model::WorkspaceStatus;
+use super::cache::{self, DirRow, Snapshot, WriteLog, Writes};
+use super::candidate::{Candidate, Counts};
+use super::job::{Item, Job, BATCH};
+use super::rules::{list_children, visit_child, StatusLookup, Walk};
+use super::sys::{Dir, Resolver};
 use crate::store::Store;
 
 /// Workspaces a job's channel holds before its worker waits for the caller: a whole
@@ -35,88 +35,8 @@ use crate::store::Store;
 /// chunk's records (256 made them wait, and a cold scan took 1.6x as long).
 const JOB_BUFFER: usize = 1024;
 
-/// Candidates a worker sends in one message. One at a time, a caller faster than the
-/// workers slept and was woken once per workspace: 10,000 futex calls per 10,000
-/// workspaces, a good part of a cold scan's CPU on 2 cores.
-const BATCH: usize = 64;
-
 /// Most workers.
 const MAX_WORKERS: usize = 4;
-
-/// A terminal workspace the cache does not know to be synced: the Ledger is asked.
-#[derive(Debug)]
-pub(crate) struct Candidate {
-    /// Workspace name = dispatch id.
-    pub name: String,
-    /// Its fingerprint now.
-    pub fingerprint: String,
-    /// Its parsed `status.json`; `None` when the cache answered (it is read again
-    /// only if the dispatch is to be queued).
-    pub status: Option<WorkspaceStatus>,
-    /// Its `status.json`'s signature.
-    pub signature: Signature,
-    /// `false` when the walk saw no `.meta/report.json` (the builder then does not
-    /// try to open one); `true` when it may be there or was not looked for.
-    pub report: bool,
-    /// What the caller writes to the cache once the Ledger has answered.
-    pub row: RowPlan,
-}
-
-impl Candidate {
-    /// A terminal workspace whose `status.json` was just read: its row is stored once
-    /// the Ledger answered if the file has settled, else nothing is stored (racy).
-    pub(crate) fn read_afresh(
-        ws: &Workspace<'_>,
-        status: WorkspaceStatus,
-        signature: Signature,
-        settled: bool,
-    ) -> Candidate {
-        Candidate {
-            name: ws.name.to_string(),
-            fingerprint: status.fingerprint(),
-            status: Some(status),
-            signature,
-            // Looked for here, on a worker, rather than opened on the scan's thread
-            // for every candidate: most workspaces have no report.
-            report: ws.may_have(REPORT_FILE),
-            row: if settled {
-                RowPlan::Fresh
-            } else {
-                RowPlan::Racy
-            },
-        }
-    }
-}
-
-/// The cache row a [`Candidate`] leaves behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RowPlan {
-    /// Read afresh and settled: store it, synced or not.
-    Fresh,
-    /// From the cache, stored as unsynced: rewrite it only if it is synced now.
-    Cached,
-    /// Too recent to store (racy): write nothing.
-    Racy,
-}
-
-/// What a walk counted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Counts {
-    /// Workspaces found (any status).
-    pub workspaces: usize,
-    /// Workspaces skipped (corrupt or unreadable `status.json`).
-    pub skipped: usize,
-    /// `status.json` files read.
-    pub status_reads: usize,
-}
-
-impl std::ops::AddAssign for Counts {
-    fn add_assign(&mut self, other: Counts) {
-        self.workspaces += other.workspaces;
-        self.skipped += other.skipped;
-        self.status_reads += other.status_reads;
-    }
-}
 
 /// What one walk works with.
 #[derive(Clone, Copy)]
@@ -142,14 +62,6 @@ impl Setup<'_> {
     fn halted(&self) -> bool {
         self.halt.is_some_and(|h| h.load(Ordering::SeqCst))
     }
-}
-
-/// A job's messages to the caller.
-enum Item {
-    /// Up to [`BATCH`] candidates, in walk order.
-    Found(Vec<Candidate>),
-    /// The job is over; its counts.
-    Done(Counts),
 }
 
 /// Job bookkeeping shared by the workers and the caller.
@@ -331,14 +243,14 @@ impl Shared<'_> {
                 _ => (None, None),
             };
             // A part seen for the first time is read in full: open beats stat then.
-            let probe = match &workspaces {
-                Some(cursor) if !cursor.is_exhausted() => Probe::Stat,
-                _ => Probe::Open,
+            let status_lookup = match &workspaces {
+                Some(cursor) if !cursor.is_exhausted() => StatusLookup::Stat,
+                _ => StatusLookup::Open,
             };
             let walk = Walk {
                 root: setup.root_path,
                 resolver: setup.resolver,
-                probe,
+                status_lookup,
             };
             let mut job = Job {
                 dirs,
@@ -369,7 +281,7 @@ fn root_children(setup: Setup<'_>) -> Option<Vec<OsString>> {
     let walk = Walk {
         root: setup.root_path,
         resolver: setup.resolver,
-        probe: Probe::Stat,
+        status_lookup: StatusLookup::Stat,
     };
     let signature = setup.root.stat().ok().map(|s| s.signature);
     let seek = setup.store.and_then(Snapshot::open).map(|s| s.root());
@@ -399,190 +311,63 @@ fn root_children(setup: Setup<'_>) -> Option<Vec<OsString>> {
     Some(children)
 }
 
-/// One job's walk: the cache cursors of its part, its counts, its channel.
-struct Job<'a> {
-    /// `scan_dirs` rows of the part (`None`: no cache).
-    dirs: Option<Cursor<DirRow>>,
-    /// `scan_workspaces` rows of the part.
-    workspaces: Option<Cursor<WorkspaceRow>>,
-    /// The worker's row writes.
-    writes: &'a mut Writes,
-    /// The racy rule's reference.
-    started: i128,
-    /// What this job counted.
-    counts: Counts,
-    /// The worker's read buffer.
-    buffer: &'a mut Vec<u8>,
-    /// Candidates to the caller.
-    out: &'a SyncSender<Item>,
-    /// Candidates not sent yet.
-    batch: Vec<Candidate>,
-    /// Set when the caller stopped.
-    stop: &'a AtomicBool,
-    /// Set when the service stops ([`Setup::halt`]).
-    halt: Option<&'a AtomicBool>,
-}
+#[cfg(test)]
+mod tests {
+    use super::super::cache::Which;
+    use super::super::rules::{visit_tree, Visitor, Workspace};
+    use super::*;
+    use crate::scanner::walk::testing::{age_tree, rows, write, Fixture, DONE};
 
-impl Job<'_> {
-    /// Whether the caller stopped or the service is stopping: the job ends here.
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.halt.is_some_and(|h| h.load(Ordering::SeqCst))
-    }
-
-    /// The walk of the part is complete: rows it did not visit are stale.
-    fn finish(&mut self) {
-        if let Some(cursor) = &mut self.dirs {
-            cursor.finish(self.writes);
+    #[test]
+    fn the_parallel_walk_finds_what_a_sequential_walk_finds_in_the_same_order() {
+        let mut f = Fixture::new();
+        for org in 0..12 {
+            for task in 0..5 {
+                write(f.root(), &format!("org-{org:02}/repo/task-{task}"), DONE);
+            }
         }
-        if let Some(cursor) = &mut self.workspaces {
-            cursor.finish(self.writes);
+        write(f.root(), "flat-a", DONE);
+        write(f.root(), "zz-flat", DONE);
+        let mut sequential = Vec::new();
+        struct Names<'a>(&'a mut Vec<String>);
+        impl Visitor for Names<'_> {
+            fn children(
+                &mut self,
+                walk: Walk<'_>,
+                prefix: &str,
+                dir: &Dir,
+            ) -> Option<Vec<OsString>> {
+                list_children(walk, prefix, dir)
+            }
+            fn workspace(&mut self, ws: &Workspace<'_>) -> std::ops::ControlFlow<()> {
+                self.0.push(ws.name.to_string());
+                std::ops::ControlFlow::Continue(())
+            }
         }
-    }
-
-    fn emit(&mut self, candidate: Candidate) -> ControlFlow<()> {
-        if self.stopped() {
-            return ControlFlow::Break(());
-        }
-        self.batch.push(candidate);
-        if self.batch.len() < BATCH {
-            return ControlFlow::Continue(());
-        }
-        self.send_batch()
-    }
-
-    /// Sends the candidates gathered so far.
-    fn send_batch(&mut self) -> ControlFlow<()> {
-        if self.batch.is_empty() {
-            return ControlFlow::Continue(());
-        }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        if self.stopped() || self.out.send(Item::Found(batch)).is_err() {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    }
-
-    /// Stores `known` for this version of the file when it is settled, else removes
-    /// a row that no longer matches.
-    fn remember(&mut self, name: &str, existed: bool, signature: Signature, known: Known) {
-        if cache::settled(&signature, self.started) {
-            self.writes
-                .put_workspace(name, &WorkspaceRow { signature, known });
-        } else if existed {
-            self.writes.delete_workspace(name);
-        }
-    }
-}
-
-impl Visitor for Job<'_> {
-    fn children(&mut self, walk: Walk<'_>, prefix: &str, dir: &Dir) -> Option<Vec<OsString>> {
-        let signature = dir.stat().ok().map(|s| s.signature);
-        let seek = match &mut self.dirs {
-            Some(cursor) => cursor.seek(&cache::key(prefix), self.writes),
-            None => return list_children(walk, prefix, dir),
-        };
-        let hit = matches!(
-            (&seek.row, signature),
-            (Some(row), Some(signature))
-                if row.signature == signature && cache::settled(&signature, self.started)
+        visit_tree(
+            Walk {
+                root: f.root(),
+                resolver: Resolver::Native,
+                status_lookup: StatusLookup::Stat,
+            },
+            &mut Names(&mut sequential),
         );
-        if hit {
-            return seek.row.map(|row| row.children);
+        assert_eq!(sequential.len(), 62);
+        age_tree(f.root());
+        for round in 0..3 {
+            // Cold, then warm twice; in chunks smaller than the tree.
+            f.options.chunk = 7;
+            let before = f.peers.deliveries.len();
+            let scan = f.scan();
+            let ids: Vec<String> = f.peers.deliveries[before..]
+                .iter()
+                .flatten()
+                .map(|d| d.id.clone())
+                .collect();
+            assert_eq!(ids, sequential, "round {round}");
+            assert_eq!(scan.workspaces, 62);
+            f.peers.queued.clear();
         }
-        let listed = list_children(walk, prefix, dir);
-        match (
-            &listed,
-            signature.filter(|s| cache::settled(s, self.started)),
-        ) {
-            (Some(children), Some(signature)) => self.writes.put_dir(
-                prefix,
-                &DirRow {
-                    signature,
-                    children: children.clone(),
-                },
-            ),
-            _ if seek.existed => self.writes.delete_dir(prefix),
-            _ => {}
-        }
-        listed
-    }
-
-    fn workspace(&mut self, ws: &Workspace<'_>) -> ControlFlow<()> {
-        if self.stopped() {
-            return ControlFlow::Break(());
-        }
-        self.counts.workspaces += 1;
-        let signature = ws.status.signature;
-        let seek = match &mut self.workspaces {
-            Some(cursor) => cursor.seek(&cache::key(ws.name), self.writes),
-            None => Seek::miss(),
-        };
-        let trusted = seek
-            .row
-            .filter(|row| row.signature == signature && cache::settled(&signature, self.started));
-        if let Some(row) = trusted {
-            return match row.known {
-                Known::Corrupt => {
-                    self.counts.skipped += 1;
-                    ControlFlow::Continue(())
-                }
-                Known::NotTerminal { .. } | Known::Terminal { synced: true, .. } => {
-                    ControlFlow::Continue(())
-                }
-                Known::Terminal {
-                    fingerprint,
-                    synced: false,
-                } => self.emit(Candidate {
-                    name: ws.name.to_string(),
-                    fingerprint,
-                    status: None,
-                    signature,
-                    report: true,
-                    row: RowPlan::Cached,
-                }),
-            };
-        }
-        self.counts.status_reads += 1;
-        match read_status(ws, self.buffer) {
-            StatusRead::Unreadable => {
-                self.counts.skipped += 1;
-                if seek.existed {
-                    self.writes.delete_workspace(ws.name);
-                }
-                ControlFlow::Continue(())
-            }
-            StatusRead::Corrupt => {
-                self.counts.skipped += 1;
-                self.remember(ws.name, seek.existed, signature, Known::Corrupt);
-                ControlFlow::Continue(())
-            }
-            StatusRead::Parsed(status) if status.is_terminal() => {
-                let settled = cache::settled(&signature, self.started);
-                if !settled && seek.existed {
-                    self.writes.delete_workspace(ws.name);
-                }
-                self.emit(Candidate::read_afresh(ws, status, signature, settled))
-            }
-            StatusRead::Parsed(status) => {
-                let known = super::named::not_terminal(&status);
-                match known {
-                    // A running workspace is always recorded, so the cheap reap knows
-                    // it even while its file is too recent to be trusted.
-                    Known::NotTerminal { pid }
-                        if pid > 0 && !cache::settled(&signature, self.started) =>
-                    {
-                        self.writes.put_workspace(
-                            ws.name,
-                            &WorkspaceRow {
-                                signature: super::named::unsettled(signature),
-                                known,
-                            },
-                        );
-                    }
-                    known => self.remember(ws.name, seek.existed, signature, known),
-                }
-                ControlFlow::Continue(())
-            }
-        }
+        assert_eq!(rows(&f.store, Which::Workspaces), 62);
     }
 }

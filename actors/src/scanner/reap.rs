@@ -3,7 +3,7 @@
 //!
 //! Two ways:
 //!
-//! - [`reap_tree`] (the daemon's start, and `ReapGhosts`): walks the whole tree and
+//! - [`reap`] (the daemon's start, and `ReapGhosts`): walks the whole tree and
 //!   reads every `status.json`; the host may have restarted and every worker with it.
 //! - [`reap_running`] (`ReapRunning`, on the watcher's events and the fallback
 //!   rescan): only the workspaces the rescan cache knows to be running, pid liveness
@@ -14,19 +14,19 @@
 //! summary line; a stop ends them before their next workspace.
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::atomic_write::write_atomically;
 use crate::messages::ReapReport;
-use crate::store::Store;
-use crate::walk::sys::{process_exists, Dir};
-use crate::walk::{
-    list_children, read_status_object, running, visit_named, visit_tree, Probe, Resolver, Visitor,
-    Walk, Workspace,
+use crate::scanner::walk::sys::{process_exists, Dir};
+use crate::scanner::walk::{
+    list_children, read_status_bytes, running, visit_named, visit_tree, Resolver, StatusLookup,
+    Visitor, Walk, Workspace,
 };
+use crate::store::Store;
 
 /// Question written into a reaped ghost.
 pub const GHOST_QUESTION: &str = "dead worker on restart";
@@ -43,7 +43,7 @@ enum Scope {
 /// Reaps the workspaces the rescan cache in `store` knows to be running whose pid is
 /// gone: no file of a workspace whose worker lives is read. Each is read again by the
 /// walk's rules before it is rewritten (it may have finished meanwhile).
-pub fn reap_running(
+pub(crate) fn reap_running(
     root: &Path,
     store: &Store,
     resolver: Resolver,
@@ -64,7 +64,7 @@ pub fn reap_running(
     let walk = Walk {
         root,
         resolver,
-        probe: Probe::Stat,
+        status_lookup: StatusLookup::Stat,
     };
     let mut reap = Reap::new(stopped, Scope::Named);
     for name in &dead {
@@ -74,16 +74,6 @@ pub fn reap_running(
         visit_named(walk, &root_dir, name, &mut reap);
     }
     reap.finish()
-}
-
-/// Rewrites every `running` workspace whose `pid` is gone to `failed`.
-pub fn reap_tree(root: &Path) -> ReapReport {
-    reap_tree_with(root, Resolver::Native)
-}
-
-/// [`reap_tree`], opening files the way `resolver` says.
-pub fn reap_tree_with(root: &Path, resolver: Resolver) -> ReapReport {
-    reap(root, resolver, &|| false)
 }
 
 /// What became of one workspace the reap visited.
@@ -96,15 +86,16 @@ enum Reaped {
     Failed(std::io::Error),
 }
 
-/// The reap: [`reap_tree_with`], asking `stopped` before each workspace and ending
-/// there when it says so. Logs one summary line (each workspace at debug), so a tree of
+/// Rewrites every `running` workspace whose `pid` is gone to `failed`, opening files
+/// the way `resolver` says; asks `stopped` before each workspace and ends there when
+/// it says so. Logs one summary line (each workspace at debug), so a tree of
 /// 20,000 ghosts is one line at info, not 20,000.
 pub(crate) fn reap(root: &Path, resolver: Resolver, stopped: &dyn Fn() -> bool) -> ReapReport {
     let mut reap = Reap::new(stopped, Scope::Tree);
     let walk = Walk {
         root,
         resolver,
-        probe: Probe::Stat,
+        status_lookup: StatusLookup::Stat,
     };
     visit_tree(walk, &mut reap);
     reap.finish()
@@ -204,15 +195,23 @@ fn log_summary(
 }
 
 fn reap_one(ws: &Workspace<'_>) -> Reaped {
-    let Some((status, mut object)) = read_status_object(ws) else {
+    let Some((status, bytes)) = read_status_bytes(ws) else {
         return Reaped::No;
     };
     if status.status != "running" || status.pid <= 0 || process_exists(status.pid) {
         return Reaped::No;
     }
+    // Every field is kept: the object the parser accepted, rewritten in two fields.
+    let mut object = match serde_json::from_slice::<Map<String, Value>>(&bytes) {
+        Ok(object) => object,
+        Err(e) => return Reaped::Failed(std::io::Error::other(e)),
+    };
     object.insert("status".into(), "failed".into());
     object.insert("question".into(), GHOST_QUESTION.into());
-    match write_atomically(&ws.path().join("status.json"), &object) {
+    let written = serde_json::to_vec_pretty(&object)
+        .map_err(std::io::Error::other)
+        .and_then(|body| write_atomically(&ws.path().join("status.json"), &body));
+    match written {
         Ok(()) => {
             log::debug!(
                 "reaped ghost workspace {} (pid {} is gone)",
@@ -226,16 +225,6 @@ fn reap_one(ws: &Workspace<'_>) -> Reaped {
             Reaped::Failed(e)
         }
     }
-}
-
-/// Temp file in the same directory, fsync, rename: a reader sees old or new, never half.
-fn write_atomically(path: &Path, object: &Map<String, Value>) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    let mut file = File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(object).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Ghost workspaces for the tests of the reap and of the Scanner.
@@ -266,7 +255,7 @@ mod tests {
 
     use super::testing::{is_reaped, workspace, GHOST};
     use super::*;
-    use crate::walk::running;
+    use crate::scanner::walk::running;
 
     #[test]
     fn ghost_with_dead_pid_is_reaped_to_failed_keeping_other_fields() {
@@ -280,7 +269,7 @@ mod tests {
             );
             let alive = format!(r#"{{"status":"running","pid":{}}}"#, std::process::id());
             workspace(root.path(), "o/r/alive", &alive);
-            let report = reap_tree_with(root.path(), resolver);
+            let report = reap(root.path(), resolver, &|| false);
             assert_eq!(report.reaped, ["o/r/t"]);
             let status: Map<String, Value> =
                 serde_json::from_slice(&std::fs::read(dir.join("status.json")).unwrap()).unwrap();
@@ -320,11 +309,11 @@ mod tests {
         let finished = workspace(root.path(), "o/r/done", done);
         let waiting = workspace(root.path(), "o/r/waiting", r#"{"status":"queued"}"#);
         // The scan teaches the cache who is running (fresh files included).
-        let mut peers = crate::walk::testing::FakePeers::default();
+        let mut peers = crate::scanner::walk::testing::FakePeers::default();
         peers.scan(
             root.path(),
             Some(&store),
-            crate::walk::WalkOptions::default(),
+            crate::scanner::walk::WalkOptions::default(),
         );
         assert_eq!(running(&store).len(), 2);
         // Were any of these read, it would be reaped: none may be.

@@ -6,7 +6,8 @@
 //! read itself stops one byte past the cap, so a file that grows meanwhile is refused
 //! too and never read whole. Every refusal is a `warn!` naming the file, except a file
 //! that does not exist. The walk, the rebuild of a cached dispatch and the ghost reap
-//! all read `status.json` through [`status_bytes`]; they differ only in how they parse.
+//! all read `status.json` through [`status_bytes`] and parse it with
+//! [`WorkspaceStatus::parse`].
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -16,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::rules::{Workspace, STATUS_FILE};
 use super::sys::{Dir, FileStat, Resolver};
-use crate::model::WorkspaceStatus;
+use crate::status::WorkspaceStatus;
 
 /// Largest `status.json` read.
 pub const MAX_STATUS_BYTES: u64 = 1024 * 1024;
@@ -194,23 +195,13 @@ pub(crate) fn read_status_below(
     }
 }
 
-/// Parses the workspace's `status.json` keeping every field, for a rewrite (reap).
-pub(crate) fn read_status_object(
-    ws: &Workspace<'_>,
-) -> Option<(WorkspaceStatus, Map<String, Value>)> {
+/// Parses the workspace's `status.json` (the one parser, as the walk does), and
+/// hands back its bytes too, for a rewrite that keeps every field (the reap).
+pub(crate) fn read_status_bytes(ws: &Workspace<'_>) -> Option<(WorkspaceStatus, Vec<u8>)> {
     let mut buffer = Vec::new();
-    let (opened, known) = ws.open_status();
-    let dir = ws.path();
-    status_bytes(opened, known, &dir, &mut buffer).ok()?;
-    match serde_json::from_slice::<Map<String, Value>>(&buffer) {
-        Ok(object) => Some((WorkspaceStatus::from_object(&object), object)),
-        Err(e) => {
-            log::warn!(
-                "corrupt status file {}/{STATUS_FILE}: {e}; skipped",
-                dir.display()
-            );
-            None
-        }
+    match read_status(ws, &mut buffer) {
+        StatusRead::Parsed(status) => Some((status, buffer)),
+        StatusRead::Corrupt | StatusRead::Unreadable => None,
     }
 }
 
@@ -245,7 +236,7 @@ pub(crate) fn read_report_below(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::walk::sys::Kind;
+    use crate::scanner::walk::sys::Kind;
 
     /// `read_capped` of `body` when fstat said the file was `said` bytes long.
     fn read_as_if(body: &[u8], said: u64, cap: u64) -> (Capped, Vec<u8>) {
