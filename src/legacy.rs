@@ -90,6 +90,10 @@ pub struct ImportReport {
     /// Elements left out: not objects, unknown directions, unreadable times, exact
     /// duplicate dispatches (Go queued the whole scan again on every offline push).
     pub skipped: usize,
+    /// Queued dispatches left out because that version is already queued, refused or
+    /// delivered here (by this agent-sync, or by Go's ledger): sent again, they would
+    /// be duplicate records on the platform.
+    pub already_held: usize,
 }
 
 /// Why an import failed. Nothing was written when reading or parsing failed.
@@ -220,8 +224,10 @@ pub fn import_into(
         report.last_pull_at = state.last_pull_at;
         import.sync_times(state.last_push_at, state.last_pull_at)?;
         report.context_items = import.context_items(state.context, config.max_context_items)?;
-        report.queued_dispatches = state.entries.iter().map(|e| e.dispatches.len()).sum();
-        report.queue_entries = import.queue_entries(state.entries)?;
+        let queued = import.queue_entries(state.entries)?;
+        report.queue_entries = queued.entries;
+        report.queued_dispatches = queued.dispatches;
+        report.already_held = queued.already_held;
         import.set_marker(MARKER, &serde_json::to_vec(&report).unwrap_or_default())?;
         Ok(report)
     })?;

@@ -8,9 +8,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use agent_sync::actors::dispatch::{Dispatch, ScannedDispatch};
 use agent_sync::actors::Store;
 use agent_sync::legacy::{self, LegacyError};
-use agent_sync::messages::{CachedContext, LedgerSize};
+use agent_sync::messages::{CachedContext, Enqueue, EnqueueBatch, LedgerSize};
 use agent_sync::SyncConfig;
 use agent_sync_testkit::*;
 use serde_json::{json, Value};
@@ -262,4 +263,79 @@ async fn an_import_that_fails_to_commit_leaves_nothing_and_a_rerun_imports_every
         assert!(second.already_imported);
         assert_eq!(left_in(&dirs).await, EVERYTHING, "cut at sync {cut_at}");
     }
+}
+
+#[actix_rt::test]
+async fn a_go_dispatch_already_queued_here_or_delivered_is_not_imported_again() {
+    // One Go entry of three: task-7 is in Go's own ledger too (Go crashed between the
+    // delivery and the queue write), task-8 this agent-sync already queued from a
+    // scan, task-9 is new. Only task-9 may be queued again.
+    let go = tempfile::tempdir().unwrap();
+    let at = |hour: u32| format!("2026-04-14T{hour:02}:00:00Z");
+    let go_dispatch = |task: u32, hour: u32| {
+        json!({"id": format!("core/go-io/task-{task}"), "status": "completed",
+               "runs": 1.0, "updated_at": at(hour)})
+    };
+    fs::write(
+        go.path().join("queue.json"),
+        json!([{"agent_id": AGENT, "queued_at": at(9), "attempts": 1,
+                "dispatches": [go_dispatch(7, 7), go_dispatch(8, 8), go_dispatch(9, 9)]}])
+        .to_string(),
+    )
+    .unwrap();
+    fs::write(
+        go.path().join("ledger.json"),
+        json!({"core/go-io/task-7": format!("{}#1", at(7))}).to_string(),
+    )
+    .unwrap();
+    let dirs = Dirs::new();
+    let (root, state) = (dirs.root().to_path_buf(), dirs.state().to_path_buf());
+    let task_8 = ("core/go-io/task-8".to_string(), format!("{}#1", at(8)));
+    in_own_system(move || async move {
+        let actors = start_offline(&root, &state);
+        let receipt = actors
+            .queue
+            .send(Enqueue {
+                agent_id: AGENT.into(),
+                fleet_node_id: None,
+                batch: EnqueueBatch::Scanned(vec![ScannedDispatch {
+                    id: task_8.0.clone(),
+                    fingerprint: task_8.1,
+                    record: Dispatch::from(json!({"id": task_8.0}).as_object().unwrap().clone()),
+                }]),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(receipt.dispatches, 1);
+    })
+    .await;
+
+    let config = SyncConfig {
+        agent_id: AGENT.into(),
+        ..SyncConfig::new(dirs.root(), dirs.state())
+    };
+    let report = legacy::import(&config, go.path()).expect("the import");
+    assert_eq!(
+        (
+            report.queue_entries,
+            report.queued_dispatches,
+            report.already_held
+        ),
+        (1, 1, 2),
+        "{report:?}"
+    );
+    let (root, state) = (dirs.root().to_path_buf(), dirs.state().to_path_buf());
+    let entries =
+        in_own_system(move || async move { queue(&start_offline(&root, &state)).await }).await;
+    let ids: Vec<Vec<String>> = entries.iter().map(entry_ids).collect();
+    assert_eq!(ids, [["core/go-io/task-8"], ["core/go-io/task-9"]]);
+    // The imported entry's one scanned key points at its one dispatch, so its
+    // delivery marks task-9, not a position that is gone.
+    let keys: Vec<(usize, &str)> = entries[1]
+        .fingerprints
+        .iter()
+        .map(|k| (k.index, k.id.as_str()))
+        .collect();
+    assert_eq!(keys, [(0, "core/go-io/task-9")]);
 }

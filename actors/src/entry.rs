@@ -158,6 +158,32 @@ pub struct EntryPart {
 }
 
 impl QueueEntry {
+    /// Removes the dispatches at `positions` (indices into `dispatches`) and their
+    /// scanned keys, renumbering the keys that stay. Only for an entry never split:
+    /// `parts` count positions too.
+    pub fn remove_positions(&mut self, positions: &[usize]) {
+        if positions.is_empty() {
+            return;
+        }
+        let mut kept = Vec::with_capacity(self.dispatches.len());
+        let mut new_index = vec![None; self.dispatches.len()];
+        for (index, dispatch) in std::mem::take(&mut self.dispatches).into_iter().enumerate() {
+            if !positions.contains(&index) {
+                new_index[index] = Some(kept.len());
+                kept.push(dispatch);
+            }
+        }
+        self.dispatches = kept;
+        self.fingerprints
+            .retain_mut(|key| match new_index.get(key.index).copied().flatten() {
+                Some(index) => {
+                    key.index = index;
+                    true
+                }
+                None => false,
+            });
+    }
+
     /// An entry of `dispatches` not yet queued and never attempted: the Queue mints
     /// its seq and idempotency key when it stores it.
     pub fn new(

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::entry::QueueEntry;
 use crate::error::StoreError;
+use crate::queue::ImportedEntries;
 use crate::store::schema::{LEDGER, META};
 use crate::store::Store;
 use crate::sync_record::SyncRecord;
@@ -59,8 +60,10 @@ impl Import<'_> {
     }
 
     /// Queues `entries` at the tail, in order, each sealed under a fresh seq and
-    /// idempotency key, keeping its attempts, times and fingerprints. Answers how many.
-    pub fn queue_entries(&self, entries: Vec<QueueEntry>) -> Result<usize, redb::Error> {
+    /// idempotency key, keeping its attempts, times and fingerprints; a scanned
+    /// dispatch whose version is already queued, refused or delivered (the ledger as
+    /// this commit leaves it) is left out, so nothing imported is sent twice.
+    pub fn queue_entries(&self, entries: Vec<QueueEntry>) -> Result<ImportedEntries, redb::Error> {
         crate::queue::tables::import_in(self.txn, entries)
     }
 

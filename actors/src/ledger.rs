@@ -17,11 +17,11 @@
 use std::cmp::Ordering;
 
 use actix::prelude::*;
-use redb::{Durability, ReadableTable, ReadableTableMetadata, Table};
+use redb::{ReadableTable, ReadableTableMetadata, Table};
 
 use crate::dispatch::DispatchKey;
 use crate::error::StoreError;
-use crate::messages::{LedgerSize, MarkSynced, Unsynced};
+use crate::messages::{LedgerSize, Unsynced};
 use crate::store::schema::LEDGER;
 use crate::store::Store;
 
@@ -105,27 +105,6 @@ impl Handler<Unsynced> for Ledger {
     }
 }
 
-impl Handler<MarkSynced> for Ledger {
-    type Result = Result<(), StoreError>;
-
-    /// Durable: only tools mark the ledger this way (an import marks it in its own
-    /// commit: the `import` module); a delivery's marks are written by the Queue in
-    /// the commit that records it.
-    fn handle(&mut self, msg: MarkSynced, _: &mut Self::Context) -> Self::Result {
-        if msg.fingerprints.is_empty() {
-            return Ok(());
-        }
-        self.store
-            .write("mark dispatches synced", Durability::Immediate, |txn| {
-                let mut ledger = txn.open_table(LEDGER)?;
-                for (id, fingerprint) in &msg.fingerprints {
-                    mark(&mut ledger, id, fingerprint)?;
-                }
-                Ok(())
-            })
-    }
-}
-
 impl Handler<LedgerSize> for Ledger {
     type Result = Result<u64, StoreError>;
 
@@ -139,6 +118,20 @@ impl Handler<LedgerSize> for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::Durability;
+
+    /// Marks `pairs` delivered in one commit, as a delivery's outcome does.
+    fn marked(store: &Store, pairs: &[(&str, &str)]) {
+        store
+            .write("mark", Durability::Immediate, |txn| {
+                let mut ledger = txn.open_table(LEDGER)?;
+                for (id, fingerprint) in pairs {
+                    mark(&mut ledger, id, fingerprint)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
 
     fn candidate(id: &str, fingerprint: &str) -> DispatchKey {
         DispatchKey {
@@ -150,14 +143,9 @@ mod tests {
     #[actix::test]
     async fn ledger_skips_marked_fingerprints_and_keeps_changed_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::new(Store::open(dir.path()).unwrap()).start();
-        ledger
-            .send(MarkSynced {
-                fingerprints: vec![("a".into(), "t#1".into())],
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        marked(&store, &[("a", "t#1")]);
+        let ledger = Ledger::new(store).start();
         let fresh = ledger
             .send(Unsynced {
                 candidates: vec![
@@ -194,16 +182,10 @@ mod tests {
     #[actix::test]
     async fn the_ledger_never_moves_backwards() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::new(Store::open(dir.path()).unwrap()).start();
-        for fingerprint in ["2026-01-02T00:00:00Z#1", "2026-01-01T00:00:00Z#5"] {
-            ledger
-                .send(MarkSynced {
-                    fingerprints: vec![("a".into(), fingerprint.into())],
-                })
-                .await
-                .unwrap()
-                .unwrap();
-        }
+        let store = Store::open(dir.path()).unwrap();
+        marked(&store, &[("a", "2026-01-02T00:00:00Z#1")]);
+        marked(&store, &[("a", "2026-01-01T00:00:00Z#5")]);
+        let ledger = Ledger::new(store).start();
         let old = candidate("a", "2026-01-01T00:00:00Z#5");
         let unsynced = ledger
             .send(Unsynced {

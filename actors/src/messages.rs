@@ -1,10 +1,7 @@
 //! Every message the actors exchange, in one place, so the protocol reads top to bottom.
 //!
-//! Push: host -> [`SyncPush`] -> Pusher -> Scanner [`ScanToQueue`], which asks, chunk by
-//! chunk, Ledger [`Unsynced`] and Queue [`NotQueued`] and sends Queue [`Enqueue`] (host
-//! dispatches: Pusher -> Queue [`Enqueue`]); then the drain loop: Queue [`LeaseNext`] -> POST ->
-//! Ledger [`MarkSynced`] + History [`Record`] on delivery -> Queue [`Report`].
-//! Pull: host -> [`SyncPull`] -> Puller -> History [`Record`].
+//! Which actor sends which, step by step, is design.md §3.1 (a push) and
+//! `architecture.md` (a pull); each message below says who answers it.
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -170,14 +167,6 @@ pub struct ReapReport {
 pub struct Unsynced {
     /// Candidates from a scan.
     pub candidates: Vec<DispatchKey>,
-}
-
-/// Record that these (id, fingerprint) pairs reached the platform.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct MarkSynced {
-    /// id -> fingerprint.
-    pub fingerprints: Vec<(String, String)>,
 }
 
 /// How many dispatch ids the Ledger knows.

@@ -373,6 +373,7 @@ pub fn import(format: Format, report: &ImportReport) -> String {
     lines.extend([
         format!("queue entries: {}", report.queue_entries),
         format!("queued dispatches: {}", report.queued_dispatches),
+        format!("already queued or delivered: {}", report.already_held),
         format!("ledger entries: {}", report.ledger_entries),
         format!("history records: {}", report.history_records),
         format!("context items: {}", report.context_items),

@@ -129,5 +129,5 @@ pub fn seed_queue(state: &Path, entries: Vec<Vec<Value>>) {
     let count = entries.len();
     let imported =
         Import::commit(&store, |import| import.queue_entries(entries)).expect("import the entries");
-    assert_eq!(imported, count, "every seeded entry is queued");
+    assert_eq!(imported.entries, count, "every seeded entry is queued");
 }

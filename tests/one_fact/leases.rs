@@ -95,7 +95,7 @@ async fn life(dirs: &Dirs, ids: &'static [&'static str]) -> Vec<QueueEntry> {
 fn import(dirs: &Dirs, entry: QueueEntry) {
     let store = Store::open(dirs.state()).expect("open the state");
     let count = Import::commit(&store, |import| import.queue_entries(vec![entry])).expect("import");
-    assert_eq!(count, 1);
+    assert_eq!(count.entries, 1);
 }
 
 /// Each entry's dispatch ids, head first.

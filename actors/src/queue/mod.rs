@@ -87,6 +87,7 @@ mod policy;
 pub(crate) mod reads;
 mod resident;
 pub(crate) mod tables;
+pub use tables::ImportedEntries;
 
 use std::time::Duration;
 

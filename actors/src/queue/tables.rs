@@ -41,18 +41,54 @@ pub(super) fn not_held(
     Ok(fresh)
 }
 
+/// What an import queued: entries and dispatches added, and dispatches left out
+/// because the same version is already queued, refused, or delivered.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportedEntries {
+    /// Entries added at the tail.
+    pub entries: usize,
+    /// Dispatches in those entries.
+    pub dispatches: usize,
+    /// Scanned dispatches dropped: their (id, fingerprint) was in `queue_keys` or
+    /// covered by the ledger (read in this transaction, after any ledger marks the
+    /// import made), so queueing them would send them twice.
+    pub already_held: usize,
+}
+
 /// Queues `entries` at the tail inside `txn`, each as [`QueueTables::push_entry`]
-/// inserts it (an import: see the `import` module). Answers how many.
+/// inserts it (an import: see the `import` module), minus the scanned dispatches
+/// whose version is already queued, refused or delivered, exactly as an enqueue
+/// drops them; an entry left with nothing is not queued.
 pub(crate) fn import_in(
     txn: &WriteTransaction,
     entries: Vec<QueueEntry>,
-) -> Result<usize, redb::Error> {
+) -> Result<ImportedEntries, redb::Error> {
     let mut tables = QueueTables::open(txn)?;
-    let count = entries.len();
-    for entry in entries {
+    let mut imported = ImportedEntries::default();
+    for mut entry in entries {
+        // Positions only mean something in an entry that was never split.
+        if entry.parts.is_empty() {
+            let mut held = Vec::new();
+            for key in &entry.fingerprints {
+                let queued = tables
+                    .keys
+                    .get(dedup_key(&key.id, &key.fingerprint).as_str())?
+                    .is_some();
+                if queued || ledger::covers(&tables.ledger, &key.id, &key.fingerprint)? {
+                    held.push(key.index);
+                }
+            }
+            imported.already_held += held.len();
+            entry.remove_positions(&held);
+        }
+        if entry.dispatches.is_empty() {
+            continue;
+        }
+        imported.entries += 1;
+        imported.dispatches += entry.dispatches.len();
         tables.push_entry(entry)?;
     }
-    Ok(count)
+    Ok(imported)
 }
 
 /// The Queue's tables open in one write transaction.
