@@ -19,15 +19,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agent_sync::messages::{Drain, Enqueue, QueueStatus};
-use agent_sync_actors::platform::TokenSource;
 use agent_sync_actors::queue::{DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES};
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, fixed_token, millis, rate, start_actors};
+use crate::options::Options;
 use crate::platform::Loopback;
-use crate::push::{drain_all, enqueue_all, host_enqueue};
-use crate::{BenchResult, Options};
+use crate::support::BenchResult;
+use crate::support::{actor_options, emit, key_file_options, millis, rate, start_actors, TOKEN};
+use crate::support::{drain_all, enqueue_all, host_enqueue};
 
 /// What one run measured.
 struct Run {
@@ -54,7 +54,13 @@ async fn run(n: usize, state: &Path, ws: &Path, delay: Duration) -> BenchResult<
 }
 
 async fn run_against(n: usize, state: &Path, ws: &Path, server: &Loopback) -> BenchResult<Run> {
-    let actors = start_actors(state, ws, &server.url, fixed_token(), DEFAULT_MAX_BATCH)?;
+    let actors = start_actors(
+        state,
+        ws,
+        &server.url,
+        Some(TOKEN),
+        &actor_options(DEFAULT_MAX_BATCH),
+    )?;
     let messages: Vec<Enqueue> = (0..n)
         .map(|i| host_enqueue(vec![fixture::dispatch(i)]))
         .collect();
@@ -107,8 +113,8 @@ async fn drain_only(n: usize, work: &Path, ws: &Path) -> BenchResult<(Duration, 
             &work.join("state-coalesced-queued"),
             ws,
             &server.url,
-            TokenSource::KeyFile(key_file.clone()),
-            DEFAULT_MAX_BATCH,
+            None,
+            &key_file_options(DEFAULT_MAX_BATCH, &key_file),
         )?;
         let messages: Vec<Enqueue> = (0..n)
             .map(|i| host_enqueue(vec![fixture::dispatch(i)]))

@@ -50,16 +50,17 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use agent_sync::messages::{Drain, Enqueue, EnqueueBatch, QueueStatus};
-use agent_sync_actors::platform::{PlatformConfig, TokenSource};
-use agent_sync_actors::queue::{Jitter, QueueConfig, DEFAULT_MAX_BATCH};
+use agent_sync_actors::queue::{Jitter, DEFAULT_MAX_BATCH};
 use agent_sync_actors::SyncActors;
+use agent_sync_testkit as testkit;
 use futures_util::future::join_all;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, start_actors_with, write_key_file, Rng, AGENT_ID};
+use crate::options::Options;
 use crate::platform::{Arrival, Loopback};
-use crate::{BenchResult, Options};
+use crate::support::BenchResult;
+use crate::support::{emit, key_file_options, start_actors, write_key_file, Rng, AGENT_ID};
 
 /// Host dispatches queued per instance before the outage (3 entries of at most 100).
 pub const BACKLOG: usize = 250;
@@ -98,20 +99,16 @@ fn start_fleet(name: &'static str, jitter: Jitter, n: usize, dir: &Path) -> Benc
             sender.clone(),
         );
         let spawned = arbiter.spawn_fn(move || {
-            let platform = PlatformConfig {
-                base_url: url,
-                ..Default::default()
-            };
-            let queue = QueueConfig {
+            let opts = testkit::Options {
                 jitter,
-                ..Default::default()
+                ..key_file_options(DEFAULT_MAX_BATCH, &key)
             };
-            let started = start_actors_with(
+            let started = start_actors(
                 &dir.join(format!("instance-{i:03}")),
                 &dir.join("no-workspaces"),
-                platform,
-                TokenSource::KeyFile(key),
-                queue,
+                &url,
+                None,
+                &opts,
             )
             .map_err(|e| format!("fleet instance {i}: {e}"));
             let _ = sender.send((i, started));

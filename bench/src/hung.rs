@@ -14,16 +14,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agent_sync::messages::{QueueStatus, SyncPush};
-use agent_sync_actors::platform::PlatformConfig;
-use agent_sync_actors::queue::QueueConfig;
+use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
+use agent_sync_testkit as testkit;
 use serde_json::Value;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, fixed_token, millis, start_actors_with};
 use crate::platform::Hung;
-use crate::push::{enqueue_all, host_enqueue};
-use crate::BenchResult;
+use crate::support::BenchResult;
+use crate::support::{actor_options, emit, millis, start_actors, TOKEN};
+use crate::support::{enqueue_all, host_enqueue};
 
 /// Timed pushes.
 const ROUNDS: usize = 20;
@@ -42,22 +42,18 @@ pub async fn durable_while_hung(work: &Path, out: &mut Vec<Figure>) -> BenchResu
 }
 
 async fn measure(work: &Path, hung: &Hung) -> BenchResult<Figure> {
-    let platform = PlatformConfig {
-        base_url: hung.url.clone(),
+    let opts = testkit::Options {
         request_timeout: Duration::from_secs(600),
-        ..Default::default()
-    };
-    let queue = QueueConfig {
         // A lease outlives its request, as `SyncConfig` sets it.
         lease_timeout: Duration::from_secs(1_300),
-        ..Default::default()
+        ..actor_options(DEFAULT_MAX_BATCH)
     };
-    let actors = start_actors_with(
+    let actors = start_actors(
         &work.join("state-hung"),
         &work.join("no-workspaces"),
-        platform,
-        fixed_token(),
-        queue,
+        &hung.url,
+        Some(TOKEN),
+        &opts,
     )?;
     // One queued dispatch: its enqueue wakes the online Pusher, whose drain hangs.
     enqueue_all(&actors, vec![host_enqueue(vec![fixture::dispatch(0)])]).await?;

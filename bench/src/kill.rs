@@ -35,9 +35,10 @@ use serde_json::Value;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{Rng, AGENT_ID, TOKEN};
+use crate::options::Options;
 use crate::platform::{Arrival, Loopback, Trigger, When};
-use crate::{BenchResult, Options};
+use crate::support::BenchResult;
+use crate::support::{Rng, AGENT_ID, TOKEN};
 
 /// Entries queued before the first child (one dispatch each).
 const BACKLOG: usize = 500;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
-use crate::BenchResult;
+use crate::support::BenchResult;
 
 /// The push endpoint.
 pub const PUSH_PATH: &str = "/v1/agent/sync";

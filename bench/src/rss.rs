@@ -13,11 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::figures::{mib, proc_status_kib, Figure};
-use crate::phases::start_actors;
+use crate::options::Options;
 use crate::platform::Loopback;
-use crate::push::{drain_all, enqueue_in_rounds};
-use crate::{BenchResult, Options};
-use agent_sync_actors::platform::TokenSource;
+use crate::support::BenchResult;
+use crate::support::{drain_all, enqueue_in_rounds, key_file_options, start_actors};
 
 /// Dispatches per `Enqueue` message of the child.
 const DISPATCHES_PER_MESSAGE: usize = 10;
@@ -107,8 +106,8 @@ async fn child_phase(n: usize, url: &str) -> BenchResult<()> {
         &work.path().join("state"),
         &work.path().join("no-workspaces"),
         url,
-        TokenSource::KeyFile(key_file.clone()),
-        1,
+        None,
+        &key_file_options(1, &key_file),
     )?;
     let entries = enqueue_in_rounds(&actors, n, DISPATCHES_PER_MESSAGE, MESSAGES_PER_ROUND)
         .await?

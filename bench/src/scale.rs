@@ -38,16 +38,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_sync::messages::{DatabaseSize, QueueStatus, ScanToQueue};
-use agent_sync_actors::platform::TokenSource;
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 use agent_sync_actors::SyncActors;
 
 use crate::figures::{mib, Figure};
 use crate::fixture::{self, Tree};
-use crate::phases::{emit, millis, start_actors, AGENT_ID, TOKEN};
+use crate::options::Options;
 use crate::platform::Loopback;
-use crate::push::{drain_all, enqueue_in_rounds};
-use crate::{BenchResult, Options};
+use crate::support::BenchResult;
+use crate::support::{drain_all, enqueue_in_rounds, key_file_options};
+use crate::support::{emit, millis, start_actors, AGENT_ID, TOKEN};
 
 /// Timed repetitions of the floor walk (best is kept).
 const FLOOR_ROUNDS: usize = 3;
@@ -99,7 +99,7 @@ pub async fn scale(
     server: &Loopback,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
-    let bin = crate::cli_run::binary(opts)?;
+    let bin = crate::support::binary(opts)?;
     if let Err(why) = &bin {
         println!("scale: the binary's figures are not measured: {why}");
     }
@@ -174,8 +174,8 @@ async fn scans(
         &dir.join("state-scan"),
         root,
         url,
-        TokenSource::KeyFile(key_file.clone()),
-        DEFAULT_MAX_BATCH,
+        None,
+        &key_file_options(DEFAULT_MAX_BATCH, &key_file),
     )?;
     let t = Instant::now();
     let cold = actors.scanner.send(scan_to_queue()).await??;
@@ -356,8 +356,8 @@ async fn database(n: usize, dir: &Path, url: &str) -> BenchResult<(u64, u64)> {
         &dir.join("state-db"),
         &dir.join("no-workspaces"),
         url,
-        TokenSource::KeyFile(key_file.clone()),
-        DEFAULT_MAX_BATCH,
+        None,
+        &key_file_options(DEFAULT_MAX_BATCH, &key_file),
     )?;
     enqueue_in_rounds(&actors, n, DISPATCHES_PER_MESSAGE, MESSAGES_PER_ROUND).await?;
     let queued = actors.queue.send(QueueStatus).await??;

@@ -1,29 +1,44 @@
-//! walk_floor, scan_cold, scan_ratio, rescan, rescan_ratio: the Scanner against a
-//! bare walk of the same tree.
+//! walk_floor, scan_cold, scan_ratio, rescan, rescan_ratio: the Scanner's
+//! `ScanToQueue`, the path a push and the daemon run (scan, then enqueue what is new),
+//! against a bare walk of the same tree.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{MarkSynced, Scan, ScanReport};
+use agent_sync::messages::{ScanSummary, ScanToQueue};
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 use agent_sync_actors::walk;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, fixed_token, millis, start_actors};
-use crate::{BenchResult, Options};
+use crate::options::Options;
+use crate::support::{
+    drain_all, emit, key_file_options, millis, start_actors, BenchResult, AGENT_ID,
+};
 
 /// Timed repetitions of the floor walk, the cold scan and the rescans (best is kept).
 const ROUNDS: usize = 3;
 
-/// A scan that does not see the whole fixture is an error, not a figure.
-fn check_scan(report: &ScanReport, workspaces: usize, unsynced: usize) -> BenchResult<()> {
-    if report.workspaces != workspaces || report.unsynced.len() != unsynced || report.skipped != 0 {
+/// The scan a push runs, as the bench's agent.
+fn scan_to_queue() -> ScanToQueue {
+    ScanToQueue {
+        agent_id: AGENT_ID.into(),
+        fleet_node_id: None,
+    }
+}
+
+/// A scan that does not see the whole fixture, or queues other than `queued`
+/// dispatches, is an error, not a figure.
+fn check_scan(summary: &ScanSummary, workspaces: usize, queued: usize) -> BenchResult<()> {
+    if summary.workspaces != workspaces
+        || summary.skipped != 0
+        || summary.found != queued
+        || summary.receipt.dispatches != queued
+    {
         return Err(format!(
-            "scan found {} workspaces ({} skipped) and {} unsynced; expected {workspaces} and {unsynced}",
-            report.workspaces,
-            report.skipped,
-            report.unsynced.len()
+            "scan found {} workspaces ({} skipped) and queued {} of {} dispatches found; \
+             expected {workspaces} and {queued}",
+            summary.workspaces, summary.skipped, summary.receipt.dispatches, summary.found
         )
         .into());
     }
@@ -32,11 +47,13 @@ fn check_scan(report: &ScanReport, workspaces: usize, unsynced: usize) -> BenchR
 
 /// walk_floor, scan_cold, scan_ratio, rescan, rescan_ratio.
 ///
-/// Each round starts fresh actors (fresh store, empty ledger, and a Scanner with an
-/// empty walk cache), then: floor walk; cold `Scan`; the candidates marked synced in
-/// the Ledger, as their delivery would; a `Scan` (the first after a delivery); and a
-/// `Scan` again with nothing changed since the previous one, on disk or in the Ledger:
-/// the rescan. The best of the rounds is kept for each.
+/// Each round starts fresh actors (fresh store, empty queue and ledger, and a Scanner
+/// with an empty walk cache), offline until the bench writes their key file, then:
+/// floor walk; cold `ScanToQueue` (every terminal workspace read and queued); the
+/// queue drained to the loopback platform, untimed, as the Pusher would; a
+/// `ScanToQueue` (the first after a delivery); and a `ScanToQueue` again with nothing
+/// changed since the previous one, on disk or in the store: the rescan. The best of
+/// the rounds is kept for each.
 pub async fn scan(
     opts: &Options,
     work: &Path,
@@ -61,46 +78,46 @@ pub async fn scan(
         .into());
     }
     let [mut floor, mut bare, mut cold, mut after_delivery, mut rescan] = [Duration::MAX; 5];
+    let mut rescan_reads = 0;
     for round in 0..ROUNDS {
+        let key_file = work.join(format!("scan-{round}.key"));
         let actors = start_actors(
             &work.join(format!("state-scan-{round}")),
             &root,
             url,
-            fixed_token(),
-            DEFAULT_MAX_BATCH,
+            None,
+            &key_file_options(DEFAULT_MAX_BATCH, &key_file),
         )?;
         let t = Instant::now();
         fixture::floor_walk(&root)?;
         floor = floor.min(t.elapsed());
 
-        // Diagnostic only: the library's walk and parse, without actors or Ledger.
+        // Diagnostic only: the library's walk and parse, without actors or store.
         let t = Instant::now();
         let walk = walk::scan_tree(&root);
         bare = bare.min(t.elapsed());
         drop(walk);
 
         let t = Instant::now();
-        let report = actors.scanner.send(Scan).await??;
+        let summary = actors.scanner.send(scan_to_queue()).await??;
         cold = cold.min(t.elapsed());
-        check_scan(&report, tree.workspaces, tree.terminal)?;
+        check_scan(&summary, tree.workspaces, tree.terminal)?;
 
-        let fingerprints = report
-            .unsynced
-            .iter()
-            .map(|d| (d.id.clone(), d.fingerprint.clone()))
-            .collect();
-        drop(report);
-        actors.ledger.send(MarkSynced { fingerprints }).await??;
+        drain_all(&actors, &key_file, tree.terminal).await?;
 
         let t = Instant::now();
-        let report = actors.scanner.send(Scan).await??;
+        let summary = actors.scanner.send(scan_to_queue()).await??;
         after_delivery = after_delivery.min(t.elapsed());
-        check_scan(&report, tree.workspaces, 0)?;
+        check_scan(&summary, tree.workspaces, 0)?;
 
         let t = Instant::now();
-        let report = actors.scanner.send(Scan).await??;
-        rescan = rescan.min(t.elapsed());
-        check_scan(&report, tree.workspaces, 0)?;
+        let summary = actors.scanner.send(scan_to_queue()).await??;
+        let took = t.elapsed();
+        if took < rescan {
+            rescan = took;
+            rescan_reads = summary.status_reads;
+        }
+        check_scan(&summary, tree.workspaces, 0)?;
     }
     emit(
         out,
@@ -123,12 +140,14 @@ pub async fn scan(
             millis(cold),
             "ms",
             format!(
-                "{} workspaces, {} terminal, {} with report.json; Scan -> Scanner -> Ledger, \
-                 fresh actors and store, empty ledger; best of {ROUNDS}, each after a floor walk; \
+                "{} workspaces, {} terminal, {} with report.json; ScanToQueue -> Scanner -> \
+                 Queue, Ledger, Enqueue: all {} terminal queued; fresh actors and store, empty \
+                 queue and ledger; best of {ROUNDS}, each after a floor walk; \
                  walk::scan_tree alone, no actors: {:.1} ms",
                 tree.workspaces,
                 tree.terminal,
                 tree.reports,
+                tree.terminal,
                 millis(bare)
             ),
         ),
@@ -150,9 +169,10 @@ pub async fn scan(
             millis(rescan),
             "ms",
             format!(
-                "a Scan after a Scan with nothing changed in between, on disk or in the \
-                 Ledger, all {} terminal synced, 0 returned; best of {ROUNDS}; the Scan \
-                 before it, the first after the Ledger marked them, took {:.1} ms",
+                "a ScanToQueue after a ScanToQueue with nothing changed in between, on \
+                 disk or in the store, all {} terminal delivered, 0 queued, {rescan_reads} \
+                 status.json read; best of {ROUNDS}; the ScanToQueue before it, the first \
+                 after their delivery, took {:.1} ms",
                 tree.terminal,
                 millis(after_delivery)
             ),

@@ -27,20 +27,26 @@
 //! - **daemon_exit_code** (target 0): SIGTERM at the end; its exit code.
 //!
 //! The phase serves a loopback platform of its own (127.0.0.1) and prints its targets
-//! after the harness's summary, in its form ([`daemon_report::print_summary`]).
+//! after the harness's summary, in its form ([`report::print_summary`]).
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::daemon_load::{self, answered, Tree};
-use crate::daemon_proc::{clock_ticks, watching_line, Daemon, Env};
-use crate::daemon_report::{emit, EPOCH_BURST, EPOCH_PICKUP};
+mod load;
+mod process;
+mod report;
+
+use self::load::{answered, Tree};
+use self::process::{clock_ticks, watching_line, Daemon, Env};
+pub use self::report::print_summary;
+use self::report::{emit, EPOCH_BURST, EPOCH_PICKUP};
 use crate::figures::{mib, Figure};
 use crate::fixture;
-use crate::phases::Rng;
+use crate::options::Options;
 use crate::platform::Loopback;
-use crate::{cli_run, daemon_report, BenchResult, Options};
+use crate::support::Rng;
+use crate::support::{self, BenchResult};
 
 /// Arrivals while the daemon starts (there should be none: all was delivered).
 const EPOCH_START: u32 = 1;
@@ -70,7 +76,7 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
         opts.burst,
         rng.seed()
     );
-    let bin = match cli_run::binary(opts)? {
+    let bin = match support::binary(opts)? {
         Ok(bin) => bin,
         Err(why) => {
             println!("daemon: not measured: {why}");
@@ -121,11 +127,11 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
         workspaces: fixture.workspaces,
     };
     server.control().begin_epoch(EPOCH_PICKUP);
-    let finished = daemon_load::pickups(&tree, opts.pickups, &mut rng)?;
-    daemon_report::pickup_figures(server, &finished, &mut out);
+    let finished = load::pickups(&tree, opts.pickups, &mut rng)?;
+    report::pickup_figures(server, &finished, &mut out);
     let hwm_pickups = daemon.memory_kib("VmHWM")?;
     server.control().begin_epoch(EPOCH_BURST);
-    daemon_report::burst(opts.burst, &tree, server, &mut out)?;
+    report::burst(opts.burst, &tree, server, &mut out)?;
     let peak = daemon.memory_kib("VmHWM")?;
     let rss_end = daemon.memory_kib("VmRSS")?;
     let (watches_after, _) = env.watches()?;

@@ -5,12 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::daemon_load::{self, answered, quantile, Finished, Kind, Tree};
+use super::load::{self, answered, quantile, Finished, Kind, Tree};
 use crate::figures::Figure;
-pub use crate::phase_targets::emit;
-use crate::phase_targets::{print_targets, Check};
+use crate::options::Options;
 use crate::platform::Loopback;
-use crate::{BenchResult, Options};
+use crate::support::BenchResult;
+pub use crate::targets::emit;
+use crate::targets::{print_targets, Check};
 
 /// Arrivals of the pickup run.
 pub const EPOCH_PICKUP: u32 = 2;
@@ -95,7 +96,7 @@ pub fn burst(
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let started = Instant::now();
-    let finished = daemon_load::burst(tree, n, BURST_SPAN)?;
+    let finished = load::burst(tree, n, BURST_SPAN)?;
     let written = started.elapsed();
     let ids: Vec<String> = finished.iter().map(|f| f.id.clone()).collect();
     // Waits for every id (or the limit), then one second more: a request after the
@@ -177,20 +178,17 @@ pub fn print_summary(opts: &Options, figures: &[Figure]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn flags_and_targets_follow_the_sizes() {
-        let args: Vec<String> = [
+        let opts = Options::parse_from(std::iter::once("agent-sync-bench").chain([
             "--daemon-workspaces",
             "2000",
             "--idle-secs=2",
             "--burst",
             "200",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let opts = crate::parse(&args).unwrap().unwrap();
+        ]));
         assert_eq!((opts.daemon_workspaces, opts.idle_secs), (2_000, 2));
         assert_eq!((opts.burst, opts.pickups), (200, 50));
         assert_eq!(burst_limit(5_000), 60);

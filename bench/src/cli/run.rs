@@ -10,32 +10,14 @@
 //! else even if it tried.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::phases::{AGENT_ID, TOKEN};
-use crate::{BenchResult, Options};
-
-/// Where the `agent-sync` binary is, found as the scale phase finds it: `--agent-sync`,
-/// else next to this binary. The error says how to get it when it is not there.
-pub fn binary(opts: &Options) -> BenchResult<Result<PathBuf, String>> {
-    let bin = match &opts.agent_sync {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("agent-sync"),
-    };
-    Ok(if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "no agent-sync binary at {}: run `cargo build --release --workspace` first (or \
-             pass --agent-sync PATH)",
-            bin.display()
-        ))
-    })
-}
+use crate::support::BenchResult;
+use crate::support::{AGENT_ID, TOKEN};
 
 /// What every process of the phase shares: the binary and the environment it runs in.
 pub struct Cli<'a> {

@@ -18,7 +18,7 @@
 //!   process, over a backend that counts them (target 1).
 //!
 //! The phase serves a loopback platform of its own (127.0.0.1), which logs every
-//! arrival; the binary is found as the scale phase finds it ([`cli_run::binary`]).
+//! arrival; the binary is found as the scale phase finds it ([`support::binary`]).
 //! Without it the two binary figures are not measured. The targets are printed after
 //! the harness's summary, in its form ([`print_summary`]).
 
@@ -26,12 +26,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cli_run::{self, db_bytes, dispatch_id, dispatches_json, Cli};
-use crate::commits;
+mod commits;
+mod run;
+
+use self::run::{db_bytes, dispatch_id, dispatches_json, Cli};
+
 use crate::figures::Figure;
-use crate::phase_targets::{emit, print_targets, Check};
+use crate::options::Options;
 use crate::platform::Loopback;
-use crate::{BenchResult, Options};
+use crate::support::{self, BenchResult};
+use crate::targets::{emit, print_targets, Check};
 
 /// Dispatches per offline call of db_after_cli_drain: few processes, as a host that
 /// hands over its finished dispatches in batches would run.
@@ -60,7 +64,7 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
         commits::ENTRIES
     );
     let mut out = Vec::new();
-    match cli_run::binary(opts)? {
+    match support::binary(opts)? {
         Ok(bin) => {
             let root = dir.join("no-workspaces");
             let cli = Cli {
@@ -292,14 +296,15 @@ pub fn print_summary(opts: &Options, figures: &[Figure]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn flags_and_targets_follow_the_sizes() {
-        let args: Vec<String> = ["--cli-calls", "50", "--cli-drain-dispatches=5000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let opts = crate::parse(&args).unwrap().unwrap();
+        let opts = Options::parse_from(std::iter::once("agent-sync-bench").chain([
+            "--cli-calls",
+            "50",
+            "--cli-drain-dispatches=5000",
+        ]));
         assert_eq!((opts.cli_calls, opts.cli_drain_dispatches), (50, 5_000));
         assert_eq!(requests_limit(2_000), 21);
         assert_eq!(requests_limit(50), 2);

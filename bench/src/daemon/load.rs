@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use agent_sync_actors::time::Clock;
 use serde_json::{json, Value};
 
-use crate::phases::Rng;
 use crate::platform::Loopback;
-use crate::BenchResult;
+use crate::support::BenchResult;
+use crate::support::Rng;
 
 /// Workspaces per repo directory in [`crate::fixture`]'s layout.
 const TASKS_PER_REPO: usize = 50;

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::phases::{AGENT_ID, TOKEN};
-use crate::BenchResult;
+use crate::support::BenchResult;
+use crate::support::{AGENT_ID, TOKEN};
 
 /// How often the log and the process are looked at while waiting.
 const POLL: Duration = Duration::from_millis(20);

@@ -18,17 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_sync::messages::Drain;
-use agent_sync_actors::platform::{PlatformConfig, TokenSource};
-use agent_sync_actors::queue::QueueConfig;
 use agent_sync_actors::SyncActors;
+use agent_sync_testkit as testkit;
 use agent_sync_testkit::faults::Faults;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::write_key_file;
 use crate::platform::Loopback;
-use crate::push::{enqueue_all, host_enqueue};
-use crate::BenchResult;
+use crate::support::BenchResult;
+use crate::support::{enqueue_all, host_enqueue};
+use crate::support::{key_file_options, write_key_file};
 
 /// Entries of one dispatch queued, hence requests delivered by the measured drain.
 pub const ENTRIES: usize = 200;
@@ -68,16 +67,9 @@ fn start(
     url: &str,
     key_file: &Path,
 ) -> BenchResult<SyncActors> {
-    let platform = PlatformConfig {
-        base_url: url.to_string(),
-        ..Default::default()
-    };
-    let queue = QueueConfig {
-        max_batch: 1,
-        ..Default::default()
-    };
-    let tokens = TokenSource::KeyFile(key_file.to_path_buf());
-    crate::phases::start_actors_over(faults.open_store(state)?, root, platform, tokens, queue)
+    let store = faults.open_store(state)?;
+    let opts = key_file_options(1, key_file);
+    Ok(testkit::start_actors_over(&store, root, url, None, &opts))
 }
 
 async fn delivery_commits(dir: &Path, server: &Loopback) -> BenchResult<Figure> {
