@@ -58,9 +58,11 @@ use futures_util::future::join_all;
 use crate::figures::Figure;
 use crate::fixture;
 use crate::options::Options;
-use crate::platform::{Arrival, Loopback};
 use crate::support::BenchResult;
-use crate::support::{emit, key_file_options, start_actors, write_key_file, Rng, AGENT_ID};
+use crate::support::{
+    emit, key_file_options, platform, start_actors, write_key_file, Rng, AGENT_ID,
+};
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Host dispatches queued per instance before the outage (3 entries of at most 100).
 pub const BACKLOG: usize = 250;
@@ -73,7 +75,7 @@ const POLL: Duration = Duration::from_millis(500);
 struct Fleet {
     name: &'static str,
     jitter: Jitter,
-    server: Loopback,
+    server: LoopbackPlatform,
     arbiters: Vec<Arbiter>,
     instances: Vec<SyncActors>,
     key_file: std::path::PathBuf,
@@ -82,10 +84,10 @@ struct Fleet {
 /// Starts `n` instances, each on an arbiter (thread) of its own, as on hosts of their
 /// own, each on `dir/instance-NNN`.
 fn start_fleet(name: &'static str, jitter: Jitter, n: usize, dir: &Path) -> BenchResult<Fleet> {
-    let server = Loopback::start()?;
-    // Every arrival is logged (without parsing bodies); nothing arrives before the
-    // outage, the instances being offline until then.
-    server.control().record(false);
+    let server = platform()?;
+    // Every arrival is recorded; nothing arrives before the outage, the instances
+    // being offline until then.
+    server.set_recording(true);
     std::fs::create_dir_all(dir)?;
     let key_file = dir.join("token.key");
     let (sender, receiver) = std::sync::mpsc::channel();
@@ -93,7 +95,7 @@ fn start_fleet(name: &'static str, jitter: Jitter, n: usize, dir: &Path) -> Benc
     for i in 0..n {
         let arbiter = Arbiter::new();
         let (url, key, dir, sender) = (
-            server.url.clone(),
+            server.url(),
             key_file.clone(),
             dir.to_path_buf(),
             sender.clone(),
@@ -184,7 +186,7 @@ impl Fleet {
                 return Err("a fleet arbiter panicked".into());
             }
         }
-        self.server.stop()
+        Ok(self.server.stop_thread()?)
     }
 }
 
@@ -234,11 +236,12 @@ fn buckets(after: &[Duration], width: Duration) -> (usize, usize, usize, f64) {
     (n, peak, peak_at, peak as f64 / mean)
 }
 
-fn shape(arrivals: &[Arrival], recovery: Instant) -> Shape {
+/// The shape of `arrivals` (when each came, what it was answered) after `recovery`.
+fn shape(arrivals: &[(Instant, u16)], recovery: Instant) -> Shape {
     let after: Vec<Duration> = arrivals
         .iter()
-        .filter(|a| a.at >= recovery)
-        .map(|a| a.at - recovery)
+        .filter(|(at, _)| *at >= recovery)
+        .map(|(at, _)| *at - recovery)
         .collect();
     let (n, peak, peak_at, ratio) = buckets(&after, BUCKET);
     let (_, peak_1s, _, ratio_1s) = buckets(&after, Duration::from_secs(1));
@@ -247,7 +250,7 @@ fn shape(arrivals: &[Arrival], recovery: Instant) -> Shape {
     let (_, _, _, ratio_first_to_last) = buckets(&from_first, BUCKET);
     Shape {
         after: after.len(),
-        refused: arrivals.iter().filter(|a| a.status == 503).count(),
+        refused: arrivals.iter().filter(|(_, status)| *status == 503).count(),
         buckets: n,
         peak,
         peak_at,
@@ -325,7 +328,6 @@ async fn fleets(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
     for fleet in &fleets {
         fleet
             .server
-            .control()
             .set_outage_until(outage_start + Duration::from_secs(86_400));
         write_key_file(&fleet.key_file)?;
     }
@@ -338,7 +340,7 @@ async fn fleets(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
     let all_refused = outage_start.elapsed();
     let recovery = (outage_start + outage).max(Instant::now());
     for fleet in &fleets {
-        fleet.server.control().set_outage_until(recovery);
+        fleet.server.set_outage_until(recovery);
     }
     let outage = recovery - outage_start;
     // Until every queue is empty; the backoff bounds it (1.5 x 300 s after the outage).
@@ -361,7 +363,9 @@ async fn fleets(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
     }
     let mut figures = Vec::new();
     for (fleet, cleared) in fleets.into_iter().zip(cleared) {
-        let arrivals = fleet.server.control().arrivals();
+        let arrivals: Vec<(Instant, u16)> = (fleet.server.requests().iter())
+            .map(|r| (r.received_at, r.status))
+            .collect();
         let s = shape(&arrivals, recovery);
         let expected = n * BACKLOG.div_ceil(DEFAULT_MAX_BATCH);
         if s.after != expected {
@@ -460,13 +464,7 @@ mod tests {
     #[test]
     fn the_window_starts_at_the_recovery_not_at_the_first_request() {
         let recovery = Instant::now();
-        let at = |ms: u64, status: u16| Arrival {
-            at: recovery + Duration::from_millis(ms),
-            epoch: 0,
-            key: String::new(),
-            status,
-            ids: Vec::new(),
-        };
+        let at = |ms: u64, status: u16| (recovery + Duration::from_millis(ms), status);
         // A herd 5 s after the recovery: 3 requests in bucket 50 of 51.
         let log = [at(5_000, 200), at(5_010, 200), at(5_020, 200)];
         let s = shape(&log, recovery);

@@ -31,14 +31,14 @@ use std::time::{Duration, Instant};
 use agent_sync::messages::SyncPush;
 use agent_sync::{SyncConfig, SyncService};
 use agent_sync_actors::platform::{Token, TokenSource};
+use agent_sync_testkit::{LoopbackPlatform, Notify, Recorded, Scripted};
 use serde_json::Value;
 
 use crate::figures::Figure;
 use crate::fixture;
 use crate::options::Options;
-use crate::platform::{Arrival, Loopback, Trigger, When};
 use crate::support::BenchResult;
-use crate::support::{Rng, AGENT_ID, TOKEN};
+use crate::support::{serve, Rng, AGENT_ID, TOKEN};
 
 /// Entries queued before the first child (one dispatch each).
 const BACKLOG: usize = 500;
@@ -125,12 +125,55 @@ fn plan(rng: &mut Rng) -> Vec<(Signal, Point)> {
 
 /// In the parent: the two figures.
 pub fn measure(work: &Path) -> BenchResult<Vec<Figure>> {
-    let server = Loopback::start()?;
-    let result = measure_against(work, &server);
-    let stopped = server.stop();
-    let figures = result?;
-    stopped?;
-    Ok(figures)
+    serve(|server| measure_against(work, server))
+}
+
+/// A request as the kill points count it: its run, key, answer and dispatches.
+struct Arrival {
+    /// The run (epoch) it came in.
+    epoch: u32,
+    /// Its `Idempotency-Key`.
+    key: String,
+    /// What it was answered.
+    status: u16,
+    /// The `id` of each of its dispatches.
+    ids: Vec<String>,
+}
+
+impl From<&Recorded> for Arrival {
+    fn from(request: &Recorded) -> Self {
+        Arrival {
+            epoch: request.epoch,
+            key: request.header("idempotency-key").unwrap_or_default().into(),
+            status: request.status,
+            ids: request.dispatch_ids(),
+        }
+    }
+}
+
+/// Scripts the platform for one run: every answer after [`PLATFORM_DELAY`], and the
+/// `nth` request of the run tells `notify` at `point` (its answer held back for a
+/// mid-POST point).
+fn arm(server: &LoopbackPlatform, signal: Signal, point: Point, notify: mpsc::Sender<Instant>) {
+    let answer = || Scripted::ok().delay(PLATFORM_DELAY);
+    let (nth, trigger) = match point {
+        Point::MidPost { nth } => {
+            let hold = match signal {
+                Signal::Kill => HOLD_KILL,
+                Signal::Term => HOLD_TERM,
+            };
+            (
+                nth,
+                Scripted::ok().delay(hold).notify(Notify::Arrival(notify)),
+            )
+        }
+        Point::After2xx { nth, .. } => (nth, answer().notify(Notify::Answered(notify))),
+        Point::Random { .. } => (1, answer().notify(Notify::Arrival(notify))),
+    };
+    for _ in 1..nth {
+        server.respond(answer());
+    }
+    server.respond(trigger);
 }
 
 /// One child run as it ended.
@@ -142,14 +185,14 @@ struct Outcome {
     status: ExitStatus,
 }
 
-fn measure_against(work: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
+fn measure_against(work: &Path, server: &LoopbackPlatform) -> BenchResult<Vec<Figure>> {
     let started = Instant::now();
     let state = work.join("state-kill");
     let ws = work.join("no-workspaces");
-    actix::System::new().block_on(seed(&state, &ws, &server.url, BACKLOG))?;
-    let control = server.control();
-    control.record(true);
-    control.set_delay(PLATFORM_DELAY);
+    let url = server.url();
+    actix::System::new().block_on(seed(&state, &ws, &url, BACKLOG))?;
+    server.set_recording(true);
+    server.set_default(Scripted::ok().delay(PLATFORM_DELAY));
     let mut rng = Rng::from_clock();
     let seed = rng.seed();
     let plan = plan(&mut rng);
@@ -157,28 +200,10 @@ fn measure_against(work: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
     let mut outcomes = Vec::with_capacity(plan.len());
     for (i, (signal, point)) in plan.iter().enumerate() {
         let epoch = i as u32 + 1;
-        control.begin_epoch(epoch);
+        server.begin_epoch(epoch);
         let (notify, notified) = mpsc::channel();
-        let (nth, when) = match *point {
-            Point::MidPost { nth } => (
-                nth,
-                When::Arrival {
-                    hold: match signal {
-                        Signal::Kill => HOLD_KILL,
-                        Signal::Term => HOLD_TERM,
-                    },
-                },
-            ),
-            Point::After2xx { nth, .. } => (nth, When::Answered),
-            Point::Random { .. } => (
-                1,
-                When::Arrival {
-                    hold: Duration::ZERO,
-                },
-            ),
-        };
-        control.arm(Trigger { nth, when, notify });
-        let mut child = spawn(&exe, &state, &server.url, false)?;
+        arm(server, *signal, *point, notify);
+        let mut child = spawn(&exe, &state, &url, false)?;
         if notified.recv_timeout(CHILD_LIMIT).is_err() {
             let _ = child.kill();
             let _ = child.wait();
@@ -212,14 +237,14 @@ fn measure_against(work: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
     }
     // The last run drains what is left, at full speed, and exits by itself.
     let last_epoch = plan.len() as u32 + 1;
-    control.begin_epoch(last_epoch);
-    control.set_delay(Duration::ZERO);
-    let mut child = spawn(&exe, &state, &server.url, true)?;
+    server.begin_epoch(last_epoch);
+    server.set_default(Scripted::ok());
+    let mut child = spawn(&exe, &state, &url, true)?;
     let status = wait_exit(&mut child, Duration::from_secs(120))?;
     if !status.success() {
         return Err(format!("resent_after_kill: the last child failed ({status})").into());
     }
-    let arrivals = control.arrivals();
+    let arrivals: Vec<Arrival> = server.requests().iter().map(Arrival::from).collect();
 
     let Tally {
         resent,
@@ -489,7 +514,6 @@ mod tests {
 
     fn arrival(epoch: u32, key: &str, status: u16, ids: &[&str]) -> Arrival {
         Arrival {
-            at: Instant::now(),
             epoch,
             key: key.into(),
             status,

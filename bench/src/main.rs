@@ -11,11 +11,16 @@
 //! A missed target is reported, never a failure: the exit code is 0 unless something
 //! actually went wrong (1, with an `error:` line), or the flags are wrong (2).
 //!
+//! The platforms, the actors' start-up and the raw server come from
+//! `agent-sync-testkit` (its `LoopbackPlatform` on a thread of its own, `Raw`,
+//! `start_actors_over`); this file runs the phases in order.
+//!
+//! - [`options`]: the flags (clap).
+//! - [`support`]: what the phases share (actors, enqueue and drain, the platform, the
+//!   binary's path, arithmetic); it imports no phase, and no phase imports another.
 //! - [`fixture`]: the workspace tree, the floor walk, the dispatches.
-//! - [`platform`]: the loopback server (delays, outages, arrival log, kill-point
-//!   triggers) and a platform that never answers.
-//! - [`phases`]: what the phases share (starting the actors), and their order.
-//! - [`scan`]: floor walk, cold scan and rescan.
+//! - [`figures`], [`targets`]: printing figures and targets, machine facts.
+//! - [`scan`]: floor walk, cold scan and rescan (`ScanToQueue`).
 //! - [`push`]: enqueue, POST loop and drain (one POST per entry).
 //! - [`coalesce`]: 10,000 one-dispatch enqueues drained, end to end.
 //! - [`hung`]: a push is durable while a drain hangs.
@@ -26,13 +31,10 @@
 //!   jitter.
 //! - [`scale`]: a 100,000-workspace tree in the actors and through fresh `agent-sync`
 //!   processes, the database before and after a backlog, growth from 10,000.
-//! - [`cli_drain`]: a backlog queued by many short `agent-sync` processes, drained by
-//!   one; the database after such a drain; fsyncs per delivered request ([`commits`]);
-//!   [`cli_run`] runs the binary.
+//! - [`cli`]: a backlog queued by many short `agent-sync` processes, drained by one;
+//!   the database after such a drain; fsyncs per delivered request.
 //! - [`daemon`]: `agent-sync run` watching a 100,000-workspace tree: idle CPU, pickup
-//!   latency, a burst, peak RSS ([`daemon_proc`] the process, [`daemon_load`] the
-//!   workspaces finishing, [`daemon_report`] their figures and the phase's targets).
-//! - [`figures`]: printing figures and targets, machine facts.
+//!   latency, a burst, peak RSS.
 
 mod cli;
 mod coalesce;
@@ -43,7 +45,6 @@ mod fleet;
 mod hung;
 mod kill;
 mod options;
-mod platform;
 mod push;
 mod rss;
 mod scale;
@@ -59,8 +60,8 @@ use clap::Parser;
 
 use crate::figures::{print_summary, Figure};
 use crate::options::{ChildPhase, Options};
-use crate::platform::Loopback;
 use crate::support::BenchResult;
+use agent_sync_testkit::LoopbackPlatform;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -71,11 +72,13 @@ fn main() -> ExitCode {
     }
     // A bad flag exits 2 with clap's message; --help exits 0.
     let opts = Options::parse();
-    exit(match opts.phase {
+    // testkit's helpers panic where a test would fail: that is an error here too.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match opts.phase {
         Some(ChildPhase::DrainChild) => kill::child(&opts),
         Some(ChildPhase::Rss) => rss::child(&opts),
         None => run(&args, &opts),
-    })
+    }));
+    exit(result.unwrap_or_else(|_| Err("a step panicked (its message is above)".into())))
 }
 
 /// 0, or 1 with an `error:` line.
@@ -116,18 +119,14 @@ fn run(args: &[String], opts: &Options) -> BenchResult<()> {
         opts.outage_secs,
         work.path().display()
     );
-    let server = Loopback::start()?;
-    let result = measure(opts, work.path(), &server);
-    let stopped = server.stop();
-    let figures = result?;
-    stopped?;
+    let figures = support::serve(|server| measure(opts, work.path(), server))?;
     print_summary(&figures);
     cli::print_summary(opts, &figures);
     daemon::print_summary(opts, &figures);
     Ok(())
 }
 
-fn measure(opts: &Options, work: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
+fn measure(opts: &Options, work: &Path, server: &LoopbackPlatform) -> BenchResult<Vec<Figure>> {
     let mut figures = actix::System::new().block_on(on_this_system(opts, work, server))?;
     if opts.runs("cli") {
         figures.extend(cli::run(opts, work)?);
@@ -157,14 +156,14 @@ fn measure(opts: &Options, work: &Path, server: &Loopback) -> BenchResult<Vec<Fi
 async fn on_this_system(
     opts: &Options,
     work: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
 ) -> BenchResult<Vec<Figure>> {
     let mut figures = Vec::new();
     if opts.runs("scan") {
-        scan::scan(opts, work, &server.url, &mut figures).await?;
+        scan::scan(opts, work, &server.url(), &mut figures).await?;
     }
     if opts.runs("enqueue") {
-        push::enqueue(opts, work, &server.url, &mut figures).await?;
+        push::enqueue(opts, work, &server.url(), &mut figures).await?;
     }
     if opts.runs("drain") {
         push::drain(opts, work, server, &mut figures).await?;

@@ -15,12 +15,12 @@ use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 use crate::figures::Figure;
 use crate::fixture;
 use crate::options::Options;
-use crate::platform::{Loopback, PUSH_PATH};
 use crate::support::BenchResult;
 use crate::support::{
     actor_options, drain_all, emit, enqueue_all, host_enqueue, key_file_options, millis, rate,
     start_actors, AGENT_ID, TOKEN,
 };
+use agent_sync_testkit::{LoopbackPlatform, PUSH_PATH};
 
 /// Untimed POSTs before the POST loop (connection set up, server warm).
 const POST_WARMUP: usize = 100;
@@ -84,11 +84,11 @@ pub async fn enqueue(
 pub async fn drain(
     opts: &Options,
     work: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let n = opts.entries;
-    let post_before = post_loop(n, &server.url, server).await?;
+    let post_before = post_loop(n, &server.url(), server).await?;
 
     // The token comes from a key file written only once everything is queued, so
     // the wake-ups of the enqueue find no token and the timed drain does it all.
@@ -96,7 +96,7 @@ pub async fn drain(
     let actors = start_actors(
         &work.join("state-drain"),
         &work.join("no-workspaces"),
-        &server.url,
+        &server.url(),
         None,
         &key_file_options(1, &key_file),
     )?;
@@ -118,7 +118,7 @@ pub async fn drain(
         .into());
     }
     let drain_rate = rate(n, elapsed);
-    let post_after = post_loop(n, &server.url, server).await?;
+    let post_after = post_loop(n, &server.url(), server).await?;
     let post = if post_after.rate > post_before.rate {
         &post_after
     } else {
@@ -171,7 +171,7 @@ struct PostLoop {
 }
 
 /// `n` sequential awc POSTs with the drain's headers and body sizes.
-async fn post_loop(n: usize, url: &str, server: &Loopback) -> BenchResult<PostLoop> {
+async fn post_loop(n: usize, url: &str, server: &LoopbackPlatform) -> BenchResult<PostLoop> {
     let bodies = (0..n)
         .map(|i| {
             serde_json::to_vec(&serde_json::json!({

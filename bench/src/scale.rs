@@ -44,10 +44,10 @@ use agent_sync_actors::SyncActors;
 use crate::figures::{mib, Figure};
 use crate::fixture::{self, Tree};
 use crate::options::Options;
-use crate::platform::Loopback;
 use crate::support::BenchResult;
 use crate::support::{drain_all, enqueue_in_rounds, key_file_options};
 use crate::support::{emit, millis, start_actors, AGENT_ID, TOKEN};
+use agent_sync_testkit::{LoopbackPlatform, Scripted};
 
 /// Timed repetitions of the floor walk (best is kept).
 const FLOOR_ROUNDS: usize = 3;
@@ -96,7 +96,7 @@ struct Pushes {
 pub async fn scale(
     opts: &Options,
     work: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let bin = crate::support::binary(opts)?;
@@ -120,7 +120,7 @@ pub async fn scale(
 async fn measure(
     size: usize,
     dir: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     bin: Option<&PathBuf>,
 ) -> BenchResult<Measured> {
     let root = dir.join("workspaces");
@@ -137,12 +137,12 @@ async fn measure(
         fixture::floor_walk(&root)?;
         floor = floor.min(t.elapsed());
     }
-    let (scan_cold, scan_after_delivery, rescan) = scans(&tree, &root, dir, &server.url).await?;
+    let (scan_cold, scan_after_delivery, rescan) = scans(&tree, &root, dir, &server.url()).await?;
     let push = match bin {
         Some(bin) => Some(pushes(bin, &tree, &root, dir, server)?),
         None => None,
     };
-    let (db_queued, db_delivered) = database(size, dir, &server.url).await?;
+    let (db_queued, db_delivered) = database(size, dir, &server.url()).await?;
     Ok(Measured {
         tree,
         floor,
@@ -214,15 +214,15 @@ fn pushes(
     tree: &Tree,
     root: &Path,
     dir: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
 ) -> BenchResult<Pushes> {
     let state = dir.join("state-push");
-    let new = push(bin, root, &state, dir, &server.url)?;
-    let after_delivery = push(bin, root, &state, dir, &server.url)?;
-    let nothing_new = push(bin, root, &state, dir, &server.url)?;
-    server.control().set_delay(Duration::from_millis(20));
-    let new_20ms = push(bin, root, &dir.join("state-push-20ms"), dir, &server.url);
-    server.control().set_delay(Duration::ZERO);
+    let new = push(bin, root, &state, dir, &server.url())?;
+    let after_delivery = push(bin, root, &state, dir, &server.url())?;
+    let nothing_new = push(bin, root, &state, dir, &server.url())?;
+    server.set_default(Scripted::ok().delay(Duration::from_millis(20)));
+    let new_20ms = push(bin, root, &dir.join("state-push-20ms"), dir, &server.url());
+    server.set_default(Scripted::ok());
     let new_20ms = new_20ms?;
     for (what, run, expected) in [
         ("everything new", new, tree.terminal),

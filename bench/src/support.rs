@@ -12,6 +12,7 @@ use agent_sync_actors::platform::PlatformConfig;
 use agent_sync_actors::queue::QueueConfig;
 use agent_sync_actors::{Store, SyncActors};
 use agent_sync_testkit as testkit;
+use agent_sync_testkit::LoopbackPlatform;
 use futures_util::future::join_all;
 
 use crate::figures::Figure;
@@ -70,6 +71,26 @@ pub fn start_actors(
         token,
         opts,
     ))
+}
+
+/// A loopback platform on a thread of its own that answers `200 {"ok":true}` at
+/// once and counts what it gets without keeping it (a phase that reads the requests
+/// switches recording on).
+pub fn platform() -> BenchResult<LoopbackPlatform> {
+    let server = LoopbackPlatform::start_on_thread()?;
+    server.set_recording(false);
+    Ok(server)
+}
+
+/// Runs `measure` against a [`platform`] of its own and stops it whatever `measure`
+/// answered (its error first, then the server's).
+pub fn serve<T>(measure: impl FnOnce(&LoopbackPlatform) -> BenchResult<T>) -> BenchResult<T> {
+    let server = platform()?;
+    let result = measure(&server);
+    let stopped = server.stop_thread();
+    let value = result?;
+    stopped?;
+    Ok(value)
 }
 
 /// Writes the token to `path` with mode 0600, as an operator's key file is kept (the

@@ -1,12 +1,21 @@
 //! [`LoopbackPlatform`]: a real actix-web server on `127.0.0.1:0`, one worker, that
 //! records every request and answers from a script (a FIFO of one-shot [`Scripted`]
 //! answers, then a default). It runs on the test's actix System, so a test that also
-//! runs the binary waits for it on the blocking pool ([`crate::run_async`]).
+//! runs the binary waits for it on the blocking pool ([`crate::run_async`]); or, for
+//! the bench, on a thread and System of its own ([`LoopbackPlatform::start_on_thread`]),
+//! so the server and the measured client never share an event loop.
+//!
+//! Beyond the script, a harness can switch recording off (only [`Received`] counts
+//! then), number its runs ([`LoopbackPlatform::begin_epoch`], logged with each
+//! request), declare an outage (503 to everything until an instant), and be told the
+//! instant a chosen request arrives or is answered ([`Notify`]: the kill points of
+//! the bench).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
@@ -27,6 +36,17 @@ pub struct Scripted {
     pub body: Vec<u8>,
     /// Wait this long before answering.
     pub delay: Option<Duration>,
+    /// Tell the harness when this answer's request arrives, or when it is answered.
+    pub notify: Option<Notify>,
+}
+
+/// When a [`Scripted`] answer tells the harness (the instant is sent on the channel).
+#[derive(Clone, Debug)]
+pub enum Notify {
+    /// As its request arrives, before any delay: a client killed now dies mid-request.
+    Arrival(mpsc::Sender<Instant>),
+    /// Right before the handler returns the answer, after any delay.
+    Answered(mpsc::Sender<Instant>),
 }
 
 impl Scripted {
@@ -37,6 +57,7 @@ impl Scripted {
             headers: Vec::new(),
             body: Vec::new(),
             delay: None,
+            notify: None,
         }
     }
 
@@ -68,6 +89,12 @@ impl Scripted {
         self.delay = Some(delay);
         self
     }
+
+    /// Tell the harness at `notify`'s point of this request.
+    pub fn notify(mut self, notify: Notify) -> Self {
+        self.notify = Some(notify);
+        self
+    }
 }
 
 /// One request the [`LoopbackPlatform`] received.
@@ -87,6 +114,8 @@ pub struct Recorded {
     pub status: u16,
     /// When the request arrived (wall clock of the test process).
     pub received_at: Instant,
+    /// The harness's run it arrived in ([`LoopbackPlatform::begin_epoch`]; 0 before).
+    pub epoch: u32,
 }
 
 impl Recorded {
@@ -167,10 +196,38 @@ pub fn parse_push_body(body: &[u8]) -> Value {
     })
 }
 
+/// What the platform received, recorded or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Requests answered so far.
+    pub requests: u64,
+    /// Their body bytes.
+    pub bytes: u64,
+}
+
+impl Received {
+    /// What arrived between `earlier` and `self`.
+    pub fn since(self, earlier: Received) -> Received {
+        Received {
+            requests: self.requests - earlier.requests,
+            bytes: self.bytes - earlier.bytes,
+        }
+    }
+}
+
 struct ServerState {
     requests: Vec<Recorded>,
     script: VecDeque<Scripted>,
     default: Scripted,
+    /// Requests are kept in `requests` (else only counted: a long bench run would
+    /// hold every body).
+    recording: bool,
+    /// Logged with each request.
+    epoch: u32,
+    /// Everything is answered 503 before this instant.
+    outage_until: Option<Instant>,
+    /// Counted whether recorded or not.
+    received: Received,
 }
 
 type Shared = Arc<Mutex<ServerState>>;
@@ -180,37 +237,129 @@ pub struct LoopbackPlatform {
     state: Shared,
     port: u16,
     handle: ServerHandle,
+    /// The thread of [`LoopbackPlatform::start_on_thread`], joined by
+    /// [`LoopbackPlatform::stop_thread`].
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The server of a fresh platform, bound but not yet running; its state and port.
+fn bind() -> std::io::Result<(actix_web::dev::Server, Shared, u16)> {
+    let state: Shared = Arc::new(Mutex::new(ServerState {
+        requests: Vec::new(),
+        script: VecDeque::new(),
+        default: Scripted::ok(),
+        recording: true,
+        epoch: 0,
+        outage_until: None,
+        received: Received::default(),
+    }));
+    let data = web::Data::new(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(256 * 1024 * 1024))
+            .default_service(web::to(answer))
+    })
+    .workers(1)
+    .backlog(1024)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(("127.0.0.1", 0))?;
+    let port = server
+        .addrs()
+        .first()
+        .map(|addr| addr.port())
+        .ok_or_else(|| std::io::Error::other("the loopback platform bound no address"))?;
+    Ok((server.run(), state, port))
 }
 
 impl LoopbackPlatform {
     /// Binds `127.0.0.1:0` and serves on the current actix System.
     pub async fn start() -> Self {
-        let state: Shared = Arc::new(Mutex::new(ServerState {
-            requests: Vec::new(),
-            script: VecDeque::new(),
-            default: Scripted::ok(),
-        }));
-        let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(256 * 1024 * 1024))
-                .default_service(web::to(answer))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind(("127.0.0.1", 0))
-        .expect("bind the loopback platform");
-        let port = server.addrs()[0].port();
-        let server = server.run();
+        let (server, state, port) = bind().expect("bind the loopback platform");
         let handle = server.handle();
         actix_rt::spawn(server);
         LoopbackPlatform {
             state,
             port,
             handle,
+            thread: None,
         }
+    }
+
+    /// Binds `127.0.0.1:0` and serves on a thread with an actix System of its own;
+    /// returns once it listens. Stopped by [`LoopbackPlatform::stop_thread`].
+    pub fn start_on_thread() -> std::io::Result<Self> {
+        let (ready, started) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("loopback-platform".into())
+            .spawn(move || {
+                actix_rt::System::new().block_on(async move {
+                    match bind() {
+                        Ok((server, state, port)) => {
+                            let _ = ready.send(Ok((state, port, server.handle())));
+                            server.await
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            Ok(())
+                        }
+                    }
+                })
+            })?;
+        let (state, port, handle) = started
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| std::io::Error::other("the loopback platform did not start in 30 s"))??;
+        Ok(LoopbackPlatform {
+            state,
+            port,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops a platform of [`LoopbackPlatform::start_on_thread`] and waits for its
+    /// thread.
+    pub fn stop_thread(mut self) -> std::io::Result<()> {
+        // The stop command is sent when `stop` is called; the returned future only
+        // waits for completion, which joining the thread does too.
+        drop(self.handle.stop(true));
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(std::io::Error::other("the loopback platform panicked")),
+            None => Ok(()),
+        }
+    }
+
+    /// Keep requests from now on (`true`, the default) or only count them.
+    pub fn set_recording(&self, recording: bool) {
+        lock(&self.state).recording = recording;
+    }
+
+    /// Starts the harness's run `epoch`: every request from now on is logged with it.
+    pub fn begin_epoch(&self, epoch: u32) {
+        lock(&self.state).epoch = epoch;
+    }
+
+    /// Answer 503 to everything until `until`, whatever the script says.
+    pub fn set_outage_until(&self, until: Instant) {
+        lock(&self.state).outage_until = Some(until);
+    }
+
+    /// What the platform has received so far, recorded or not.
+    pub fn received(&self) -> Received {
+        lock(&self.state).received
+    }
+
+    /// Requests recorded in `epoch`, in arrival order.
+    pub fn requests_in(&self, epoch: u32) -> Vec<Recorded> {
+        let state = lock(&self.state);
+        state
+            .requests
+            .iter()
+            .filter(|r| r.epoch == epoch)
+            .cloned()
+            .collect()
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -260,7 +409,8 @@ impl LoopbackPlatform {
     }
 }
 
-async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Shared>) -> HttpResponse {
+/// The headers of `req` by lowercase name, repeated ones joined with `, `.
+fn headers(req: &HttpRequest) -> BTreeMap<String, String> {
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in req.headers() {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -272,25 +422,46 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Shared>) ->
             })
             .or_insert(value);
     }
+    headers
+}
+
+async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Shared>) -> HttpResponse {
+    let received_at = Instant::now();
     let scripted = {
         let mut state = lock(&state);
-        let scripted = match state.script.pop_front() {
-            Some(s) => s,
-            None => state.default.clone(),
+        let scripted = if state.outage_until.is_some_and(|until| received_at < until) {
+            Scripted::status(503).json(serde_json::json!({"error": "unavailable"}))
+        } else {
+            match state.script.pop_front() {
+                Some(s) => s,
+                None => state.default.clone(),
+            }
         };
-        state.requests.push(Recorded {
-            method: req.method().as_str().to_string(),
-            path: req.path().to_string(),
-            query: req.query_string().to_string(),
-            headers,
-            body: body.to_vec(),
-            status: scripted.status,
-            received_at: Instant::now(),
-        });
+        state.received.requests += 1;
+        state.received.bytes += body.len() as u64;
+        if state.recording {
+            let epoch = state.epoch;
+            state.requests.push(Recorded {
+                method: req.method().as_str().to_string(),
+                path: req.path().to_string(),
+                query: req.query_string().to_string(),
+                headers: headers(&req),
+                body: body.to_vec(),
+                status: scripted.status,
+                received_at,
+                epoch,
+            });
+        }
         scripted
     };
+    if let Some(Notify::Arrival(notify)) = &scripted.notify {
+        let _ = notify.send(Instant::now());
+    }
     if let Some(delay) = scripted.delay {
-        actix_rt::time::sleep(delay).await;
+        actix_rt::time::sleep_until((received_at + delay).into()).await;
+    }
+    if let Some(Notify::Answered(notify)) = &scripted.notify {
+        let _ = notify.send(Instant::now());
     }
     let status = StatusCode::from_u16(scripted.status).expect("a valid scripted status");
     let mut response = HttpResponse::build(status);

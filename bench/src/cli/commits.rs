@@ -24,10 +24,10 @@ use agent_sync_testkit::faults::Faults;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::platform::Loopback;
 use crate::support::BenchResult;
 use crate::support::{enqueue_all, host_enqueue};
 use crate::support::{key_file_options, write_key_file};
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Entries of one dispatch queued, hence requests delivered by the measured drain.
 pub const ENTRIES: usize = 200;
@@ -54,7 +54,7 @@ impl Counted {
 
 /// Measures delivery_commits on an actix System of its own, over a fresh state dir
 /// under `dir`.
-pub fn measure(dir: &Path, server: &Loopback) -> BenchResult<Figure> {
+pub fn measure(dir: &Path, server: &LoopbackPlatform) -> BenchResult<Figure> {
     actix::System::new().block_on(delivery_commits(dir, server))
 }
 
@@ -72,14 +72,14 @@ fn start(
     Ok(testkit::start_actors_over(&store, root, url, None, &opts))
 }
 
-async fn delivery_commits(dir: &Path, server: &Loopback) -> BenchResult<Figure> {
+async fn delivery_commits(dir: &Path, server: &LoopbackPlatform) -> BenchResult<Figure> {
     let faults = Faults::new();
     let key_file = dir.join("commits.key");
     let actors = start(
         &faults,
         &dir.join("state-commits"),
         &dir.join("no-workspaces"),
-        &server.url,
+        &server.url(),
         &key_file,
     )?;
     let dispatches = (0..ENTRIES).map(fixture::dispatch).collect();

@@ -33,9 +33,9 @@ use self::run::{db_bytes, dispatch_id, dispatches_json, Cli};
 
 use crate::figures::Figure;
 use crate::options::Options;
-use crate::platform::Loopback;
 use crate::support::{self, BenchResult};
 use crate::targets::{emit, print_targets, Check};
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Dispatches per offline call of db_after_cli_drain: few processes, as a host that
 /// hands over its finished dispatches in batches would run.
@@ -43,18 +43,16 @@ const BATCH: usize = 1_000;
 /// The epoch (see [`crate::platform::Control::begin_epoch`]) of cli_calls_coalesced's
 /// arrivals.
 const EPOCH_CALLS: u32 = 1;
-/// The epoch of db_after_cli_drain's arrivals.
-const EPOCH_DRAIN: u32 = 2;
 /// The Go original's time for the same drain of 2,000 one-dispatch calls, seconds.
 const GO_DRAIN_S: f64 = 11.9;
 
 /// Runs the phase against a loopback platform of its own; prints each figure as it
 /// is measured.
 pub fn run(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
-    Loopback::serve(|server| measure(opts, &work.join("cli"), server))
+    support::serve(|server| measure(opts, &work.join("cli"), server))
 }
 
-fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
+fn measure(opts: &Options, dir: &Path, server: &LoopbackPlatform) -> BenchResult<Vec<Figure>> {
     std::fs::create_dir_all(dir)?;
     println!(
         "cli: {} one-dispatch offline calls, {} dispatches in calls of {BATCH}, {} one-dispatch \
@@ -71,13 +69,13 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
                 bin: &bin,
                 home: dir,
                 root: &root,
-                url: &server.url,
+                url: &server.url(),
             };
-            server.control().record(true);
+            server.set_recording(true);
             calls_coalesced(opts.cli_calls, &cli, dir, server, &mut out)?;
-            // Ids are only needed above; parsing 100,000 of them would only slow the
-            // platform down.
-            server.control().record(false);
+            // Requests are only read above; keeping 100,000 dispatches' bodies would
+            // only slow the platform down (the drain below is counted).
+            server.set_recording(false);
             db_after_drain(opts.cli_drain_dispatches, &cli, dir, server, &mut out)?;
         }
         Err(why) => println!("cli: the binary's figures are not measured: {why}"),
@@ -92,11 +90,11 @@ fn calls_coalesced(
     n: usize,
     cli: &Cli<'_>,
     dir: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let state = dir.join("state-calls");
-    server.control().begin_epoch(EPOCH_CALLS);
+    server.begin_epoch(EPOCH_CALLS);
     let mut walls = Vec::with_capacity(n);
     for i in 0..n {
         walls.push(cli.queue(&state, &dispatches_json(i..i + 1)?)?.wall);
@@ -106,15 +104,10 @@ fn calls_coalesced(
         return Err(format!("cli: {n} offline calls left {queued} dispatches queued").into());
     }
     let drain = cli.drain(&state)?;
-    let arrivals: Vec<_> = server
-        .control()
-        .arrivals()
-        .into_iter()
-        .filter(|a| a.epoch == EPOCH_CALLS)
-        .collect();
+    let arrivals = server.requests_in(EPOCH_CALLS);
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for id in arrivals.iter().flat_map(|a| a.ids.iter()) {
-        *seen.entry(id.clone()).or_default() += 1;
+    for id in arrivals.iter().flat_map(|a| a.dispatch_ids()) {
+        *seen.entry(id).or_default() += 1;
     }
     let duplicates: usize = seen.values().map(|c| c - 1).sum();
     let delivered = (0..n)
@@ -207,11 +200,11 @@ fn db_after_drain(
     m: usize,
     cli: &Cli<'_>,
     dir: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let state = dir.join("state-drain");
-    server.control().begin_epoch(EPOCH_DRAIN);
+    let before = server.received();
     let t = Instant::now();
     let mut calls = 0;
     for first in (0..m).step_by(BATCH) {
@@ -226,12 +219,7 @@ fn db_after_drain(
     let db_queued = db_bytes(&state)?;
     let drain = cli.drain(&state)?;
     let db = db_bytes(&state)?;
-    let requests = server
-        .control()
-        .arrivals()
-        .iter()
-        .filter(|a| a.epoch == EPOCH_DRAIN)
-        .count();
+    let requests = server.received().since(before).requests;
     emit(
         out,
         Figure::new(

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use agent_sync_actors::time::Clock;
 use serde_json::{json, Value};
 
-use crate::platform::Loopback;
 use crate::support::BenchResult;
 use crate::support::Rng;
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Workspaces per repo directory in [`crate::fixture`]'s layout.
 const TASKS_PER_REPO: usize = 50;
@@ -162,23 +162,23 @@ pub struct Answered {
 
 /// Waits until the platform has answered 2xx to every id of `wanted` (or `limit`
 /// passed; `Duration::ZERO` looks once); what it answered in `epoch`.
-pub fn answered(server: &Loopback, epoch: u32, wanted: &[String], limit: Duration) -> Answered {
+pub fn answered(
+    server: &LoopbackPlatform,
+    epoch: u32,
+    wanted: &[String],
+    limit: Duration,
+) -> Answered {
     let started = Instant::now();
     loop {
         let mut got = Answered::default();
-        for arrival in server
-            .control()
-            .arrivals()
-            .iter()
-            .filter(|a| a.epoch == epoch)
-        {
+        for arrival in server.requests_in(epoch) {
             got.requests += 1;
             if !(200..300).contains(&arrival.status) {
                 continue;
             }
-            for id in &arrival.ids {
+            for id in arrival.dispatch_ids() {
                 got.received += 1;
-                got.first.entry(id.clone()).or_insert(arrival.at);
+                got.first.entry(id).or_insert(arrival.received_at);
             }
         }
         let done = wanted.iter().all(|id| got.first.contains_key(id));

@@ -44,9 +44,9 @@ use self::report::{emit, EPOCH_BURST, EPOCH_PICKUP};
 use crate::figures::{mib, Figure};
 use crate::fixture;
 use crate::options::Options;
-use crate::platform::Loopback;
 use crate::support::Rng;
 use crate::support::{self, BenchResult};
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Arrivals while the daemon starts (there should be none: all was delivered).
 const EPOCH_START: u32 = 1;
@@ -62,10 +62,10 @@ const STOP_LIMIT: Duration = Duration::from_secs(30);
 /// Runs the phase against a loopback platform of its own; prints each figure as it
 /// is measured.
 pub fn run(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
-    Loopback::serve(|server| measure(opts, &work.join("daemon"), server))
+    support::serve(|server| measure(opts, &work.join("daemon"), server))
 }
 
-fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
+fn measure(opts: &Options, dir: &Path, server: &LoopbackPlatform) -> BenchResult<Vec<Figure>> {
     std::fs::create_dir_all(dir)?;
     let mut rng = Rng::from_clock();
     println!(
@@ -93,11 +93,11 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
         home: dir,
         root: &root,
         state: &state,
-        url: &server.url,
+        url: &server.url(),
     };
     deliver(&env, fixture.terminal)?;
-    server.control().record(true);
-    server.control().begin_epoch(EPOCH_START);
+    server.set_recording(true);
+    server.begin_epoch(EPOCH_START);
     let mut daemon = Daemon::spawn(&env)?;
     let (watching, budget) = daemon.wait_for(START_LIMIT, watching_line)?;
     let settled = daemon.settle(QUIET, SETTLE_LIMIT)?;
@@ -126,11 +126,11 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
         root: &root,
         workspaces: fixture.workspaces,
     };
-    server.control().begin_epoch(EPOCH_PICKUP);
+    server.begin_epoch(EPOCH_PICKUP);
     let finished = load::pickups(&tree, opts.pickups, &mut rng)?;
     report::pickup_figures(server, &finished, &mut out);
     let hwm_pickups = daemon.memory_kib("VmHWM")?;
-    server.control().begin_epoch(EPOCH_BURST);
+    server.begin_epoch(EPOCH_BURST);
     report::burst(opts.burst, &tree, server, &mut out)?;
     let peak = daemon.memory_kib("VmHWM")?;
     let rss_end = daemon.memory_kib("VmRSS")?;
@@ -234,7 +234,7 @@ fn idle(
 }
 
 /// Requests the platform received in `epoch`.
-fn epoch_requests(server: &Loopback, epoch: u32) -> usize {
+fn epoch_requests(server: &LoopbackPlatform, epoch: u32) -> usize {
     answered(server, epoch, &[], Duration::ZERO).requests
 }
 

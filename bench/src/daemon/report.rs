@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use super::load::{self, answered, quantile, Finished, Kind, Tree};
 use crate::figures::Figure;
 use crate::options::Options;
-use crate::platform::Loopback;
 use crate::support::BenchResult;
 pub use crate::targets::emit;
 use crate::targets::{print_targets, Check};
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Arrivals of the pickup run.
 pub const EPOCH_PICKUP: u32 = 2;
@@ -25,7 +25,7 @@ const BURST_WAIT: Duration = Duration::from_secs(120);
 const BURST_SPAN: Duration = Duration::from_secs(1);
 
 /// pickup_p50, pickup_p99.
-pub fn pickup_figures(server: &Loopback, finished: &[Finished], out: &mut Vec<Figure>) {
+pub fn pickup_figures(server: &LoopbackPlatform, finished: &[Finished], out: &mut Vec<Figure>) {
     let ids: Vec<String> = finished.iter().map(|f| f.id.clone()).collect();
     let got = answered(server, EPOCH_PICKUP, &ids, PICKUP_WAIT);
     let latency = |f: &Finished| {
@@ -92,7 +92,7 @@ pub fn pickup_figures(server: &Loopback, finished: &[Finished], out: &mut Vec<Fi
 pub fn burst(
     n: usize,
     tree: &Tree<'_>,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let started = Instant::now();
