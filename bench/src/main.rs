@@ -132,7 +132,7 @@ fn measure(opts: &Options, work: &Path, server: &LoopbackPlatform) -> BenchResul
         figures.extend(cli::run(opts, work)?);
     }
     if opts.runs("daemon") {
-        figures.extend(daemon::run(opts, work)?);
+        figures.extend(daemon::run(opts)?);
     }
     if opts.runs("rss") {
         let rss = rss::measure(opts, server)?;
