@@ -1,7 +1,8 @@
 //! durable_while_hung: a host push is durable at once, even while a drain hangs.
 //!
 //! The platform is testkit's [`Raw`] server on 127.0.0.1, which accepts, reads and
-//! never answers ([`Reply::Silence`]); the actors' request timeout is 10 minutes, so the drain that
+//! never answers ([`Reply::Silence`]); the actors' request timeout is 10 minutes, so
+//! the drain that
 //! one queued dispatch starts really hangs. Once the listener has read that request,
 //! each round sends a host `SyncPush` with `dispatches` to the Pusher (its reply waits
 //! for the drain that follows, so it is not awaited) and polls `QueueStatus` every

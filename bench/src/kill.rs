@@ -37,8 +37,7 @@ use serde_json::Value;
 use crate::figures::Figure;
 use crate::fixture;
 use crate::options::Options;
-use crate::support::BenchResult;
-use crate::support::{serve, Rng, AGENT_ID, TOKEN};
+use crate::support::{serve, BenchResult, Rng, AGENT_ID, TOKEN};
 
 /// Entries queued before the first child (one dispatch each).
 const BACKLOG: usize = 500;
@@ -251,9 +250,7 @@ fn measure_against(work: &Path, server: &LoopbackPlatform) -> BenchResult<Vec<Fi
         within_run,
         delivered,
     } = tally(&arrivals, plan.len());
-    let expected: HashSet<String> = (0..BACKLOG)
-        .map(|i| fixture::dispatch(i).id().unwrap_or_default())
-        .collect();
+    let expected: HashSet<String> = (0..BACKLOG).map(fixture::dispatch_id).collect();
     let lost = expected
         .iter()
         .filter(|id| !delivered.contains(id.as_str()))

@@ -37,16 +37,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{DatabaseSize, QueueStatus, ScanToQueue};
+use agent_sync::messages::{DatabaseSize, QueueStatus};
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 use agent_sync_actors::SyncActors;
 
 use crate::figures::{mib, Figure};
 use crate::fixture::{self, Tree};
 use crate::options::Options;
-use crate::support::BenchResult;
-use crate::support::{drain_all, enqueue_in_rounds, key_file_options};
-use crate::support::{emit, millis, start_actors, AGENT_ID, TOKEN};
+use crate::support::{
+    drain_all, emit, enqueue_in_rounds, key_file_options, millis, scan_to_queue, start_actors,
+    synced, BenchResult, AGENT_ID, TOKEN,
+};
 use agent_sync_testkit::{LoopbackPlatform, Scripted};
 
 /// Timed repetitions of the floor walk (best is kept).
@@ -153,13 +154,6 @@ async fn measure(
         db_queued,
         db_delivered,
     })
-}
-
-fn scan_to_queue() -> ScanToQueue {
-    ScanToQueue {
-        agent_id: AGENT_ID.into(),
-        fleet_node_id: None,
-    }
 }
 
 /// Cold `ScanToQueue`, then delivery, then the first scan after it and a rescan.
@@ -279,10 +273,7 @@ fn push(bin: &Path, root: &Path, state: &Path, home: &Path, url: &str) -> BenchR
     if !output.status.success() || field("code")? != 0 {
         return Err(format!("scale: agent-sync push failed ({})", output.status).into());
     }
-    let synced = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("synced: "))
-        .and_then(|n| n.trim().parse().ok())
+    let synced = synced(&stdout)
         .ok_or_else(|| format!("scale: agent-sync push printed {stdout:?}, not `synced: N`"))?;
     Ok(Process {
         wall,

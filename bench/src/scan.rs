@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{ScanSummary, ScanToQueue};
+use agent_sync::messages::ScanSummary;
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 use agent_sync_actors::walk;
 
@@ -13,19 +13,11 @@ use crate::figures::Figure;
 use crate::fixture;
 use crate::options::Options;
 use crate::support::{
-    drain_all, emit, key_file_options, millis, start_actors, BenchResult, AGENT_ID,
+    drain_all, emit, key_file_options, millis, scan_to_queue, start_actors, BenchResult,
 };
 
 /// Timed repetitions of the floor walk, the cold scan and the rescans (best is kept).
 const ROUNDS: usize = 3;
-
-/// The scan a push runs, as the bench's agent.
-fn scan_to_queue() -> ScanToQueue {
-    ScanToQueue {
-        agent_id: AGENT_ID.into(),
-        fleet_node_id: None,
-    }
-}
 
 /// A scan that does not see the whole fixture, or queues other than `queued`
 /// dispatches, is an error, not a figure.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{Drain, Enqueue, EnqueueBatch, EnqueueReceipt, PushReport};
+use agent_sync::messages::{Drain, Enqueue, EnqueueBatch, EnqueueReceipt, PushReport, ScanToQueue};
 use agent_sync_actors::model::Dispatch;
 use agent_sync_actors::platform::PlatformConfig;
 use agent_sync_actors::queue::QueueConfig;
@@ -116,6 +116,14 @@ pub fn host_enqueue(dispatches: Vec<Dispatch>) -> Enqueue {
     }
 }
 
+/// The scan a push runs (scan, then enqueue what is new), as the bench's agent.
+pub fn scan_to_queue() -> ScanToQueue {
+    ScanToQueue {
+        agent_id: AGENT_ID.into(),
+        fleet_node_id: None,
+    }
+}
+
 /// Sends every message at once, awaits them all, and sums the receipts.
 pub async fn enqueue_all(
     actors: &SyncActors,
@@ -215,6 +223,13 @@ pub fn binary(opts: &Options) -> BenchResult<Result<PathBuf, String>> {
             bin.display()
         ))
     })
+}
+
+/// The `synced: N` an `agent-sync push` printed: dispatches that process delivered.
+pub fn synced(stdout: &str) -> Option<usize> {
+    (stdout.lines())
+        .find_map(|l| l.strip_prefix("synced: "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 /// A small xorshift64 generator: reproducible from its printed seed, no dependency.

@@ -14,11 +14,11 @@
 //!   queued offline by `push --dispatches -` calls of 1,000 each, then one
 //!   `push --queue-only` online; the size of `sync.redb` once that process has exited
 //!   (target 8 MiB).
-//! - **delivery_commits** ([`crate::commits`]): fsyncs per delivered request, in
+//! - **delivery_commits** ([`commits`]): fsyncs per delivered request, in
 //!   process, over a backend that counts them (target 1).
 //!
-//! The phase serves a loopback platform of its own (127.0.0.1), which logs every
-//! arrival; the binary is found as the scale phase finds it ([`support::binary`]).
+//! The phase serves a loopback platform of its own (127.0.0.1), which records the
+//! calls' requests and counts the drain's; the binary is found as the scale phase finds it ([`support::binary`]).
 //! Without it the two binary figures are not measured. The targets are printed after
 //! the harness's summary, in its form ([`print_summary`]).
 
@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 mod commits;
 mod run;
 
-use self::run::{db_bytes, dispatch_id, dispatches_json, Cli};
+use self::run::{db_bytes, dispatches_json, Cli};
+use crate::fixture::dispatch_id;
 
 use crate::figures::Figure;
 use crate::options::Options;
@@ -40,8 +41,8 @@ use agent_sync_testkit::LoopbackPlatform;
 /// Dispatches per offline call of db_after_cli_drain: few processes, as a host that
 /// hands over its finished dispatches in batches would run.
 const BATCH: usize = 1_000;
-/// The epoch (see [`crate::platform::Control::begin_epoch`]) of cli_calls_coalesced's
-/// arrivals.
+/// The epoch (testkit's `LoopbackPlatform::begin_epoch`) of cli_calls_coalesced's
+/// requests.
 const EPOCH_CALLS: u32 = 1;
 /// The Go original's time for the same drain of 2,000 one-dispatch calls, seconds.
 const GO_DRAIN_S: f64 = 11.9;

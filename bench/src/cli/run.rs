@@ -1,4 +1,4 @@
-//! Running the `agent-sync` binary for the CLI drain phase ([`crate::cli_drain`]):
+//! Running the `agent-sync` binary for the CLI drain phase ([`super`]):
 //! where the binary is, and one `push` (or `status`) in a fresh process with a clean
 //! environment, its dispatches given on stdin, timed from spawn to exit.
 //!
@@ -14,10 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::support::BenchResult;
-use crate::support::{AGENT_ID, TOKEN};
+use crate::support::{synced, BenchResult, AGENT_ID, TOKEN};
 
 /// What every process of the phase shares: the binary and the environment it runs in.
 pub struct Cli<'a> {
@@ -132,10 +131,7 @@ fn finished(what: &str, wall: Duration, output: &std::process::Output) -> BenchR
         )
         .into());
     }
-    let synced = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("synced: "))
-        .and_then(|n| n.trim().parse().ok())
+    let synced = synced(&stdout)
         .ok_or_else(|| format!("cli: agent-sync {what} printed {stdout:?}, not `synced: N`"))?;
     Ok(Pushed { wall, synced })
 }
@@ -146,16 +142,6 @@ pub fn dispatches_json(range: std::ops::Range<usize>) -> BenchResult<Vec<u8>> {
         .map(|i| Value::Object(crate::fixture::dispatch_object(i)))
         .collect();
     Ok(serde_json::to_vec(&list)?)
-}
-
-/// The `id` of host dispatch `i`, as [`crate::fixture::dispatch_object`] names it.
-pub fn dispatch_id(i: usize) -> String {
-    let object: Map<String, Value> = crate::fixture::dispatch_object(i);
-    object
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The size of the state dir's `sync.redb`, bytes.

@@ -45,7 +45,7 @@ use self::report::{emit, EPOCH_BURST, EPOCH_PICKUP};
 use crate::figures::{mib, Figure};
 use crate::fixture;
 use crate::options::Options;
-use crate::support::{self, BenchResult, Rng, AGENT_ID, TOKEN};
+use crate::support::{self, synced, BenchResult, Rng, AGENT_ID, TOKEN};
 use agent_sync_testkit::{Daemon, LoopbackPlatform, Sandbox};
 
 /// Arrivals while the daemon starts (there should be none: all was delivered).
@@ -185,11 +185,7 @@ fn deliver(sandbox: &Sandbox, url: &str, terminal: usize) -> BenchResult<()> {
         .stderr(Stdio::inherit())
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let synced = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("synced: "))
-        .and_then(|n| n.trim().parse::<usize>().ok());
-    if !output.status.success() || synced != Some(terminal) {
+    if !output.status.success() || synced(&stdout) != Some(terminal) {
         return Err(format!(
             "daemon: agent-sync push ({}) printed {stdout:?}, expected synced: {terminal}",
             output.status
