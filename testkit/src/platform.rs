@@ -457,7 +457,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Shared>) ->
     if let Some(Notify::Arrival(notify)) = &scripted.notify {
         let _ = notify.send(Instant::now());
     }
-    if let Some(delay) = scripted.delay {
+    if let Some(delay) = scripted.delay.filter(|d| !d.is_zero()) {
         actix_rt::time::sleep_until((received_at + delay).into()).await;
     }
     if let Some(Notify::Answered(notify)) = &scripted.notify {
