@@ -49,7 +49,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use agent_sync::messages::{Drain, Enqueue, EnqueueBatch, QueueStatus};
+use agent_sync::messages::{Drain, QueueStatus};
 use agent_sync_actors::queue::{Jitter, DEFAULT_MAX_BATCH};
 use agent_sync_actors::SyncActors;
 use agent_sync_testkit as testkit;
@@ -60,7 +60,7 @@ use crate::fixture;
 use crate::options::Options;
 use crate::support::BenchResult;
 use crate::support::{
-    emit, key_file_options, platform, start_actors, write_key_file, Rng, AGENT_ID,
+    emit, host_enqueue, key_file_options, platform, start_actors, write_key_file, Rng,
 };
 use agent_sync_testkit::LoopbackPlatform;
 
@@ -73,11 +73,17 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// One fleet: its platform, its instances and their threads.
 struct Fleet {
+    /// What its figures are called (with or without jitter).
     name: &'static str,
+    /// The instances' retry jitter: what the two fleets compare.
     jitter: Jitter,
+    /// The platform of this fleet alone, so its arrivals are the fleet's.
     server: LoopbackPlatform,
+    /// One thread per instance, as on hosts of their own.
     arbiters: Vec<Arbiter>,
+    /// The instances' actors, by index.
     instances: Vec<SyncActors>,
+    /// Written when the outage begins: until then every instance is offline.
     key_file: std::path::PathBuf,
 }
 
@@ -142,13 +148,9 @@ impl Fleet {
     async fn queue_backlog(&self, index: usize) -> BenchResult<()> {
         let sends = self.instances.iter().enumerate().map(|(i, actors)| {
             let first = (index * self.instances.len() + i) * 1_000;
-            actors.queue.send(Enqueue {
-                agent_id: AGENT_ID.into(),
-                fleet_node_id: None,
-                batch: EnqueueBatch::Host(
-                    (first..first + BACKLOG).map(fixture::dispatch).collect(),
-                ),
-            })
+            actors.queue.send(host_enqueue(
+                (first..first + BACKLOG).map(fixture::dispatch).collect(),
+            ))
         });
         for receipt in join_all(sends).await {
             let receipt = receipt??;

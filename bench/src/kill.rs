@@ -68,7 +68,9 @@ const CHILD_LIMIT: Duration = Duration::from_secs(30);
 /// Which signal ends a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Signal {
+    /// SIGKILL: a crash.
     Kill,
+    /// SIGTERM: a graceful stop.
     Term,
 }
 
@@ -177,10 +179,13 @@ fn arm(server: &LoopbackPlatform, signal: Signal, point: Point, notify: mpsc::Se
 
 /// One child run as it ended.
 struct Outcome {
+    /// What ended it.
     signal: Signal,
+    /// When.
     point: Point,
     /// From the signal to the child's exit.
     exit_after: Duration,
+    /// How it exited.
     status: ExitStatus,
 }
 

@@ -165,8 +165,11 @@ pub async fn drain(
 
 /// What the plain POST loop measured.
 struct PostLoop {
+    /// POSTs per second.
     rate: f64,
+    /// The timed loop's length.
     elapsed: Duration,
+    /// Average request body, bytes.
     avg_body: u64,
 }
 

@@ -73,23 +73,34 @@ struct Process {
 /// Everything measured at one size.
 #[derive(Debug, Clone)]
 struct Measured {
+    /// The tree the size wrote.
     tree: Tree,
+    /// The bare walk of that tree (best of the rounds).
     floor: Duration,
+    /// `ScanToQueue` on fresh actors.
     scan_cold: Duration,
+    /// The first `ScanToQueue` after the delivery of what the cold one queued.
     scan_after_delivery: Duration,
+    /// The next one, nothing changed.
     rescan: Duration,
     /// The binary's figures, if the binary was found.
     push: Option<Pushes>,
+    /// `sync.redb` bytes with the backlog queued.
     db_queued: u64,
+    /// And once it was delivered.
     db_delivered: u64,
 }
 
 /// The binary's runs at one size.
 #[derive(Debug, Clone, Copy)]
 struct Pushes {
+    /// The first push: every terminal workspace is new.
     new: Process,
+    /// The next, the first after their delivery.
     after_delivery: Process,
+    /// The one after: nothing new.
     nothing_new: Process,
+    /// `new` on a fresh state dir, the platform answering in 20 ms.
     new_20ms: Process,
 }
 
