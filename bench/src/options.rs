@@ -24,9 +24,9 @@ pub const PHASES: [&str; 11] = [
 /// a process of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ChildPhase {
-    /// The peak RSS child ([`crate::rss`]).
+    /// The peak RSS child (the `rss` phase).
     Rss,
-    /// A draining `SyncService` the kill phase signals ([`crate::kill`]).
+    /// A draining `SyncService` the `kill` phase signals.
     DrainChild,
 }
 

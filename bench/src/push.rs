@@ -4,7 +4,7 @@
 //! `drain` runs with `max_batch` 1, so every entry is one POST and one durable
 //! commit: the per-request cost of the one-in-flight design, kept as context (no
 //! target; the old `drain_ratio` target rewarded re-sending after a crash and is
-//! retired). The drain as configured, with coalescing, is [`crate::coalesce`].
+//! retired). The drain as configured, with coalescing, is the `coalesce` phase.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The daemon phase's figures of the load ([`crate::daemon`]): the pickup latency
 //! and the burst, measured from the loopback platform's arrival log; and how the
 //! phase prints its figures and its targets (after the harness's summary, in its
-//! form, like [`crate::cli`]'s: their limits depend on the sizes).
+//! form, like the `cli` phase's: their limits depend on the sizes).
 
 use std::time::{Duration, Instant};
 
