@@ -1,5 +1,6 @@
 //! Shared support of the agent-sync integration tests (`tests/` of the `agent-sync`
-//! package), compiled once for every test binary.
+//! package), compiled once for every test binary; the benchmark harness (`bench/`)
+//! runs on it too (its platforms, raw server, daemon handle and actor start-up).
 //!
 //! | module          | what it holds                                                   |
 //! |-----------------|-----------------------------------------------------------------|
