@@ -84,7 +84,7 @@ pub struct Options {
     pub agent_sync: Option<PathBuf>,
     /// Run only these phases (scan, enqueue, drain, coalesced, hung, scale, cli,
     /// daemon, rss, kill, fleet); targets of the others print `not measured`.
-    #[arg(long, value_name = "A,B", value_parser = phase_list, default_value = "")]
+    #[arg(long, value_name = "A,B", value_parser = phase_list, default_value = "", hide_default_value = true)]
     pub only: PhaseList,
     /// Hidden: the child mode this process runs in.
     #[arg(long, hide = true, value_enum)]
