@@ -65,13 +65,7 @@ fn measure(opts: &Options, dir: &Path, server: &LoopbackPlatform) -> BenchResult
     let mut out = Vec::new();
     match support::binary(opts)? {
         Ok(bin) => {
-            let root = dir.join("no-workspaces");
-            let cli = Cli {
-                bin: &bin,
-                home: dir,
-                root: &root,
-                url: &server.url(),
-            };
+            let cli = Cli::new(&bin, server.url());
             server.set_recording(true);
             calls_coalesced(opts.cli_calls, &cli, dir, server, &mut out)?;
             // Requests are only read above; keeping 100,000 dispatches' bodies would
@@ -89,7 +83,7 @@ fn measure(opts: &Options, dir: &Path, server: &LoopbackPlatform) -> BenchResult
 /// cli_calls_coalesced_delivered, cli_calls_coalesced_duplicates.
 fn calls_coalesced(
     n: usize,
-    cli: &Cli<'_>,
+    cli: &Cli,
     dir: &Path,
     server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
@@ -199,7 +193,7 @@ fn calls_coalesced(
 /// db_after_cli_drain.
 fn db_after_drain(
     m: usize,
-    cli: &Cli<'_>,
+    cli: &Cli,
     dir: &Path,
     server: &LoopbackPlatform,
     out: &mut Vec<Figure>,

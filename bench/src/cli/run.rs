@@ -2,12 +2,14 @@
 //! where the binary is, and one `push` (or `status`) in a fresh process with a clean
 //! environment, its dispatches given on stdin, timed from spawn to exit.
 //!
-//! Offline means what it means to an operator without a token: no
-//! `CORE_AGENT_API_KEY` in the environment and no `<HOME>/.claude/brain.key`, so the
-//! process queues what it is given and sends nothing. Online sets
-//! `CORE_AGENT_API_KEY` to the token the loopback platform expects. Both name the
-//! loopback platform with `--api-url`, so an offline call could not reach anything
-//! else even if it tried.
+//! Every process runs in one testkit `Sandbox` (a cleared environment, a `HOME` and
+//! an empty workspace root of its own: these pushes never scan, they are given their
+//! dispatches or `--queue-only`). Offline means what it means to an operator without a
+//! token: no `CORE_AGENT_API_KEY` in the environment and no
+//! `<HOME>/.claude/brain.key`, so the process queues what it is given and sends
+//! nothing. Online sets `CORE_AGENT_API_KEY` to the token the loopback platform
+//! expects. Both name the loopback platform with `--api-url`, so an offline call could
+//! not reach anything else even if it tried.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,21 +18,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use agent_sync_testkit::Sandbox;
+
 use crate::support::{synced, BenchResult, AGENT_ID, TOKEN};
 
-/// What every process of the phase shares: the binary and the environment it runs in.
-pub struct Cli<'a> {
-    /// The `agent-sync` binary.
-    pub bin: &'a Path,
-    /// `HOME` of the children: a dir without `.claude/brain.key`, so an offline call
-    /// finds no token there (and the operator's own home is never read).
-    pub home: &'a Path,
-    /// `--workspace-root`: a dir that does not exist; these pushes never scan (they
-    /// are given their dispatches, or `--queue-only`), and if one did it would find
-    /// nothing.
-    pub root: &'a Path,
+/// What every process of the phase shares: the binary, its environment, the platform.
+pub struct Cli {
+    /// The binary's installation: its `HOME` holds no `.claude/brain.key`, so an
+    /// offline call finds no token there (and the operator's own home is never read).
+    pub sandbox: Sandbox,
     /// `--api-url`: the loopback platform.
-    pub url: &'a str,
+    pub url: String,
 }
 
 /// One finished `agent-sync push`.
@@ -42,22 +40,26 @@ pub struct Pushed {
     pub synced: usize,
 }
 
-impl Cli<'_> {
+impl Cli {
+    /// `agent-sync` in [`Cli::sandbox`] at `bin`, as [`AGENT_ID`].
+    pub fn new(bin: &Path, url: String) -> Self {
+        Cli {
+            sandbox: Sandbox::new(bin, AGENT_ID, TOKEN),
+            url,
+        }
+    }
+
     /// The command line shared by every call on `state`, with the environment cleared
     /// and the token set only when `online`.
     fn command(&self, state: &Path, online: bool) -> Command {
-        let mut cmd = Command::new(self.bin);
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home);
-        if online {
-            cmd.env("CORE_AGENT_API_KEY", TOKEN);
-        }
-        cmd.arg("--workspace-root")
-            .arg(self.root)
-            .arg("--state-dir")
+        let mut cmd = if online {
+            self.sandbox.online(&self.url, &[])
+        } else {
+            self.sandbox.cmd(&[])
+        };
+        cmd.arg("--state-dir")
             .arg(state)
-            .args(["--api-url", self.url, "--agent-id", AGENT_ID])
+            .args(["--api-url", &self.url])
             .stderr(Stdio::inherit());
         cmd
     }
