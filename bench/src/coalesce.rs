@@ -19,15 +19,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agent_sync::messages::{Drain, Enqueue, QueueStatus};
-use agent_sync_actors::platform::TokenSource;
 use agent_sync_actors::queue::{DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES};
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, fixed_token, millis, rate, start_actors};
-use crate::platform::Loopback;
-use crate::push::{drain_all, enqueue_all, host_enqueue};
-use crate::{BenchResult, Options};
+use crate::options::Options;
+use crate::support::BenchResult;
+use crate::support::{
+    actor_options, emit, key_file_options, millis, platform, rate, start_actors, TOKEN,
+};
+use crate::support::{drain_all, enqueue_all, host_enqueue};
+use agent_sync_testkit::{LoopbackPlatform, Scripted};
 
 /// What one run measured.
 struct Run {
@@ -44,17 +46,28 @@ struct Run {
 }
 
 async fn run(n: usize, state: &Path, ws: &Path, delay: Duration) -> BenchResult<Run> {
-    let server = Loopback::start()?;
-    server.control().set_delay(delay);
+    let server = platform()?;
+    server.set_default(Scripted::ok().delay(delay));
     let result = run_against(n, state, ws, &server).await;
-    let stopped = server.stop();
+    let stopped = server.stop_thread();
     let run = result?;
     stopped?;
     Ok(run)
 }
 
-async fn run_against(n: usize, state: &Path, ws: &Path, server: &Loopback) -> BenchResult<Run> {
-    let actors = start_actors(state, ws, &server.url, fixed_token(), DEFAULT_MAX_BATCH)?;
+async fn run_against(
+    n: usize,
+    state: &Path,
+    ws: &Path,
+    server: &LoopbackPlatform,
+) -> BenchResult<Run> {
+    let actors = start_actors(
+        state,
+        ws,
+        &server.url(),
+        Some(TOKEN),
+        &actor_options(DEFAULT_MAX_BATCH),
+    )?;
     let messages: Vec<Enqueue> = (0..n)
         .map(|i| host_enqueue(vec![fixture::dispatch(i)]))
         .collect();
@@ -100,15 +113,15 @@ async fn run_against(n: usize, state: &Path, ws: &Path, server: &Loopback) -> Be
 /// Context: the same dispatches queued offline first, then drained alone (the clock
 /// covers only the `Drain`). Returns the drain's time and the POSTs.
 async fn drain_only(n: usize, work: &Path, ws: &Path) -> BenchResult<(Duration, u64)> {
-    let server = Loopback::start()?;
+    let server = platform()?;
     let key_file = work.join("coalesced-queued.key");
     let result = async {
         let actors = start_actors(
             &work.join("state-coalesced-queued"),
             ws,
-            &server.url,
-            TokenSource::KeyFile(key_file.clone()),
-            DEFAULT_MAX_BATCH,
+            &server.url(),
+            None,
+            &key_file_options(DEFAULT_MAX_BATCH, &key_file),
         )?;
         let messages: Vec<Enqueue> = (0..n)
             .map(|i| host_enqueue(vec![fixture::dispatch(i)]))
@@ -119,7 +132,7 @@ async fn drain_only(n: usize, work: &Path, ws: &Path) -> BenchResult<(Duration, 
     }
     .await;
     let posts = server.received().requests;
-    let stopped = server.stop();
+    let stopped = server.stop_thread();
     let elapsed = result?;
     stopped?;
     Ok((elapsed, posts))

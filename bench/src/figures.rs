@@ -5,8 +5,6 @@
 
 use std::fmt;
 
-use crate::BenchResult;
-
 /// One measured figure.
 #[derive(Debug, Clone)]
 pub struct Figure {
@@ -218,14 +216,14 @@ pub fn machine() -> String {
 }
 
 /// A field of `/proc/self/status` in KiB (`VmHWM`, `VmRSS`).
-pub fn proc_status_kib(field: &str) -> BenchResult<u64> {
+pub fn proc_status_kib(field: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| format!("peak RSS needs /proc/self/status (Linux): {e}"))?;
     status
         .lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no {field} in /proc/self/status").into())
+        .ok_or_else(|| format!("no {field} in /proc/self/status"))
 }
 
 /// `/proc/loadavg`'s three load averages, or `unknown`: other work on the machine

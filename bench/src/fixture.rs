@@ -17,7 +17,7 @@ use agent_sync_actors::time::Timestamp;
 use serde_json::{json, Map, Value};
 
 /// Workspaces per repo directory.
-const TASKS_PER_REPO: usize = 50;
+pub const TASKS_PER_REPO: usize = 50;
 /// Repo directories per org.
 const REPOS_PER_ORG: usize = 20;
 /// 2026-01-01T00:00:00Z: every generated time is this plus a few seconds.
@@ -74,12 +74,21 @@ fn backdate(path: &Path, times: fs::FileTimes) -> io::Result<()> {
     file.set_times(times)
 }
 
-fn workspace_dir(root: &Path, i: usize) -> PathBuf {
+/// `org-OO/repo-RR` of workspace `i`, relative to the root.
+pub fn repo_of(i: usize) -> String {
     let org = i / (TASKS_PER_REPO * REPOS_PER_ORG);
     let repo = (i / TASKS_PER_REPO) % REPOS_PER_ORG;
-    root.join(format!("org-{org:02}"))
-        .join(format!("repo-{repo:02}"))
-        .join(format!("task-{i:06}"))
+    format!("org-{org:02}/repo-{repo:02}")
+}
+
+/// `org-OO/repo-RR/task-IIIIII` of workspace `i`, relative to the root: its
+/// dispatch id once scanned.
+pub fn workspace_of(i: usize) -> String {
+    format!("{}/task-{i:06}", repo_of(i))
+}
+
+fn workspace_dir(root: &Path, i: usize) -> PathBuf {
+    root.join(workspace_of(i))
 }
 
 fn pretty(value: &Value) -> io::Result<Vec<u8>> {
@@ -137,10 +146,15 @@ pub fn dispatch(i: usize) -> Dispatch {
     Dispatch::from(dispatch_object(i))
 }
 
+/// The `id` (and workspace) of host dispatch `i`.
+pub fn dispatch_id(i: usize) -> String {
+    format!("host/bench/task-{i:06}")
+}
+
 /// [`dispatch`] as the JSON object a host hands to `SyncPush`.
 pub fn dispatch_object(i: usize) -> Map<String, Value> {
     let mut record = Map::new();
-    let name = format!("host/bench/task-{i:06}");
+    let name = dispatch_id(i);
     record.insert("id".into(), name.clone().into());
     record.insert("workspace".into(), name.into());
     if let Value::Object(status) = status(i) {

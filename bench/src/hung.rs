@@ -1,7 +1,8 @@
 //! durable_while_hung: a host push is durable at once, even while a drain hangs.
 //!
-//! The platform is a raw `TcpListener` on 127.0.0.1 that accepts, reads and never
-//! answers ([`Hung`]); the actors' request timeout is 10 minutes, so the drain that
+//! The platform is testkit's [`Raw`] server on 127.0.0.1, which accepts, reads and
+//! never answers ([`Reply::Silence`]); the actors' request timeout is 10 minutes, so
+//! the drain that
 //! one queued dispatch starts really hangs. Once the listener has read that request,
 //! each round sends a host `SyncPush` with `dispatches` to the Pusher (its reply waits
 //! for the drain that follows, so it is not awaited) and polls `QueueStatus` every
@@ -14,16 +15,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agent_sync::messages::{QueueStatus, SyncPush};
-use agent_sync_actors::platform::PlatformConfig;
-use agent_sync_actors::queue::QueueConfig;
+use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
+use agent_sync_testkit::{self as testkit, Raw, Reply};
 use serde_json::Value;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, fixed_token, millis, start_actors_with};
-use crate::platform::Hung;
-use crate::push::{enqueue_all, host_enqueue};
-use crate::BenchResult;
+use crate::support::BenchResult;
+use crate::support::{actor_options, emit, millis, start_actors, TOKEN};
+use crate::support::{enqueue_all, host_enqueue};
 
 /// Timed pushes.
 const ROUNDS: usize = 20;
@@ -34,35 +34,32 @@ const ROUND_LIMIT: Duration = Duration::from_secs(10);
 
 /// durable_while_hung.
 pub async fn durable_while_hung(work: &Path, out: &mut Vec<Figure>) -> BenchResult<()> {
-    let hung = Hung::start()?;
+    let hung = Raw::start(|_, _| Reply::Silence);
     let result = measure(work, &hung).await;
-    hung.stop();
+    // Stops it: every connection is closed (the client sees EOF).
+    drop(hung);
     emit(out, result?);
     Ok(())
 }
 
-async fn measure(work: &Path, hung: &Hung) -> BenchResult<Figure> {
-    let platform = PlatformConfig {
-        base_url: hung.url.clone(),
+async fn measure(work: &Path, hung: &Raw) -> BenchResult<Figure> {
+    let opts = testkit::Options {
         request_timeout: Duration::from_secs(600),
-        ..Default::default()
-    };
-    let queue = QueueConfig {
         // A lease outlives its request, as `SyncConfig` sets it.
         lease_timeout: Duration::from_secs(1_300),
-        ..Default::default()
+        ..actor_options(DEFAULT_MAX_BATCH)
     };
-    let actors = start_actors_with(
+    let actors = start_actors(
         &work.join("state-hung"),
         &work.join("no-workspaces"),
-        platform,
-        fixed_token(),
-        queue,
+        &hung.url(),
+        Some(TOKEN),
+        &opts,
     )?;
     // One queued dispatch: its enqueue wakes the online Pusher, whose drain hangs.
     enqueue_all(&actors, vec![host_enqueue(vec![fixture::dispatch(0)])]).await?;
     let waited = Instant::now();
-    while hung.bytes_read() == 0 {
+    while hung.log().is_empty() {
         if waited.elapsed() > ROUND_LIMIT {
             return Err("durable_while_hung: the drain never sent its request".into());
         }
@@ -110,11 +107,11 @@ async fn measure(work: &Path, hung: &Hung) -> BenchResult<Figure> {
         }
         rounds.push(t.elapsed());
     }
-    if hung.accepted() != 1 {
+    if hung.connections() != 1 {
         return Err(format!(
             "durable_while_hung: the platform accepted {} connections, expected the one hung \
              request",
-            hung.accepted()
+            hung.connections()
         )
         .into());
     }

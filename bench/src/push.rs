@@ -4,84 +4,26 @@
 //! `drain` runs with `max_batch` 1, so every entry is one POST and one durable
 //! commit: the per-request cost of the one-in-flight design, kept as context (no
 //! target; the old `drain_ratio` target rewarded re-sending after a crash and is
-//! retired). The drain as configured, with coalescing, is [`crate::coalesce`].
+//! retired). The drain as configured, with coalescing, is the `coalesce` phase.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{Drain, Enqueue, EnqueueBatch, EnqueueReceipt, PushReport, QueueStatus};
-use agent_sync_actors::dispatch::Dispatch;
-use agent_sync_actors::platform::TokenSource;
+use agent_sync::messages::{Enqueue, QueueStatus};
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
-use agent_sync_actors::SyncActors;
-use futures_util::future::join_all;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, millis, rate, start_actors, write_key_file, AGENT_ID, TOKEN};
-use crate::platform::{Loopback, PUSH_PATH};
-use crate::{BenchResult, Options};
+use crate::options::Options;
+use crate::support::BenchResult;
+use crate::support::{
+    actor_options, drain_all, emit, enqueue_all, host_enqueue, key_file_options, millis, rate,
+    start_actors, AGENT_ID, TOKEN,
+};
+use agent_sync_testkit::{LoopbackPlatform, PUSH_PATH};
 
 /// Untimed POSTs before the POST loop (connection set up, server warm).
 const POST_WARMUP: usize = 100;
-
-pub fn host_enqueue(dispatches: Vec<Dispatch>) -> Enqueue {
-    Enqueue {
-        agent_id: AGENT_ID.into(),
-        fleet_node_id: None,
-        batch: EnqueueBatch::Host(dispatches),
-    }
-}
-
-/// Sends every message at once, awaits them all, and sums the receipts.
-pub async fn enqueue_all(
-    actors: &SyncActors,
-    messages: Vec<Enqueue>,
-) -> BenchResult<EnqueueReceipt> {
-    let sends: Vec<_> = messages
-        .into_iter()
-        .map(|msg| actors.queue.send(msg))
-        .collect();
-    let mut sum = EnqueueReceipt::default();
-    for receipt in join_all(sends).await {
-        let receipt = receipt??;
-        sum.entries += receipt.entries;
-        sum.dispatches += receipt.dispatches;
-        sum.duplicates += receipt.duplicates;
-    }
-    Ok(sum)
-}
-
-/// Queues host dispatches `0..n` as `Enqueue` messages of `per_message`, `in_flight`
-/// messages at once (the way a busy host sends them), and sums the receipts.
-pub async fn enqueue_in_rounds(
-    actors: &SyncActors,
-    n: usize,
-    per_message: usize,
-    in_flight: usize,
-) -> BenchResult<EnqueueReceipt> {
-    let mut sum = EnqueueReceipt::default();
-    let mut next = 0;
-    while next < n {
-        let end = n.min(next + per_message * in_flight);
-        let messages = (next..end)
-            .step_by(per_message)
-            .map(|first| {
-                host_enqueue(
-                    (first..end.min(first + per_message))
-                        .map(fixture::dispatch)
-                        .collect(),
-                )
-            })
-            .collect();
-        let receipt = enqueue_all(actors, messages).await?;
-        sum.entries += receipt.entries;
-        sum.dispatches += receipt.dispatches;
-        sum.duplicates += receipt.duplicates;
-        next = end;
-    }
-    Ok(sum)
-}
 
 /// enqueue: one `Enqueue` message per host dispatch, all in flight at once.
 pub async fn enqueue(
@@ -96,8 +38,8 @@ pub async fn enqueue(
         &work.join("state-enqueue"),
         &work.join("no-workspaces"),
         url,
-        TokenSource::Fixed(None),
-        DEFAULT_MAX_BATCH,
+        None,
+        &actor_options(DEFAULT_MAX_BATCH),
     )?;
     let messages: Vec<Enqueue> = (0..n)
         .map(|i| host_enqueue(vec![fixture::dispatch(i)]))
@@ -135,38 +77,6 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Waits until the wake-ups of earlier enqueues have been handled (offline, they
-/// send nothing), then provides the key file and drains once. Checks the reply.
-pub async fn drain_all(
-    actors: &SyncActors,
-    key_file: &Path,
-    expected: usize,
-) -> BenchResult<(Duration, PushReport)> {
-    for _ in 0..2 {
-        let idle = actors.pusher.send(Drain).await??;
-        if idle.count != 0 || idle.queued != expected as u64 {
-            return Err(format!(
-                "before the drain: {} delivered offline, {} queued; expected 0 and {expected}",
-                idle.count, idle.queued
-            )
-            .into());
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    write_key_file(key_file)?;
-    let t = Instant::now();
-    let report = actors.pusher.send(Drain).await??;
-    let elapsed = t.elapsed();
-    if report.count != expected || report.queued != 0 {
-        return Err(format!(
-            "the drain delivered {} and left {} queued; expected {expected} and 0",
-            report.count, report.queued
-        )
-        .into());
-    }
-    Ok((elapsed, report))
-}
-
 /// post_loop, drain (context figures, no target).
 ///
 /// The POST loop runs right before and right after the drain and the faster of the
@@ -174,11 +84,11 @@ pub async fn drain_all(
 pub async fn drain(
     opts: &Options,
     work: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let n = opts.entries;
-    let post_before = post_loop(n, &server.url, server).await?;
+    let post_before = post_loop(n, &server.url(), server).await?;
 
     // The token comes from a key file written only once everything is queued, so
     // the wake-ups of the enqueue find no token and the timed drain does it all.
@@ -186,9 +96,9 @@ pub async fn drain(
     let actors = start_actors(
         &work.join("state-drain"),
         &work.join("no-workspaces"),
-        &server.url,
-        TokenSource::KeyFile(key_file.clone()),
-        1,
+        &server.url(),
+        None,
+        &key_file_options(1, &key_file),
     )?;
     let dispatches = (0..n).map(fixture::dispatch).collect();
     let entries = enqueue_all(&actors, vec![host_enqueue(dispatches)])
@@ -208,7 +118,7 @@ pub async fn drain(
         .into());
     }
     let drain_rate = rate(n, elapsed);
-    let post_after = post_loop(n, &server.url, server).await?;
+    let post_after = post_loop(n, &server.url(), server).await?;
     let post = if post_after.rate > post_before.rate {
         &post_after
     } else {
@@ -255,13 +165,16 @@ pub async fn drain(
 
 /// What the plain POST loop measured.
 struct PostLoop {
+    /// POSTs per second.
     rate: f64,
+    /// The timed loop's length.
     elapsed: Duration,
+    /// Average request body, bytes.
     avg_body: u64,
 }
 
 /// `n` sequential awc POSTs with the drain's headers and body sizes.
-async fn post_loop(n: usize, url: &str, server: &Loopback) -> BenchResult<PostLoop> {
+async fn post_loop(n: usize, url: &str, server: &LoopbackPlatform) -> BenchResult<PostLoop> {
     let bodies = (0..n)
         .map(|i| {
             serde_json::to_vec(&serde_json::json!({

@@ -13,11 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::figures::{mib, proc_status_kib, Figure};
-use crate::phases::start_actors;
-use crate::platform::Loopback;
-use crate::push::{drain_all, enqueue_in_rounds};
-use crate::{BenchResult, Options};
-use agent_sync_actors::platform::TokenSource;
+use crate::options::Options;
+use crate::support::BenchResult;
+use crate::support::{drain_all, enqueue_in_rounds, key_file_options, start_actors};
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Dispatches per `Enqueue` message of the child.
 const DISPATCHES_PER_MESSAGE: usize = 10;
@@ -27,13 +26,13 @@ const MESSAGES_PER_ROUND: usize = 100;
 const RESULT_PREFIX: &str = "rss-child";
 
 /// In the parent: runs the child against `server` and builds the figure.
-pub fn measure(opts: &Options, server: &Loopback) -> BenchResult<Figure> {
+pub fn measure(opts: &Options, server: &LoopbackPlatform) -> BenchResult<Figure> {
     let n = opts.rss_entries;
     let exe = std::env::current_exe()?;
     let before = server.received();
     let output = Command::new(exe)
         .args(["--phase", "rss", "--rss-entries", &n.to_string()])
-        .args(["--platform-url", &server.url])
+        .args(["--platform-url", &server.url()])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()?;
@@ -107,8 +106,8 @@ async fn child_phase(n: usize, url: &str) -> BenchResult<()> {
         &work.path().join("state"),
         &work.path().join("no-workspaces"),
         url,
-        TokenSource::KeyFile(key_file.clone()),
-        1,
+        None,
+        &key_file_options(1, &key_file),
     )?;
     let entries = enqueue_in_rounds(&actors, n, DISPATCHES_PER_MESSAGE, MESSAGES_PER_ROUND)
         .await?

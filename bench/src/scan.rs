@@ -1,30 +1,36 @@
-//! walk_floor, scan_cold, scan_ratio, rescan, rescan_ratio: the Scanner against a
-//! bare walk of the same tree.
+//! walk_floor, scan_cold, scan_ratio, rescan, rescan_ratio: the Scanner's
+//! `ScanToQueue`, the path a push and the daemon run (scan, then enqueue what is new),
+//! against a bare walk of the same tree.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{Drain, ScanSummary, ScanToQueue};
-use agent_sync_actors::platform::TokenSource;
+use agent_sync::messages::ScanSummary;
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 use agent_sync_actors::scanner::walk;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, millis, start_actors, write_key_file, AGENT_ID};
-use crate::{BenchResult, Options};
+use crate::options::Options;
+use crate::support::{
+    drain_all, emit, key_file_options, millis, scan_to_queue, start_actors, BenchResult,
+};
 
 /// Timed repetitions of the floor walk, the cold scan and the rescans (best is kept).
 const ROUNDS: usize = 3;
 
-/// A scan that does not see the whole fixture is an error, not a figure.
-fn check_scan(report: &ScanSummary, workspaces: usize, unsynced: usize) -> BenchResult<()> {
-    if report.workspaces != workspaces || report.found != unsynced || report.skipped != 0 {
+/// A scan that does not see the whole fixture, or queues other than `queued`
+/// dispatches, is an error, not a figure.
+fn check_scan(summary: &ScanSummary, workspaces: usize, queued: usize) -> BenchResult<()> {
+    if summary.workspaces != workspaces
+        || summary.skipped != 0
+        || summary.found != queued
+        || summary.receipt.dispatches != queued
+    {
         return Err(format!(
-            "scan found {} workspaces ({} skipped) and {} unsynced; expected {workspaces} and {unsynced}",
-            report.workspaces,
-            report.skipped,
-            report.found
+            "scan found {} workspaces ({} skipped) and queued {} of {} dispatches found; \
+             expected {workspaces} and {queued}",
+            summary.workspaces, summary.skipped, summary.receipt.dispatches, summary.found
         )
         .into());
     }
@@ -33,13 +39,13 @@ fn check_scan(report: &ScanSummary, workspaces: usize, unsynced: usize) -> Bench
 
 /// walk_floor, scan_cold, scan_ratio, rescan, rescan_ratio.
 ///
-/// Each round starts fresh actors (fresh store, empty ledger, and a Scanner with an
-/// empty walk cache) without a token, then: floor walk; cold `ScanToQueue` (nothing is
-/// sent meanwhile); the key file written and the queue drained, untimed, so the
-/// Ledger holds every candidate and the queue is empty; a `ScanToQueue` (the first
-/// after a delivery); and a `ScanToQueue` again with nothing changed since the
-/// previous one, on disk or in the Ledger: the rescan. The best of the rounds is kept
-/// for each.
+/// Each round starts fresh actors (fresh store, empty queue and ledger, and a Scanner
+/// with an empty walk cache), offline until the bench writes their key file, then:
+/// floor walk; cold `ScanToQueue` (every terminal workspace read and queued); the
+/// queue drained to the loopback platform, untimed, as the Pusher would; a
+/// `ScanToQueue` (the first after a delivery); and a `ScanToQueue` again with nothing
+/// changed since the previous one, on disk or in the store: the rescan. The best of
+/// the rounds is kept for each.
 pub async fn scan(
     opts: &Options,
     work: &Path,
@@ -64,55 +70,46 @@ pub async fn scan(
         .into());
     }
     let [mut floor, mut bare, mut cold, mut after_delivery, mut rescan] = [Duration::MAX; 5];
+    let mut rescan_reads = 0;
     for round in 0..ROUNDS {
-        let state = work.join(format!("state-scan-{round}"));
-        std::fs::create_dir_all(&state)?;
-        let key_file = state.join("bench.key");
+        let key_file = work.join(format!("scan-{round}.key"));
         let actors = start_actors(
-            &state,
+            &work.join(format!("state-scan-{round}")),
             &root,
             url,
-            TokenSource::KeyFile(key_file.clone()),
-            DEFAULT_MAX_BATCH,
+            None,
+            &key_file_options(DEFAULT_MAX_BATCH, &key_file),
         )?;
-        let scan_to_queue = || ScanToQueue {
-            agent_id: AGENT_ID.into(),
-            fleet_node_id: None,
-        };
         let t = Instant::now();
         fixture::floor_walk(&root)?;
         floor = floor.min(t.elapsed());
 
-        // Diagnostic only: the library's walk and parse, without actors or Ledger.
+        // Diagnostic only: the library's walk and parse, without actors or store.
         let t = Instant::now();
         let walk = walk::scan_tree(&root);
         bare = bare.min(t.elapsed());
         drop(walk);
 
         let t = Instant::now();
-        let report = actors.scanner.send(scan_to_queue()).await??;
+        let summary = actors.scanner.send(scan_to_queue()).await??;
         cold = cold.min(t.elapsed());
-        check_scan(&report, tree.workspaces, tree.terminal)?;
+        check_scan(&summary, tree.workspaces, tree.terminal)?;
 
-        write_key_file(&key_file)?;
-        let delivered = actors.pusher.send(Drain).await??;
-        if delivered.queued != 0 {
-            return Err(format!(
-                "{} dispatches left queued after the drain",
-                delivered.queued
-            )
-            .into());
-        }
+        drain_all(&actors, &key_file, tree.terminal).await?;
 
         let t = Instant::now();
-        let report = actors.scanner.send(scan_to_queue()).await??;
+        let summary = actors.scanner.send(scan_to_queue()).await??;
         after_delivery = after_delivery.min(t.elapsed());
-        check_scan(&report, tree.workspaces, 0)?;
+        check_scan(&summary, tree.workspaces, 0)?;
 
         let t = Instant::now();
-        let report = actors.scanner.send(scan_to_queue()).await??;
-        rescan = rescan.min(t.elapsed());
-        check_scan(&report, tree.workspaces, 0)?;
+        let summary = actors.scanner.send(scan_to_queue()).await??;
+        let took = t.elapsed();
+        if took < rescan {
+            rescan = took;
+            rescan_reads = summary.status_reads;
+        }
+        check_scan(&summary, tree.workspaces, 0)?;
     }
     emit(
         out,
@@ -135,12 +132,14 @@ pub async fn scan(
             millis(cold),
             "ms",
             format!(
-                "{} workspaces, {} terminal, {} with report.json; ScanToQueue -> Scanner -> Queue, Ledger, Enqueue, \
-                 fresh actors and store, empty ledger; best of {ROUNDS}, each after a floor walk; \
+                "{} workspaces, {} terminal, {} with report.json; ScanToQueue -> Scanner -> \
+                 Queue, Ledger, Enqueue: all {} terminal queued; fresh actors and store, empty \
+                 queue and ledger; best of {ROUNDS}, each after a floor walk; \
                  walk::scan_tree alone, no actors: {:.1} ms",
                 tree.workspaces,
                 tree.terminal,
                 tree.reports,
+                tree.terminal,
                 millis(bare)
             ),
         ),
@@ -162,9 +161,10 @@ pub async fn scan(
             millis(rescan),
             "ms",
             format!(
-                "a ScanToQueue after a ScanToQueue with nothing changed in between, on disk \
-                 or in the Ledger, all {} terminal synced, 0 queued; best of {ROUNDS}; the scan \
-                 before it, the first after the Ledger marked them, took {:.1} ms",
+                "a ScanToQueue after a ScanToQueue with nothing changed in between, on \
+                 disk or in the store, all {} terminal delivered, 0 queued, {rescan_reads} \
+                 status.json read; best of {ROUNDS}; the ScanToQueue before it, the first \
+                 after their delivery, took {:.1} ms",
                 tree.terminal,
                 millis(after_delivery)
             ),

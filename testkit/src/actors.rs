@@ -44,6 +44,8 @@ pub struct Options {
     pub max_context_bytes: usize,
     /// Retry jitter: seeded, so schedules are the same on every run.
     pub jitter: Jitter,
+    /// How long a drain's lease on an entry holds (a hung request must not outlive it).
+    pub lease_timeout: Duration,
     /// Drain what is queued as soon as the Pusher starts.
     pub drain_on_start: bool,
     /// Read the token from this file before every request (missing: offline)
@@ -62,6 +64,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(5),
             max_context_bytes: PlatformConfig::default().max_context_bytes,
             jitter: Jitter::Seeded(TEST_SEED),
+            lease_timeout: QueueConfig::default().lease_timeout,
             drain_on_start: true,
             key_file: None,
         }
@@ -106,7 +109,7 @@ pub fn actors_config(root: &Path, token: Option<&str>, opts: &Options) -> Actors
             max_batch: opts.max_batch,
             max_request_bytes: opts.max_request_bytes,
             jitter: opts.jitter,
-            ..QueueConfig::default()
+            lease_timeout: opts.lease_timeout,
         },
         history_limit: opts.history_limit,
         max_context_items: agent_sync_actors::puller::DEFAULT_MAX_CONTEXT_ITEMS,

@@ -1,11 +1,12 @@
 //! Shared support of the agent-sync integration tests (`tests/` of the `agent-sync`
-//! package), compiled once for every test binary.
+//! package), compiled once for every test binary; the benchmark harness (`bench/`)
+//! runs on it too (its platforms, raw server, daemon handle and actor start-up).
 //!
 //! | module          | what it holds                                                   |
 //! |-----------------|-----------------------------------------------------------------|
 //! | [`sandbox`]     | one isolated installation of the binary, the CLI runner, [`Out`] |
 //! | [`daemon`]      | a running `agent-sync run`: log, signals, waits, kill on drop   |
-//! | [`platform`]    | [`LoopbackPlatform`]: a scriptable actix-web platform on 127.0.0.1 |
+//! | [`platform`]    | [`LoopbackPlatform`]: a scriptable actix-web platform on 127.0.0.1 (the bench's too) |
 //! | [`raw`]         | [`Raw`]: a threaded HTTP/1.1 server for faults at the socket level |
 //! | [`scripted`]    | [`ScriptedPlatform`]: an in-process platform for paused time    |
 //! | [`actors`]      | starting the actors, and one helper per message a test sends   |
@@ -45,7 +46,8 @@ pub use exposition::{parse_exposition, sample, Sample};
 pub use faults::{Cut, Faults, FaultyBackend};
 pub use fixtures::*;
 pub use platform::{
-    dead_url, free_addr, free_port, parse_push_body, LoopbackPlatform, Recorded, Scripted,
+    dead_url, free_addr, free_port, parse_push_body, LoopbackPlatform, Notify, Received, Recorded,
+    Scripted,
 };
 pub use proxy::{basic_auth, ConnectProxy, Tunnel};
 pub use raw::{Early, Head, Raw, Reply, Req};

@@ -5,8 +5,9 @@
 //! 100,000): 80 % terminal, 20 % running. The terminal ones are delivered first by one
 //! `agent-sync push` of the binary, so the daemon starts on a state dir that knows
 //! them (its rescan cache persisted). Then a fresh `agent-sync run` process with no
-//! flag of its own (the token in the environment, root, state dir and platform as
-//! global flags, as the scale phase gives them; `RUST_LOG=info`, its stderr read):
+//! flag of its own, in a testkit `Sandbox` (`CORE_WORKSPACE` naming its root and state
+//! dir, the token and platform in the environment; `RUST_LOG=info`, its stderr in a
+//! log file), started and stopped by testkit's `Daemon`:
 //!
 //! - **idle_cpu** (target ≤ 0.1 % of one core): once it has logged `watching N
 //!   directories ... (budget B)` and its start-up work (reap, rescan, new plan) has
@@ -16,7 +17,7 @@
 //!   the daemon through its control socket) after the idle window and after the burst.
 //! - **pickup_p50**, **pickup_p99** (target ≤ 1 s): `--pickups` (50) workspaces
 //!   finishing one at a time, 0.2-1.5 s apart at random ([`Rng`], seed printed), half
-//!   new task directories, half running ones turning `completed` ([`daemon_load`]);
+//!   new task directories, half running ones turning `completed` ([`load`]);
 //!   from the rename to the platform's 2xx for that dispatch id.
 //! - **burst_requests** (target ≤ 1.2 × ceil(N/100): 60 at 5,000),
 //!   **burst_delivered** (target exactly N), **burst_last_2xx** (context): `--burst`
@@ -27,20 +28,25 @@
 //! - **daemon_exit_code** (target 0): SIGTERM at the end; its exit code.
 //!
 //! The phase serves a loopback platform of its own (127.0.0.1) and prints its targets
-//! after the harness's summary, in its form ([`daemon_report::print_summary`]).
+//! after the harness's summary, in its form ([`report::print_summary`]).
 
-use std::path::Path;
 use std::process::Stdio;
+
 use std::time::{Duration, Instant};
 
-use crate::daemon_load::{self, answered, Tree};
-use crate::daemon_proc::{clock_ticks, watching_line, Daemon, Env};
-use crate::daemon_report::{emit, EPOCH_BURST, EPOCH_PICKUP};
+mod load;
+mod process;
+mod report;
+
+use self::load::{answered, Tree};
+use self::process::{clock_ticks, cpu_ticks, memory_kib, settle, watches, watching_line};
+pub use self::report::print_summary;
+use self::report::{emit, EPOCH_BURST, EPOCH_PICKUP};
 use crate::figures::{mib, Figure};
 use crate::fixture;
-use crate::phases::Rng;
-use crate::platform::Loopback;
-use crate::{cli_run, daemon_report, BenchResult, Options};
+use crate::options::Options;
+use crate::support::{self, synced, BenchResult, Rng, AGENT_ID, TOKEN};
+use agent_sync_testkit::{Daemon, LoopbackPlatform, Sandbox};
 
 /// Arrivals while the daemon starts (there should be none: all was delivered).
 const EPOCH_START: u32 = 1;
@@ -50,17 +56,14 @@ const START_LIMIT: Duration = Duration::from_secs(300);
 const QUIET: Duration = Duration::from_secs(1);
 /// Longest wait for the start-up work to settle.
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
-/// Longest wait for the exit after SIGTERM.
-const STOP_LIMIT: Duration = Duration::from_secs(30);
 
-/// Runs the phase against a loopback platform of its own; prints each figure as it
-/// is measured.
-pub fn run(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
-    Loopback::serve(|server| measure(opts, &work.join("daemon"), server))
+/// Runs the phase against a loopback platform of its own, in a sandbox of its own;
+/// prints each figure as it is measured.
+pub fn run(opts: &Options) -> BenchResult<Vec<Figure>> {
+    support::serve(|server| measure(opts, server))
 }
 
-fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
-    std::fs::create_dir_all(dir)?;
+fn measure(opts: &Options, server: &LoopbackPlatform) -> BenchResult<Vec<Figure>> {
     let mut rng = Rng::from_clock();
     println!(
         "daemon: {} workspaces, {} s idle, {} pickups, a burst of {}; seed {}",
@@ -70,36 +73,36 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
         opts.burst,
         rng.seed()
     );
-    let bin = match cli_run::binary(opts)? {
+    let bin = match support::binary(opts)? {
         Ok(bin) => bin,
         Err(why) => {
             println!("daemon: not measured: {why}");
             return Ok(Vec::new());
         }
     };
-    let root = dir.join("workspaces");
+    let sandbox = Sandbox::new(bin, AGENT_ID, TOKEN);
+    let root = sandbox.root();
+    let url = server.url();
     let t = Instant::now();
     let fixture = fixture::generate(&root, opts.daemon_workspaces)?;
     log::info!("daemon: tree written in {:.1} s", t.elapsed().as_secs_f64());
-    let state = dir.join("state");
-    let env = Env {
-        bin: &bin,
-        home: dir,
-        root: &root,
-        state: &state,
-        url: &server.url,
-    };
-    deliver(&env, fixture.terminal)?;
-    server.control().record(true);
-    server.control().begin_epoch(EPOCH_START);
-    let mut daemon = Daemon::spawn(&env)?;
-    let (watching, budget) = daemon.wait_for(START_LIMIT, watching_line)?;
-    let settled = daemon.settle(QUIET, SETTLE_LIMIT)?;
-    let hwm_started = daemon.memory_kib("VmHWM")?;
+    deliver(&sandbox, &url, fixture.terminal)?;
+    server.set_recording(true);
+    server.begin_epoch(EPOCH_START);
+    let run = sandbox.online(&url, &["run"]);
+    let mut daemon = Daemon::spawn(&sandbox, "daemon", Some("info"), run).deadline(START_LIMIT);
+    daemon.wait_for("the watching line", |log| {
+        log.lines().any(|l| watching_line(l).is_some())
+    });
+    let (watching, budget) = (daemon.log().lines().find_map(watching_line))
+        .ok_or("daemon: the watching line went from its log")?;
+    let pid = daemon.pid();
+    let settled = settle(pid, QUIET, SETTLE_LIMIT)?;
+    let hwm_started = memory_kib(pid, "VmHWM")?;
     let mut out = Vec::new();
-    idle(opts, &daemon, settled, &mut out)?;
+    idle(opts, pid, settled, &mut out)?;
     let start_requests = epoch_requests(server, EPOCH_START);
-    let (status_watches, status_budget) = env.watches()?;
+    let (status_watches, status_budget) = watches(&sandbox, &url)?;
     emit(
         &mut out,
         Figure::new(
@@ -120,20 +123,29 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
         root: &root,
         workspaces: fixture.workspaces,
     };
-    server.control().begin_epoch(EPOCH_PICKUP);
-    let finished = daemon_load::pickups(&tree, opts.pickups, &mut rng)?;
-    daemon_report::pickup_figures(server, &finished, &mut out);
-    let hwm_pickups = daemon.memory_kib("VmHWM")?;
-    server.control().begin_epoch(EPOCH_BURST);
-    daemon_report::burst(opts.burst, &tree, server, &mut out)?;
-    let peak = daemon.memory_kib("VmHWM")?;
-    let rss_end = daemon.memory_kib("VmRSS")?;
-    let (watches_after, _) = env.watches()?;
-    let complaints = daemon.complaints();
+    server.begin_epoch(EPOCH_PICKUP);
+    let finished = load::pickups(&tree, opts.pickups, &mut rng)?;
+    report::pickup_figures(server, &finished, &mut out);
+    let hwm_pickups = memory_kib(pid, "VmHWM")?;
+    server.begin_epoch(EPOCH_BURST);
+    report::burst(opts.burst, &tree, server, &mut out)?;
+    let peak = memory_kib(pid, "VmHWM")?;
+    let rss_end = memory_kib(pid, "VmRSS")?;
+    let (watches_after, _) = watches(&sandbox, &url)?;
+    let log = daemon.log();
+    let complaints: Vec<&str> = (log.lines())
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
     for line in complaints.iter().take(5) {
         println!("daemon: its log: {line}");
     }
-    let (code, stop) = daemon.terminate(STOP_LIMIT)?;
+    // SIGTERM; exit code 128 + the signal when a signal ended it.
+    let t = Instant::now();
+    let status = daemon.terminate_blocking();
+    let stop = t.elapsed();
+    let code = (status.code())
+        .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
+        .unwrap_or(-1);
     emit(
         &mut out,
         Figure::new(
@@ -165,19 +177,15 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
 }
 
 /// One `agent-sync push` delivering the fixture's terminal workspaces.
-fn deliver(env: &Env<'_>, terminal: usize) -> BenchResult<()> {
+fn deliver(sandbox: &Sandbox, url: &str, terminal: usize) -> BenchResult<()> {
     let t = Instant::now();
-    let output = env
-        .command(&["push"])
+    let output = sandbox
+        .online(url, &["push"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let synced = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("synced: "))
-        .and_then(|n| n.trim().parse::<usize>().ok());
-    if !output.status.success() || synced != Some(terminal) {
+    if !output.status.success() || synced(&stdout) != Some(terminal) {
         return Err(format!(
             "daemon: agent-sync push ({}) printed {stdout:?}, expected synced: {terminal}",
             output.status
@@ -194,15 +202,15 @@ fn deliver(env: &Env<'_>, terminal: usize) -> BenchResult<()> {
 /// idle_cpu: the daemon's CPU over `--idle-secs` with nothing changing.
 fn idle(
     opts: &Options,
-    daemon: &Daemon,
+    pid: u32,
     settled: Option<Duration>,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let hz = clock_ticks()?;
-    let before = daemon.cpu_ticks()?;
+    let before = cpu_ticks(pid)?;
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(opts.idle_secs));
-    let ticks = daemon.cpu_ticks()?.saturating_sub(before);
+    let ticks = cpu_ticks(pid)?.saturating_sub(before);
     let wall = t.elapsed().as_secs_f64();
     let cpu = ticks as f64 / hz as f64;
     let settled = settled.map_or_else(
@@ -228,7 +236,7 @@ fn idle(
 }
 
 /// Requests the platform received in `epoch`.
-fn epoch_requests(server: &Loopback, epoch: u32) -> usize {
+fn epoch_requests(server: &LoopbackPlatform, epoch: u32) -> usize {
     answered(server, epoch, &[], Duration::ZERO).requests
 }
 

@@ -34,20 +34,25 @@
 //! it the binary's figures are reported as not measured, never guessed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{DatabaseSize, QueueStatus, ScanToQueue};
-use agent_sync_actors::platform::TokenSource;
+use agent_sync::messages::{DatabaseSize, QueueStatus};
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 use agent_sync_actors::SyncActors;
 
 use crate::figures::{mib, Figure};
 use crate::fixture::{self, Tree};
-use crate::phases::{emit, millis, start_actors, AGENT_ID, TOKEN};
-use crate::platform::Loopback;
-use crate::push::{drain_all, enqueue_in_rounds};
-use crate::{BenchResult, Options};
+use crate::options::Options;
+use crate::support::{
+    drain_all, emit, enqueue_in_rounds, key_file_options, millis, scan_to_queue, start_actors,
+    BenchResult,
+};
+use agent_sync_testkit::{LoopbackPlatform, Scripted};
+
+mod process;
+
+pub use self::process::{measure_child, MEASURE_FLAG};
+use self::process::{push, Process};
 
 /// Timed repetitions of the floor walk (best is kept).
 const FLOOR_ROUNDS: usize = 3;
@@ -58,37 +63,37 @@ const MESSAGES_PER_ROUND: usize = 100;
 /// How long the database-size run waits for the Queue's compaction to settle.
 const COMPACTION_WAIT: Duration = Duration::from_secs(10);
 
-/// One fresh `agent-sync` process as the kernel saw it.
-#[derive(Debug, Clone, Copy)]
-struct Process {
-    /// Spawn to exit.
-    wall: Duration,
-    /// `ru_maxrss`, KiB.
-    peak_kib: u64,
-    /// The `synced: N` it printed.
-    synced: usize,
-}
-
 /// Everything measured at one size.
 #[derive(Debug, Clone)]
 struct Measured {
+    /// The tree the size wrote.
     tree: Tree,
+    /// The bare walk of that tree (best of the rounds).
     floor: Duration,
+    /// `ScanToQueue` on fresh actors.
     scan_cold: Duration,
+    /// The first `ScanToQueue` after the delivery of what the cold one queued.
     scan_after_delivery: Duration,
+    /// The next one, nothing changed.
     rescan: Duration,
     /// The binary's figures, if the binary was found.
     push: Option<Pushes>,
+    /// `sync.redb` bytes with the backlog queued.
     db_queued: u64,
+    /// And once it was delivered.
     db_delivered: u64,
 }
 
 /// The binary's runs at one size.
 #[derive(Debug, Clone, Copy)]
 struct Pushes {
+    /// The first push: every terminal workspace is new.
     new: Process,
+    /// The next, the first after their delivery.
     after_delivery: Process,
+    /// The one after: nothing new.
     nothing_new: Process,
+    /// `new` on a fresh state dir, the platform answering in 20 ms.
     new_20ms: Process,
 }
 
@@ -96,10 +101,10 @@ struct Pushes {
 pub async fn scale(
     opts: &Options,
     work: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
-    let bin = crate::cli_run::binary(opts)?;
+    let bin = crate::support::binary(opts)?;
     if let Err(why) = &bin {
         println!("scale: the binary's figures are not measured: {why}");
     }
@@ -120,7 +125,7 @@ pub async fn scale(
 async fn measure(
     size: usize,
     dir: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     bin: Option<&PathBuf>,
 ) -> BenchResult<Measured> {
     let root = dir.join("workspaces");
@@ -137,12 +142,12 @@ async fn measure(
         fixture::floor_walk(&root)?;
         floor = floor.min(t.elapsed());
     }
-    let (scan_cold, scan_after_delivery, rescan) = scans(&tree, &root, dir, &server.url).await?;
+    let (scan_cold, scan_after_delivery, rescan) = scans(&tree, &root, dir, &server.url()).await?;
     let push = match bin {
         Some(bin) => Some(pushes(bin, &tree, &root, dir, server)?),
         None => None,
     };
-    let (db_queued, db_delivered) = database(size, dir, &server.url).await?;
+    let (db_queued, db_delivered) = database(size, dir, &server.url()).await?;
     Ok(Measured {
         tree,
         floor,
@@ -153,13 +158,6 @@ async fn measure(
         db_queued,
         db_delivered,
     })
-}
-
-fn scan_to_queue() -> ScanToQueue {
-    ScanToQueue {
-        agent_id: AGENT_ID.into(),
-        fleet_node_id: None,
-    }
 }
 
 /// Cold `ScanToQueue`, then delivery, then the first scan after it and a rescan.
@@ -174,8 +172,8 @@ async fn scans(
         &dir.join("state-scan"),
         root,
         url,
-        TokenSource::KeyFile(key_file.clone()),
-        DEFAULT_MAX_BATCH,
+        None,
+        &key_file_options(DEFAULT_MAX_BATCH, &key_file),
     )?;
     let t = Instant::now();
     let cold = actors.scanner.send(scan_to_queue()).await??;
@@ -214,15 +212,15 @@ fn pushes(
     tree: &Tree,
     root: &Path,
     dir: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
 ) -> BenchResult<Pushes> {
     let state = dir.join("state-push");
-    let new = push(bin, root, &state, dir, &server.url)?;
-    let after_delivery = push(bin, root, &state, dir, &server.url)?;
-    let nothing_new = push(bin, root, &state, dir, &server.url)?;
-    server.control().set_delay(Duration::from_millis(20));
-    let new_20ms = push(bin, root, &dir.join("state-push-20ms"), dir, &server.url);
-    server.control().set_delay(Duration::ZERO);
+    let new = push(bin, root, &state, dir, &server.url())?;
+    let after_delivery = push(bin, root, &state, dir, &server.url())?;
+    let nothing_new = push(bin, root, &state, dir, &server.url())?;
+    server.set_default(Scripted::ok().delay(Duration::from_millis(20)));
+    let new_20ms = push(bin, root, &dir.join("state-push-20ms"), dir, &server.url());
+    server.set_default(Scripted::ok());
     let new_20ms = new_20ms?;
     for (what, run, expected) in [
         ("everything new", new, tree.terminal),
@@ -246,109 +244,6 @@ fn pushes(
     })
 }
 
-/// One `agent-sync push` in a fresh process, with a clean environment, through the
-/// measuring helper (see [`measure_child`]).
-fn push(bin: &Path, root: &Path, state: &Path, home: &Path, url: &str) -> BenchResult<Process> {
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("CORE_AGENT_API_KEY", TOKEN)
-        .arg(MEASURE_FLAG)
-        .arg(bin)
-        .arg("--workspace-root")
-        .arg(root)
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--api-url", url, "--agent-id", AGENT_ID, "push"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    let t = Instant::now();
-    let output = cmd.output()?;
-    let wall = t.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let field = |name: &str| -> BenchResult<u64> {
-        stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix(MEASURED_PREFIX))
-            .flat_map(str::split_whitespace)
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("the measuring helper did not report {name}").into())
-    };
-    if !output.status.success() || field("code")? != 0 {
-        return Err(format!("scale: agent-sync push failed ({})", output.status).into());
-    }
-    let synced = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("synced: "))
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| format!("scale: agent-sync push printed {stdout:?}, not `synced: N`"))?;
-    Ok(Process {
-        wall,
-        peak_kib: field("maxrss_kib")?,
-        synced,
-    })
-}
-
-/// The hidden first argument that makes this binary the measuring helper.
-pub const MEASURE_FLAG: &str = "--measure-child";
-/// Prefix of the helper's result line.
-const MEASURED_PREFIX: &str = "measured-child ";
-
-/// The measuring helper: runs `args` (a program and its arguments) with this
-/// process's environment, passes its stdout through, then prints its exit code and
-/// peak RSS.
-///
-/// Why a helper: on Linux a child's `ru_maxrss` also counts the memory of the process
-/// it was spawned from (exec records the old address space's high-water mark), so
-/// `wait4` in the bench itself would report the bench's own tens of MiB. This helper
-/// is a fresh process of a few MiB that does nothing before spawning.
-pub fn measure_child(args: &[String]) -> BenchResult<()> {
-    use std::io::Write;
-    let (program, rest) = args
-        .split_first()
-        .ok_or("--measure-child needs a program")?;
-    let child = Command::new(program)
-        .args(rest)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let (code, maxrss_kib, stdout) = wait_with_rusage(child)?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(stdout.as_bytes())?;
-    writeln!(out, "{MEASURED_PREFIX}code={code} maxrss_kib={maxrss_kib}")?;
-    Ok(())
-}
-
-/// Waits for `child` with `wait4`, which also returns its resource usage; gives the
-/// exit code (or 128 + signal), `ru_maxrss` in KiB and its stdout.
-fn wait_with_rusage(mut child: std::process::Child) -> BenchResult<(i32, u64, String)> {
-    use std::io::Read;
-    let mut stdout = String::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        // Read to the end first: the child never blocks on a full pipe.
-        pipe.read_to_string(&mut stdout)?;
-    }
-    let pid = libc::pid_t::try_from(child.id())?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: `rusage` is plain old data the kernel fills in; `status` and `rusage`
-    // outlive the call. `wait4` reaps the child, so `child` is not waited for again.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-    if reaped != pid {
-        return Err(format!("wait4: {}", std::io::Error::last_os_error()).into());
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    };
-    // Linux reports ru_maxrss in KiB.
-    Ok((code, u64::try_from(rusage.ru_maxrss)?, stdout))
-}
-
 /// `sync.redb` with `n` host dispatches queued, and after their delivery.
 async fn database(n: usize, dir: &Path, url: &str) -> BenchResult<(u64, u64)> {
     let key_file = dir.join("db.key");
@@ -356,8 +251,8 @@ async fn database(n: usize, dir: &Path, url: &str) -> BenchResult<(u64, u64)> {
         &dir.join("state-db"),
         &dir.join("no-workspaces"),
         url,
-        TokenSource::KeyFile(key_file.clone()),
-        DEFAULT_MAX_BATCH,
+        None,
+        &key_file_options(DEFAULT_MAX_BATCH, &key_file),
     )?;
     enqueue_in_rounds(&actors, n, DISPATCHES_PER_MESSAGE, MESSAGES_PER_ROUND).await?;
     let queued = actors.queue.send(QueueStatus).await??;

@@ -18,17 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_sync::messages::Drain;
-use agent_sync_actors::platform::{PlatformConfig, TokenSource};
-use agent_sync_actors::queue::QueueConfig;
 use agent_sync_actors::SyncActors;
+use agent_sync_testkit as testkit;
 use agent_sync_testkit::faults::Faults;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::write_key_file;
-use crate::platform::Loopback;
-use crate::push::{enqueue_all, host_enqueue};
-use crate::BenchResult;
+use crate::support::BenchResult;
+use crate::support::{enqueue_all, host_enqueue};
+use crate::support::{key_file_options, write_key_file};
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Entries of one dispatch queued, hence requests delivered by the measured drain.
 pub const ENTRIES: usize = 200;
@@ -55,7 +54,7 @@ impl Counted {
 
 /// Measures delivery_commits on an actix System of its own, over a fresh state dir
 /// under `dir`.
-pub fn measure(dir: &Path, server: &Loopback) -> BenchResult<Figure> {
+pub fn measure(dir: &Path, server: &LoopbackPlatform) -> BenchResult<Figure> {
     actix::System::new().block_on(delivery_commits(dir, server))
 }
 
@@ -68,26 +67,19 @@ fn start(
     url: &str,
     key_file: &Path,
 ) -> BenchResult<SyncActors> {
-    let platform = PlatformConfig {
-        base_url: url.to_string(),
-        ..Default::default()
-    };
-    let queue = QueueConfig {
-        max_batch: 1,
-        ..Default::default()
-    };
-    let tokens = TokenSource::KeyFile(key_file.to_path_buf());
-    crate::phases::start_actors_over(faults.open_store(state)?, root, platform, tokens, queue)
+    let store = faults.open_store(state)?;
+    let opts = key_file_options(1, key_file);
+    Ok(testkit::start_actors_over(&store, root, url, None, &opts))
 }
 
-async fn delivery_commits(dir: &Path, server: &Loopback) -> BenchResult<Figure> {
+async fn delivery_commits(dir: &Path, server: &LoopbackPlatform) -> BenchResult<Figure> {
     let faults = Faults::new();
     let key_file = dir.join("commits.key");
     let actors = start(
         &faults,
         &dir.join("state-commits"),
         &dir.join("no-workspaces"),
-        &server.url,
+        &server.url(),
         &key_file,
     )?;
     let dispatches = (0..ENTRIES).map(fixture::dispatch).collect();

@@ -23,21 +23,20 @@
 //! run.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::ExitStatus;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::SyncPush;
-use agent_sync::{SyncConfig, SyncService};
-use agent_sync_actors::platform::{Token, TokenSource};
-use serde_json::Value;
+use agent_sync_testkit::{LoopbackPlatform, Notify, Recorded, Scripted};
 
+mod child;
+
+pub use self::child::child;
+use self::child::{seed, send_signal, spawn, wait_exit};
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{Rng, AGENT_ID, TOKEN};
-use crate::platform::{Arrival, Loopback, Trigger, When};
-use crate::{BenchResult, Options};
+use crate::support::{serve, BenchResult, Rng};
 
 /// Entries queued before the first child (one dispatch each).
 const BACKLOG: usize = 500;
@@ -68,7 +67,9 @@ const CHILD_LIMIT: Duration = Duration::from_secs(30);
 /// Which signal ends a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Signal {
+    /// SIGKILL: a crash.
     Kill,
+    /// SIGTERM: a graceful stop.
     Term,
 }
 
@@ -124,31 +125,77 @@ fn plan(rng: &mut Rng) -> Vec<(Signal, Point)> {
 
 /// In the parent: the two figures.
 pub fn measure(work: &Path) -> BenchResult<Vec<Figure>> {
-    let server = Loopback::start()?;
-    let result = measure_against(work, &server);
-    let stopped = server.stop();
-    let figures = result?;
-    stopped?;
-    Ok(figures)
+    serve(|server| measure_against(work, server))
+}
+
+/// A request as the kill points count it: its run, key, answer and dispatches.
+struct Arrival {
+    /// The run (epoch) it came in.
+    epoch: u32,
+    /// Its `Idempotency-Key`.
+    key: String,
+    /// What it was answered.
+    status: u16,
+    /// The `id` of each of its dispatches.
+    ids: Vec<String>,
+}
+
+impl From<&Recorded> for Arrival {
+    fn from(request: &Recorded) -> Self {
+        Arrival {
+            epoch: request.epoch,
+            key: request.header("idempotency-key").unwrap_or_default().into(),
+            status: request.status,
+            ids: request.dispatch_ids(),
+        }
+    }
+}
+
+/// Scripts the platform for one run: every answer after [`PLATFORM_DELAY`], and the
+/// `nth` request of the run tells `notify` at `point` (its answer held back for a
+/// mid-POST point).
+fn arm(server: &LoopbackPlatform, signal: Signal, point: Point, notify: mpsc::Sender<Instant>) {
+    let answer = || Scripted::ok().delay(PLATFORM_DELAY);
+    let (nth, trigger) = match point {
+        Point::MidPost { nth } => {
+            let hold = match signal {
+                Signal::Kill => HOLD_KILL,
+                Signal::Term => HOLD_TERM,
+            };
+            (
+                nth,
+                Scripted::ok().delay(hold).notify(Notify::Arrival(notify)),
+            )
+        }
+        Point::After2xx { nth, .. } => (nth, answer().notify(Notify::Answered(notify))),
+        Point::Random { .. } => (1, answer().notify(Notify::Arrival(notify))),
+    };
+    for _ in 1..nth {
+        server.respond(answer());
+    }
+    server.respond(trigger);
 }
 
 /// One child run as it ended.
 struct Outcome {
+    /// What ended it.
     signal: Signal,
+    /// When.
     point: Point,
     /// From the signal to the child's exit.
     exit_after: Duration,
+    /// How it exited.
     status: ExitStatus,
 }
 
-fn measure_against(work: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
+fn measure_against(work: &Path, server: &LoopbackPlatform) -> BenchResult<Vec<Figure>> {
     let started = Instant::now();
     let state = work.join("state-kill");
     let ws = work.join("no-workspaces");
-    actix::System::new().block_on(seed(&state, &ws, &server.url, BACKLOG))?;
-    let control = server.control();
-    control.record(true);
-    control.set_delay(PLATFORM_DELAY);
+    let url = server.url();
+    actix::System::new().block_on(seed(&state, &ws, &url, BACKLOG))?;
+    server.set_recording(true);
+    server.set_default(Scripted::ok().delay(PLATFORM_DELAY));
     let mut rng = Rng::from_clock();
     let seed = rng.seed();
     let plan = plan(&mut rng);
@@ -156,28 +203,10 @@ fn measure_against(work: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
     let mut outcomes = Vec::with_capacity(plan.len());
     for (i, (signal, point)) in plan.iter().enumerate() {
         let epoch = i as u32 + 1;
-        control.begin_epoch(epoch);
+        server.begin_epoch(epoch);
         let (notify, notified) = mpsc::channel();
-        let (nth, when) = match *point {
-            Point::MidPost { nth } => (
-                nth,
-                When::Arrival {
-                    hold: match signal {
-                        Signal::Kill => HOLD_KILL,
-                        Signal::Term => HOLD_TERM,
-                    },
-                },
-            ),
-            Point::After2xx { nth, .. } => (nth, When::Answered),
-            Point::Random { .. } => (
-                1,
-                When::Arrival {
-                    hold: Duration::ZERO,
-                },
-            ),
-        };
-        control.arm(Trigger { nth, when, notify });
-        let mut child = spawn(&exe, &state, &server.url, false)?;
+        arm(server, *signal, *point, notify);
+        let mut child = spawn(&exe, &state, &url, false)?;
         if notified.recv_timeout(CHILD_LIMIT).is_err() {
             let _ = child.kill();
             let _ = child.wait();
@@ -211,23 +240,21 @@ fn measure_against(work: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
     }
     // The last run drains what is left, at full speed, and exits by itself.
     let last_epoch = plan.len() as u32 + 1;
-    control.begin_epoch(last_epoch);
-    control.set_delay(Duration::ZERO);
-    let mut child = spawn(&exe, &state, &server.url, true)?;
+    server.begin_epoch(last_epoch);
+    server.set_default(Scripted::ok());
+    let mut child = spawn(&exe, &state, &url, true)?;
     let status = wait_exit(&mut child, Duration::from_secs(120))?;
     if !status.success() {
         return Err(format!("resent_after_kill: the last child failed ({status})").into());
     }
-    let arrivals = control.arrivals();
+    let arrivals: Vec<Arrival> = server.requests().iter().map(Arrival::from).collect();
 
     let Tally {
         resent,
         within_run,
         delivered,
     } = tally(&arrivals, plan.len());
-    let expected: HashSet<String> = (0..BACKLOG)
-        .map(|i| fixture::dispatch(i).id().unwrap_or_default())
-        .collect();
+    let expected: HashSet<String> = (0..BACKLOG).map(fixture::dispatch_id).collect();
     let lost = expected
         .iter()
         .filter(|id| !delivered.contains(id.as_str()))
@@ -349,146 +376,12 @@ fn tally(arrivals: &[Arrival], runs: usize) -> Tally<'_> {
     tally
 }
 
-/// Queues `n` host dispatches on `state` with an offline `SyncService`, one per entry.
-async fn seed(state: &Path, ws: &Path, url: &str, n: usize) -> BenchResult<()> {
-    let mut config = service_config(state, ws, url);
-    config.tokens = TokenSource::Fixed(None);
-    config.drain_on_start = false;
-    let service = SyncService::start(config)?;
-    let dispatches = (0..n)
-        .map(|i| Value::Object(fixture::dispatch_object(i)))
-        .collect();
-    service
-        .push(SyncPush {
-            dispatches: Some(dispatches),
-            ..Default::default()
-        })
-        .await?;
-    let status = service.status().await?;
-    service.stop().await;
-    if status.queued_entries != n as u64 {
-        return Err(format!(
-            "resent_after_kill: seeded {} entries, expected {n}",
-            status.queued_entries
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// The configuration the parent's seeding and every child use.
-fn service_config(state: &Path, ws: &Path, url: &str) -> SyncConfig {
-    let mut config = SyncConfig::new(ws, state);
-    config.agent_id = AGENT_ID.into();
-    config.tokens = TokenSource::Fixed(Token::new(TOKEN));
-    config.platform.base_url = url.into();
-    // One dispatch per entry, so every request is one entry.
-    config.max_batch = 1;
-    config.flush_interval = None;
-    config.drain_on_start = true;
-    config
-}
-
-fn spawn(exe: &Path, state: &Path, url: &str, exit_when_empty: bool) -> BenchResult<Child> {
-    let mut command = Command::new(exe);
-    command
-        .args(["--phase", "drain-child", "--platform-url", url])
-        .arg("--state-dir")
-        .arg(state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if exit_when_empty {
-        command.arg("--exit-when-empty");
-    }
-    Ok(command.spawn()?)
-}
-
-fn send_signal(child: &mut Child, signal: Signal) -> BenchResult<()> {
-    match signal {
-        Signal::Kill => Ok(child.kill()?),
-        Signal::Term => {
-            // std has no SIGTERM; kill(1) is on every Linux.
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!("kill -TERM {} failed ({status})", child.id()).into())
-            }
-        }
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> BenchResult<ExitStatus> {
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("a drain child did not exit within {} s", limit.as_secs()).into());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// In the child (`--phase drain-child`): a `SyncService` draining the state dir
-/// until SIGTERM (graceful stop, exit 0), SIGKILL, or, with `--exit-when-empty`, an
-/// empty queue.
-pub fn child(opts: &Options) -> BenchResult<()> {
-    let url = opts
-        .platform_url
-        .clone()
-        .ok_or("--phase drain-child needs --platform-url")?;
-    let state: PathBuf = opts
-        .state_dir
-        .clone()
-        .ok_or("--phase drain-child needs --state-dir")?;
-    let exit_when_empty = opts.exit_when_empty;
-    actix::System::new().block_on(async move {
-        use actix_rt::signal::unix::{signal, SignalKind};
-        use futures_util::future::{select, Either};
-        // Before the service starts: a SIGTERM must never find the default action.
-        let mut term = signal(SignalKind::terminate())?;
-        let ws = state.with_file_name("no-workspaces");
-        let service = SyncService::start(service_config(&state, &ws, &url))?;
-        let why = {
-            let terminated = std::pin::pin!(term.recv());
-            let empty = std::pin::pin!(async {
-                if !exit_when_empty {
-                    std::future::pending::<()>().await;
-                }
-                loop {
-                    actix_rt::time::sleep(Duration::from_millis(20)).await;
-                    match service.status().await {
-                        Ok(status) if status.queued_entries == 0 => return,
-                        Ok(_) => {}
-                        Err(e) => log::warn!("drain child: status failed: {e}"),
-                    }
-                }
-            });
-            match select(terminated, empty).await {
-                Either::Left(_) => "SIGTERM",
-                Either::Right(_) => "queue empty",
-            }
-        };
-        log::info!("drain child: {why}; stopping");
-        service.stop().await;
-        Ok(())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn arrival(epoch: u32, key: &str, status: u16, ids: &[&str]) -> Arrival {
         Arrival {
-            at: Instant::now(),
             epoch,
             key: key.into(),
             status,

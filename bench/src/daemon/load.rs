@@ -11,9 +11,9 @@
 //!   (temp file + rename over the old one).
 //!
 //! The dispatch id of a scanned workspace is its path relative to the root, so the
-//! platform's arrival log (with dispatch ids, see [`crate::platform::Control::record`])
-//! says when each one was answered: its handler answers 200 as soon as it has logged
-//! the arrival (no delay is set), so the logged arrival is the 2xx to within
+//! requests the platform recorded (testkit's `LoopbackPlatform`, with their bodies)
+//! say when each one was answered: it answers 200 as soon as it has recorded the
+//! request (no delay is set), so the recorded arrival is the 2xx to within
 //! microseconds.
 
 use std::collections::HashMap;
@@ -23,14 +23,10 @@ use std::time::{Duration, Instant};
 use agent_sync_actors::time::Clock;
 use serde_json::{json, Value};
 
-use crate::phases::Rng;
-use crate::platform::Loopback;
-use crate::BenchResult;
+use crate::fixture::{repo_of, workspace_of, TASKS_PER_REPO};
+use crate::support::{BenchResult, Rng};
+use agent_sync_testkit::LoopbackPlatform;
 
-/// Workspaces per repo directory in [`crate::fixture`]'s layout.
-const TASKS_PER_REPO: usize = 50;
-/// Repo directories per org in [`crate::fixture`]'s layout.
-const REPOS_PER_ORG: usize = 20;
 /// The temp file a status is written to before the rename.
 const TEMP: &str = "status.json.tmp";
 
@@ -63,13 +59,6 @@ pub struct Tree<'a> {
 }
 
 impl Tree<'_> {
-    /// `org-OO/repo-RR` of fixture workspace `i`, relative to the root.
-    fn repo_of(&self, i: usize) -> String {
-        let org = i / (TASKS_PER_REPO * REPOS_PER_ORG);
-        let repo = (i / TASKS_PER_REPO) % REPOS_PER_ORG;
-        format!("org-{org:02}/repo-{repo:02}")
-    }
-
     /// Repo directories of the fixture.
     pub fn repos(&self) -> usize {
         self.workspaces.div_ceil(TASKS_PER_REPO)
@@ -86,7 +75,7 @@ impl Tree<'_> {
 
     /// A new task directory `task` in the `repo`-th repo directory, finished.
     pub fn finish_new(&self, repo: usize, task: &str) -> BenchResult<Finished> {
-        let rel = format!("{}/{task}", self.repo_of(repo * TASKS_PER_REPO));
+        let rel = format!("{}/{task}", repo_of(repo * TASKS_PER_REPO));
         let dir = self.root.join(&rel);
         std::fs::create_dir(&dir)?;
         let (org, repo_name) = rel.split_once('/').map_or(("", ""), |(o, r)| {
@@ -119,7 +108,7 @@ impl Tree<'_> {
 
     /// Fixture workspace `i` (which must be running) turned `completed`.
     pub fn finish_running(&self, i: usize) -> BenchResult<Finished> {
-        let rel = format!("{}/task-{i:06}", self.repo_of(i));
+        let rel = workspace_of(i);
         let dir = self.root.join(&rel);
         let mut status: Value = serde_json::from_slice(&std::fs::read(dir.join("status.json"))?)?;
         if status["status"] != "running" {
@@ -162,23 +151,23 @@ pub struct Answered {
 
 /// Waits until the platform has answered 2xx to every id of `wanted` (or `limit`
 /// passed; `Duration::ZERO` looks once); what it answered in `epoch`.
-pub fn answered(server: &Loopback, epoch: u32, wanted: &[String], limit: Duration) -> Answered {
+pub fn answered(
+    server: &LoopbackPlatform,
+    epoch: u32,
+    wanted: &[String],
+    limit: Duration,
+) -> Answered {
     let started = Instant::now();
     loop {
         let mut got = Answered::default();
-        for arrival in server
-            .control()
-            .arrivals()
-            .iter()
-            .filter(|a| a.epoch == epoch)
-        {
+        for arrival in server.requests_in(epoch) {
             got.requests += 1;
             if !(200..300).contains(&arrival.status) {
                 continue;
             }
-            for id in &arrival.ids {
+            for id in arrival.dispatch_ids() {
                 got.received += 1;
-                got.first.entry(id.clone()).or_insert(arrival.at);
+                got.first.entry(id).or_insert(arrival.received_at);
             }
         }
         let done = wanted.iter().all(|id| got.first.contains_key(id));

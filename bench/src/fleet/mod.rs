@@ -49,42 +49,53 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use agent_sync::messages::{Drain, Enqueue, EnqueueBatch, QueueStatus};
-use agent_sync_actors::platform::{PlatformConfig, TokenSource};
-use agent_sync_actors::queue::{Jitter, QueueConfig, DEFAULT_MAX_BATCH};
+use agent_sync::messages::{Drain, QueueStatus};
+use agent_sync_actors::queue::{Jitter, DEFAULT_MAX_BATCH};
 use agent_sync_actors::SyncActors;
+use agent_sync_testkit as testkit;
 use futures_util::future::join_all;
 
 use crate::figures::Figure;
 use crate::fixture;
-use crate::phases::{emit, start_actors_with, write_key_file, Rng, AGENT_ID};
-use crate::platform::{Arrival, Loopback};
-use crate::{BenchResult, Options};
+use crate::options::Options;
+use crate::support::BenchResult;
+use crate::support::{
+    emit, host_enqueue, key_file_options, platform, start_actors, write_key_file,
+};
+use agent_sync_testkit::LoopbackPlatform;
+
+mod shape;
+
+use self::shape::{shape, uniform_reference, BUCKET};
 
 /// Host dispatches queued per instance before the outage (3 entries of at most 100).
 pub const BACKLOG: usize = 250;
-/// Width of a bucket.
-const BUCKET: Duration = Duration::from_millis(100);
 /// How often the fleets' queues are polled while they recover.
 const POLL: Duration = Duration::from_millis(500);
 
 /// One fleet: its platform, its instances and their threads.
 struct Fleet {
+    /// What its figures are called (with or without jitter).
     name: &'static str,
+    /// The instances' retry jitter: what the two fleets compare.
     jitter: Jitter,
-    server: Loopback,
+    /// The platform of this fleet alone, so its arrivals are the fleet's.
+    server: LoopbackPlatform,
+    /// One thread per instance, as on hosts of their own.
     arbiters: Vec<Arbiter>,
+    /// The instances' actors, by index.
     instances: Vec<SyncActors>,
+    /// Written when the outage begins: until then every instance is offline.
     key_file: std::path::PathBuf,
 }
 
 /// Starts `n` instances, each on an arbiter (thread) of its own, as on hosts of their
 /// own, each on `dir/instance-NNN`.
 fn start_fleet(name: &'static str, jitter: Jitter, n: usize, dir: &Path) -> BenchResult<Fleet> {
-    let server = Loopback::start()?;
-    // Every arrival is logged (without parsing bodies); nothing arrives before the
-    // outage, the instances being offline until then.
-    server.control().record(false);
+    let server = platform()?;
+    // Every arrival is recorded; nothing arrives before the outage, the instances
+    // being offline until then.
+    server.set_recording(true);
     std::fs::create_dir_all(dir)?;
     let key_file = dir.join("token.key");
     let (sender, receiver) = std::sync::mpsc::channel();
@@ -92,26 +103,22 @@ fn start_fleet(name: &'static str, jitter: Jitter, n: usize, dir: &Path) -> Benc
     for i in 0..n {
         let arbiter = Arbiter::new();
         let (url, key, dir, sender) = (
-            server.url.clone(),
+            server.url(),
             key_file.clone(),
             dir.to_path_buf(),
             sender.clone(),
         );
         let spawned = arbiter.spawn_fn(move || {
-            let platform = PlatformConfig {
-                base_url: url,
-                ..Default::default()
-            };
-            let queue = QueueConfig {
+            let opts = testkit::Options {
                 jitter,
-                ..Default::default()
+                ..key_file_options(DEFAULT_MAX_BATCH, &key)
             };
-            let started = start_actors_with(
+            let started = start_actors(
                 &dir.join(format!("instance-{i:03}")),
                 &dir.join("no-workspaces"),
-                platform,
-                TokenSource::KeyFile(key),
-                queue,
+                &url,
+                None,
+                &opts,
             )
             .map_err(|e| format!("fleet instance {i}: {e}"));
             let _ = sender.send((i, started));
@@ -143,13 +150,9 @@ impl Fleet {
     async fn queue_backlog(&self, index: usize) -> BenchResult<()> {
         let sends = self.instances.iter().enumerate().map(|(i, actors)| {
             let first = (index * self.instances.len() + i) * 1_000;
-            actors.queue.send(Enqueue {
-                agent_id: AGENT_ID.into(),
-                fleet_node_id: None,
-                batch: EnqueueBatch::Host(
-                    (first..first + BACKLOG).map(fixture::dispatch).collect(),
-                ),
-            })
+            actors.queue.send(host_enqueue(
+                (first..first + BACKLOG).map(fixture::dispatch).collect(),
+            ))
         });
         for receipt in join_all(sends).await {
             let receipt = receipt??;
@@ -187,104 +190,8 @@ impl Fleet {
                 return Err("a fleet arbiter panicked".into());
             }
         }
-        self.server.stop()
+        Ok(self.server.stop_thread()?)
     }
-}
-
-/// What the buckets say.
-struct Shape {
-    /// Requests that arrived after the recovery.
-    after: usize,
-    /// Requests answered 503.
-    refused: usize,
-    /// Buckets in the window.
-    buckets: usize,
-    /// The busiest bucket's count.
-    peak: usize,
-    /// Its index.
-    peak_at: usize,
-    /// peak / (after / buckets).
-    ratio: f64,
-    /// First request after the recovery, after it.
-    first: Duration,
-    /// Last request, after the recovery.
-    last: Duration,
-    /// The same ratio with 1 s buckets.
-    ratio_1s: f64,
-    /// Busiest second.
-    peak_1s: usize,
-    /// The ratio over the first-to-last window instead (not the figure).
-    ratio_first_to_last: f64,
-}
-
-/// Peak over mean of `arrivals` in buckets of `width` from `recovery`.
-fn buckets(after: &[Duration], width: Duration) -> (usize, usize, usize, f64) {
-    let Some(last) = after.iter().max() else {
-        return (0, 0, 0, 0.0);
-    };
-    let n = (last.as_nanos() / width.as_nanos()) as usize + 1;
-    let mut counts = vec![0usize; n];
-    for at in after {
-        counts[(at.as_nanos() / width.as_nanos()) as usize] += 1;
-    }
-    let (peak_at, peak) = counts
-        .iter()
-        .copied()
-        .enumerate()
-        .max_by_key(|(i, c)| (*c, std::cmp::Reverse(*i)))
-        .unwrap_or_default();
-    let mean = after.len() as f64 / n as f64;
-    (n, peak, peak_at, peak as f64 / mean)
-}
-
-fn shape(arrivals: &[Arrival], recovery: Instant) -> Shape {
-    let after: Vec<Duration> = arrivals
-        .iter()
-        .filter(|a| a.at >= recovery)
-        .map(|a| a.at - recovery)
-        .collect();
-    let (n, peak, peak_at, ratio) = buckets(&after, BUCKET);
-    let (_, peak_1s, _, ratio_1s) = buckets(&after, Duration::from_secs(1));
-    let first = after.iter().min().copied().unwrap_or_default();
-    let from_first: Vec<Duration> = after.iter().map(|at| *at - first).collect();
-    let (_, _, _, ratio_first_to_last) = buckets(&from_first, BUCKET);
-    Shape {
-        after: after.len(),
-        refused: arrivals.iter().filter(|a| a.status == 503).count(),
-        buckets: n,
-        peak,
-        peak_at,
-        ratio,
-        first: after.iter().min().copied().unwrap_or_default(),
-        last: after.iter().max().copied().unwrap_or_default(),
-        ratio_1s,
-        peak_1s,
-        ratio_first_to_last,
-    }
-}
-
-/// Reference for fleet_recovery_window: `instances` bursts of `per` requests, each burst in one
-/// bucket chosen uniformly at random among `buckets`; the median peak-over-mean of
-/// `draws` such placements. What independent random retry times give at best-case
-/// (uniform) density, whatever the jitter's exact shape.
-fn uniform_reference(instances: usize, per: usize, buckets: usize, draws: usize) -> f64 {
-    if buckets == 0 || instances == 0 {
-        return 0.0;
-    }
-    let mut rng = Rng::new(0x5eed_f1ee7);
-    let mean = (instances * per) as f64 / buckets as f64;
-    let mut ratios: Vec<f64> = (0..draws)
-        .map(|_| {
-            let mut counts = vec![0usize; buckets];
-            for _ in 0..instances {
-                let b = ((rng.next_f64() * buckets as f64) as usize).min(buckets - 1);
-                counts[b] += per;
-            }
-            counts.iter().copied().max().unwrap_or(0) as f64 / mean
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios[ratios.len() / 2]
 }
 
 /// fleet_recovery, fleet_recovery_window and their `_no_jitter` twins, on a System of
@@ -328,7 +235,6 @@ async fn fleets(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
     for fleet in &fleets {
         fleet
             .server
-            .control()
             .set_outage_until(outage_start + Duration::from_secs(86_400));
         write_key_file(&fleet.key_file)?;
     }
@@ -341,7 +247,7 @@ async fn fleets(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
     let all_refused = outage_start.elapsed();
     let recovery = (outage_start + outage).max(Instant::now());
     for fleet in &fleets {
-        fleet.server.control().set_outage_until(recovery);
+        fleet.server.set_outage_until(recovery);
     }
     let outage = recovery - outage_start;
     // Until every queue is empty; the backoff bounds it (1.5 x 300 s after the outage).
@@ -364,7 +270,9 @@ async fn fleets(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
     }
     let mut figures = Vec::new();
     for (fleet, cleared) in fleets.into_iter().zip(cleared) {
-        let arrivals = fleet.server.control().arrivals();
+        let arrivals: Vec<(Instant, u16)> = (fleet.server.requests().iter())
+            .map(|r| (r.received_at, r.status))
+            .collect();
         let s = shape(&arrivals, recovery);
         let expected = n * BACKLOG.div_ceil(DEFAULT_MAX_BATCH);
         if s.after != expected {
@@ -440,48 +348,4 @@ async fn fleets(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
         fleet.stop()?;
     }
     Ok(figures)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peak_over_mean_counts_every_bucket_up_to_the_last_request() {
-        let ms = Duration::from_millis;
-        // Buckets 0..=9: [2, 1, 0, 0, 0, 0, 0, 0, 0, 1]; mean 4 / 10.
-        let (n, peak, peak_at, ratio) = buckets(&[ms(0), ms(50), ms(150), ms(950)], BUCKET);
-        assert_eq!((n, peak, peak_at), (10, 2, 0));
-        assert!((ratio - 5.0).abs() < 1e-9, "{ratio}");
-        // One burst in one bucket: the mean is the peak.
-        let (n, _, _, ratio) = buckets(&[ms(10), ms(20), ms(30)], BUCKET);
-        assert_eq!(n, 1);
-        assert!((ratio - 1.0).abs() < 1e-9);
-        assert_eq!(buckets(&[], BUCKET).0, 0);
-    }
-
-    #[test]
-    fn the_window_starts_at_the_recovery_not_at_the_first_request() {
-        let recovery = Instant::now();
-        let at = |ms: u64, status: u16| Arrival {
-            at: recovery + Duration::from_millis(ms),
-            epoch: 0,
-            key: String::new(),
-            status,
-            ids: Vec::new(),
-        };
-        // A herd 5 s after the recovery: 3 requests in bucket 50 of 51.
-        let log = [at(5_000, 200), at(5_010, 200), at(5_020, 200)];
-        let s = shape(&log, recovery);
-        assert_eq!((s.after, s.buckets, s.peak, s.peak_at), (3, 51, 3, 50));
-        assert!((s.ratio - 51.0).abs() < 1e-9);
-        assert!((s.ratio_first_to_last - 1.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn the_uniform_reference_is_one_when_everything_fits_one_bucket() {
-        assert!((uniform_reference(5, 3, 1, 10) - 1.0).abs() < 1e-9);
-        let spread = uniform_reference(100, 3, 860, 200);
-        assert!(spread > 5.0 && spread < 40.0, "{spread}");
-    }
 }

@@ -1,55 +1,34 @@
-//! Running the `agent-sync` binary for the CLI drain phase ([`crate::cli_drain`]):
+//! Running the `agent-sync` binary for the CLI drain phase ([`super`]):
 //! where the binary is, and one `push` (or `status`) in a fresh process with a clean
 //! environment, its dispatches given on stdin, timed from spawn to exit.
 //!
-//! Offline means what it means to an operator without a token: no
-//! `CORE_AGENT_API_KEY` in the environment and no `<HOME>/.claude/brain.key`, so the
-//! process queues what it is given and sends nothing. Online sets
-//! `CORE_AGENT_API_KEY` to the token the loopback platform expects. Both name the
-//! loopback platform with `--api-url`, so an offline call could not reach anything
-//! else even if it tried.
+//! Every process runs in one testkit `Sandbox` (a cleared environment, a `HOME` and
+//! an empty workspace root of its own: these pushes never scan, they are given their
+//! dispatches or `--queue-only`). Offline means what it means to an operator without a
+//! token: no `CORE_AGENT_API_KEY` in the environment and no
+//! `<HOME>/.claude/brain.key`, so the process queues what it is given and sends
+//! nothing. Online sets `CORE_AGENT_API_KEY` to the token the loopback platform
+//! expects. Both name the loopback platform with `--api-url`, so an offline call could
+//! not reach anything else even if it tried.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::phases::{AGENT_ID, TOKEN};
-use crate::{BenchResult, Options};
+use agent_sync_testkit::Sandbox;
 
-/// Where the `agent-sync` binary is, found as the scale phase finds it: `--agent-sync`,
-/// else next to this binary. The error says how to get it when it is not there.
-pub fn binary(opts: &Options) -> BenchResult<Result<PathBuf, String>> {
-    let bin = match &opts.agent_sync {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("agent-sync"),
-    };
-    Ok(if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "no agent-sync binary at {}: run `cargo build --release --workspace` first (or \
-             pass --agent-sync PATH)",
-            bin.display()
-        ))
-    })
-}
+use crate::support::{synced, BenchResult, AGENT_ID, TOKEN};
 
-/// What every process of the phase shares: the binary and the environment it runs in.
-pub struct Cli<'a> {
-    /// The `agent-sync` binary.
-    pub bin: &'a Path,
-    /// `HOME` of the children: a dir without `.claude/brain.key`, so an offline call
-    /// finds no token there (and the operator's own home is never read).
-    pub home: &'a Path,
-    /// `--workspace-root`: a dir that does not exist; these pushes never scan (they
-    /// are given their dispatches, or `--queue-only`), and if one did it would find
-    /// nothing.
-    pub root: &'a Path,
+/// What every process of the phase shares: the binary, its environment, the platform.
+pub struct Cli {
+    /// The binary's installation: its `HOME` holds no `.claude/brain.key`, so an
+    /// offline call finds no token there (and the operator's own home is never read).
+    pub sandbox: Sandbox,
     /// `--api-url`: the loopback platform.
-    pub url: &'a str,
+    pub url: String,
 }
 
 /// One finished `agent-sync push`.
@@ -61,22 +40,26 @@ pub struct Pushed {
     pub synced: usize,
 }
 
-impl Cli<'_> {
+impl Cli {
+    /// `agent-sync` in [`Cli::sandbox`] at `bin`, as [`AGENT_ID`].
+    pub fn new(bin: &Path, url: String) -> Self {
+        Cli {
+            sandbox: Sandbox::new(bin, AGENT_ID, TOKEN),
+            url,
+        }
+    }
+
     /// The command line shared by every call on `state`, with the environment cleared
     /// and the token set only when `online`.
     fn command(&self, state: &Path, online: bool) -> Command {
-        let mut cmd = Command::new(self.bin);
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home);
-        if online {
-            cmd.env("CORE_AGENT_API_KEY", TOKEN);
-        }
-        cmd.arg("--workspace-root")
-            .arg(self.root)
-            .arg("--state-dir")
+        let mut cmd = if online {
+            self.sandbox.online(&self.url, &[])
+        } else {
+            self.sandbox.cmd(&[])
+        };
+        cmd.arg("--state-dir")
             .arg(state)
-            .args(["--api-url", self.url, "--agent-id", AGENT_ID])
+            .args(["--api-url", &self.url])
             .stderr(Stdio::inherit());
         cmd
     }
@@ -150,10 +133,7 @@ fn finished(what: &str, wall: Duration, output: &std::process::Output) -> BenchR
         )
         .into());
     }
-    let synced = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("synced: "))
-        .and_then(|n| n.trim().parse().ok())
+    let synced = synced(&stdout)
         .ok_or_else(|| format!("cli: agent-sync {what} printed {stdout:?}, not `synced: N`"))?;
     Ok(Pushed { wall, synced })
 }
@@ -164,16 +144,6 @@ pub fn dispatches_json(range: std::ops::Range<usize>) -> BenchResult<Vec<u8>> {
         .map(|i| Value::Object(crate::fixture::dispatch_object(i)))
         .collect();
     Ok(serde_json::to_vec(&list)?)
-}
-
-/// The `id` of host dispatch `i`, as [`crate::fixture::dispatch_object`] names it.
-pub fn dispatch_id(i: usize) -> String {
-    let object: Map<String, Value> = crate::fixture::dispatch_object(i);
-    object
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The size of the state dir's `sync.redb`, bytes.

@@ -14,11 +14,11 @@
 //!   queued offline by `push --dispatches -` calls of 1,000 each, then one
 //!   `push --queue-only` online; the size of `sync.redb` once that process has exited
 //!   (target 8 MiB).
-//! - **delivery_commits** ([`crate::commits`]): fsyncs per delivered request, in
+//! - **delivery_commits** ([`commits`]): fsyncs per delivered request, in
 //!   process, over a backend that counts them (target 1).
 //!
-//! The phase serves a loopback platform of its own (127.0.0.1), which logs every
-//! arrival; the binary is found as the scale phase finds it ([`cli_run::binary`]).
+//! The phase serves a loopback platform of its own (127.0.0.1), which records the
+//! calls' requests and counts the drain's; the binary is found as the scale phase finds it ([`support::binary`]).
 //! Without it the two binary figures are not measured. The targets are printed after
 //! the harness's summary, in its form ([`print_summary`]).
 
@@ -26,31 +26,34 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cli_run::{self, db_bytes, dispatch_id, dispatches_json, Cli};
-use crate::commits;
+mod commits;
+mod run;
+
+use self::run::{db_bytes, dispatches_json, Cli};
+use crate::fixture::dispatch_id;
+
 use crate::figures::Figure;
-use crate::phase_targets::{emit, print_targets, Check};
-use crate::platform::Loopback;
-use crate::{BenchResult, Options};
+use crate::options::Options;
+use crate::support::{self, BenchResult};
+use crate::targets::{emit, print_targets, Check};
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Dispatches per offline call of db_after_cli_drain: few processes, as a host that
 /// hands over its finished dispatches in batches would run.
 const BATCH: usize = 1_000;
-/// The epoch (see [`crate::platform::Control::begin_epoch`]) of cli_calls_coalesced's
-/// arrivals.
+/// The epoch (testkit's `LoopbackPlatform::begin_epoch`) of cli_calls_coalesced's
+/// requests.
 const EPOCH_CALLS: u32 = 1;
-/// The epoch of db_after_cli_drain's arrivals.
-const EPOCH_DRAIN: u32 = 2;
 /// The Go original's time for the same drain of 2,000 one-dispatch calls, seconds.
 const GO_DRAIN_S: f64 = 11.9;
 
 /// Runs the phase against a loopback platform of its own; prints each figure as it
 /// is measured.
 pub fn run(opts: &Options, work: &Path) -> BenchResult<Vec<Figure>> {
-    Loopback::serve(|server| measure(opts, &work.join("cli"), server))
+    support::serve(|server| measure(opts, &work.join("cli"), server))
 }
 
-fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Figure>> {
+fn measure(opts: &Options, dir: &Path, server: &LoopbackPlatform) -> BenchResult<Vec<Figure>> {
     std::fs::create_dir_all(dir)?;
     println!(
         "cli: {} one-dispatch offline calls, {} dispatches in calls of {BATCH}, {} one-dispatch \
@@ -60,20 +63,14 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
         commits::ENTRIES
     );
     let mut out = Vec::new();
-    match cli_run::binary(opts)? {
+    match support::binary(opts)? {
         Ok(bin) => {
-            let root = dir.join("no-workspaces");
-            let cli = Cli {
-                bin: &bin,
-                home: dir,
-                root: &root,
-                url: &server.url,
-            };
-            server.control().record(true);
+            let cli = Cli::new(&bin, server.url());
+            server.set_recording(true);
             calls_coalesced(opts.cli_calls, &cli, dir, server, &mut out)?;
-            // Ids are only needed above; parsing 100,000 of them would only slow the
-            // platform down.
-            server.control().record(false);
+            // Requests are only read above; keeping 100,000 dispatches' bodies would
+            // only slow the platform down (the drain below is counted).
+            server.set_recording(false);
             db_after_drain(opts.cli_drain_dispatches, &cli, dir, server, &mut out)?;
         }
         Err(why) => println!("cli: the binary's figures are not measured: {why}"),
@@ -86,13 +83,13 @@ fn measure(opts: &Options, dir: &Path, server: &Loopback) -> BenchResult<Vec<Fig
 /// cli_calls_coalesced_delivered, cli_calls_coalesced_duplicates.
 fn calls_coalesced(
     n: usize,
-    cli: &Cli<'_>,
+    cli: &Cli,
     dir: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let state = dir.join("state-calls");
-    server.control().begin_epoch(EPOCH_CALLS);
+    server.begin_epoch(EPOCH_CALLS);
     let mut walls = Vec::with_capacity(n);
     for i in 0..n {
         walls.push(cli.queue(&state, &dispatches_json(i..i + 1)?)?.wall);
@@ -102,15 +99,10 @@ fn calls_coalesced(
         return Err(format!("cli: {n} offline calls left {queued} dispatches queued").into());
     }
     let drain = cli.drain(&state)?;
-    let arrivals: Vec<_> = server
-        .control()
-        .arrivals()
-        .into_iter()
-        .filter(|a| a.epoch == EPOCH_CALLS)
-        .collect();
+    let arrivals = server.requests_in(EPOCH_CALLS);
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for id in arrivals.iter().flat_map(|a| a.ids.iter()) {
-        *seen.entry(id.clone()).or_default() += 1;
+    for id in arrivals.iter().flat_map(|a| a.dispatch_ids()) {
+        *seen.entry(id).or_default() += 1;
     }
     let duplicates: usize = seen.values().map(|c| c - 1).sum();
     let delivered = (0..n)
@@ -201,13 +193,13 @@ fn calls_coalesced(
 /// db_after_cli_drain.
 fn db_after_drain(
     m: usize,
-    cli: &Cli<'_>,
+    cli: &Cli,
     dir: &Path,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let state = dir.join("state-drain");
-    server.control().begin_epoch(EPOCH_DRAIN);
+    let before = server.received();
     let t = Instant::now();
     let mut calls = 0;
     for first in (0..m).step_by(BATCH) {
@@ -222,12 +214,7 @@ fn db_after_drain(
     let db_queued = db_bytes(&state)?;
     let drain = cli.drain(&state)?;
     let db = db_bytes(&state)?;
-    let requests = server
-        .control()
-        .arrivals()
-        .iter()
-        .filter(|a| a.epoch == EPOCH_DRAIN)
-        .count();
+    let requests = server.received().since(before).requests;
     emit(
         out,
         Figure::new(
@@ -292,14 +279,15 @@ pub fn print_summary(opts: &Options, figures: &[Figure]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn flags_and_targets_follow_the_sizes() {
-        let args: Vec<String> = ["--cli-calls", "50", "--cli-drain-dispatches=5000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let opts = crate::parse(&args).unwrap().unwrap();
+        let opts = Options::parse_from(std::iter::once("agent-sync-bench").chain([
+            "--cli-calls",
+            "50",
+            "--cli-drain-dispatches=5000",
+        ]));
         assert_eq!((opts.cli_calls, opts.cli_drain_dispatches), (50, 5_000));
         assert_eq!(requests_limit(2_000), 21);
         assert_eq!(requests_limit(50), 2);

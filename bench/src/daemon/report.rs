@@ -1,16 +1,17 @@
 //! The daemon phase's figures of the load ([`crate::daemon`]): the pickup latency
 //! and the burst, measured from the loopback platform's arrival log; and how the
 //! phase prints its figures and its targets (after the harness's summary, in its
-//! form, like [`crate::cli_drain`]'s: their limits depend on the sizes).
+//! form, like the `cli` phase's: their limits depend on the sizes).
 
 use std::time::{Duration, Instant};
 
-use crate::daemon_load::{self, answered, quantile, Finished, Kind, Tree};
+use super::load::{self, answered, quantile, Finished, Kind, Tree};
 use crate::figures::Figure;
-pub use crate::phase_targets::emit;
-use crate::phase_targets::{print_targets, Check};
-use crate::platform::Loopback;
-use crate::{BenchResult, Options};
+use crate::options::Options;
+use crate::support::BenchResult;
+pub use crate::targets::emit;
+use crate::targets::{print_targets, Check};
+use agent_sync_testkit::LoopbackPlatform;
 
 /// Arrivals of the pickup run.
 pub const EPOCH_PICKUP: u32 = 2;
@@ -24,7 +25,7 @@ const BURST_WAIT: Duration = Duration::from_secs(120);
 const BURST_SPAN: Duration = Duration::from_secs(1);
 
 /// pickup_p50, pickup_p99.
-pub fn pickup_figures(server: &Loopback, finished: &[Finished], out: &mut Vec<Figure>) {
+pub fn pickup_figures(server: &LoopbackPlatform, finished: &[Finished], out: &mut Vec<Figure>) {
     let ids: Vec<String> = finished.iter().map(|f| f.id.clone()).collect();
     let got = answered(server, EPOCH_PICKUP, &ids, PICKUP_WAIT);
     let latency = |f: &Finished| {
@@ -91,11 +92,11 @@ pub fn pickup_figures(server: &Loopback, finished: &[Finished], out: &mut Vec<Fi
 pub fn burst(
     n: usize,
     tree: &Tree<'_>,
-    server: &Loopback,
+    server: &LoopbackPlatform,
     out: &mut Vec<Figure>,
 ) -> BenchResult<()> {
     let started = Instant::now();
-    let finished = daemon_load::burst(tree, n, BURST_SPAN)?;
+    let finished = load::burst(tree, n, BURST_SPAN)?;
     let written = started.elapsed();
     let ids: Vec<String> = finished.iter().map(|f| f.id.clone()).collect();
     // Waits for every id (or the limit), then one second more: a request after the
@@ -177,20 +178,17 @@ pub fn print_summary(opts: &Options, figures: &[Figure]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn flags_and_targets_follow_the_sizes() {
-        let args: Vec<String> = [
+        let opts = Options::parse_from(std::iter::once("agent-sync-bench").chain([
             "--daemon-workspaces",
             "2000",
             "--idle-secs=2",
             "--burst",
             "200",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let opts = crate::parse(&args).unwrap().unwrap();
+        ]));
         assert_eq!((opts.daemon_workspaces, opts.idle_secs), (2_000, 2));
         assert_eq!((opts.burst, opts.pickups), (200, 50));
         assert_eq!(burst_limit(5_000), 60);
