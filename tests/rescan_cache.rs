@@ -1,7 +1,7 @@
 //! The persisted rescan cache: a fresh process rescans an unchanged,
 //! synced tree at about one `stat` per workspace, reading no `status.json`; anything
 //! changed (size, mtime) or too recent to trust (racy) is read again. A corrupt row is
-//! ignored and rebuilt (`walk::cache` unit tests, which can write one).
+//! ignored and rebuilt (`scanner::walk::cache` unit tests, which can write one).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -108,13 +108,9 @@
 //! - [`metrics`]: the Prometheus series the Pusher and Puller move.
 //! - [`diagnose`]: read-only checks of the state and the platform, for a doctor.
 //!
-//! A push: host -> [`messages::SyncPush`] -> Pusher -> Scanner (`ScanToQueue`), which per
-//! chunk of the walk asks the Queue (`NotQueued`), then the Ledger (`Unsynced`) and sends
-//! the Queue what is new (`Enqueue`, coalescing into the tail entry), then the Pusher
-//! drains, one request at a time: Queue `LeaseNext` -> POST -> Queue `Report(outcome)`,
-//! which writes everything the outcome changes (queue, ledger, history) in one durable
-//! commit before the next lease. The Queue alone decides what an outcome means
-//! (backoff with jitter, split, dead letter).
+//! A push, step by step (find, skip, queue, send, commit, next), is told once, in
+//! `docs/design.md` §3.1: every outcome is one durable commit by the Queue before the
+//! next request, and the Queue alone decides what an outcome means.
 //!
 //! The `agent-sync` crate wires these into a `SyncService` and a CLI.
 

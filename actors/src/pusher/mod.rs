@@ -1,11 +1,8 @@
 //! The Pusher: drains the Queue to the platform, one request at a time.
 //!
-//! A drain is a loop: lease the head ([`LeaseNext`]), POST its next part with the
-//! Bearer token and the entry's `Idempotency-Key`, then [`Report`] the outcome to the
-//! Queue, which writes every consequence (queue rows, ledger marks, the history
-//! record) in one durable commit and answers only once it is on disk. Only then is
-//! the next entry leased: one request in flight, each outcome on disk before the next
-//! request starts (R1).
+//! Its part of a push (design.md §3.1, steps 4-6): lease the head ([`LeaseNext`]),
+//! POST its next part, [`Report`] the outcome to the Queue and wait for its commit;
+//! only then the next lease. What is specific to the Pusher is below.
 //!
 //! The drain runs as a spawned future (`drainer`) under a small state machine
 //! (`DrainState`), not as an atomic handler: the Pusher's mailbox stays open while a

@@ -4,7 +4,7 @@
 //!
 //! JSON, so a record written by one version can be read (or skipped with a warning)
 //! by another. The rescan cache's two tables use a binary encoding of their own
-//! (`walk::cache`), not this one.
+//! (`scanner::walk::cache`), not this one.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -14,7 +14,7 @@
 //! Values are JSON, encoded and decoded in one place (`codec`), so a record written by
 //! one version can be read (or skipped with a warning, H1) by another; `meta.schema`
 //! names the layout version. The two `scan_*`
-//! tables are the walk's rescan cache (`walk::cache`): a versioned binary encoding,
+//! tables are the walk's rescan cache (`scanner::walk::cache`): a versioned binary encoding,
 //! since a cold scan writes one row per workspace, and a row that does not decode is
 //! ignored and rebuilt, never an error. Losing them costs reads, never a dispatch.
 //!

@@ -14,8 +14,8 @@
 //! | `history`        | `u64`            | JSON [`SyncRecord`](crate::sync_record::SyncRecord) | Queue (pushes), History (pulls); imports |
 //! | `sync_state`     | `&str`           | JSON (last push/pull, auth)    | Queue (pushes), History; imports |
 //! | `context`        | `&str`           | JSON array of context items    | Puller; imports |
-//! | `scan_dirs`      | dir, `/` as `\0` | binary: signature, children    | Scanner (`walk::cache`) |
-//! | `scan_workspaces`| name, `/` as `\0`| binary: signature, known state  | Scanner (`walk::cache`) |
+//! | `scan_dirs`      | dir, `/` as `\0` | binary: signature, children    | Scanner (`scanner::walk::cache`) |
+//! | `scan_workspaces`| name, `/` as `\0`| binary: signature, known state  | Scanner (`scanner::walk::cache`) |
 
 use redb::{TableDefinition, WriteTransaction};
 
