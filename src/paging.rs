@@ -6,10 +6,34 @@
 //! A listing decodes one page at a time, so a backlog of any size is listed in
 //! bounded memory and never holds the Queue's mailbox for long.
 
+use agent_sync_actors::entry::{DeadLetter, QueueEntry};
+
 /// Entries (or dead letters) per listing page: the socket's default and largest
 /// `limit`, and what the CLI and [`SyncService`](crate::SyncService) ask for per
 /// message.
 pub const LIST_PAGE: usize = 1_000;
+
+/// An item of a paged listing. Why a trait: a listing pages by the `seq` of its
+/// last item, and that key is found in a different place in a queue entry and in a
+/// dead letter; saying it once here keeps the service, the client and the CLI from
+/// each spelling it.
+pub trait Paged {
+    /// The item's `seq`: the next page starts after the last one's.
+    fn seq(&self) -> u64;
+}
+
+impl Paged for QueueEntry {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Paged for DeadLetter {
+    /// The seq the entry had in the queue, which it keeps while dead.
+    fn seq(&self) -> u64 {
+        self.entry.seq
+    }
+}
 
 /// The size of the next page of a listing that wants `limit` items (all when
 /// `None`) and has `listed` so far; `None` once it has them all. The listing ends
@@ -21,11 +45,11 @@ pub fn next_page(limit: Option<usize>, listed: usize) -> Option<usize> {
 }
 
 /// Lists the first `limit` items (all when `None`), oldest first, asking `page(after,
-/// want)` for one page at a time: `after` is the `seq` of the last item so far, `want`
-/// at most [`LIST_PAGE`]. Used locally (Queue messages) and over the socket alike.
-pub async fn collect_pages<T, E, Fut>(
+/// want)` for one page at a time: `after` is the [`seq`](Paged::seq) of the last item
+/// so far, `want` at most [`LIST_PAGE`]. Used locally (Queue messages) and over the
+/// socket alike.
+pub async fn collect_pages<T: Paged, E, Fut>(
     limit: Option<usize>,
-    seq: impl Fn(&T) -> u64,
     mut page: impl FnMut(Option<u64>, usize) -> Fut,
 ) -> Result<Vec<T>, E>
 where
@@ -33,7 +57,7 @@ where
 {
     let mut items: Vec<T> = Vec::new();
     while let Some(want) = next_page(limit, items.len()) {
-        let got = page(items.last().map(&seq), want).await?;
+        let got = page(items.last().map(Paged::seq), want).await?;
         if got.is_empty() {
             break;
         }

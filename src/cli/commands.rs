@@ -28,7 +28,7 @@ use agent_sync::actors::DispatchError;
 use agent_sync::control::ControlClient;
 use agent_sync::legacy::{self, LegacyError};
 use agent_sync::messages::{SyncPull, SyncPush};
-use agent_sync::paging::next_page;
+use agent_sync::paging::{next_page, Paged};
 use agent_sync::{StartError, SyncConfig, SyncService};
 use serde_json::Value;
 
@@ -311,12 +311,11 @@ async fn list(
         let (text, last) = match listed {
             Listed::Queue => {
                 let page = performer.queue_page(after, want).await?;
-                (listing.queue_page(&page), page.last().map(|e| e.seq))
+                (listing.queue_page(&page), page.last().map(Paged::seq))
             }
             Listed::DeadLetters => {
                 let page = performer.dead_letters_page(after, want).await?;
-                let last = page.last().map(|l| l.entry.seq);
-                (listing.dead_letter_page(&page), last)
+                (listing.dead_letter_page(&page), page.last().map(Paged::seq))
             }
         };
         // An empty page is the end (a short one may not be: see `next_page`).

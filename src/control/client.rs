@@ -161,12 +161,7 @@ impl ControlClient {
     /// Every queued entry, oldest first, a page
     /// ([`LIST_PAGE`](crate::paging::LIST_PAGE)) per request.
     pub async fn queue(&self) -> Result<Vec<QueueEntry>, ClientError> {
-        collect_pages(
-            None,
-            |e: &QueueEntry| e.seq,
-            |after, want| self.queue_page(after, want),
-        )
-        .await
+        collect_pages(None, |after, want| self.queue_page(after, want)).await
     }
 
     /// One page of `queue`: entries after seq `after`, at most `limit` (up to
@@ -183,12 +178,7 @@ impl ControlClient {
     /// Every dead letter, oldest first, a page
     /// ([`LIST_PAGE`](crate::paging::LIST_PAGE)) per request.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, ClientError> {
-        collect_pages(
-            None,
-            |l: &DeadLetter| l.entry.seq,
-            |after, want| self.dead_letters_page(after, want),
-        )
-        .await
+        collect_pages(None, |after, want| self.dead_letters_page(after, want)).await
     }
 
     /// One page of `dead-letters`, paged like [`queue_page`](Self::queue_page).

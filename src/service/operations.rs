@@ -65,12 +65,7 @@ impl SyncService {
     /// message, so that no message decodes the whole backlog and the Queue's mailbox
     /// is never held for long.
     pub async fn queue(&self, limit: Option<usize>) -> Result<Vec<QueueEntry>, SyncError> {
-        collect_pages(
-            limit,
-            |e: &QueueEntry| e.seq,
-            |after, want| self.queue_page(after, want),
-        )
-        .await
+        collect_pages(limit, |after, want| self.queue_page(after, want)).await
     }
 
     /// One page of queued entries, oldest first: seqs after `after`, at most `limit`.
@@ -90,12 +85,7 @@ impl SyncService {
     /// Dead letters, oldest first, a page
     /// ([`LIST_PAGE`](crate::paging::LIST_PAGE)) per message.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, SyncError> {
-        collect_pages(
-            None,
-            |l: &DeadLetter| l.entry.seq,
-            |after, want| self.dead_letters_page(after, want),
-        )
-        .await
+        collect_pages(None, |after, want| self.dead_letters_page(after, want)).await
     }
 
     /// One page of dead letters, oldest first, paged like [`queue_page`](Self::queue_page).

@@ -6,6 +6,7 @@
 //! [`GlobalArgs::apply`] resolve the values: a flag wins, then the first variable
 //! set (blank counts as unset), then the default.
 
+use std::fmt::Display;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -32,6 +33,19 @@ fn source(flag: Option<&str>, vars: &[&str], default: &str) -> String {
         Some(v) => format!("from ${v}"),
         None => format!("default: {default}"),
     }
+}
+
+/// The check of a setting that has no wrong value: `VALUE (SOURCE)`, the source
+/// found by [`source`]. Why one function: the workspace root, the state dir and the
+/// agent id are reported alike, and so their lines cannot drift apart.
+fn setting(
+    check: &str,
+    value: impl Display,
+    flag: Option<&str>,
+    vars: &[&str],
+    default: &str,
+) -> Check {
+    Check::ok(check, format!("{value} ({})", source(flag, vars, default)))
 }
 
 /// The configuration checks, in order.
@@ -62,45 +76,30 @@ pub fn checks(global: &GlobalArgs, config: &SyncConfig) -> Vec<Check> {
         ),
     };
     let dirs = "$CORE_WORKSPACE unset, under $HOME";
-    let root = Check::ok(
+    let root = setting(
         "workspace root",
-        format!(
-            "{} ({})",
-            config.workspace_root.display(),
-            source(
-                flag(global.workspace_root.is_some(), "--workspace-root"),
-                &["CORE_WORKSPACE"],
-                dirs
-            )
-        ),
+        config.workspace_root.display(),
+        flag(global.workspace_root.is_some(), "--workspace-root"),
+        &["CORE_WORKSPACE"],
+        dirs,
     );
-    let state = Check::ok(
+    let state = setting(
         "state dir",
-        format!(
-            "{} ({})",
-            config.state_dir.display(),
-            source(
-                flag(global.state_dir.is_some(), "--state-dir"),
-                &["CORE_WORKSPACE"],
-                dirs
-            )
-        ),
+        config.state_dir.display(),
+        flag(global.state_dir.is_some(), "--state-dir"),
+        &["CORE_WORKSPACE"],
+        dirs,
     );
     let agent_flag = global
         .agent_id
         .as_ref()
         .is_some_and(|a| !a.trim().is_empty());
-    let agent = Check::ok(
+    let agent = setting(
         "agent id",
-        format!(
-            "{} ({})",
-            config.agent_id,
-            source(
-                flag(agent_flag, "--agent-id"),
-                &["AGENT_NAME"],
-                "the host name"
-            )
-        ),
+        &config.agent_id,
+        flag(agent_flag, "--agent-id"),
+        &["AGENT_NAME"],
+        "the host name",
     );
     let mut checks = vec![api, root, state, agent];
     checks.extend(token_checks(&config.tokens));
