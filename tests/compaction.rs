@@ -13,7 +13,7 @@ use agent_sync_actors::messages::*;
 use agent_sync_actors::queue::{Queue, QueueConfig};
 use agent_sync_actors::store::{Compaction, Store, DATABASE_FILE};
 use agent_sync_actors::time::Clock;
-use agent_sync_testkit::list_queue;
+use agent_sync_testkit::{deliver_leased, list_queue};
 use serde_json::json;
 
 /// Set in a child process: the state dir whose store it opens (and so compacts).
@@ -48,33 +48,6 @@ async fn fill(queue: &Addr<Queue>, prefix: &str, count: usize, pad: usize) {
     }
 }
 
-/// Delivers (as a 2xx would) up to `entries` entries from the head.
-async fn deliver(queue: &Addr<Queue>, entries: usize) -> usize {
-    let mut delivered = 0;
-    for _ in 0..entries {
-        let entry = match queue
-            .send(LeaseNext)
-            .await
-            .expect("the queue runs")
-            .expect("lease")
-        {
-            Lease::Ready(entry) => entry,
-            _ => break,
-        };
-        queue
-            .send(Report {
-                seq: entry.seq,
-                outcome: DeliveryOutcome::Delivered { payload_size: 1 },
-                payload_size: 1,
-            })
-            .await
-            .expect("the queue runs")
-            .expect("report");
-        delivered += 1;
-    }
-    delivered
-}
-
 fn file_bytes(dir: &Path) -> u64 {
     std::fs::metadata(dir.join(DATABASE_FILE))
         .expect("the database file")
@@ -90,7 +63,7 @@ async fn the_file_shrinks_once_a_drained_backlog_leaves_the_queue_empty() {
     let full = queue.send(DatabaseSize).await.unwrap().unwrap();
     assert!(full > 10 << 20, "a backlog of ~12 MB: {full} bytes");
     let started = Instant::now();
-    assert_eq!(deliver(&queue, usize::MAX).await, 40);
+    assert_eq!(deliver_leased(&queue, usize::MAX).await, 40);
     // The compaction runs right after the report that emptied the queue.
     let mut after = full;
     while started.elapsed() < Duration::from_secs(20) {
@@ -181,7 +154,7 @@ fn a_kill_9_in_the_middle_of_a_compaction_loses_nothing_queued() {
                 let queue = start_queue(store);
                 fill(&queue, "delivered", 6000, 3000).await;
                 fill(&queue, "kept", 1500, 3000).await;
-                assert_eq!(deliver(&queue, 60).await, 60);
+                assert_eq!(deliver_leased(&queue, 60).await, 60);
                 list_queue(&queue).await
             })
         })
@@ -257,7 +230,7 @@ async fn enqueues_acknowledged_around_compactions_are_all_still_queued() {
     for round in 0..6 {
         fill(&queue, &format!("r{round}"), 1000, 2000).await;
         // Deliver all but the last two entries of the round.
-        deliver(&queue, 8).await;
+        deliver_leased(&queue, 8).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let compacted = compactor.join().unwrap();

@@ -24,23 +24,35 @@ fn sandbox() -> Sandbox {
     Sandbox::new(agent_sync_bin!(), AGENT, SECRET)
 }
 
-/// A daemon (`args`) holding its push of the workspace `core/go-io/slow`, which
-/// `platform` answers only after `delay`.
+/// A fresh sandbox and platform, and a daemon (`args`) there holding its push of the
+/// workspace `core/go-io/slow`, which the platform answers only after `delay`: where
+/// every test of a stop during a request starts.
 async fn slow_push_in_flight(
-    sandbox: &Sandbox,
-    platform: &LoopbackPlatform,
     delay: Duration,
     args: &[&str],
-) -> Daemon {
+) -> (Sandbox, LoopbackPlatform, Daemon) {
+    let sandbox = sandbox();
+    let platform = LoopbackPlatform::start().await;
     platform.set_default(Scripted::ok().delay(delay));
     write_done(&sandbox.root(), "core/go-io/slow");
     let cmd = sandbox.online(&platform.url(), args);
-    let daemon = Daemon::spawn(sandbox, "daemon", Some("info"), cmd);
+    let daemon = Daemon::spawn(&sandbox, "daemon", Some("info"), cmd);
     wait_until("the push to be in flight", DEADLINE, || {
         !platform.pushes().is_empty()
     })
     .await;
-    daemon
+    (sandbox, platform, daemon)
+}
+
+/// The one entry a stopped daemon left queued in `sandbox` (read offline, on the
+/// blocking pool); panics unless there is exactly one.
+async fn the_entry_left_queued(sandbox: &Sandbox) -> Value {
+    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
+    queue[0].clone()
 }
 
 #[actix_rt::test]
@@ -56,10 +68,7 @@ async fn the_daemon_delivers_new_work_and_stops_cleanly_on_sigterm() {
     daemon.wait_running().await;
     write_done(&sandbox.root(), "core/go-io/late");
     wait_until("the new workspace to be delivered", DEADLINE, || {
-        platform
-            .delivered()
-            .iter()
-            .any(|r| r.dispatch_ids() == ["core/go-io/late"])
+        platform.delivered_alone("core/go-io/late")
     })
     .await;
     // The server answering is not the daemon recording it: its log line comes after
@@ -82,9 +91,7 @@ async fn the_daemon_delivers_new_work_and_stops_cleanly_on_sigterm() {
 
 #[actix_rt::test]
 async fn sigterm_mid_request_waits_for_it_then_nothing_is_sent_twice_after_restart() {
-    let sandbox = sandbox();
-    let platform = LoopbackPlatform::start().await;
-    let mut daemon = slow_push_in_flight(&sandbox, &platform, millis(1500), &["run"]).await;
+    let (sandbox, platform, mut daemon) = slow_push_in_flight(millis(1500), &["run"]).await;
     let (status, took) = daemon.terminate().await;
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     assert!(took < STOP_WITHIN, "took {took:?}");
@@ -116,10 +123,8 @@ async fn sigterm_mid_request_waits_for_it_then_nothing_is_sent_twice_after_resta
 
 #[actix_rt::test]
 async fn sigterm_mid_request_times_it_out_at_the_shutdown_deadline_and_keeps_the_entry() {
-    let sandbox = sandbox();
-    let platform = LoopbackPlatform::start().await;
     let args = ["run", "--shutdown-timeout", "1s"];
-    let mut daemon = slow_push_in_flight(&sandbox, &platform, secs(60), &args).await;
+    let (sandbox, platform, mut daemon) = slow_push_in_flight(secs(60), &args).await;
     let (status, took) = daemon.terminate().await;
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     assert!(
@@ -128,21 +133,17 @@ async fn sigterm_mid_request_times_it_out_at_the_shutdown_deadline_and_keeps_the
     );
     assert!(took < STOP_WITHIN, "took {took:?}");
     platform.stop().await;
-    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
-    assert_eq!(queue[0]["dispatches"][0]["id"], "core/go-io/slow");
+    let entry = the_entry_left_queued(&sandbox).await;
+    assert_eq!(entry["dispatches"][0]["id"], "core/go-io/slow");
     assert_eq!(
-        queue[0]["attempts"], 1,
+        entry["attempts"], 1,
         "the timeout was committed as an attempt"
     );
     assert!(
-        queue[0]["last_error"]
+        entry["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("shutdown deadline")),
-        "{queue}"
+        "{entry}"
     );
 }
 
@@ -189,10 +190,8 @@ async fn a_2xx_head_whose_body_stalls_past_the_stop_deadline_is_delivered_and_ne
 
 #[actix_rt::test]
 async fn a_second_signal_stops_at_once_and_the_entry_stays_queued() {
-    let sandbox = sandbox();
-    let platform = LoopbackPlatform::start().await;
     let args = ["run", "--shutdown-timeout", "60s"];
-    let mut daemon = slow_push_in_flight(&sandbox, &platform, secs(60), &args).await;
+    let (sandbox, platform, mut daemon) = slow_push_in_flight(secs(60), &args).await;
     daemon.signal(libc::SIGTERM);
     wait_until("the first signal to be seen", DEADLINE, || {
         daemon
@@ -208,13 +207,9 @@ async fn a_second_signal_stops_at_once_and_the_entry_stays_queued() {
     );
     assert!(daemon.log().contains("second SIGTERM"), "{}", daemon.log());
     platform.stop().await;
-    let queue = run_async(sandbox.cmd(&["--json", "queue"]))
-        .await
-        .ok()
-        .json();
-    assert_eq!(queue.as_array().map(Vec::len), Some(1), "{queue}");
+    let entry = the_entry_left_queued(&sandbox).await;
     assert_eq!(
-        queue[0]["attempts"], 0,
+        entry["attempts"], 0,
         "abandoned, not recorded as an attempt"
     );
 }

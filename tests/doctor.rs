@@ -6,10 +6,8 @@
 
 use std::fs;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::HttpResponse;
 use agent_sync_testkit::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::Value;
 
 /// The token: distinctive enough that finding it anywhere is a leak.
@@ -138,42 +136,10 @@ async fn a_closed_port_fails_at_tcp() {
     assert_secret_kept(&out);
 }
 
-/// A `localhost` certificate signed by a CA nobody trusts, served over rustls.
-fn untrusted_tls_server() -> (actix_web::dev::Server, u16) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    let server = HttpServer::new(|| App::new().default_service(web::to(HttpResponse::Ok)))
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind_rustls_0_23(("127.0.0.1", 0), config)
-        .unwrap();
-    let port = server.addrs()[0].port();
-    (server.run(), port)
-}
-
 #[actix_rt::test]
 async fn a_platform_behind_tls_with_an_unknown_ca_is_named_a_private_ca_problem() {
-    let (server, port) = untrusted_tls_server();
-    let handle = server.handle();
-    actix_rt::spawn(server);
+    // A `localhost` certificate signed by a CA nobody trusts.
+    let (handle, port) = TestCert::signed_for("localhost").serve(HttpResponse::Ok);
     let sandbox = sandbox();
     let url = format!("https://localhost:{port}");
     let out = run_async(sandbox.online(&url, &["doctor"])).await;

@@ -9,10 +9,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{HttpRequest, HttpResponse};
 use agent_sync_testkit::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 
 /// A token distinctive enough that finding it anywhere is a leak.
@@ -35,39 +33,13 @@ struct TlsPlatform {
 
 impl TlsPlatform {
     async fn start() -> TlsPlatform {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec![NAME.to_string()]).unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap().der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .unwrap();
+        let cert = TestCert::signed_for(NAME);
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let data = web::Data::new(seen.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(answer))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind_rustls_0_23(("127.0.0.1", 0), tls)
-        .unwrap();
-        let port = server.addrs()[0].port();
-        actix_rt::spawn(server.run());
+        let recorder = seen.clone();
+        let (_, port) = cert.serve(move |req: HttpRequest| answer(req, recorder.clone()));
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, ca_pem).unwrap();
+        std::fs::write(&ca_file, &cert.ca_pem).unwrap();
         TlsPlatform {
             port,
             seen,
@@ -85,7 +57,8 @@ impl TlsPlatform {
     }
 }
 
-async fn answer(req: HttpRequest, seen: web::Data<Arc<Mutex<Vec<Seen>>>>) -> HttpResponse {
+/// Records `req` in `seen`, then answers a push with a 201 and a pull with one item.
+async fn answer(req: HttpRequest, seen: Arc<Mutex<Vec<Seen>>>) -> HttpResponse {
     let authorization = req
         .headers()
         .get("authorization")

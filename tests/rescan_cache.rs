@@ -75,18 +75,8 @@ async fn session(root: PathBuf, state: PathBuf, deliver: bool) -> ScanSummary {
             .unwrap()
             .expect("the scan");
         if deliver {
-            while let Lease::Ready(entry) = queue.send(LeaseNext).await.unwrap().unwrap() {
-                // The Queue marks the ledger in the commit of the outcome.
-                queue
-                    .send(Report {
-                        seq: entry.seq,
-                        outcome: DeliveryOutcome::Delivered { payload_size: 1 },
-                        payload_size: 1,
-                    })
-                    .await
-                    .unwrap()
-                    .unwrap();
-            }
+            // The Queue marks the ledger in the commit of the outcome.
+            agent_sync_testkit::deliver_leased(&queue, usize::MAX).await;
         }
         summary
     })

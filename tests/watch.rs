@@ -195,10 +195,7 @@ async fn run_with_defaults_picks_up_a_new_finished_workspace_long_before_the_sca
     finish(&sandbox.root().join("core/go-io/late"), &done());
     // Well inside the ten minutes: only an event can have picked it up.
     wait_until("the new workspace to be delivered", DEADLINE, || {
-        platform
-            .delivered()
-            .iter()
-            .any(|r| r.dispatch_ids() == ["core/go-io/late"])
+        platform.delivered_alone("core/go-io/late")
     })
     .await;
     let status = run_async(sandbox.cmd(&["--json", "status"]))

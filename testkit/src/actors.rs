@@ -137,6 +137,13 @@ pub fn start_actors_with(
     token: Option<&str>,
     opts: &Options,
 ) -> (SyncActors, Store) {
+    let platform = http_platform(url, opts);
+    start_actors_on(root, state_dir, platform, token, opts, Clock::system())
+}
+
+/// The HTTP platform at `url` with the request timeout and context limit of `opts`:
+/// one place, so that every way of starting against a URL talks to it alike.
+fn http_platform(url: &str, opts: &Options) -> Rc<dyn Platform> {
     let config = PlatformConfig {
         base_url: url.to_string(),
         request_timeout: opts.request_timeout,
@@ -144,8 +151,7 @@ pub fn start_actors_with(
         ..PlatformConfig::default()
     };
     config.validate().expect("a loopback URL is accepted");
-    let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(config));
-    start_actors_on(root, state_dir, platform, token, opts, Clock::system())
+    Rc::new(HttpPlatform::new(config))
 }
 
 /// [`start_actors_with`] in `dirs`, with [`TOKEN`].
@@ -179,15 +185,8 @@ pub fn start_actors_over(
     token: Option<&str>,
     opts: &Options,
 ) -> SyncActors {
-    let config = PlatformConfig {
-        base_url: url.to_string(),
-        request_timeout: opts.request_timeout,
-        max_context_bytes: opts.max_context_bytes,
-        ..PlatformConfig::default()
-    };
-    config.validate().expect("a loopback URL is accepted");
-    let platform: Rc<dyn Platform> = Rc::new(HttpPlatform::new(config));
     let config = actors_config(root, token, opts);
+    let platform = http_platform(url, opts);
     SyncActors::start(store.clone(), config, platform, Clock::system())
 }
 
@@ -322,6 +321,40 @@ pub async fn list_queue(queue: &actix::Addr<agent_sync_actors::queue::Queue>) ->
         .await
         .expect("the queue is running")
         .expect("list the queue")
+}
+
+/// Leases and reports a 2xx for up to `entries` entries from the head of `queue` (a
+/// Queue started on its own), stopping at the first lease that is not ready; returns
+/// how many it delivered. What the Pusher does with a platform that accepts
+/// everything, without a platform: for tests of the Queue's own bookkeeping (the
+/// Ledger marks and compaction that follow a delivery).
+pub async fn deliver_leased(
+    queue: &actix::Addr<agent_sync_actors::queue::Queue>,
+    entries: usize,
+) -> usize {
+    let mut delivered = 0;
+    while delivered < entries {
+        let entry = match queue
+            .send(LeaseNext)
+            .await
+            .expect("the queue is running")
+            .expect("lease")
+        {
+            Lease::Ready(entry) => entry,
+            _ => break,
+        };
+        queue
+            .send(Report {
+                seq: entry.seq,
+                outcome: DeliveryOutcome::Delivered { payload_size: 1 },
+                payload_size: 1,
+            })
+            .await
+            .expect("the queue is running")
+            .expect("report");
+        delivered += 1;
+    }
+    delivered
 }
 
 /// Waits until the queue is empty (a timer drain records its outcome just after the

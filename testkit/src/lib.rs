@@ -15,6 +15,7 @@
 //! | [`control`]     | plain HTTP/1.1 `GET` over the control socket or TCP             |
 //! | [`faults`]      | [`Faults`], [`FaultyBackend`]: fsyncs counted, disk full, power cut |
 //! | [`proxy`]       | [`ConnectProxy`]: a recording `CONNECT` proxy on 127.0.0.1      |
+//! | [`tls`]         | [`TestCert`]: a test CA's certificate, and a TLS server with it |
 //!
 //! Everything a test commonly needs is also at the crate root, so a test file starts
 //! with `use agent_sync_testkit::*;`. The binary under test is only known inside the
@@ -34,6 +35,7 @@ pub mod proxy;
 pub mod raw;
 pub mod sandbox;
 pub mod scripted;
+pub mod tls;
 
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
@@ -55,6 +57,7 @@ pub use sandbox::{
     assert_error, run, run_async, run_with_stdin, run_with_stdin_async, Out, Sandbox,
 };
 pub use scripted::{status_outcome, ScriptedPlatform};
+pub use tls::TestCert;
 
 /// The path of the `agent-sync` binary under test, as cargo tells the package's
 /// integration tests (`CARGO_BIN_EXE_agent-sync`): expanded in the test, where the

@@ -51,11 +51,18 @@ pub struct Req {
 impl Req {
     /// The `Idempotency-Key` header (empty when absent).
     pub fn key(&self) -> String {
-        self.head
-            .headers
-            .get("idempotency-key")
-            .cloned()
-            .unwrap_or_default()
+        self.header("idempotency-key")
+    }
+
+    /// The `Authorization` header as sent (empty when absent): what a platform that
+    /// echoes the request back shows of the token.
+    pub fn authorization(&self) -> String {
+        self.header("authorization")
+    }
+
+    /// The header `name` (lowercase), empty when absent.
+    fn header(&self, name: &str) -> String {
+        self.head.headers.get(name).cloned().unwrap_or_default()
     }
 
     /// The `id` of every dispatch of a push body (none when the body is no push).

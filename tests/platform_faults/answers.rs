@@ -159,12 +159,7 @@ async fn a_refusal_echoing_the_token_across_the_excerpt_cut_leaves_no_piece_of_i
     for at in [180, 190, 194, 195, 196, 198, 200] {
         let server = Raw::start(move |_, req| {
             // "Bearer <token>", as a platform echoing the request would show it.
-            let echoed = req
-                .head
-                .headers
-                .get("authorization")
-                .cloned()
-                .unwrap_or_default();
+            let echoed = req.authorization();
             let mut body = "e".repeat(at - "Bearer ".len());
             body.push_str(&echoed);
             body.push_str(" was not accepted, try again later");
@@ -184,7 +179,7 @@ async fn a_refusal_echoing_the_token_across_the_excerpt_cut_leaves_no_piece_of_i
         );
         let report = push_host_ids(&actors, &["a"]).await;
         assert_eq!((report.count, report.queued), (0, 1), "token at {at}");
-        let echoed = server.log()[0].0.head.headers["authorization"].clone();
+        let echoed = server.log()[0].0.authorization();
         assert_eq!(echoed, format!("Bearer {ECHOED}"), "the token was sent");
         // What `status` shows: the Queue's own head.
         let head = summary(&actors).await.head.expect("the entry is queued");

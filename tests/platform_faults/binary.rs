@@ -61,12 +61,7 @@ fn the_token_never_appears_in_the_daemon_log_at_trace_level() {
         }
         // The first push is refused with the credentials echoed back, the worst case.
         if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-            let echoed = req
-                .head
-                .headers
-                .get("authorization")
-                .cloned()
-                .unwrap_or_default();
+            let echoed = req.authorization();
             return Reply::Answer {
                 status: 401,
                 headers: vec![("www-authenticate", format!("Bearer error=\"{echoed}\""))],

@@ -219,6 +219,13 @@ impl LoopbackPlatform {
             .collect()
     }
 
+    /// Whether a push answered with a 2xx carried the dispatch `id` and nothing else:
+    /// how a test sees one new workspace picked up and delivered on its own, whatever
+    /// was pushed before it.
+    pub fn delivered_alone(&self, id: &str) -> bool {
+        self.delivered().iter().any(|r| r.dispatch_ids() == [id])
+    }
+
     /// Stops the server, letting requests in flight finish.
     pub async fn stop(self) {
         self.handle.stop(true).await;
