@@ -222,4 +222,21 @@ mod tests {
         let s: LenientString = serde_json::from_str("4.5").unwrap();
         assert_eq!(s.0, "4.5");
     }
+
+    /// The names are part of error messages ("dispatch 3 is a string, not a JSON
+    /// object"), so they are spelled out here rather than derived from the function.
+    #[test]
+    fn json_kinds_are_named_as_error_messages_say_them() {
+        for (text, kind) in [
+            ("null", "null"),
+            ("false", "a boolean"),
+            ("1.5", "a number"),
+            ("\"x\"", "a string"),
+            ("[]", "an array"),
+            ("{}", "an object"),
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(json_kind(&value), kind, "{text}");
+        }
+    }
 }

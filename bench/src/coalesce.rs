@@ -18,17 +18,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{Drain, Enqueue, QueueStatus};
+use agent_sync::messages::{Drain, QueueStatus};
 use agent_sync_actors::queue::{DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES};
 
 use crate::figures::Figure;
-use crate::fixture;
 use crate::options::Options;
 use crate::support::BenchResult;
 use crate::support::{
     actor_options, emit, key_file_options, millis, platform, rate, start_actors, TOKEN,
 };
-use crate::support::{drain_all, enqueue_all, host_enqueue};
+use crate::support::{drain_all, enqueue_all, one_dispatch_enqueues};
 use agent_sync_testkit::{LoopbackPlatform, Scripted};
 
 /// What one run measured.
@@ -68,9 +67,7 @@ async fn run_against(
         Some(TOKEN),
         &actor_options(DEFAULT_MAX_BATCH),
     )?;
-    let messages: Vec<Enqueue> = (0..n)
-        .map(|i| host_enqueue(vec![fixture::dispatch(i)]))
-        .collect();
+    let messages = one_dispatch_enqueues(n);
     let t = Instant::now();
     let receipt = enqueue_all(&actors, messages).await?;
     let entries = receipt.entries;
@@ -123,10 +120,7 @@ async fn drain_only(n: usize, work: &Path, ws: &Path) -> BenchResult<(Duration, 
             None,
             &key_file_options(DEFAULT_MAX_BATCH, &key_file),
         )?;
-        let messages: Vec<Enqueue> = (0..n)
-            .map(|i| host_enqueue(vec![fixture::dispatch(i)]))
-            .collect();
-        enqueue_all(&actors, messages).await?;
+        enqueue_all(&actors, one_dispatch_enqueues(n)).await?;
         let (elapsed, _) = drain_all(&actors, &key_file, n).await?;
         Ok::<_, Box<dyn std::error::Error>>(elapsed)
     }

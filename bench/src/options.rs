@@ -109,6 +109,13 @@ impl Options {
     pub fn runs(&self, name: &str) -> bool {
         self.only.0.is_empty() || self.only.0.iter().any(|p| p == name)
     }
+
+    /// The flags `args` as given after the program's name: what the tests of every
+    /// phase's flags parse, so each spells out only its own.
+    #[cfg(test)]
+    pub fn from_args(args: &[&str]) -> Result<Options, clap::Error> {
+        Options::try_parse_from(std::iter::once("agent-sync-bench").chain(args.iter().copied()))
+    }
 }
 
 impl Default for Options {
@@ -147,26 +154,22 @@ fn phase_list(value: &str) -> Result<PhaseList, String> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
-        Options::try_parse_from(std::iter::once("agent-sync-bench").chain(args.iter().copied()))
-    }
-
     #[test]
     fn flags_parse_with_defaults_and_both_spellings() {
-        let opts = parse(&["--workspaces", "500", "--entries=20"]).unwrap();
+        let opts = Options::from_args(&["--workspaces", "500", "--entries=20"]).unwrap();
         assert_eq!(opts.workspaces, 500);
         assert_eq!(opts.entries, 20);
         assert_eq!(opts.rss_entries, 100_000);
         assert_eq!(
-            parse(&["--help"]).unwrap_err().kind(),
+            Options::from_args(&["--help"]).unwrap_err().kind(),
             clap::error::ErrorKind::DisplayHelp
         );
-        assert!(parse(&["--entries"]).is_err());
-        assert!(parse(&["--entries", "0"]).is_err());
-        assert!(parse(&["--bogus"]).is_err());
-        let opts = parse(&["--outage-secs", "2", "--fleet=10"]).unwrap();
+        assert!(Options::from_args(&["--entries"]).is_err());
+        assert!(Options::from_args(&["--entries", "0"]).is_err());
+        assert!(Options::from_args(&["--bogus"]).is_err());
+        let opts = Options::from_args(&["--outage-secs", "2", "--fleet=10"]).unwrap();
         assert_eq!((opts.outage_secs, opts.fleet), (2, 10));
-        let child = parse(&[
+        let child = Options::from_args(&[
             "--phase",
             "drain-child",
             "--state-dir",
@@ -176,11 +179,11 @@ mod tests {
         .unwrap();
         assert_eq!(child.phase, Some(ChildPhase::DrainChild));
         assert!(child.exit_when_empty);
-        assert!(parse(&["--phase", "bogus"]).is_err());
-        let only = parse(&["--only", "kill,fleet"]).unwrap();
+        assert!(Options::from_args(&["--phase", "bogus"]).is_err());
+        let only = Options::from_args(&["--only", "kill,fleet"]).unwrap();
         assert!(only.runs("kill") && only.runs("fleet") && !only.runs("scan"));
         assert!(Options::default().runs("scan"));
-        assert!(parse(&["--only", "kill,bogus"]).is_err());
+        assert!(Options::from_args(&["--only", "kill,bogus"]).is_err());
     }
 
     #[test]
@@ -188,7 +191,7 @@ mod tests {
         let ci = "--workspaces 500 --entries 500 --rss-entries 5000 --fleet 20 --outage-secs 1 \
                   --scale-workspaces 2000 --cli-calls 50 --cli-drain-dispatches 5000 \
                   --daemon-workspaces 2000 --idle-secs 2 --pickups 6 --burst 200";
-        let opts = parse(&ci.split_whitespace().collect::<Vec<_>>()).unwrap();
+        let opts = Options::from_args(&ci.split_whitespace().collect::<Vec<_>>()).unwrap();
         assert_eq!((opts.burst, opts.idle_secs, opts.pickups), (200, 2, 6));
     }
 }

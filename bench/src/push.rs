@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_sync::messages::{Enqueue, QueueStatus};
+use agent_sync::messages::QueueStatus;
 use agent_sync_actors::queue::DEFAULT_MAX_BATCH;
 
 use crate::figures::Figure;
@@ -17,8 +17,8 @@ use crate::fixture;
 use crate::options::Options;
 use crate::support::BenchResult;
 use crate::support::{
-    actor_options, drain_all, emit, enqueue_all, host_enqueue, key_file_options, millis, rate,
-    start_actors, AGENT_ID, TOKEN,
+    actor_options, drain_all, emit, enqueue_all, host_enqueue, key_file_options, millis,
+    one_dispatch_enqueues, rate, start_actors, AGENT_ID, TOKEN,
 };
 use agent_sync_testkit::{LoopbackPlatform, PUSH_PATH};
 
@@ -41,9 +41,7 @@ pub async fn enqueue(
         None,
         &actor_options(DEFAULT_MAX_BATCH),
     )?;
-    let messages: Vec<Enqueue> = (0..n)
-        .map(|i| host_enqueue(vec![fixture::dispatch(i)]))
-        .collect();
+    let messages = one_dispatch_enqueues(n);
     let t = Instant::now();
     let receipt = enqueue_all(&actors, messages).await?;
     let elapsed = t.elapsed();

@@ -116,6 +116,14 @@ pub fn host_enqueue(dispatches: Vec<Dispatch>) -> Enqueue {
     }
 }
 
+/// Fixture dispatches `0..n`, one `Enqueue` each: a host handing over every
+/// dispatch as it finishes, the load the enqueue and coalescing figures measure.
+pub fn one_dispatch_enqueues(n: usize) -> Vec<Enqueue> {
+    (0..n)
+        .map(|i| host_enqueue(vec![fixture::dispatch(i)]))
+        .collect()
+}
+
 /// The scan a push runs (scan, then enqueue what is new), as the bench's agent.
 pub fn scan_to_queue() -> ScanToQueue {
     ScanToQueue {
@@ -135,12 +143,16 @@ pub async fn enqueue_all(
         .collect();
     let mut sum = EnqueueReceipt::default();
     for receipt in join_all(sends).await {
-        let receipt = receipt??;
-        sum.entries += receipt.entries;
-        sum.dispatches += receipt.dispatches;
-        sum.duplicates += receipt.duplicates;
+        add_receipt(&mut sum, &receipt??);
     }
     Ok(sum)
+}
+
+/// Adds `receipt`'s counts to `sum`: what many `Enqueue` messages did together.
+fn add_receipt(sum: &mut EnqueueReceipt, receipt: &EnqueueReceipt) {
+    sum.entries += receipt.entries;
+    sum.dispatches += receipt.dispatches;
+    sum.duplicates += receipt.duplicates;
 }
 
 /// Queues host dispatches `0..n` as `Enqueue` messages of `per_message`, `in_flight`
@@ -165,10 +177,7 @@ pub async fn enqueue_in_rounds(
                 )
             })
             .collect();
-        let receipt = enqueue_all(actors, messages).await?;
-        sum.entries += receipt.entries;
-        sum.dispatches += receipt.dispatches;
-        sum.duplicates += receipt.duplicates;
+        add_receipt(&mut sum, &enqueue_all(actors, messages).await?);
         next = end;
     }
     Ok(sum)

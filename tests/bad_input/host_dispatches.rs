@@ -4,6 +4,7 @@
 use std::fs;
 
 use agent_sync::actors::dispatch::validate_dispatches;
+use agent_sync::actors::lenient::json_kind;
 use agent_sync::actors::DispatchError;
 use agent_sync_testkit::Sandbox;
 use proptest::prelude::*;
@@ -14,18 +15,6 @@ use crate::sandbox;
 use crate::strategies::{config, input_bytes, json_object, json_value};
 
 // ============================================================ host dispatches
-
-/// How the validator names the JSON type of `value`.
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
 /// A list of dispatches: mostly objects, now and then another value.
 fn dispatch_list() -> impl Strategy<Value = Vec<Value>> {
@@ -53,7 +42,7 @@ fn host_dispatches_are_accepted_only_as_objects_and_the_first_bad_one_is_named()
                 }
                 (Err(DispatchError::NotAnObject { index, found }), Some(bad)) => {
                     prop_assert_eq!(index, bad);
-                    prop_assert_eq!(found, kind(&values[bad]));
+                    prop_assert_eq!(found, json_kind(&values[bad]));
                 }
                 (other, bad) => prop_assert!(false, "{:?} for first bad {:?}", other, bad),
             }

@@ -20,7 +20,7 @@
 //! The phase serves a loopback platform of its own (127.0.0.1), which records the
 //! calls' requests and counts the drain's; the binary is found as the scale phase finds it ([`support::binary`]).
 //! Without it the two binary figures are not measured. The targets are printed after
-//! the harness's summary, in its form ([`print_summary`]).
+//! the harness's summary, in its form ([`checks`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,7 +35,7 @@ use crate::fixture::dispatch_id;
 use crate::figures::Figure;
 use crate::options::Options;
 use crate::support::{self, BenchResult};
-use crate::targets::{emit, print_targets, Check};
+use crate::targets::{emit, Check};
 use agent_sync_testkit::LoopbackPlatform;
 
 /// Dispatches per offline call of db_after_cli_drain: few processes, as a host that
@@ -254,9 +254,9 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// This phase's targets; their limits depend on the sizes, so they are not among
-/// [`crate::figures::TARGETS`].
-fn checks(opts: &Options) -> [Check; 6] {
+/// This phase's targets, printed after the harness's summary; their limits depend on
+/// the sizes, so they are not among [`crate::figures::TARGETS`].
+pub fn checks(opts: &Options) -> [Check; 6] {
     [
         (
             "cli_calls_coalesced_requests",
@@ -271,23 +271,14 @@ fn checks(opts: &Options) -> [Check; 6] {
     ]
 }
 
-/// The phase's summary lines, after the harness's and in its form.
-pub fn print_summary(opts: &Options, figures: &[Figure]) {
-    print_targets(&checks(opts), figures);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     #[test]
     fn flags_and_targets_follow_the_sizes() {
-        let opts = Options::parse_from(std::iter::once("agent-sync-bench").chain([
-            "--cli-calls",
-            "50",
-            "--cli-drain-dispatches=5000",
-        ]));
+        let opts =
+            Options::from_args(&["--cli-calls", "50", "--cli-drain-dispatches=5000"]).unwrap();
         assert_eq!((opts.cli_calls, opts.cli_drain_dispatches), (50, 5_000));
         assert_eq!(requests_limit(2_000), 21);
         assert_eq!(requests_limit(50), 2);

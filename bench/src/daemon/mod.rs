@@ -28,7 +28,7 @@
 //! - **daemon_exit_code** (target 0): SIGTERM at the end; its exit code.
 //!
 //! The phase serves a loopback platform of its own (127.0.0.1) and prints its targets
-//! after the harness's summary, in its form ([`report::print_summary`]).
+//! after the harness's summary, in its form ([`report::checks`]).
 
 use std::process::Stdio;
 
@@ -40,7 +40,7 @@ mod report;
 
 use self::load::{answered, Tree};
 use self::process::{clock_ticks, cpu_ticks, memory_kib, settle, watches, watching_line};
-pub use self::report::print_summary;
+pub use self::report::checks;
 use self::report::{emit, EPOCH_BURST, EPOCH_PICKUP};
 use crate::figures::{mib, Figure};
 use crate::fixture;

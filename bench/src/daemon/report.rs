@@ -1,6 +1,6 @@
 //! The daemon phase's figures of the load ([`crate::daemon`]): the pickup latency
-//! and the burst, measured from the loopback platform's arrival log; and how the
-//! phase prints its figures and its targets (after the harness's summary, in its
+//! and the burst, measured from the loopback platform's arrival log; how the phase
+//! prints its figures; and its targets (printed after the harness's summary, in its
 //! form, like the `cli` phase's: their limits depend on the sizes).
 
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use crate::figures::Figure;
 use crate::options::Options;
 use crate::support::BenchResult;
 pub use crate::targets::emit;
-use crate::targets::{print_targets, Check};
+use crate::targets::Check;
 use agent_sync_testkit::LoopbackPlatform;
 
 /// Arrivals of the pickup run.
@@ -158,8 +158,9 @@ fn burst_limit(n: usize) -> usize {
     (n.div_ceil(100) * 6).div_ceil(5)
 }
 
-/// The phase's targets: `(figure, op, limit)`, op one of `<=`, `<`, `=`.
-fn checks(opts: &Options) -> [Check; 6] {
+/// The phase's targets: `(figure, op, limit)`, op one of `<=`, `<`, `=`; printed
+/// after the harness's summary.
+pub fn checks(opts: &Options) -> [Check; 6] {
     [
         ("idle_cpu", "<=", 0.1),
         ("pickup_p99", "<=", 1.0),
@@ -170,25 +171,20 @@ fn checks(opts: &Options) -> [Check; 6] {
     ]
 }
 
-/// The phase's summary lines, after the harness's and in its form.
-pub fn print_summary(opts: &Options, figures: &[Figure]) {
-    print_targets(&checks(opts), figures);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     #[test]
     fn flags_and_targets_follow_the_sizes() {
-        let opts = Options::parse_from(std::iter::once("agent-sync-bench").chain([
+        let opts = Options::from_args(&[
             "--daemon-workspaces",
             "2000",
             "--idle-secs=2",
             "--burst",
             "200",
-        ]));
+        ])
+        .unwrap();
         assert_eq!((opts.daemon_workspaces, opts.idle_secs), (2_000, 2));
         assert_eq!((opts.burst, opts.pickups), (200, 50));
         assert_eq!(burst_limit(5_000), 60);

@@ -406,54 +406,33 @@ fn clear_errno() -> bool {
     }
 }
 
-#[cfg(any(
-    target_os = "linux",
-    target_os = "emscripten",
-    target_os = "redox",
-    target_os = "hurd"
-))]
+/// The calling thread's `errno`, where this module knows what the libc calls it;
+/// `None` elsewhere. One body with a `cfg` per libc, so each list of platforms is
+/// written once and the fallback needs no list of its own: it is what the others leave.
+#[allow(unreachable_code)] // where a branch applies, the fallback after it is unreachable
 fn errno_location() -> Option<*mut libc::c_int> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "emscripten",
+        target_os = "redox",
+        target_os = "hurd"
+    ))]
     // SAFETY: no preconditions; returns the calling thread's errno.
-    Some(unsafe { libc::__errno_location() })
-}
-
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "visionos",
-    target_os = "freebsd",
-    target_os = "dragonfly"
-))]
-fn errno_location() -> Option<*mut libc::c_int> {
+    return Some(unsafe { libc::__errno_location() });
+    #[cfg(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "tvos",
+        target_os = "watchos",
+        target_os = "visionos",
+        target_os = "freebsd",
+        target_os = "dragonfly"
+    ))]
     // SAFETY: no preconditions; returns the calling thread's errno.
-    Some(unsafe { libc::__error() })
-}
-
-#[cfg(any(target_os = "openbsd", target_os = "netbsd", target_os = "android"))]
-fn errno_location() -> Option<*mut libc::c_int> {
+    return Some(unsafe { libc::__error() });
+    #[cfg(any(target_os = "openbsd", target_os = "netbsd", target_os = "android"))]
     // SAFETY: no preconditions; returns the calling thread's errno.
-    Some(unsafe { libc::__errno() })
-}
-
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "emscripten",
-    target_os = "redox",
-    target_os = "hurd",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "visionos",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "android"
-)))]
-fn errno_location() -> Option<*mut libc::c_int> {
+    return Some(unsafe { libc::__errno() });
     None
 }
 
