@@ -121,6 +121,16 @@ impl SyncService {
         }
     }
 
+    /// After a periodic rescan of the whole tree: plans the watches again only when
+    /// the plan is partial or older than the watcher's `max_plan_age` (planning walks
+    /// the whole tree); nothing without a watcher.
+    pub fn refresh_watches(&self) {
+        let watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(watcher) = watcher.as_ref() {
+            watcher.refresh();
+        }
+    }
+
     /// The actors, for hosts that prefer sending messages.
     pub fn actors(&self) -> &SyncActors {
         &self.actors

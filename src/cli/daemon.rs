@@ -6,7 +6,9 @@
 //! scanned at once by the watcher's events; on every scan interval (the fallback
 //! rescan: 10 minutes while watching, 60 s without a watcher) the workspaces known
 //! running are reaped (pid liveness first, no file read unless a pid is gone), the tree
-//! is scanned and pushed, and the watches are planned again; on every pull interval,
+//! is scanned and pushed, and the watches are planned again when the plan is partial
+//! or an hour old (a plan walks the whole tree; events keep it meanwhile); on every
+//! pull interval,
 //! pull. Between cycles the Queue's own timers drain entries whose backoff ends, so
 //! the loop never polls the queue, and an idle daemon does nothing at all.
 //!
@@ -358,7 +360,8 @@ enum ReapScope {
 }
 
 /// Reap (unless disabled), then scan and push (or only drain when `queue_only`), then
-/// plan the watches again (the scan taught the cache what is not terminal).
+/// plan the watches again: at start always (the scan taught the cache what is not
+/// terminal), later only when the plan is partial or an hour old.
 async fn scan_cycle(
     service: &SyncService,
     args: &RunArgs,
@@ -388,8 +391,12 @@ async fn scan_cycle(
         ),
         Err(e) => return survivable(e),
     }
-    if !queue_only {
-        service.replan_watches();
+    match (queue_only, reap) {
+        (true, _) => {}
+        // The first full scan taught the cache what is not terminal: plan on it.
+        (false, ReapScope::Tree) => service.replan_watches(),
+        // Events have kept the plan since; a new one walks the whole tree.
+        (false, ReapScope::Running) => service.refresh_watches(),
     }
     Ok(())
 }

@@ -27,6 +27,9 @@ pub enum Signal {
     Failed(String),
     /// The service: plan the watches again (after a scan of the whole tree).
     Replan,
+    /// The service: a periodic rescan of the whole tree ended; plan again only when
+    /// the plan is partial or older than [`super::WatchConfig::max_plan_age`].
+    Refresh,
     /// The service: stop watching.
     Stop,
 }

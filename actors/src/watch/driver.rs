@@ -36,6 +36,8 @@ pub(crate) struct Driver {
     pub config: WatchConfig,
     /// What `status` and `/metrics` read.
     pub stats: Stats,
+    /// When the last plan was made; `None` before the first.
+    pub planned_at: Option<Instant>,
     /// Handed to the sink, to plan again once a rescan is done.
     pub replan: Replan,
     /// Where the work goes.
@@ -51,6 +53,7 @@ impl Driver {
             match first {
                 Signal::Stop => return,
                 Signal::Replan => self.plan(),
+                Signal::Refresh => self.refresh(),
                 first => {
                     let burst = self.gather(first);
                     if burst.contains(&Signal::Stop) {
@@ -83,6 +86,7 @@ impl Driver {
         let mut paths: Vec<PathBuf> = Vec::new();
         let mut lost: Option<String> = None;
         let mut replan = false;
+        let mut refresh = false;
         for signal in burst {
             match signal {
                 Signal::Changed(path) => paths.push(path),
@@ -94,6 +98,7 @@ impl Driver {
                     lost.get_or_insert(why);
                 }
                 Signal::Replan => replan = true,
+                Signal::Refresh => refresh = true,
                 Signal::Stop => {}
             }
         }
@@ -105,6 +110,8 @@ impl Driver {
         }
         if replan {
             self.plan();
+        } else if refresh {
+            self.refresh();
         }
         paths.sort();
         paths.dedup();
@@ -126,8 +133,20 @@ impl Driver {
         (self.sink)(work, &self.replan);
     }
 
+    /// Plans again when the plan is partial (something is covered by the rescan
+    /// only) or older than the config allows; otherwise the events have kept it.
+    fn refresh(&mut self) {
+        let stale = self
+            .planned_at
+            .is_none_or(|at| at.elapsed() >= self.config.max_plan_age);
+        if self.tree.partial || stale {
+            self.plan();
+        }
+    }
+
     /// Plans the watches again (at start, after a lost event, after a full scan).
     fn plan(&mut self) {
+        self.planned_at = Some(Instant::now());
         let was_partial = self.tree.partial;
         let first = self.stats.watches() == 0;
         self.tree.plan(self.backend.as_mut(), self.store.as_ref());

@@ -41,6 +41,10 @@ struct Rig {
 }
 
 fn rig(root: &Path, limit: usize) -> Rig {
+    rig_with(root, limit, DEFAULT_MAX_PLAN_AGE)
+}
+
+fn rig_with(root: &Path, limit: usize, max_plan_age: Duration) -> Rig {
     let watched = Arc::new(Mutex::new(BTreeSet::new()));
     let work = Arc::new(Mutex::new(Vec::new()));
     let (signals, receiver) = channel();
@@ -49,6 +53,7 @@ fn rig(root: &Path, limit: usize) -> Rig {
         budget: 1000,
         debounce: Duration::from_millis(20),
         resolver: Resolver::Native,
+        max_plan_age,
     };
     let backend = Fake {
         watched: watched.clone(),
@@ -215,4 +220,33 @@ fn a_symlink_planted_in_a_watched_directory_is_not_followed() {
         Work::Workspaces(names) => names.iter().all(|n| !n.contains("evil")),
         Work::Rescan(_) => true,
     }));
+}
+
+#[test]
+fn a_periodic_refresh_plans_again_only_once_the_plan_is_old() {
+    for (max_plan_age, planned_again) in [(DAY, false), (Duration::ZERO, true)] {
+        let root = tempfile::tempdir().unwrap();
+        let t1 = write(root.path(), "o/r/t-1", RUNNING, None);
+        let rig = rig_with(root.path(), usize::MAX, max_plan_age);
+        rig.wait_for("plan", |_| rig.watched.lock().unwrap().len() >= 4);
+        // A repo whose events never reach the watcher: only a plan can find it.
+        write(root.path(), "o/r2/t-2", RUNNING, None);
+        rig.signals.send(Signal::Refresh).unwrap();
+        // Signals are handled in order: once this change is handed on, so is the
+        // refresh.
+        std::fs::write(t1.join("status.json"), DONE).unwrap();
+        rig.signals
+            .send(Signal::Changed(t1.join("status.json")))
+            .unwrap();
+        rig.wait_for("the change", |work| {
+            work.iter()
+                .any(|w| matches!(w, Work::Workspaces(names) if names == &["o/r/t-1"]))
+        });
+        let watched = rig.watched(root.path());
+        assert_eq!(
+            watched.iter().any(|d| d == "o/r2"),
+            planned_again,
+            "max plan age {max_plan_age:?}: {watched:?}"
+        );
+    }
 }
