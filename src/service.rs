@@ -31,6 +31,7 @@ use actix::prelude::*;
 use agent_sync_actors::messages::{SyncPull, SyncPush};
 use agent_sync_actors::metrics::Metrics;
 use agent_sync_actors::platform::TokenSource;
+use agent_sync_actors::watch::TreeWatcher;
 use agent_sync_actors::{Store, SyncActors};
 use prometheus_client::registry::Registry;
 
@@ -67,7 +68,7 @@ pub struct SyncService {
     watch_setup: WatchSetup,
     /// The tree watcher, while one runs (behind a lock: `watch` takes `&self`, so
     /// the daemon and a host holding a shared reference can start one).
-    watcher: std::sync::Mutex<Option<agent_sync_actors::watch::TreeWatcher>>,
+    watcher: std::sync::Mutex<Option<TreeWatcher>>,
 }
 
 /// What [`SyncService::watch`] starts a watcher with.
@@ -115,19 +116,21 @@ impl SyncService {
     /// Plans the watches again (after a scan of the whole tree taught the rescan
     /// cache what is not terminal); nothing without a watcher.
     pub fn replan_watches(&self) {
-        let watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(watcher) = watcher.as_ref() {
-            watcher.replan();
-        }
+        self.with_watcher(TreeWatcher::replan);
     }
 
     /// After a periodic rescan of the whole tree: plans the watches again only when
     /// the plan is partial or older than the watcher's `max_plan_age` (planning walks
     /// the whole tree); nothing without a watcher.
     pub fn refresh_watches(&self) {
+        self.with_watcher(TreeWatcher::refresh);
+    }
+
+    /// Runs `order` on the watcher, when one runs.
+    fn with_watcher(&self, order: impl FnOnce(&TreeWatcher)) {
         let watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(watcher) = watcher.as_ref() {
-            watcher.refresh();
+            order(watcher);
         }
     }
 

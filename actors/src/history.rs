@@ -207,13 +207,12 @@ pub(crate) fn merge_in(
     let mut records = Vec::new();
     for row in history.iter()? {
         let (key, value) = row?;
-        match decode::<SyncRecord>(value.value()) {
-            Ok(record) => records.push(record),
-            Err(e) => log::warn!(
-                "history record {} does not decode ({e}); dropped by the import",
-                key.value()
-            ),
-        }
+        // One that does not decode is dropped: the history is rewritten below.
+        records.extend(decode_or_warn::<SyncRecord>(
+            "history record",
+            key.value(),
+            value.value(),
+        ));
     }
     let mut added = 0;
     for record in imported {

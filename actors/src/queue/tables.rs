@@ -70,11 +70,7 @@ pub(crate) fn import_in(
         if entry.parts.is_empty() {
             let mut held = Vec::new();
             for key in &entry.fingerprints {
-                let queued = tables
-                    .keys
-                    .get(dedup_key(&key.id, &key.fingerprint).as_str())?
-                    .is_some();
-                if queued || ledger::covers(&tables.ledger, &key.id, &key.fingerprint)? {
+                if tables.holds(&key.id, &key.fingerprint)? {
                     held.push(key.index);
                 }
             }
@@ -124,6 +120,17 @@ pub(super) struct OutcomeContext<'a> {
 }
 
 impl<'txn> QueueTables<'txn> {
+    /// Whether `id` at `fingerprint` must not be queued again: it is queued or
+    /// dead-lettered (`queue_keys`), or the ledger holds it or a newer version. Read
+    /// in the caller's write transaction, so it sees every commit before it (§4.5).
+    fn holds(&self, id: &str, fingerprint: &str) -> Result<bool, redb::Error> {
+        Ok(self
+            .keys
+            .get(dedup_key(id, fingerprint).as_str())?
+            .is_some()
+            || ledger::covers(&self.ledger, id, fingerprint)?)
+    }
+
     pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
         Ok(QueueTables {
             txn,
@@ -210,12 +217,7 @@ impl<'txn> QueueTables<'txn> {
                         // dead-lettered or delivered before this commit is seen, by
                         // whichever path (P8). The key is inserted as the dispatch is
                         // placed, so a duplicate later in the same group is caught too.
-                        if self
-                            .keys
-                            .get(dedup_key(&d.id, &d.fingerprint).as_str())?
-                            .is_some()
-                            || ledger::covers(&self.ledger, &d.id, &d.fingerprint)?
-                        {
+                        if self.holds(&d.id, &d.fingerprint)? {
                             receipt.duplicates += 1;
                             continue;
                         }
